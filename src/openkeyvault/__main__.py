@@ -1,0 +1,3 @@
+from openkeyvault.cli.main import main
+
+main()

@@ -1,0 +1,194 @@
+"""The ASGI application: the request pipeline of the data plane.
+
+Order: request id → non-data-plane endpoints (health, identity, dev) →
+challenge auth (401 + WWW-Authenticate before any routing or body check) →
+vault routing by Host → api-version → route handler. Handlers only translate
+between wire JSON and domain calls; domain errors map to wire errors in
+`api/errors.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openkeyvault import __version__
+from openkeyvault.access.tokens import InvalidToken
+from openkeyvault.api import dev, identity
+from openkeyvault.api.errors import error_body, map_error
+from openkeyvault.api.hosts import HostMap
+from openkeyvault.api.http import DEFAULT_BODY_LIMIT, Ctx, json_response, read_body
+from openkeyvault.api.router import Router
+from openkeyvault.api.routes import data_plane_routes
+from openkeyvault.api.versions import LATEST, SUPPORTED
+from openkeyvault.deployment import Deployment
+from openkeyvault.ops.scheduler import Scheduler
+from openkeyvault.vault.context import Caller
+from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
+from openkeyvault.vault.lifecycle import purge_expired
+
+log = logging.getLogger("openkeyvault.request")
+
+_BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
+_COMMON_HEADERS = {"x-ms-keyvault-service-version": f"openkeyvault/{__version__}"}
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class _Challenge(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class KeyVaultApp:
+    def __init__(self, deployment: Deployment) -> None:
+        self.d = deployment
+        self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
+        self.router = Router(data_plane_routes(deployment))
+        self.scheduler = Scheduler(
+            {"purge-expired": lambda: purge_expired(deployment.repo, deployment.clock)}
+        )
+        self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
+            "/healthz": self._health,
+        }
+        for p in identity.MSI_PATHS:
+            self.special[p] = self._sync(identity.app_service_token)
+        for p in identity.IMDS_PATHS:
+            self.special[p] = self._sync(identity.imds_token)
+        if deployment.settings.dev:
+            self.special[dev.CLOCK_PATH] = self._dev_clock
+
+    def _sync(self, fn: Callable[[Request, Deployment], Response]) -> Callable[..., Any]:
+        async def call(request: Request) -> Response:
+            return fn(request, self.d)
+        return call
+
+    async def _health(self, request: Request) -> Response:
+        return json_response({"status": "ready", "version": __version__})
+
+    async def _dev_clock(self, request: Request) -> Response:
+        raw = await read_body(request, 4096)
+        return await run_in_threadpool(dev.clock, request, raw, self.d)
+
+    # ---- ASGI ---------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        request = Request(scope, receive)
+        try:
+            response = await self._dispatch(request)
+        except DomainError as exc:
+            status, body = map_error(exc)
+            response = json_response(body, status)
+        except _Challenge as exc:
+            response = self._challenge(request, exc.message)
+        except Exception:
+            log.exception("rid=%s unhandled error", request_id)
+            response = json_response(
+                error_body("InternalServerError", "The server hit an unexpected error."), 500
+            )
+        response.headers["x-ms-request-id"] = request_id
+        for k, v in _COMMON_HEADERS.items():
+            response.headers[k] = v
+        await response(scope, receive, send)
+        log.info("rid=%s %s %s %d %.1fms", request_id, scope["method"], scope["path"],
+                 response.status_code, (time.perf_counter() - started) * 1000)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        task: asyncio.Task[None] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                task = asyncio.create_task(self.scheduler.run())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- pipeline -----------------------------------------------------------
+    def _challenge(self, request: Request, message: str) -> Response:
+        host = request.headers.get("host", "localhost")
+        resource = self.hosts.resource(host)
+        return json_response(
+            error_body("Unauthorized", message), 401,
+            headers={"WWW-Authenticate":
+                     f'Bearer authorization="https://{host}/", resource="{resource}"'},
+        )
+
+    async def _dispatch(self, request: Request) -> Response:
+        path: str = request.scope["path"]
+        special = self.special.get(path)
+        if special is not None:
+            return await special(request)
+
+        host = request.headers.get("host", "")
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Challenge("AKV10000: Request is missing a Bearer or PoP token.")
+        try:
+            principal = self.d.tokens.verify(token.strip(), self.hosts.audiences(host))
+        except InvalidToken as exc:
+            raise _Challenge(f"AKV10032: {exc}") from None
+
+        vault_name = self.hosts.vault_name(host)
+        vault = self.d.repo.get_vault(vault_name) if vault_name else None
+        if vault is None:
+            raise VaultNotFound(f"No vault answers at host '{host[:255]}'.")
+
+        query = dict(parse_qsl(request.scope["query_string"].decode("latin-1"),
+                               keep_blank_values=True))
+        api_version = query.get("api-version")
+        if api_version is None:
+            raise BadParameter("The 'api-version' query parameter is required.")
+        if api_version not in SUPPORTED:
+            raise BadParameter(
+                f"The specified version ({api_version[:32]}) is not recognized. Consider using "
+                f"the latest supported version ({LATEST})."
+            )
+
+        resolved = self.router.resolve(request.method, path)
+        if resolved is None:
+            return json_response(error_body("NotFound", "The requested path was not found."), 404)
+        if resolved is False:
+            return json_response(
+                error_body("MethodNotAllowed",
+                           f"The method {request.method} is not allowed on this path."), 405)
+        assert isinstance(resolved, tuple)
+        route, params = resolved
+        ctx = Ctx(caller=Caller(principal, vault), base=f"https://{host}", path=path,
+                  api_version=api_version, query=query, params=params)
+        if request.method in _BODY_METHODS:
+            ctx.raw_body = await read_body(request, route.body_limit or DEFAULT_BODY_LIMIT)
+            return await run_in_threadpool(route.handler, ctx)
+        if request.method == "GET":
+            return route.handler(ctx)  # reads are short; skip the thread hop
+        return await run_in_threadpool(route.handler, ctx)
+
+
+def create_app() -> KeyVaultApp:
+    """Factory for worker processes: settings come from the environment."""
+    from openkeyvault.config import Settings
+    from openkeyvault.ops.logs import configure_logging
+
+    configure_logging()
+    return KeyVaultApp(Deployment.open(Settings.from_env()))

@@ -1,0 +1,60 @@
+"""Vault routing by Host header, and the token resource each host expects.
+
+Vaults live at `{name}.vault.{domain}`; the default vault also answers on
+`localhost`, `127.0.0.1`, `[::1]` and `host.docker.internal` (any port). The
+resource (token audience) for every vault host is `https://vault.{domain}`
+plus the port the client used, so a vault host is always a subdomain of its
+resource and the SDKs' challenge-resource verification passes.
+"""
+
+from __future__ import annotations
+
+DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal"})
+
+
+def split_host(host: str) -> tuple[str, str | None]:
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        name, rest = host[1:end], host[end + 1 :]
+        return name, rest[1:] if rest.startswith(":") else None
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, port
+    return host, None
+
+
+class HostMap:
+    def __init__(self, domain: str, default_vault: str) -> None:
+        self.domain = domain.lower()
+        self.default_vault = default_vault
+        self._suffix = f".vault.{self.domain}"
+        self._resources: dict[str, str] = {}
+        self._audiences: dict[str, frozenset[str]] = {}
+
+    def vault_name(self, host: str) -> str | None:
+        name, _ = split_host(host)
+        if name in DEFAULT_HOSTS:
+            return self.default_vault
+        if name.endswith(self._suffix):
+            label = name[: -len(self._suffix)]
+            if label and "." not in label:
+                return label
+        return None
+
+    def resource(self, host: str) -> str:
+        r = self._resources.get(host)
+        if r is None:
+            _, port = split_host(host)
+            r = f"https://vault.{self.domain}" + (f":{port}" if port and port != "443" else "")
+            if len(self._resources) < 1024:
+                self._resources[host] = r
+        return r
+
+    def audiences(self, host: str) -> frozenset[str]:
+        a = self._audiences.get(host)
+        if a is None:
+            a = frozenset({self.resource(host)})
+            if len(self._audiences) < 1024:
+                self._audiences[host] = a
+        return a

@@ -1,0 +1,87 @@
+"""Small HTTP helpers: JSON responses, bounded body reading, the request context."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openkeyvault.vault.context import Caller
+from openkeyvault.vault.errors import BadParameter, TooLarge
+
+JSON_TYPE = "application/json; charset=utf-8"
+DEFAULT_BODY_LIMIT = 256 * 1024
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(), status_code=status,
+        media_type=JSON_TYPE, headers=headers,
+    )
+
+
+def empty_response(status: int = 204) -> Response:
+    return Response(b"", status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise BadParameter("The request body is empty; a JSON object is required.")
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadParameter("The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise BadParameter("The request body must be a JSON object.")
+    return value
+
+
+@dataclass
+class Ctx:
+    """One data-plane request, as handlers see it."""
+
+    caller: Caller
+    base: str  # https://host[:port], as the client addressed the vault
+    path: str
+    api_version: str
+    query: dict[str, str]
+    params: dict[str, str]
+    raw_body: bytes = b""
+    _json: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._json is None:
+            self._json = parse_json_object(self.raw_body)
+        return self._json
+
+
+def b64url_decode(value: Any, field: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise BadParameter(f"'{field}' must be a non-empty base64url string.")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        raise BadParameter(f"'{field}' is not valid base64url.") from None
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

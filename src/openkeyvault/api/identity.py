@@ -1,0 +1,91 @@
+"""Managed identity token endpoints (App Service style and IMDS style).
+
+App Service style (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`) requires the
+`X-IDENTITY-HEADER` secret, compared in constant time. IMDS style
+(`/metadata/identity/oauth2/token`, header `Metadata: true`) carries no secret,
+as on an Azure VM, so it is served only by a development server.
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openkeyvault.access.tokens import TokenService
+from openkeyvault.api.errors import error_body
+from openkeyvault.api.http import json_response
+from openkeyvault.deployment import Deployment
+
+MSI_PATHS = frozenset({"/msi/token", "/msi/token/"})
+IMDS_PATHS = frozenset({"/metadata/identity/oauth2/token", "/metadata/identity/oauth2/token/"})
+
+
+def _resource(raw: str | None) -> str | None:
+    if not raw or len(raw) > 512:
+        return None
+    if raw.endswith("/.default"):
+        raw = raw[: -len("/.default")]
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http", "api") or not parts.netloc:
+        return None
+    return raw.rstrip("/")
+
+
+def _token_response(tokens: TokenService, d: Deployment, resource: str) -> Response:
+    t = tokens.issue(d.dev_principal, resource)
+    return json_response({
+        "access_token": t.access_token,
+        "expires_in": str(t.expires_in),
+        "expires_on": str(t.expires_on),
+        "ext_expires_in": str(t.expires_in),
+        "not_before": str(t.expires_on - t.expires_in),
+        "resource": resource,
+        "token_type": "Bearer",
+        "client_id": d.dev_principal.app_id,
+    })
+
+
+def _identity_matches(request: Request, d: Deployment) -> bool:
+    p = d.dev_principal
+    asked = {
+        "client_id": p.app_id, "object_id": p.object_id, "principal_id": p.object_id,
+        "msi_res_id": None, "mi_res_id": None,
+    }
+    for key, expected in asked.items():
+        value = request.query_params.get(key)
+        if value and value != expected:
+            return False
+    return True
+
+
+def _issue(request: Request, d: Deployment) -> Response:
+    resource = _resource(request.query_params.get("resource"))
+    if resource is None:
+        return json_response(error_body("invalid_request",
+                                        "A valid 'resource' query parameter is required."), 400)
+    if not _identity_matches(request, d):
+        return json_response(error_body("invalid_request",
+                                        "No managed identity matches the requested identity."),
+                             400)
+    return _token_response(d.tokens, d, resource)
+
+
+def app_service_token(request: Request, d: Deployment) -> Response:
+    given = request.headers.get("x-identity-header", "")
+    if not hmac.compare_digest(given.encode(), d.identity_header.encode()):
+        return json_response(error_body("Unauthorized",
+                                        "The X-IDENTITY-HEADER header is missing or wrong."), 401)
+    return _issue(request, d)
+
+
+def imds_token(request: Request, d: Deployment) -> Response:
+    if not d.settings.dev:
+        return json_response(error_body("NotFound", "IMDS tokens are served in dev mode only."),
+                             404)
+    if request.headers.get("metadata", "").lower() != "true":
+        return json_response(error_body("invalid_request",
+                                        "Required metadata header not specified"), 400)
+    return _issue(request, d)

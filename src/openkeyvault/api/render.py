@@ -1,0 +1,49 @@
+"""Domain objects → wire JSON, with identifiers built from the Host the client used."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from openkeyvault.vault.models import Attributes, Page, SecretBundle
+
+
+def attributes(a: Attributes) -> dict[str, Any]:
+    out: dict[str, Any] = {"enabled": a.enabled}
+    if a.nbf is not None:
+        out["nbf"] = a.nbf
+    if a.exp is not None:
+        out["exp"] = a.exp
+    out.update(created=a.created, updated=a.updated, recoveryLevel=a.recovery_level,
+               recoverableDays=a.recoverable_days)
+    return out
+
+
+def secret(base: str, b: SecretBundle, *, versioned: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if b.value is not None:
+        out["value"] = b.value
+    out["id"] = f"{base}/secrets/{b.name}/{b.version}" if versioned else f"{base}/secrets/{b.name}"
+    if b.content_type is not None:
+        out["contentType"] = b.content_type
+    out["attributes"] = attributes(b.attributes)
+    if b.tags is not None:
+        out["tags"] = b.tags
+    if b.deleted is not None:
+        out = {
+            "recoveryId": f"{base}/deletedsecrets/{b.name}",
+            "deletedDate": b.deleted.deleted_date,
+            "scheduledPurgeDate": b.deleted.scheduled_purge_date,
+            **out,
+        }
+    return out
+
+
+def page(base: str, path: str, api_version: str, maxresults: str | None, p: Page,
+         items: list[dict[str, Any]]) -> dict[str, Any]:
+    next_link = None
+    if p.next_token:
+        next_link = f"{base}{path}?api-version={quote(api_version)}&$skiptoken={p.next_token}"
+        if maxresults:
+            next_link += f"&maxresults={quote(maxresults)}"
+    return {"value": items, "nextLink": next_link}

@@ -1,0 +1,64 @@
+"""A small path matcher that understands Key Vault's empty "latest version" segments.
+
+Patterns are tuples of segments: a literal, `{name}` (one non-empty segment)
+or `{name?}` as the last segment (may be empty or absent: `/secrets/x/` and
+`/secrets/x` both mean the latest version). Literals win over parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: tuple[str, ...]
+    handler: Callable[..., Any]
+    body_limit: int = 0  # 0: the default limit
+
+    @property
+    def literal_count(self) -> int:
+        return sum(1 for p in self.pattern if not p.startswith("{"))
+
+
+def _match(pattern: tuple[str, ...], segs: list[str]) -> dict[str, str] | None:
+    optional_last = bool(pattern) and pattern[-1].endswith("?}")
+    if len(segs) == len(pattern) - 1 and optional_last:
+        segs = [*segs, ""]
+    if len(segs) != len(pattern):
+        return None
+    params: dict[str, str] = {}
+    for p, s in zip(pattern, segs, strict=True):
+        if p.startswith("{"):
+            key = p.strip("{}?")
+            if not s and not p.endswith("?}"):
+                return None
+            params[key] = s
+        elif p != s.lower():
+            return None
+    return params
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = sorted(routes, key=lambda r: -r.literal_count)
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
+        """(route, params); False when the path exists for another method; None when unknown."""
+        segs = path.split("/")[1:]
+        path_known = False
+        for r in self._routes:
+            params = _match(r.pattern, segs)
+            if params is None:
+                continue
+            if r.method == method:
+                return r, params
+            path_known = True
+        return False if path_known else None
+
+
+def pattern(path: str) -> tuple[str, ...]:
+    return tuple(path.strip("/").split("/"))

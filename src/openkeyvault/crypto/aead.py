@@ -1,0 +1,38 @@
+"""AES-256-GCM sealing: the only cipher the barrier uses.
+
+A sealed value is `nonce (12 bytes) || ciphertext || tag (16 bytes)`. The
+associated data binds the ciphertext to where it belongs, so a value copied
+to another row does not open.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class SealError(Exception):
+    """A sealed value failed authentication (wrong key, wrong context or tampered)."""
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    if len(sealed) < NONCE_BYTES + 16:
+        raise SealError("sealed value too short")
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise SealError("sealed value failed authentication") from None

@@ -1,0 +1,97 @@
+"""The composition root: opens storage behind the barrier and wires the services.
+
+`Deployment.open` is what a worker process, the CLI and the tests call. The
+first call on a new data directory also creates the deployment's identity
+(ids, token signing key, dev identity) — every step idempotent, so a restart
+reuses what exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from openkeyvault.access.authorize import Authorizer
+from openkeyvault.access.principals import Principal
+from openkeyvault.access.tokens import TokenService
+from openkeyvault.config import Settings
+from openkeyvault.crypto.signing import generate_rsa_pem
+from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
+from openkeyvault.storage.barrier import SYSTEM, Barrier
+from openkeyvault.storage.db import Engines, open_sqlite
+from openkeyvault.storage.repository import Repository
+from openkeyvault.storage.seal import dev_seal_root_key
+from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.secrets import SecretService
+from openkeyvault.vault.vaults import VaultService
+
+CLOCK_FILE = "clock-offset"
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    engines: Engines
+    repo: Repository
+    barrier: Barrier
+    clock: Clock
+    deployment_id: str
+    tenant_id: str
+    dev_principal: Principal
+    identity_header: str
+    tokens: TokenService
+    authorizer: Authorizer
+    vaults: VaultService
+    secrets: SecretService
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if clock is None:
+            clock = OffsetClock(data / CLOCK_FILE) if settings.dev else SystemClock()
+        engines = open_sqlite(settings.db_path)
+        repo = Repository(engines)
+        barrier = Barrier(dev_seal_root_key(data / "root.key"), repo)
+        now = int(clock.now())
+        barrier.ensure_owner(SYSTEM, now)
+
+        deployment_id = repo.set_meta_if_absent("deployment_id", str(uuid.uuid4()))
+        tenant_id = repo.set_meta_if_absent("tenant_id", str(uuid.uuid4()))
+        dev_oid = repo.set_meta_if_absent("dev_identity_object_id", str(uuid.uuid4()))
+        dev_app = repo.set_meta_if_absent("dev_identity_client_id", str(uuid.uuid4()))
+
+        def sealed_meta(key: str, make: Callable[[], bytes]) -> bytes:
+            stored = repo.get_meta(key)
+            if stored is None:
+                version, sealed = barrier.seal(SYSTEM, key.encode(), make())
+                candidate = base64.b64encode(struct.pack(">I", version) + sealed).decode()
+                stored = repo.set_meta_if_absent(key, candidate)
+            raw = base64.b64decode(stored)
+            (version,) = struct.unpack(">I", raw[:4])
+            return barrier.open(SYSTEM, version, key.encode(), raw[4:])
+
+        token_key = sealed_meta("token_signing_key", generate_rsa_pem)
+        identity_header = sealed_meta(
+            "identity_header", lambda: secrets.token_urlsafe(32).encode()
+        ).decode()
+
+        dev_principal = Principal(dev_oid, tenant_id, dev_app)
+        issuer = f"https://localhost:{settings.port}/{tenant_id}/v2.0"
+        tokens = TokenService(token_key, issuer, tenant_id, clock)
+        authorizer = Authorizer(frozenset({dev_oid}) if settings.dev else frozenset())
+        vaults = VaultService(repo, barrier, clock)
+        backups = BackupCodec(barrier, deployment_id)
+        return cls(
+            settings=settings, engines=engines, repo=repo, barrier=barrier, clock=clock,
+            deployment_id=deployment_id, tenant_id=tenant_id, dev_principal=dev_principal,
+            identity_header=identity_header, tokens=tokens, authorizer=authorizer,
+            vaults=vaults, secrets=SecretService(repo, barrier, authorizer, clock, backups),
+        )
+
+    def close(self) -> None:
+        self.engines.dispose()

@@ -1,0 +1,59 @@
+"""Plain records that storage hands to the domain layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VaultRecord:
+    id: int
+    name: str
+    kind: str
+    sku: str
+    retention_days: int
+    purge_protection: bool
+    created: int
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """A named object of a collection, live or soft-deleted."""
+
+    id: int
+    name: str
+    deleted_date: int | None
+    scheduled_purge_date: int | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_date is not None
+
+
+@dataclass
+class VersionRecord:
+    name: str
+    version: str
+    created: int
+    updated: int
+    enabled: bool
+    nbf: int | None = None
+    exp: int | None = None
+    content_type: str | None = None
+    tags: dict[str, str] | None = None
+    props: dict[str, Any] = field(default_factory=dict)
+    sealed: bytes | None = None
+    key_version: int | None = None
+    seq: int = 0
+    deleted_date: int | None = None
+    scheduled_purge_date: int | None = None
+
+
+class NameConflict(Exception):
+    """The name is taken: live (`deleted` False) or soft-deleted (`deleted` True)."""
+
+    def __init__(self, deleted: bool) -> None:
+        super().__init__("deleted" if deleted else "exists")
+        self.deleted = deleted
+

@@ -1,0 +1,341 @@
+"""All SQL lives here. One round trip per read, one transaction per write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from openkeyvault.storage.db import Engines
+from openkeyvault.storage.records import (
+    NameConflict,
+    ObjectState,
+    VaultRecord,
+    VersionRecord,
+)
+from openkeyvault.storage.schema import data_keys, meta, objects, vaults, versions
+
+_VERSION_COLS = (
+    objects.c.name,
+    versions.c.version,
+    versions.c.created,
+    versions.c.updated,
+    versions.c.enabled,
+    versions.c.nbf,
+    versions.c.exp,
+    versions.c.content_type,
+    versions.c.tags,
+    versions.c.props,
+    versions.c.sealed,
+    versions.c.key_version,
+    versions.c.seq,
+    objects.c.deleted_date,
+    objects.c.scheduled_purge_date,
+)
+
+
+def _version(row: Row[Any]) -> VersionRecord:
+    return VersionRecord(
+        name=row.name,
+        version=row.version,
+        created=row.created,
+        updated=row.updated,
+        enabled=bool(row.enabled),
+        nbf=row.nbf,
+        exp=row.exp,
+        content_type=row.content_type,
+        tags=json.loads(row.tags) if row.tags is not None else None,
+        props=json.loads(row.props) if row.props else {},
+        sealed=row.sealed,
+        key_version=row.key_version,
+        seq=row.seq,
+        deleted_date=row.deleted_date,
+        scheduled_purge_date=row.scheduled_purge_date,
+    )
+
+
+def _vault(row: Row[Any]) -> VaultRecord:
+    return VaultRecord(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        sku=row.sku,
+        retention_days=row.retention_days,
+        purge_protection=bool(row.purge_protection),
+        created=row.created,
+    )
+
+
+def _version_values(object_id: int, v: VersionRecord) -> dict[str, Any]:
+    return {
+        "object_id": object_id,
+        "version": v.version,
+        "created": v.created,
+        "updated": v.updated,
+        "enabled": v.enabled,
+        "nbf": v.nbf,
+        "exp": v.exp,
+        "content_type": v.content_type,
+        "tags": json.dumps(v.tags) if v.tags is not None else None,
+        "props": json.dumps(v.props) if v.props else None,
+        "sealed": v.sealed,
+        "key_version": v.key_version,
+    }
+
+
+_newer = versions.alias("newer")
+_latest_seq = (
+    select(func.max(_newer.c.seq))
+    .where(_newer.c.object_id == versions.c.object_id)
+    .correlate(versions)
+    .scalar_subquery()
+)
+
+
+class Repository:
+    def __init__(self, engines: Engines) -> None:
+        self._r = engines.read
+        self._w = engines.write
+
+    # ---- meta -------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._r.connect() as c:
+            return c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless the key exists; return the stored value."""
+        with self._w.begin() as c:
+            have = c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            if have is not None:
+                return have
+            c.execute(insert(meta).values(key=key, value=value))
+            return value
+
+    # ---- data keys --------------------------------------------------------
+    def data_key(self, owner: str, version: int | None = None) -> tuple[int, bytes] | None:
+        q = select(data_keys.c.version, data_keys.c.wrapped).where(data_keys.c.owner == owner)
+        q = q.where(data_keys.c.version == version) if version is not None else q
+        q = q.order_by(data_keys.c.version.desc()).limit(1)
+        with self._r.connect() as c:
+            row = c.execute(q).first()
+        return (row.version, row.wrapped) if row else None
+
+    def add_data_key_if_absent(self, owner: str, wrapped_for: Any, now: int) -> None:
+        """Insert version 1 of `owner`'s data key (wrapped by `wrapped_for(version)`) if none."""
+        with self._w.begin() as c:
+            have = c.execute(
+                select(data_keys.c.version).where(data_keys.c.owner == owner).limit(1)
+            ).first()
+            if have is None:
+                c.execute(
+                    insert(data_keys).values(
+                        owner=owner, version=1, wrapped=wrapped_for(1), created=now
+                    )
+                )
+
+    # ---- vaults -----------------------------------------------------------
+    def create_vault(self, name: str, kind: str, sku: str, retention_days: int,
+                     purge_protection: bool, now: int) -> VaultRecord:
+        try:
+            with self._w.begin() as c:
+                c.execute(
+                    insert(vaults).values(
+                        name=name, kind=kind, sku=sku, retention_days=retention_days,
+                        purge_protection=purge_protection, created=now,
+                    )
+                )
+        except IntegrityError:
+            raise NameConflict(deleted=False) from None
+        vault = self.get_vault(name)
+        assert vault is not None
+        return vault
+
+    def get_vault(self, name: str) -> VaultRecord | None:
+        with self._r.connect() as c:
+            row = c.execute(select(vaults).where(vaults.c.name == name)).first()
+        return _vault(row) if row else None
+
+    def list_vaults(self) -> list[VaultRecord]:
+        with self._r.connect() as c:
+            return [_vault(r) for r in c.execute(select(vaults).order_by(vaults.c.name))]
+
+    # ---- objects and versions ---------------------------------------------
+    def _object_where(self, vault_id: int, collection: str, name_lc: str) -> Any:
+        return and_(
+            objects.c.vault_id == vault_id,
+            objects.c.collection == collection,
+            objects.c.name_lc == name_lc,
+        )
+
+    def get_version(self, vault_id: int, collection: str, name_lc: str,
+                    version: str | None, deleted: bool = False) -> VersionRecord | None:
+        """A version (latest when None) of a live object, or of a deleted one with `deleted`."""
+        q = (
+            select(*_VERSION_COLS)
+            .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
+            .where(self._object_where(vault_id, collection, name_lc))
+            .where(objects.c.deleted_date.is_not(None) if deleted
+                   else objects.c.deleted_date.is_(None))
+        )
+        if version is None:
+            q = q.order_by(versions.c.seq.desc()).limit(1)
+        else:
+            q = q.where(versions.c.version == version)
+        with self._r.connect() as c:
+            row = c.execute(q).first()
+        return _version(row) if row else None
+
+    def object_state(self, vault_id: int, collection: str, name_lc: str) -> ObjectState | None:
+        with self._r.connect() as c:
+            row = c.execute(
+                select(objects).where(self._object_where(vault_id, collection, name_lc))
+            ).first()
+        return ObjectState(row.id, row.name, row.deleted_date,
+                           row.scheduled_purge_date) if row else None
+
+    def add_version(self, vault_id: int, collection: str, v: VersionRecord) -> None:
+        """Add a version, creating the object if new. NameConflict(deleted=True) if soft-deleted."""
+        name_lc = v.name.lower()
+        with self._w.begin() as c:
+            row = c.execute(
+                select(objects.c.id, objects.c.name, objects.c.deleted_date)
+                .where(self._object_where(vault_id, collection, name_lc))
+            ).first()
+            if row is None:
+                object_id = c.execute(
+                    insert(objects).values(
+                        vault_id=vault_id, collection=collection, name=v.name, name_lc=name_lc
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            elif row.deleted_date is not None:
+                raise NameConflict(deleted=True)
+            else:
+                object_id = row.id
+                v.name = row.name
+            c.execute(insert(versions).values(**_version_values(object_id, v)))
+
+    def update_version(self, vault_id: int, collection: str, name_lc: str, version: str,
+                       changes: dict[str, Any]) -> bool:
+        """Update attribute columns of one live version; False if there is no such version."""
+        values = dict(changes)
+        if "tags" in values:
+            values["tags"] = json.dumps(values["tags"]) if values["tags"] is not None else None
+        if "props" in values:
+            values["props"] = json.dumps(values["props"]) if values["props"] else None
+        live = select(objects.c.id).where(
+            self._object_where(vault_id, collection, name_lc), objects.c.deleted_date.is_(None)
+        ).scalar_subquery()
+        with self._w.begin() as c:
+            res = c.execute(
+                update(versions)
+                .where(versions.c.object_id == live, versions.c.version == version)
+                .values(**values)
+            )
+            return res.rowcount == 1
+
+    def list_latest(self, vault_id: int, collection: str, deleted: bool, after: str | None,
+                    limit: int) -> list[VersionRecord]:
+        """The latest version of each live (or deleted) object, ordered by name."""
+        q = (
+            select(*_VERSION_COLS, objects.c.name_lc)
+            .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
+            .where(objects.c.vault_id == vault_id, objects.c.collection == collection)
+            .where(objects.c.deleted_date.is_not(None) if deleted
+                   else objects.c.deleted_date.is_(None))
+            .where(versions.c.seq == _latest_seq)
+            .order_by(objects.c.name_lc)
+            .limit(limit)
+        )
+        if after is not None:
+            q = q.where(objects.c.name_lc > after)
+        with self._r.connect() as c:
+            return [_version(r) for r in c.execute(q)]
+
+    def list_versions(self, vault_id: int, collection: str, name_lc: str, after_seq: int | None,
+                      limit: int) -> list[VersionRecord]:
+        q = (
+            select(*_VERSION_COLS)
+            .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
+            .where(self._object_where(vault_id, collection, name_lc),
+                   objects.c.deleted_date.is_(None))
+            .order_by(versions.c.seq)
+            .limit(limit)
+        )
+        if after_seq is not None:
+            q = q.where(versions.c.seq > after_seq)
+        with self._r.connect() as c:
+            return [_version(r) for r in c.execute(q)]
+
+    def all_versions(self, vault_id: int, collection: str, name_lc: str) -> list[VersionRecord]:
+        """Every version of a live object, oldest first (for backup)."""
+        return self.list_versions(vault_id, collection, name_lc, None, 1_000_000)
+
+    def soft_delete(self, vault_id: int, collection: str, name_lc: str, now: int,
+                    purge_at: int) -> bool:
+        with self._w.begin() as c:
+            res = c.execute(
+                update(objects)
+                .where(self._object_where(vault_id, collection, name_lc),
+                       objects.c.deleted_date.is_(None))
+                .values(deleted_date=now, scheduled_purge_date=purge_at)
+            )
+            return res.rowcount == 1
+
+    def recover(self, vault_id: int, collection: str, name_lc: str) -> bool:
+        with self._w.begin() as c:
+            res = c.execute(
+                update(objects)
+                .where(self._object_where(vault_id, collection, name_lc),
+                       objects.c.deleted_date.is_not(None))
+                .values(deleted_date=None, scheduled_purge_date=None)
+            )
+            return res.rowcount == 1
+
+    def purge(self, vault_id: int, collection: str, name_lc: str) -> bool:
+        """Remove a soft-deleted object and all its versions."""
+        with self._w.begin() as c:
+            oid = c.execute(
+                select(objects.c.id).where(self._object_where(vault_id, collection, name_lc),
+                                           objects.c.deleted_date.is_not(None))
+            ).scalar()
+            if oid is None:
+                return False
+            self._remove(c, [oid])
+            return True
+
+    def purge_expired(self, now: int) -> int:
+        """Remove every soft-deleted object whose scheduled purge date has passed."""
+        with self._w.begin() as c:
+            ids = list(c.execute(
+                select(objects.c.id).where(objects.c.scheduled_purge_date.is_not(None),
+                                           objects.c.scheduled_purge_date <= now)
+            ).scalars())
+            self._remove(c, ids)
+            return len(ids)
+
+    @staticmethod
+    def _remove(c: Any, ids: Sequence[int]) -> None:
+        if ids:
+            c.execute(delete(versions).where(versions.c.object_id.in_(ids)))
+            c.execute(delete(objects).where(objects.c.id.in_(ids)))
+
+    def restore(self, vault_id: int, collection: str, name: str,
+                records: Iterable[VersionRecord]) -> None:
+        """Recreate an object with its versions. NameConflict if the name is taken."""
+        name_lc = name.lower()
+        with self._w.begin() as c:
+            row = c.execute(
+                select(objects.c.deleted_date).where(self._object_where(vault_id, collection,
+                                                                        name_lc))
+            ).first()
+            if row is not None:
+                raise NameConflict(deleted=row.deleted_date is not None)
+            object_id = c.execute(
+                insert(objects).values(vault_id=vault_id, collection=collection, name=name,
+                                       name_lc=name_lc)
+            ).inserted_primary_key[0]  # type: ignore[index]
+            for v in records:
+                c.execute(insert(versions).values(**_version_values(object_id, v)))

@@ -1,0 +1,87 @@
+"""Tables. One generic shape serves secrets, keys and certificates.
+
+`objects` is one named thing in a vault's collection (its soft-delete state
+lives here); `versions` are its versions, each with public attributes and, in
+`sealed`, the sensitive bytes as the barrier sealed them. Collection-specific
+public fields (a key's `kty`, public JWK, `key_ops`...) go in `props` (JSON).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("owner", String(80), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created", Integer, nullable=False),
+)
+
+vaults = Table(
+    "vaults",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(24), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False, default="vault"),
+    Column("sku", String(16), nullable=False, default="standard"),
+    Column("retention_days", Integer, nullable=False, default=90),
+    Column("purge_protection", Boolean, nullable=False, default=False),
+    Column("created", Integer, nullable=False),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vault_id", Integer, ForeignKey("vaults.id"), nullable=False),
+    Column("collection", String(16), nullable=False),
+    Column("name", String(127), nullable=False),
+    Column("name_lc", String(127), nullable=False),
+    Column("deleted_date", Integer, nullable=True),
+    Column("scheduled_purge_date", Integer, nullable=True),
+    UniqueConstraint("vault_id", "collection", "name_lc", name="uq_objects_name"),
+)
+Index("ix_objects_purge", objects.c.scheduled_purge_date)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("object_id", Integer, ForeignKey("objects.id", ondelete="CASCADE"), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("created", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("nbf", Integer, nullable=True),
+    Column("exp", Integer, nullable=True),
+    Column("content_type", Text, nullable=True),
+    Column("tags", Text, nullable=True),
+    Column("props", Text, nullable=True),
+    Column("sealed", LargeBinary, nullable=True),
+    Column("key_version", Integer, nullable=True),
+    UniqueConstraint("object_id", "version", name="uq_versions_version"),
+)
+Index("ix_versions_object_seq", versions.c.object_id, versions.c.seq)

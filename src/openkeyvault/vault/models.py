@@ -1,0 +1,44 @@
+"""Domain objects, named after the REST spec's bundles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openkeyvault.storage.records import VaultRecord
+
+
+@dataclass(frozen=True)
+class Attributes:
+    enabled: bool
+    created: int
+    updated: int
+    recovery_level: str
+    recoverable_days: int
+    nbf: int | None = None
+    exp: int | None = None
+
+
+@dataclass(frozen=True)
+class DeletedInfo:
+    deleted_date: int
+    scheduled_purge_date: int
+
+
+@dataclass(frozen=True)
+class SecretBundle:
+    name: str
+    version: str
+    attributes: Attributes
+    value: str | None = None
+    content_type: str | None = None
+    tags: dict[str, str] | None = None
+    deleted: DeletedInfo | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[SecretBundle]
+    next_token: str | None = None
+
+
+Vault = VaultRecord

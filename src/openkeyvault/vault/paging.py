@@ -1,0 +1,44 @@
+"""Opaque continuation tokens and page-size rules for list operations."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from openkeyvault.vault.errors import BadParameter
+
+MAX_RESULTS = 25
+
+
+def page_size(maxresults: str | None) -> int:
+    if maxresults is None or maxresults == "":
+        return MAX_RESULTS
+    try:
+        n = int(maxresults)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_RESULTS:
+        raise BadParameter(
+            f"Invalid value for maxresults: '{maxresults[:20]}'. It must be an integer between "
+            f"1 and {MAX_RESULTS}."
+        )
+    return n
+
+
+def encode_token(position: dict[str, Any]) -> str:
+    raw = json.dumps(position, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_token(token: str | None) -> dict[str, Any]:
+    if not token:
+        return {}
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value = json.loads(raw)
+        if isinstance(value, dict):
+            return value
+    except (ValueError, TypeError):
+        pass
+    raise BadParameter("The $skiptoken is invalid.")
