@@ -48,7 +48,7 @@ def _system_bundle() -> bytes:
         if p.is_file():
             return p.read_bytes()
     try:
-        import certifi  # type: ignore[import-not-found]
+        import certifi
 
         return Path(certifi.where()).read_bytes()
     except ImportError:

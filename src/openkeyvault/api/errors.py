@@ -26,7 +26,7 @@ def error_body(code: str, message: str, inner: str | None = None) -> dict[str, o
 def map_error(exc: e.DomainError) -> tuple[int, dict[str, object]]:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            status, code = STATUS[cls]  # type: ignore[index]
+            status, code = STATUS[cls]
             break
     else:
         status, code = 500, "InternalServerError"

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import Response
+
 
 @dataclass(frozen=True)
 class Route:
     method: str
     pattern: tuple[str, ...]
-    handler: Callable[..., Any]
+    handler: Callable[[Any], Response]
     body_limit: int = 0  # 0: the default limit
 
     @property

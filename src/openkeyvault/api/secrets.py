@@ -45,7 +45,7 @@ class SecretRoutes:
     def update(self, ctx: Ctx) -> Response:
         body = ctx.body
         attrs = _attributes(body)
-        sent = {k for k in ("contentType", "tags") if k in body}
+        sent: set[str] = {k for k in ("contentType", "tags") if k in body}
         sent |= {k for k in _ATTRIBUTE_FIELDS if k in attrs}
         b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),
                           body.get("contentType"), attrs, body.get("tags"), frozenset(sent))

@@ -37,7 +37,7 @@ _VERSION_COLS = (
 )
 
 
-def _version(row: Row[Any]) -> VersionRecord:
+def _version(row: Row[Any, *tuple[Any, ...]]) -> VersionRecord:
     return VersionRecord(
         name=row.name,
         version=row.version,
@@ -57,7 +57,7 @@ def _version(row: Row[Any]) -> VersionRecord:
     )
 
 
-def _vault(row: Row[Any]) -> VaultRecord:
+def _vault(row: Row[Any, *tuple[Any, ...]]) -> VaultRecord:
     return VaultRecord(
         id=row.id,
         name=row.name,
@@ -110,7 +110,7 @@ class Repository:
         with self._w.begin() as c:
             have = c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
             if have is not None:
-                return have
+                return str(have)
             c.execute(insert(meta).values(key=key, value=value))
             return value
 

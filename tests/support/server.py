@@ -1,0 +1,115 @@
+"""Run the real `okv server --dev` as a subprocess for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            env[k] = v
+    return env
+
+
+@dataclass
+class DevServer:
+    data_dir: Path
+    port: int
+    workers: int = 1
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The default vault on bare localhost (clients must skip challenge verification)."""
+        return f"https://localhost:{self.port}"
+
+    def vault_url(self, name: str = "dev") -> str:
+        return f"https://{name}.vault.localhost:{self.port}"
+
+    @property
+    def ca(self) -> str:
+        return str(self.data_dir / "ca.pem")
+
+    def start(self, timeout: float = 60) -> None:
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openkeyvault", "server", "--dev",
+             "--data-dir", str(self.data_dir), "--port", str(self.port),
+             "--workers", str(self.workers)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        ctx = ssl.create_default_context()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            if (self.data_dir / "ca.pem").exists():
+                ctx = ssl.create_default_context(cafile=self.ca)
+                try:
+                    with urllib.request.urlopen(
+                        f"https://127.0.0.1:{self.port}/healthz", context=ctx, timeout=2
+                    ) as r:
+                        if r.status == 200:
+                            self.env = read_env_file(self.data_dir / "dev.env")
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become ready:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def okv(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "openkeyvault", *args, "--data-dir", str(self.data_dir)],
+            capture_output=True, text=True, timeout=60,
+        )
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, workers: int = 1) -> Iterator[DevServer]:
+    server = DevServer(data_dir=data_dir, port=free_port(), workers=workers)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
