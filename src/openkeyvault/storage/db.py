@@ -35,6 +35,7 @@ def _sqlite_engine(path: Path, immediate: bool) -> Engine:
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
         pool_size=8,
         max_overflow=16,
+        hide_parameters=True,  # errors must never carry row values into logs
     )
 
     @event.listens_for(engine, "connect")

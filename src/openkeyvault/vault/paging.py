@@ -9,6 +9,7 @@ from typing import Any
 from openkeyvault.vault.errors import BadParameter
 
 MAX_RESULTS = 25
+MAX_TOKEN_CHARS = 1024
 
 
 def page_size(maxresults: str | None) -> int:
@@ -34,6 +35,8 @@ def encode_token(position: dict[str, Any]) -> str:
 def decode_token(token: str | None) -> dict[str, Any]:
     if not token:
         return {}
+    if len(token) > MAX_TOKEN_CHARS:
+        raise BadParameter("The $skiptoken is invalid.")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value = json.loads(raw)
