@@ -113,6 +113,7 @@ class WrkResult:
     socket_errors: int
     wrk_cpu_s: float  # user+sys of the wrk process
     server_cpu_s: float  # user+sys of every server process (master and workers)
+    machine_busy_s: float  # non-idle CPU time of the whole machine (/proc/stat)
     wall_s: float
 
     @property
@@ -122,6 +123,11 @@ class WrkResult:
     @property
     def server_cores(self) -> float:
         return self.server_cpu_s / self.wall_s
+
+    @property
+    def other_cores(self) -> float:
+        """CPU that neither wrk nor the server used: other load on the machine."""
+        return max(0.0, self.machine_busy_s - self.server_cpu_s - self.wrk_cpu_s) / self.wall_s
 
 
 def parse_wrk(out: str) -> dict[str, float]:
@@ -146,6 +152,14 @@ def parse_wrk(out: str) -> dict[str, float]:
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def machine_busy() -> float:
+    """Non-idle CPU seconds of the whole machine since boot (all CPUs, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def _group_cpu(pgid: int) -> float:
@@ -175,19 +189,20 @@ def run_wrk(wrk: str, label: str, url: str, *, threads: int, connections: int,
         cmd += ["-H", f"{k}: {v}"]
     cmd.append(url)
     cpu0, srv0, t0 = _children_cpu(), _group_cpu(server_pgid), time.monotonic()
+    busy0 = machine_busy()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                            timeout=duration + 30)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk ({label}) did not finish within {duration + 30:.0f}s") from None
     wall = time.monotonic() - t0
-    srv1, cpu1 = _group_cpu(server_pgid), _children_cpu()
+    busy1, srv1, cpu1 = machine_busy(), _group_cpu(server_pgid), _children_cpu()
     if r.returncode != 0:
         raise BenchError(f"wrk ({label}) failed ({r.returncode}): {r.stderr.strip()}")
     p = parse_wrk(r.stdout)
     return WrkResult(label, threads, p["rps"], p["p50"], p["p99"], int(p["requests"]),
                      int(p["non_2xx"]), int(p["socket_errors"]), cpu1 - cpu0, srv1 - srv0,
-                     wall)
+                     busy1 - busy0, wall)
 
 
 # ---- the server -------------------------------------------------------------------------------
@@ -315,7 +330,7 @@ def aes_gcm_decrypt_rate(seconds: float = 1.0) -> tuple[float, float]:
 # ---- report -------------------------------------------------------------------------------------
 def _row(r: WrkResult) -> str:
     return (f"  {r.label:<22} {r.rps:>10,.0f} {r.p50_ms:>9.2f} {r.p99_ms:>9.2f}"
-            f" {r.server_cores:>10.2f} {r.wrk_cores:>8.2f}")
+            f" {r.server_cores:>10.2f} {r.wrk_cores:>8.2f} {r.other_cores:>9.2f}")
 
 
 def report(args: argparse.Namespace, secret: WrkResult, noop: WrkResult,
@@ -326,7 +341,7 @@ def report(args: argparse.Namespace, secret: WrkResult, noop: WrkResult,
           f"wrk -t{args.threads}, {args.duration:g}s per run, {ncpu} CPUs, HTTPS keep-alive, "
           "loopback")
     print(f"  {'endpoint':<22} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}"
-          f" {'server CPU':>10} {'wrk CPU':>8}")
+          f" {'server CPU':>10} {'wrk CPU':>8} {'other CPU':>9}")
     for r in (secret, noop, noop_t1):
         if r is not None:
             print(_row(r))
@@ -338,6 +353,9 @@ def report(args: argparse.Namespace, secret: WrkResult, noop: WrkResult,
           f"the barrier does); secret GET per worker is {secret.rps / args.workers / reused:.1%}"
           " of the reused-key rate")
     for r in (secret, noop, noop_t1):
+        if r is not None and r.other_cores > 0.2:
+            print(f"  WARNING: {r.label}: other processes used {r.other_cores:.2f} CPUs during "
+                  "the run; the machine was not quiet, so these figures are low and noisy")
         if r is not None and (r.non_2xx or r.socket_errors):
             print(f"  WARNING: {r.label}: {r.non_2xx} non-2xx responses, {r.socket_errors} socket "
                   "errors; its figures are not trustworthy")
@@ -394,6 +412,13 @@ def main() -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+
+    b0, t0 = machine_busy(), time.monotonic()
+    time.sleep(1.0)
+    idle_load = (machine_busy() - b0) / (time.monotonic() - t0)
+    if idle_load > 0.2:
+        print(f"bench: WARNING: the machine is busy before the benchmark starts ({idle_load:.2f} "
+              "CPUs in use by other processes); results will be low and noisy", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="okv-bench-") as tmp:
         server = Server(Path(tmp) / "data", args.workers)

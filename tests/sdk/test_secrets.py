@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import (
@@ -30,8 +31,8 @@ def test_dev_env_is_complete(server) -> None:
         "AZURE_KEYVAULT_URL", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE",
         "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS",
     }
-    bundle = open(server.env["REQUESTS_CA_BUNDLE"]).read()
-    assert open(server.ca).read().strip() in bundle
+    bundle = Path(server.env["REQUESTS_CA_BUNDLE"]).read_text()
+    assert Path(server.ca).read_text().strip() in bundle
     assert bundle.count("BEGIN CERTIFICATE") > 1  # the system roots are kept
     assert server.env["AZURE_KEYVAULT_URL"] == f"https://dev.vault.localhost:{server.port}"
 

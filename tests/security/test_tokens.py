@@ -40,9 +40,12 @@ def _parts(token: str) -> tuple[dict[str, object], dict[str, object], str]:
     return json.loads(b64url_decode(h)), json.loads(b64url_decode(p)), s
 
 
+def _enc(obj: dict[str, object]) -> str:
+    return b64url(json.dumps(obj, separators=(",", ":")).encode())
+
+
 def _compact(header: dict[str, object], claims: dict[str, object], sig: str) -> str:
-    enc = lambda obj: b64url(json.dumps(obj, separators=(",", ":")).encode())  # noqa: E731
-    return f"{enc(header)}.{enc(claims)}.{sig}"
+    return f"{_enc(header)}.{_enc(claims)}.{sig}"
 
 
 def _hs256(header: dict[str, object], claims: dict[str, object], secret: bytes) -> str:
@@ -277,7 +280,7 @@ def test_a_rejected_set_creates_nothing(server: DevServer, deployment: Deploymen
 def test_challenge_comes_before_routing_and_body_checks(
     server: DevServer, rest: Rest, method: str, path: str, query: str, kw: dict[str, object]
 ) -> None:
-    r = rest.call(method, path, token=None, query=query, **kw)  # type: ignore[arg-type]
+    r = rest.call(method, path, token=None, query=query, **kw)
     assert_challenge(r, server)
 
 
@@ -314,3 +317,12 @@ def test_a_valid_token_for_one_port_is_refused_on_another_audience(
     r = rest.call("GET", "/secrets", token=token, headers={"Host": other_host})
     assert r.status_code == 401
     assert "audience" in r.json()["error"]["message"]
+
+
+def test_a_host_header_cannot_add_challenge_parameters(server: DevServer, rest: Rest) -> None:
+    host = 'evil.example/", resource="https://evil.example'
+    r = rest.call("GET", "/secrets", token=None, headers={"Host": host})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "BadParameter"
+    assert "WWW-Authenticate" not in r.headers
+    assert "evil.example" not in r.text

@@ -54,13 +54,13 @@ class DevServer:
 
     def start(self, timeout: float = 60) -> None:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openkeyvault", "server", "--dev",
-             "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--workers", str(self.workers)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "openkeyvault", "server", "--dev",
+                 "--data-dir", str(self.data_dir), "--port", str(self.port),
+                 "--workers", str(self.workers)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         ctx = ssl.create_default_context()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

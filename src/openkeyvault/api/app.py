@@ -26,7 +26,7 @@ from openkeyvault import __version__
 from openkeyvault.access.tokens import InvalidToken
 from openkeyvault.api import dev, identity
 from openkeyvault.api.errors import error_body, map_error
-from openkeyvault.api.hosts import HostMap
+from openkeyvault.api.hosts import HostMap, valid_host
 from openkeyvault.api.http import DEFAULT_BODY_LIMIT, Ctx, json_response, read_body
 from openkeyvault.api.router import Router
 from openkeyvault.api.routes import data_plane_routes
@@ -141,6 +141,8 @@ class KeyVaultApp:
             return await special(request)
 
         host = request.headers.get("host", "")
+        if not valid_host(host):
+            raise BadParameter("The Host header is missing or malformed.")
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -172,7 +174,8 @@ class KeyVaultApp:
         if resolved is False:
             return json_response(
                 error_body("MethodNotAllowed",
-                           f"The method {request.method} is not allowed on this path."), 405)
+                           f"The method {request.method} is not allowed on this path."), 405,
+                headers={"Allow": ", ".join(self.router.methods(path))})
         assert isinstance(resolved, tuple)
         route, params = resolved
         ctx = Ctx(caller=Caller(principal, vault), base=f"https://{host}", path=path,

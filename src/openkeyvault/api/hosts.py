@@ -9,7 +9,21 @@ resource and the SDKs' challenge-resource verification passes.
 
 from __future__ import annotations
 
+import re
+
 DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal"})
+
+
+_VALID_HOST = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,62})(?:\.[a-z0-9](?:[a-z0-9-]{0,62}))*|\[[0-9a-f:.]{2,45}\])"
+    r"(?::[0-9]{1,5})?",
+    re.IGNORECASE,
+)
+
+
+def valid_host(host: str) -> bool:
+    """A Host header we may echo into identifiers and challenges: name or [v6], optional port."""
+    return len(host) <= 270 and _VALID_HOST.fullmatch(host) is not None
 
 
 def split_host(host: str) -> tuple[str, str | None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,11 @@ from openkeyvault.vault.errors import BadParameter, TooLarge
 
 JSON_TYPE = "application/json; charset=utf-8"
 DEFAULT_BODY_LIMIT = 256 * 1024
+# json.loads decodes with "surrogatepass", so a `\uD800`-`\uDFFF` escape, UTF-8-encoded
+# surrogate bytes (ED A0-BF) or a UTF-16/32 body (it has NUL bytes) may yield a lone
+# surrogate: a str that cannot be encoded as UTF-8 downstream.
+_MAY_HOLD_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
+DRAIN_LIMIT = 4 * 1024 * 1024  # the most of a refused body read (and dropped) before the 413
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -30,16 +37,33 @@ def empty_response(status: int = 204) -> Response:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
+    stream = request.stream()
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_LIMIT:
+            await _discard(stream, 0)
         raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
+            await _discard(stream, size)
             raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _discard(stream: AsyncIterator[bytes], seen: int) -> None:
+    """Read and drop the rest of a refused body, up to DRAIN_LIMIT bytes in all.
+
+    A client usually sends its whole body before it reads the answer; a server
+    that answers and closes while unread bytes are still arriving resets the
+    connection, and the client sees a broken pipe instead of the 413.
+    """
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > DRAIN_LIMIT:
+            return
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -51,6 +75,13 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise BadParameter("The request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise BadParameter("The request body must be a JSON object.")
+    if _MAY_HOLD_SURROGATE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadParameter(
+                "The request body is not valid JSON: it holds an unpaired UTF-16 surrogate."
+            ) from None
     return value
 
 

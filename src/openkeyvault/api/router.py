@@ -61,6 +61,11 @@ class Router:
             path_known = True
         return False if path_known else None
 
+    def methods(self, path: str) -> list[str]:
+        """The methods some route accepts on `path`."""
+        segs = path.split("/")[1:]
+        return sorted({r.method for r in self._routes if _match(r.pattern, segs) is not None})
+
 
 def pattern(path: str) -> tuple[str, ...]:
     return tuple(path.strip("/").split("/"))

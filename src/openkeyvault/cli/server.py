@@ -56,7 +56,10 @@ def _announce_when_ready(settings: Settings, env: dict[str, str]) -> None:
         print(f"okv: the server did not become ready at {url}", file=sys.stderr, flush=True)
         return
     lines = ["", "OpenKeyVault dev server is ready.", ""]
-    lines += [f"{k}={v}" for k, v in env.items()]
+    # The identity header lets its holder act as the dev identity: show it on a terminal,
+    # never in a redirected log (dev.env, mode 0600, always has it).
+    shown = env if sys.stdout.isatty() else {**env, "IDENTITY_HEADER": "<see dev.env>"}
+    lines += [f"{k}={v}" for k, v in shown.items()]
     lines += ["", f"Written to {settings.data_dir / 'dev.env'}. Load it with:",
               f"  set -a; . {settings.data_dir / 'dev.env'}; set +a"]
     vault_host = env["AZURE_KEYVAULT_URL"].split("//", 1)[1].rsplit(":", 1)[0]

@@ -15,10 +15,7 @@ MAX_TOKEN_CHARS = 1024
 def page_size(maxresults: str | None) -> int:
     if maxresults is None or maxresults == "":
         return MAX_RESULTS
-    try:
-        n = int(maxresults)
-    except ValueError:
-        n = 0
+    n = int(maxresults) if maxresults.isascii() and maxresults.isdigit() else 0
     if not 1 <= n <= MAX_RESULTS:
         raise BadParameter(
             f"Invalid value for maxresults: '{maxresults[:20]}'. It must be an integer between "
@@ -45,3 +42,18 @@ def decode_token(token: str | None) -> dict[str, Any]:
     except (ValueError, TypeError):
         pass
     raise BadParameter("The $skiptoken is invalid.")
+
+
+def position(token: str | None, key: str, kind: type[str] | type[int]) -> Any:
+    """The resume position held under `key` in a token (None for no token).
+
+    A token that is not one of ours, or holds another list's position, is refused.
+    """
+    if not token:
+        return None
+    value = decode_token(token).get(key)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise BadParameter("The $skiptoken is invalid.")
+    if isinstance(value, int) and not 0 <= value < 2**63:
+        raise BadParameter("The $skiptoken is invalid.")
+    return value

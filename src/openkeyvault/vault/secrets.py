@@ -184,9 +184,8 @@ class SecretService:
     def _list_latest(self, caller: Caller, deleted: bool, maxresults: str | None,
                      token: str | None) -> Page:
         size = paging.page_size(maxresults)
-        after = paging.decode_token(token).get("a")
-        rows = self._repo.list_latest(caller.vault.id, COLLECTION, deleted,
-                                      str(after) if after is not None else None, size + 1)
+        after = paging.position(token, "a", str)
+        rows = self._repo.list_latest(caller.vault.id, COLLECTION, deleted, after, size + 1)
         more = len(rows) > size
         rows = rows[:size]
         nxt = paging.encode_token({"a": rows[-1].name.lower()}) if more else None
@@ -196,9 +195,7 @@ class SecretService:
                       token: str | None) -> Page:
         self._check(caller, actions.SECRETS_READ_METADATA, name)
         size = paging.page_size(maxresults)
-        after = paging.decode_token(token).get("s")
-        if after is not None and not isinstance(after, int):
-            raise BadParameter("The $skiptoken is invalid.")
+        after = paging.position(token, "s", int)
         rows = self._repo.list_versions(caller.vault.id, COLLECTION, name.lower(), after, size + 1)
         more = len(rows) > size
         rows = rows[:size]
