@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from openkeyvault.storage.records import VaultRecord
 
@@ -37,7 +38,7 @@ class SecretBundle:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[SecretBundle]
+    items: list[Any]
     next_token: str | None = None
 
 

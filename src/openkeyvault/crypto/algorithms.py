@@ -1,0 +1,173 @@
+"""The algorithm table: every JSON Web Algorithm the key operations accept, in one place.
+
+Functions here take `cryptography` key objects and bytes, and raise
+`AlgorithmError` (a usage problem the caller can fix: wrong algorithm for the
+key, wrong digest length, plaintext too long) or `DecryptionError` (one
+undistinguishable failure for every bad ciphertext).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+from openkeyvault.crypto.jwk import CURVES, PrivateKey, PublicKey, curve_name
+
+
+class AlgorithmError(ValueError):
+    pass
+
+
+class DecryptionError(ValueError):
+    """A ciphertext did not decrypt. Always the same message, whatever went wrong."""
+
+    def __init__(self) -> None:
+        super().__init__("The ciphertext could not be decrypted with this key.")
+
+
+@dataclass(frozen=True)
+class SignAlg:
+    family: str  # "RSA" or "EC"
+    hash: type[hashes.HashAlgorithm]
+    pss: bool = False
+    curve: str | None = None  # EC algorithms are tied to one curve
+
+    @property
+    def digest_size(self) -> int:
+        return self.hash().digest_size
+
+
+SIGN: dict[str, SignAlg] = {
+    "RS256": SignAlg("RSA", hashes.SHA256),
+    "RS384": SignAlg("RSA", hashes.SHA384),
+    "RS512": SignAlg("RSA", hashes.SHA512),
+    "PS256": SignAlg("RSA", hashes.SHA256, pss=True),
+    "PS384": SignAlg("RSA", hashes.SHA384, pss=True),
+    "PS512": SignAlg("RSA", hashes.SHA512, pss=True),
+    "ES256": SignAlg("EC", hashes.SHA256, curve="P-256"),
+    "ES256K": SignAlg("EC", hashes.SHA256, curve="P-256K"),
+    "ES384": SignAlg("EC", hashes.SHA384, curve="P-384"),
+    "ES512": SignAlg("EC", hashes.SHA512, curve="P-521"),
+}
+
+# RSA encryption algorithms (also used by wrapKey/unwrapKey) and the bytes of
+# overhead each padding needs.
+ENCRYPT: dict[str, tuple[str, int]] = {
+    "RSA1_5": ("pkcs1", 11),
+    "RSA-OAEP": ("oaep-sha1", 2 * 20 + 2),
+    "RSA-OAEP-256": ("oaep-sha256", 2 * 32 + 2),
+}
+
+
+def family(key: PrivateKey | PublicKey) -> str:
+    return "RSA" if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) else "EC"
+
+
+def _public(key: PrivateKey | PublicKey) -> PublicKey:
+    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return key.public_key()
+    return key
+
+
+def _sign_alg(alg: str, key: PrivateKey | PublicKey, digest: bytes) -> SignAlg:
+    spec = SIGN.get(alg)
+    if spec is None:
+        raise AlgorithmError(f"Unknown signature algorithm '{alg[:32]}'.")
+    fam = family(key)
+    if spec.family != fam:
+        raise AlgorithmError(f"Algorithm {alg} cannot be used with an {fam} key.")
+    if spec.curve is not None:
+        crv = curve_name(_public(key))  # type: ignore[arg-type]
+        if crv != spec.curve:
+            raise AlgorithmError(f"Algorithm {alg} needs a {spec.curve} key; this key is {crv}.")
+    if len(digest) != spec.digest_size:
+        raise AlgorithmError(
+            f"Invalid digest length for {alg}: {len(digest)} bytes given, "
+            f"{spec.digest_size} expected."
+        )
+    return spec
+
+
+def _pss(spec: SignAlg) -> padding.PSS:
+    return padding.PSS(mgf=padding.MGF1(spec.hash()), salt_length=spec.digest_size)
+
+
+def sign(key: PrivateKey, alg: str, digest: bytes) -> bytes:
+    """Sign a digest. ECDSA signatures are raw r||s, as JWS defines them."""
+    spec = _sign_alg(alg, key, digest)
+    prehashed = utils.Prehashed(spec.hash())
+    if isinstance(key, rsa.RSAPrivateKey):
+        pad = _pss(spec) if spec.pss else padding.PKCS1v15()
+        return key.sign(digest, pad, prehashed)
+    der = key.sign(digest, ec.ECDSA(prehashed))
+    r, s = utils.decode_dss_signature(der)
+    size = CURVES[curve_name(key)][1]
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def verify(key: PrivateKey | PublicKey, alg: str, digest: bytes, signature: bytes) -> bool:
+    spec = _sign_alg(alg, key, digest)
+    pub = _public(key)
+    prehashed = utils.Prehashed(spec.hash())
+    try:
+        if isinstance(pub, rsa.RSAPublicKey):
+            pad = _pss(spec) if spec.pss else padding.PKCS1v15()
+            pub.verify(signature, digest, pad, prehashed)
+            return True
+        size = CURVES[curve_name(pub)][1]
+        if len(signature) != 2 * size:
+            return False
+        r = int.from_bytes(signature[:size], "big")
+        s = int.from_bytes(signature[size:], "big")
+        pub.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
+        return True
+    except InvalidSignature:
+        return False
+
+
+def _padding(alg: str, key: PrivateKey | PublicKey) -> tuple[padding.AsymmetricPadding, int]:
+    spec = ENCRYPT.get(alg)
+    if spec is None:
+        raise AlgorithmError(f"Unknown encryption algorithm '{alg[:32]}'.")
+    if family(key) != "RSA":
+        raise AlgorithmError(f"Algorithm {alg} needs an RSA key.")
+    kind, overhead = spec
+    if kind == "pkcs1":
+        return padding.PKCS1v15(), overhead
+    h: hashes.HashAlgorithm = hashes.SHA1() if kind == "oaep-sha1" else hashes.SHA256()  # noqa: S303
+    return padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None), overhead
+
+
+def encrypt(key: PrivateKey | PublicKey, alg: str, plaintext: bytes) -> bytes:
+    pad, overhead = _padding(alg, key)
+    pub = _public(key)
+    assert isinstance(pub, rsa.RSAPublicKey)
+    limit = pub.key_size // 8 - overhead
+    if len(plaintext) > limit:
+        raise AlgorithmError(
+            f"The plaintext is too long for {alg} with this key: at most {limit} bytes."
+        )
+    return pub.encrypt(plaintext, pad)
+
+
+def decrypt(key: PrivateKey, alg: str, ciphertext: bytes) -> bytes:
+    """Decrypt. RSA1_5 uses implicit rejection: a ciphertext with bad padding yields a
+    pseudo-random plaintext rather than an error, so padding validity never shows."""
+    pad, _ = _padding(alg, key)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    if len(ciphertext) != (key.key_size + 7) // 8:
+        raise DecryptionError()
+    try:
+        return key.decrypt(ciphertext, pad)
+    except ValueError:
+        raise DecryptionError() from None
+
+
+def allowed_ops(fam: str) -> tuple[str, ...]:
+    """The key operations a key of this family supports, in Key Vault's order."""
+    if fam == "RSA":
+        return ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
+    return ("sign", "verify")

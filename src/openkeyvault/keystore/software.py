@@ -1,0 +1,95 @@
+"""The software KeyStore: keys generated and used by pyca/cryptography in this process.
+
+The blob is the PKCS#8 DER private key (sealed by the barrier before it is
+stored). Loaded key objects are kept in a bounded in-memory cache keyed by
+key version, so the hot path is one private-key operation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from openkeyvault.crypto import algorithms
+from openkeyvault.crypto.jwk import (
+    CURVES,
+    RSA_SIZES,
+    JwkError,
+    PrivateKey,
+    private_from_jwk,
+    public_jwk,
+)
+from openkeyvault.keystore.base import KeyRef, KeySpec, KeyStoreError, StoredKey
+
+CACHE_SIZE = 4096
+
+
+def _stored(key: PrivateKey) -> StoredKey:
+    blob = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    return StoredKey(public_jwk(key), blob, key.key_size if isinstance(key, rsa.RSAPrivateKey)
+                     else key.curve.key_size)
+
+
+class SoftwareKeyStore:
+    name = "software"
+
+    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
+        self._cache: OrderedDict[str, PrivateKey] = OrderedDict()
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def generate(self, spec: KeySpec) -> StoredKey:
+        if spec.family == "RSA":
+            if spec.size not in RSA_SIZES:
+                raise KeyStoreError(
+                    f"RSA key size must be one of {', '.join(map(str, RSA_SIZES))}."
+                )
+            if spec.public_exponent not in (3, 65537):
+                raise KeyStoreError("The RSA public exponent must be 3 or 65537.")
+            return _stored(rsa.generate_private_key(spec.public_exponent, spec.size))
+        if spec.curve not in CURVES:
+            raise KeyStoreError(f"Unsupported curve; use one of {', '.join(CURVES)}.")
+        return _stored(ec.generate_private_key(CURVES[spec.curve][0]()))
+
+    def import_jwk(self, jwk: dict[str, Any], family: str) -> StoredKey:
+        try:
+            return _stored(private_from_jwk(jwk, family))
+        except JwkError as exc:
+            raise KeyStoreError(str(exc)) from None
+
+    def _key(self, ref: KeyRef) -> PrivateKey:
+        key = self._cache.get(ref.cache_id)
+        if key is not None:
+            return key
+        loaded = serialization.load_der_private_key(
+            ref.blob(), password=None, unsafe_skip_rsa_key_validation=True
+        )
+        if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise KeyStoreError("Stored key material has an unexpected type.")
+        with self._lock:
+            self._cache[ref.cache_id] = loaded
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return loaded
+
+    def sign(self, ref: KeyRef, alg: str, digest: bytes) -> bytes:
+        return algorithms.sign(self._key(ref), alg, digest)
+
+    def verify(self, ref: KeyRef, alg: str, digest: bytes, signature: bytes) -> bool:
+        return algorithms.verify(self._key(ref), alg, digest, signature)
+
+    def encrypt(self, ref: KeyRef, alg: str, plaintext: bytes) -> bytes:
+        return algorithms.encrypt(self._key(ref), alg, plaintext)
+
+    def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes:
+        return algorithms.decrypt(self._key(ref), alg, ciphertext)
+
+    def forget(self, cache_id_prefix: str) -> None:
+        with self._lock:
+            for k in [k for k in self._cache if k.startswith(cache_id_prefix)]:
+                del self._cache[k]

@@ -1,0 +1,202 @@
+"""What secrets, keys and certificates share: lookup, listing, soft delete, recover, purge.
+
+A concrete service names its `Kind` (collection, wording, data actions) and
+turns stored versions into its bundle type; the lifecycle lives here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from openkeyvault.access.authorize import Authorizer
+from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.barrier import Barrier
+from openkeyvault.storage.records import VersionRecord
+from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import names, paging
+from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.context import Caller, authorize
+from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
+from openkeyvault.vault.lifecycle import DAY, recovery_level
+from openkeyvault.vault.models import Attributes, DeletedInfo, Page
+
+B = TypeVar("B")
+
+MAX_BACKUP_VERSIONS = 500
+
+
+@dataclass(frozen=True)
+class Kind:
+    collection: str  # "secrets"
+    label: str  # "Secret"
+    read: str  # data action for metadata reads and listing
+    delete: str
+    recover: str
+    purge: str
+
+    @property
+    def not_found_code(self) -> str:
+        return f"{self.label}NotFound"
+
+    def not_found(self, name: str, version: str | None = None) -> NotFound:
+        ident = f"{name}/{version}" if version else name
+        word = self.label.lower()
+        return NotFound(
+            f"A {word} with (name/id) {ident} was not found in this key vault. If you recently "
+            f"deleted this {word} you may be able to recover it using the correct recovery "
+            "command.",
+            code=self.not_found_code,
+        )
+
+    def deleted_not_found(self, name: str) -> NotFound:
+        return NotFound(f"Deleted {self.label} not found: {name}", code=self.not_found_code)
+
+    def deleted_conflict(self, name: str) -> Conflict:
+        word = self.label.lower()
+        return Conflict(
+            f"{self.label} {name} is currently in a deleted but recoverable state, and its name "
+            f"cannot be reused; in this state, the {word} can only be recovered or purged.",
+            inner="ObjectIsDeletedButRecoverable",
+        )
+
+    def exists_conflict(self, name: str) -> Conflict:
+        return Conflict(
+            f"{self.label} {name} already exists in this vault; restore needs a name that is "
+            "not in use."
+        )
+
+
+class ObjectService(Generic[B]):
+    kind: Kind
+
+    def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
+                 clock: Clock, backups: BackupCodec) -> None:
+        self._repo = repo
+        self._barrier = barrier
+        self._authz = authorizer
+        self._clock = clock
+        self._backups = backups
+
+    # ---- for subclasses -------------------------------------------------------
+    def _bundle(self, caller: Caller, rec: VersionRecord) -> B:
+        raise NotImplementedError
+
+    def _now(self) -> int:
+        return int(self._clock.now())
+
+    def _check(self, caller: Caller, action: str, name: str | None = None) -> None:
+        path = f"/{self.kind.collection}/{name}" if name else f"/{self.kind.collection}"
+        authorize(self._authz, caller, action, path)
+
+    def _attributes(self, caller: Caller, rec: VersionRecord) -> Attributes:
+        v = caller.vault
+        return Attributes(
+            enabled=rec.enabled, created=rec.created, updated=rec.updated, nbf=rec.nbf,
+            exp=rec.exp, recovery_level=recovery_level(v.retention_days, v.purge_protection),
+            recoverable_days=v.retention_days,
+        )
+
+    @staticmethod
+    def _deleted(rec: VersionRecord) -> DeletedInfo | None:
+        if rec.deleted_date is None or rec.scheduled_purge_date is None:
+            return None
+        return DeletedInfo(rec.deleted_date, rec.scheduled_purge_date)
+
+    def _find(self, caller: Caller, name: str, version: str | None) -> VersionRecord:
+        """The live version (latest when `version` is empty), or the kind's 404."""
+        if not names.OBJECT_NAME.fullmatch(name) or (version and len(version) > 64):
+            raise self.kind.not_found(name[:127], (version or "")[:64] or None)
+        rec = self._repo.get_version(caller.vault.id, self.kind.collection, name.lower(),
+                                     version or None)
+        if rec is None:
+            raise self.kind.not_found(name, version)
+        return rec
+
+    def _all_versions(self, caller: Caller, name: str) -> list[VersionRecord]:
+        recs = self._repo.all_versions(caller.vault.id, self.kind.collection, name.lower())
+        if len(recs) > MAX_BACKUP_VERSIONS:
+            raise BadParameter(
+                f"{self.kind.label} {recs[-1].name} has more than {MAX_BACKUP_VERSIONS} versions "
+                "and cannot be backed up."
+            )
+        return recs
+
+    # ---- shared operations ------------------------------------------------------
+    def list(self, caller: Caller, maxresults: str | None, token: str | None) -> Page:
+        self._check(caller, self.kind.read)
+        return self._list_latest(caller, False, maxresults, token)
+
+    def list_deleted(self, caller: Caller, maxresults: str | None, token: str | None) -> Page:
+        self._check(caller, self.kind.read)
+        return self._list_latest(caller, True, maxresults, token)
+
+    def _list_latest(self, caller: Caller, deleted: bool, maxresults: str | None,
+                     token: str | None) -> Page:
+        size = paging.page_size(maxresults)
+        after = paging.position(token, "a", str)
+        rows = self._repo.list_latest(caller.vault.id, self.kind.collection, deleted, after,
+                                      size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        nxt = paging.encode_token({"a": rows[-1].name.lower()}) if more else None
+        return Page([self._bundle(caller, r) for r in rows], nxt)
+
+    def list_versions(self, caller: Caller, name: str, maxresults: str | None,
+                      token: str | None) -> Page:
+        self._check(caller, self.kind.read, name)
+        size = paging.page_size(maxresults)
+        after = paging.position(token, "s", int)
+        rows = self._repo.list_versions(caller.vault.id, self.kind.collection, name.lower(),
+                                        after, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        nxt = paging.encode_token({"s": rows[-1].seq}) if more else None
+        return Page([self._bundle(caller, r) for r in rows], nxt)
+
+    def delete(self, caller: Caller, name: str) -> B:
+        self._check(caller, self.kind.delete, name)
+        rec = self._find(caller, name, None)
+        now = self._now()
+        purge_at = now + caller.vault.retention_days * DAY
+        if not self._repo.soft_delete(caller.vault.id, self.kind.collection, name.lower(), now,
+                                      purge_at):
+            raise self.kind.not_found(name)
+        self._on_removed(caller, name)
+        rec.deleted_date, rec.scheduled_purge_date = now, purge_at
+        return self._bundle(caller, rec)
+
+    def get_deleted(self, caller: Caller, name: str) -> B:
+        self._check(caller, self.kind.read, name)
+        rec = None
+        if names.OBJECT_NAME.fullmatch(name):
+            rec = self._repo.get_version(caller.vault.id, self.kind.collection, name.lower(),
+                                         None, deleted=True)
+        if rec is None:
+            raise self.kind.deleted_not_found(name[:127])
+        return self._bundle(caller, rec)
+
+    def recover(self, caller: Caller, name: str) -> B:
+        self._check(caller, self.kind.recover, name)
+        if not names.OBJECT_NAME.fullmatch(name) or not self._repo.recover(
+            caller.vault.id, self.kind.collection, name.lower()
+        ):
+            raise self.kind.deleted_not_found(name[:127])
+        return self._bundle(caller, self._find(caller, name, None))
+
+    def purge(self, caller: Caller, name: str) -> None:
+        self._check(caller, self.kind.purge, name)
+        if caller.vault.purge_protection:
+            raise Forbidden(
+                'Operation "purge" is not allowed because purge protection is enabled for this '
+                "vault. Key Vault service will automatically purge it after the retention period "
+                f"has passed. Vault: {caller.vault.name};location=local"
+            )
+        if not names.OBJECT_NAME.fullmatch(name) or not self._repo.purge(
+            caller.vault.id, self.kind.collection, name.lower()
+        ):
+            raise self.kind.deleted_not_found(name[:127])
+        self._on_removed(caller, name)
+
+    def _on_removed(self, caller: Caller, name: str) -> None:
+        """Hook: drop anything cached for the object (keys drop loaded key material)."""
