@@ -20,12 +20,15 @@ from openkeyvault.access.principals import Principal
 from openkeyvault.access.tokens import TokenService
 from openkeyvault.config import Settings
 from openkeyvault.crypto.signing import generate_rsa_pem
+from openkeyvault.keystore.software import SoftwareKeyStore
 from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.db import Engines, open_sqlite
 from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.seal import dev_seal_root_key
 from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.keys import KeyService
+from openkeyvault.vault.lifecycle import purge_expired
 from openkeyvault.vault.secrets import SecretService
 from openkeyvault.vault.vaults import VaultService
 
@@ -47,6 +50,7 @@ class Deployment:
     authorizer: Authorizer
     vaults: VaultService
     secrets: SecretService
+    keys: KeyService
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
@@ -91,7 +95,16 @@ class Deployment:
             deployment_id=deployment_id, tenant_id=tenant_id, dev_principal=dev_principal,
             identity_header=identity_header, tokens=tokens, authorizer=authorizer,
             vaults=vaults, secrets=SecretService(repo, barrier, authorizer, clock, backups),
+            keys=KeyService(repo, barrier, authorizer, clock, backups,
+                            {"software": SoftwareKeyStore()}),
         )
+
+    def scheduled_jobs(self) -> dict[str, Callable[[], int]]:
+        """Background work, run on an interval by every server process (all idempotent)."""
+        return {
+            "purge-expired": lambda: purge_expired(self.repo, self.clock),
+            "key-rotation": self.keys.run_policies,
+        }
 
     def close(self) -> None:
         self.engines.dispose()

@@ -35,7 +35,6 @@ from openkeyvault.deployment import Deployment
 from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
-from openkeyvault.vault.lifecycle import purge_expired
 
 log = logging.getLogger("openkeyvault.request")
 
@@ -55,9 +54,7 @@ class KeyVaultApp:
         self.d = deployment
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
-        self.scheduler = Scheduler(
-            {"purge-expired": lambda: purge_expired(deployment.repo, deployment.clock)}
-        )
+        self.scheduler = Scheduler(deployment.scheduled_jobs())
         self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._health,
         }

@@ -15,7 +15,6 @@ from openkeyvault.api.http import json_response, parse_json_object
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops.clock import OffsetClock
 from openkeyvault.vault.errors import BadParameter
-from openkeyvault.vault.lifecycle import purge_expired
 
 CLOCK_PATH = "/_okv/dev/clock"
 MAX_ADVANCE = 20 * 365 * 86_400
@@ -35,7 +34,7 @@ def clock(request: Request, raw: bytes, d: Deployment) -> Response:
         ):
             raise BadParameter(f"advanceSeconds must be a number from 0 to {MAX_ADVANCE}.")
         d.clock.advance(float(advance))
-        purged = purge_expired(d.repo, d.clock)
+        ran = {name: job() for name, job in d.scheduled_jobs().items()}
         return json_response({"offset": d.clock.offset, "now": int(d.clock.now()),
-                              "purged": purged})
+                              "purged": ran["purge-expired"], "jobs": ran})
     return json_response({"offset": d.clock.offset, "now": int(d.clock.now())})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from openkeyvault.vault.models import Attributes, Page, SecretBundle
+from openkeyvault.vault.models import Attributes, KeyBundle, Page, RotationPolicy, SecretBundle
 
 
 def attributes(a: Attributes) -> dict[str, Any]:
@@ -47,3 +47,37 @@ def page(base: str, path: str, api_version: str, maxresults: str | None, p: Page
         if maxresults:
             next_link += f"&maxresults={quote(maxresults)}"
     return {"value": items, "nextLink": next_link}
+
+
+def key(base: str, b: KeyBundle, *, versioned: bool = True) -> dict[str, Any]:
+    kid = f"{base}/keys/{b.name}/{b.version}" if versioned else f"{base}/keys/{b.name}"
+    out: dict[str, Any] = {}
+    if b.deleted is not None:
+        out.update(recoveryId=f"{base}/deletedkeys/{b.name}",
+                   deletedDate=b.deleted.deleted_date,
+                   scheduledPurgeDate=b.deleted.scheduled_purge_date)
+    out["key"] = {"kid": kid, "kty": b.kty, "key_ops": b.key_ops, **b.public}
+    out["attributes"] = attributes(b.attributes)
+    if b.tags is not None:
+        out["tags"] = b.tags
+    return out
+
+
+def key_item(base: str, b: KeyBundle, *, versioned: bool) -> dict[str, Any]:
+    """KeyItem / DeletedKeyItem: list entries carry `kid`, not the JWK."""
+    full = key(base, b, versioned=versioned)
+    full["kid"] = full.pop("key")["kid"]
+    return full
+
+
+def rotation_policy(base: str, p: RotationPolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    attrs: dict[str, Any] = {}
+    if p.created is not None:
+        out["id"] = f"{base}/keys/{p.name}/rotationpolicy"
+        if p.expiry_time is not None:
+            attrs["expiryTime"] = p.expiry_time
+        attrs.update(created=p.created, updated=p.updated)
+    out["lifetimeActions"] = p.lifetime_actions
+    out["attributes"] = attrs
+    return out

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from openkeyvault.api.keys import KeyRoutes
 from openkeyvault.api.router import Route, pattern
 from openkeyvault.api.secrets import RESTORE_BODY_LIMIT, SecretRoutes
 from openkeyvault.deployment import Deployment
+from openkeyvault.vault.keys import OPERATIONS
 
 
 def data_plane_routes(d: Deployment) -> list[Route]:
     s = SecretRoutes(d.secrets)
+    k = KeyRoutes(d.keys)
     table = [
         ("GET", "/secrets", s.list, 0),
         ("PUT", "/secrets/{name}", s.set, 0),
@@ -22,5 +25,24 @@ def data_plane_routes(d: Deployment) -> list[Route]:
         ("GET", "/deletedsecrets/{name}", s.get_deleted, 0),
         ("DELETE", "/deletedsecrets/{name}", s.purge, 0),
         ("POST", "/deletedsecrets/{name}/recover", s.recover, 0),
+        ("GET", "/keys", k.list, 0),
+        ("POST", "/keys/{name}/create", k.create, 0),
+        ("PUT", "/keys/{name}", k.import_key, 0),
+        ("DELETE", "/keys/{name}", k.delete, 0),
+        ("GET", "/keys/{name}/versions", k.list_versions, 0),
+        ("POST", "/keys/{name}/backup", k.backup, 0),
+        ("POST", "/keys/restore", k.restore, RESTORE_BODY_LIMIT),
+        ("POST", "/keys/{name}/rotate", k.rotate, 0),
+        ("GET", "/keys/{name}/rotationpolicy", k.get_rotation_policy, 0),
+        ("PUT", "/keys/{name}/rotationpolicy", k.set_rotation_policy, 0),
+        ("GET", "/keys/{name}/{version?}", k.get, 0),
+        ("PATCH", "/keys/{name}/{version?}", k.update, 0),
+        ("GET", "/deletedkeys", k.list_deleted, 0),
+        ("GET", "/deletedkeys/{name}", k.get_deleted, 0),
+        ("DELETE", "/deletedkeys/{name}", k.purge, 0),
+        ("POST", "/deletedkeys/{name}/recover", k.recover, 0),
+        ("POST", "/rng", k.rng, 0),
+        *[("POST", f"/keys/{{name}}/{{version?}}/{op}", k.operation(op), 0)
+          for op in OPERATIONS],
     ]
     return [Route(m, pattern(p), h, limit) for m, p, h, limit in table]

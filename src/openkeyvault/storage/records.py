@@ -57,3 +57,21 @@ class NameConflict(Exception):
         super().__init__("deleted" if deleted else "exists")
         self.deleted = deleted
 
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    vault_id: int
+    type: str
+    object_name: str
+    version: str
+    time: int
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    """An object carrying a policy, with its vault and latest version."""
+
+    vault: VaultRecord
+    policy: dict[str, Any]
+    latest: VersionRecord

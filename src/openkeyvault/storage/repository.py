@@ -11,12 +11,14 @@ from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
 from openkeyvault.storage.records import (
+    EventRecord,
     NameConflict,
     ObjectState,
+    PolicyRow,
     VaultRecord,
     VersionRecord,
 )
-from openkeyvault.storage.schema import data_keys, meta, objects, vaults, versions
+from openkeyvault.storage.schema import data_keys, events, meta, objects, vaults, versions
 
 _VERSION_COLS = (
     objects.c.name,
@@ -322,8 +324,68 @@ class Repository:
             c.execute(delete(versions).where(versions.c.object_id.in_(ids)))
             c.execute(delete(objects).where(objects.c.id.in_(ids)))
 
+    # ---- policies -------------------------------------------------------------
+    def get_policy(self, vault_id: int, collection: str, name_lc: str) -> dict[str, Any] | None:
+        with self._r.connect() as c:
+            raw = c.execute(
+                select(objects.c.policy).where(self._object_where(vault_id, collection, name_lc),
+                                               objects.c.deleted_date.is_(None))
+            ).scalar()
+        return json.loads(raw) if raw else None
+
+    def set_policy(self, vault_id: int, collection: str, name_lc: str,
+                   policy: dict[str, Any]) -> bool:
+        with self._w.begin() as c:
+            res = c.execute(
+                update(objects)
+                .where(self._object_where(vault_id, collection, name_lc),
+                       objects.c.deleted_date.is_(None))
+                .values(policy=json.dumps(policy))
+            )
+            return res.rowcount == 1
+
+    def objects_with_policy(self, collection: str) -> list[PolicyRow]:
+        """Every live object of `collection` that has a policy, with its latest version."""
+        q = (
+            select(*_VERSION_COLS, objects.c.policy, *[c.label(f"v_{c.name}")
+                                                       for c in vaults.c])
+            .select_from(versions.join(objects, versions.c.object_id == objects.c.id)
+                         .join(vaults, objects.c.vault_id == vaults.c.id))
+            .where(objects.c.collection == collection, objects.c.policy.is_not(None),
+                   objects.c.deleted_date.is_(None), versions.c.seq == _latest_seq)
+        )
+        with self._r.connect() as c:
+            rows = c.execute(q).all()
+        out = []
+        for r in rows:
+            vault = VaultRecord(id=r.v_id, name=r.v_name, kind=r.v_kind, sku=r.v_sku,
+                                retention_days=r.v_retention_days,
+                                purge_protection=bool(r.v_purge_protection), created=r.v_created)
+            out.append(PolicyRow(vault, json.loads(r.policy), _version(r)))
+        return out
+
+    # ---- events -----------------------------------------------------------------
+    def add_event_once(self, e: EventRecord) -> bool:
+        """Record an event unless the same (vault, type, object, version) was recorded."""
+        try:
+            with self._w.begin() as c:
+                c.execute(insert(events).values(vault_id=e.vault_id, type=e.type,
+                                                object_name=e.object_name, version=e.version,
+                                                time=e.time))
+            return True
+        except IntegrityError:
+            return False
+
+    def list_events(self, vault_id: int | None = None) -> list[EventRecord]:
+        q = select(events).order_by(events.c.id)
+        if vault_id is not None:
+            q = q.where(events.c.vault_id == vault_id)
+        with self._r.connect() as c:
+            return [EventRecord(r.vault_id, r.type, r.object_name, r.version, r.time)
+                    for r in c.execute(q)]
+
     def restore(self, vault_id: int, collection: str, name: str,
-                records: Iterable[VersionRecord]) -> None:
+                records: Iterable[VersionRecord], policy: dict[str, Any] | None = None) -> None:
         """Recreate an object with its versions. NameConflict if the name is taken."""
         name_lc = name.lower()
         with self._w.begin() as c:
@@ -335,7 +397,8 @@ class Repository:
                 raise NameConflict(deleted=row.deleted_date is not None)
             object_id = c.execute(
                 insert(objects).values(vault_id=vault_id, collection=collection, name=name,
-                                       name_lc=name_lc)
+                                       name_lc=name_lc,
+                                       policy=json.dumps(policy) if policy else None)
             ).inserted_primary_key[0]  # type: ignore[index]
             for v in records:
                 c.execute(insert(versions).values(**_version_values(object_id, v)))

@@ -62,6 +62,7 @@ objects = Table(
     Column("name_lc", String(127), nullable=False),
     Column("deleted_date", Integer, nullable=True),
     Column("scheduled_purge_date", Integer, nullable=True),
+    Column("policy", Text, nullable=True),  # JSON: a key's rotation policy, a certificate's policy
     UniqueConstraint("vault_id", "collection", "name_lc", name="uq_objects_name"),
 )
 Index("ix_objects_purge", objects.c.scheduled_purge_date)
@@ -85,3 +86,15 @@ versions = Table(
     UniqueConstraint("object_id", "version", name="uq_versions_version"),
 )
 Index("ix_versions_object_seq", versions.c.object_id, versions.c.seq)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vault_id", Integer, ForeignKey("vaults.id"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("object_name", String(127), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("time", Integer, nullable=False),
+    UniqueConstraint("vault_id", "type", "object_name", "version", name="uq_events_once"),
+)

@@ -43,3 +43,31 @@ class Page:
 
 
 Vault = VaultRecord
+
+
+@dataclass(frozen=True)
+class KeyBundle:
+    name: str
+    version: str
+    kty: str
+    key_ops: list[str]
+    public: dict[str, Any]
+    attributes: Attributes
+    tags: dict[str, str] | None = None
+    deleted: DeletedInfo | None = None
+
+
+@dataclass(frozen=True)
+class KeyOperationResult:
+    name: str
+    version: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class RotationPolicy:
+    name: str
+    lifetime_actions: list[dict[str, Any]]
+    expiry_time: str | None
+    created: int | None
+    updated: int | None

@@ -1,0 +1,481 @@
+"""Keys: create, import, get, update, backup, restore, rotate, rotation policy, and the
+cryptographic operations, which run inside the service (private keys never leave it).
+
+Key material goes to storage only as the keystore's blob sealed by the barrier
+with (vault, name, version) as associated data.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from typing import Any
+
+from openkeyvault.access import actions
+from openkeyvault.access.authorize import Authorizer
+from openkeyvault.keystore.base import KeyRef, KeySpec, KeyStore, KeyStoreError, StoredKey
+from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.barrier import Barrier, BarrierError, vault_owner
+from openkeyvault.storage.records import EventRecord, NameConflict, VaultRecord, VersionRecord
+from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import durations, keytypes, names
+from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.context import Caller
+from openkeyvault.vault.errors import BadParameter, Forbidden
+from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
+from openkeyvault.vault.objects import Kind, ObjectService
+
+KIND = Kind(
+    collection="keys", label="Key", read=actions.KEYS_READ, delete=actions.KEYS_DELETE,
+    recover=actions.KEYS_RECOVER, purge=actions.KEYS_PURGE,
+)
+MAX_KEY_TAG_CHARS = 256
+MAX_OPERATION_BYTES = 64 * 1024
+DAY = 86_400
+
+# operation → (data action, key_ops entry, refused outside the nbf/exp window)
+OPERATIONS: dict[str, tuple[str, str, bool]] = {
+    "encrypt": (actions.KEYS_ENCRYPT, "encrypt", True),
+    "decrypt": (actions.KEYS_DECRYPT, "decrypt", False),
+    "wrapkey": (actions.KEYS_WRAP, "wrapKey", True),
+    "unwrapkey": (actions.KEYS_UNWRAP, "unwrapKey", False),
+    "sign": (actions.KEYS_SIGN, "sign", True),
+    "verify": (actions.KEYS_VERIFY, "verify", False),
+}
+
+DEFAULT_NOTIFY = {"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}
+MIN_ROTATE_AFTER_CREATE = 7 * DAY
+MIN_BEFORE_EXPIRY = 7 * DAY
+MIN_EXPIRY_TIME = 28 * DAY
+
+
+def _context(vault_id: int, name_lc: str, version: str) -> bytes:
+    return f"okv/key/{vault_id}/{name_lc}/{version}".encode()
+
+
+def _cache_prefix(vault_id: int, name_lc: str) -> str:
+    return f"{vault_id}/{name_lc}/"
+
+
+class KeyService(ObjectService[KeyBundle]):
+    kind = KIND
+
+    def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
+                 clock: Clock, backups: BackupCodec, keystores: dict[str, KeyStore]) -> None:
+        super().__init__(repo, barrier, authorizer, clock, backups)
+        self._keystores = keystores
+
+    # ---- helpers ------------------------------------------------------------------
+    def _bundle(self, caller: Caller, rec: VersionRecord) -> KeyBundle:
+        p = rec.props
+        return KeyBundle(
+            name=rec.name, version=rec.version, kty=p["kty"], key_ops=list(p["key_ops"]),
+            public=p["public"], attributes=self._attributes(caller, rec), tags=rec.tags,
+            deleted=self._deleted(rec),
+        )
+
+    def _keystore(self, hardware: bool) -> KeyStore:
+        store = self._keystores.get("hsm" if hardware else "software")
+        if store is None:
+            raise BadParameter(
+                "HSM-protected key types need an HSM keystore, and none is configured for this "
+                "deployment."
+            )
+        return store
+
+    def _ref(self, vault: VaultRecord, rec: VersionRecord) -> KeyRef:
+        name_lc = rec.name.lower()
+
+        def blob() -> bytes:
+            if rec.sealed is None or rec.key_version is None:
+                raise BadParameter("The key has no material.")
+            try:
+                return self._barrier.open(vault_owner(vault.id), rec.key_version,
+                                          _context(vault.id, name_lc, rec.version), rec.sealed)
+            except BarrierError:
+                raise BadParameter("The key material could not be unsealed.") from None
+
+        return KeyRef(f"{_cache_prefix(vault.id, name_lc)}{rec.version}",
+                      keytypes.KTY[rec.props["kty"]][0], blob)
+
+    def _new_version(self, vault: VaultRecord, name: str, kty: str, stored: StoredKey,
+                     key_ops: list[str], keystore: str, enabled: bool, nbf: int | None,
+                     exp: int | None, tags: dict[str, str] | None, now: int) -> VersionRecord:
+        version = uuid.uuid4().hex
+        key_version, sealed = self._barrier.seal(
+            vault_owner(vault.id), _context(vault.id, name.lower(), version), stored.blob
+        )
+        return VersionRecord(
+            name=name, version=version, created=now, updated=now, enabled=enabled, nbf=nbf,
+            exp=exp, tags=tags, sealed=sealed, key_version=key_version,
+            props={"kty": kty, "key_ops": key_ops, "public": stored.public, "size": stored.size,
+                   "keystore": keystore},
+        )
+
+    def _store(self, vault: VaultRecord, rec: VersionRecord) -> None:
+        try:
+            self._repo.add_version(vault.id, KIND.collection, rec)
+        except NameConflict:
+            raise KIND.deleted_conflict(rec.name) from None
+
+    @staticmethod
+    def _attrs(body: dict[str, Any]) -> tuple[bool, int | None, int | None]:
+        attrs = body.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise BadParameter("attributes must be a JSON object.")
+        if attrs.get("exportable"):
+            raise BadParameter(
+                "The exportable attribute is only supported with premium vaults and HSM keys.",
+                inner="AKV.SKR.1001",
+            )
+        enabled = names.check_bool(attrs.get("enabled"), "enabled")
+        return (True if enabled is None else enabled, names.check_time(attrs.get("nbf"), "nbf"),
+                names.check_time(attrs.get("exp"), "exp"))
+
+    @staticmethod
+    def _no_release_policy(body: dict[str, Any]) -> None:
+        if body.get("release_policy") is not None:
+            raise BadParameter("Non-exportable keys must not have release policy.",
+                               inner="AKV.SKR.1005")
+
+    # ---- create / import ---------------------------------------------------------------
+    def create(self, caller: Caller, name: str, body: dict[str, Any]) -> KeyBundle:
+        names.check_object_name(name)
+        self._check(caller, actions.KEYS_CREATE, name)
+        kty, family, hardware = keytypes.check_kty(body.get("kty"), caller.vault.sku)
+        if family == "oct":
+            raise BadParameter("Symmetric (oct) keys are not available in this vault.")
+        spec = self._spec(family, body)
+        key_ops = keytypes.check_key_ops(body.get("key_ops"), family)
+        enabled, nbf, exp = self._attrs(body)
+        self._no_release_policy(body)
+        tags = names.check_tags(body.get("tags"), MAX_KEY_TAG_CHARS)
+        store = self._keystore(hardware)
+        try:
+            stored = store.generate(spec)
+        except KeyStoreError as exc:
+            raise BadParameter(str(exc)) from None
+        rec = self._new_version(caller.vault, name, kty, stored, key_ops, store.name, enabled,
+                                nbf, exp, tags, self._now())
+        self._store(caller.vault, rec)
+        return self._bundle(caller, rec)
+
+    @staticmethod
+    def _spec(family: str, body: dict[str, Any]) -> KeySpec:
+        if family == "RSA":
+            if body.get("crv") is not None:
+                raise BadParameter("crv is only for EC keys.")
+            size = body.get("key_size")
+            size = keytypes.DEFAULT_RSA_SIZE if size is None else size
+            exponent = body.get("public_exponent")
+            exponent = 65537 if exponent is None else exponent
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise BadParameter("key_size must be an integer.")
+            if isinstance(exponent, bool) or not isinstance(exponent, int):
+                raise BadParameter("public_exponent must be an integer.")
+            return KeySpec("RSA", size=size, public_exponent=exponent)
+        if body.get("key_size") is not None and body.get("crv") is None:
+            raise BadParameter("EC keys take a curve (crv), not key_size.")
+        crv = body.get("crv") or keytypes.DEFAULT_CURVE
+        return KeySpec("EC", curve=crv if isinstance(crv, str) else None)
+
+    def import_key(self, caller: Caller, name: str, body: dict[str, Any]) -> KeyBundle:
+        names.check_object_name(name)
+        self._check(caller, actions.KEYS_IMPORT, name)
+        jwk = body.get("key")
+        if not isinstance(jwk, dict):
+            raise BadParameter("The request body must contain the key to import as 'key' (JWK).")
+        hsm = names.check_bool(body.get("Hsm"), "Hsm") or False
+        kty, family, hardware = keytypes.check_kty(jwk.get("kty"), caller.vault.sku, hsm)
+        if family == "oct":
+            raise BadParameter("Symmetric (oct) keys are not available in this vault.")
+        key_ops = keytypes.check_key_ops(jwk.get("key_ops"), family)
+        enabled, nbf, exp = self._attrs(body)
+        self._no_release_policy(body)
+        tags = names.check_tags(body.get("tags"), MAX_KEY_TAG_CHARS)
+        store = self._keystore(hardware)
+        try:
+            stored = store.import_jwk(jwk, family)
+        except KeyStoreError as exc:
+            raise BadParameter(f"The key could not be imported: {exc}") from None
+        rec = self._new_version(caller.vault, name, kty, stored, key_ops, store.name, enabled,
+                                nbf, exp, tags, self._now())
+        self._store(caller.vault, rec)
+        return self._bundle(caller, rec)
+
+    # ---- read / update ------------------------------------------------------------------
+    def get(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
+        self._check(caller, actions.KEYS_READ, name)
+        return self._bundle(caller, self._find(caller, name, version))
+
+    def update(self, caller: Caller, name: str, version: str | None,
+               body: dict[str, Any]) -> KeyBundle:
+        self._check(caller, actions.KEYS_UPDATE, name)
+        rec = self._find(caller, name, version)
+        attrs = body.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise BadParameter("attributes must be a JSON object.")
+        sent = frozenset(k for k in ("enabled", "nbf", "exp") if k in attrs)
+        changes = names.attribute_changes(attrs, sent)
+        if "tags" in body:
+            changes["tags"] = names.check_tags(body["tags"], MAX_KEY_TAG_CHARS)
+        if body.get("key_ops") is not None:
+            family = keytypes.KTY[rec.props["kty"]][0]
+            changes["props"] = {**rec.props,
+                                "key_ops": keytypes.check_key_ops(body["key_ops"], family)}
+        self._no_release_policy(body)
+        changes["updated"] = self._now()
+        if not self._repo.update_version(caller.vault.id, KIND.collection, name.lower(),
+                                         rec.version, changes):
+            raise KIND.not_found(name, version)
+        for k, v in changes.items():
+            setattr(rec, k, v)
+        return self._bundle(caller, rec)
+
+    # ---- cryptographic operations ----------------------------------------------------------
+    def operate(self, caller: Caller, name: str, version: str | None, operation: str,
+                body: dict[str, Any]) -> KeyOperationResult | bool:
+        """encrypt, decrypt, wrapkey, unwrapkey, sign (→ bytes) and verify (→ bool)."""
+        data_action, key_op, windowed = OPERATIONS[operation]
+        self._check(caller, data_action, name)
+        rec = self._find(caller, name, version)
+        verb = key_op if operation not in ("wrapkey", "unwrapkey") else operation
+        if not rec.enabled:
+            raise Forbidden(f"Operation {verb} is not allowed on a disabled key.",
+                            inner="KeyDisabled")
+        if key_op not in rec.props["key_ops"]:
+            raise Forbidden(f"Operation {verb} is not permitted on this key.",
+                            inner="KeyOperationForbidden")
+        if windowed:
+            now = self._now()
+            if rec.exp is not None and now >= rec.exp:
+                raise Forbidden(f"Operation {verb} is not allowed on an expired key.",
+                                inner="KeyExpired")
+            if rec.nbf is not None and now < rec.nbf:
+                raise Forbidden(f"Operation {verb} is not allowed on a key that is not yet "
+                                "valid.", inner="KeyNotYetValid")
+        alg = body.get("alg")
+        if not isinstance(alg, str) or not alg:
+            raise BadParameter("The request must name an algorithm ('alg').")
+        value = _bytes(body.get("value"), "value")
+        store = self._keystore(keytypes.KTY[rec.props["kty"]][1])
+        ref = self._ref(caller.vault, rec)
+        try:
+            if operation == "verify":
+                digest = _bytes(body.get("digest"), "digest")
+                return store.verify(ref, alg, digest, value)
+            if operation == "sign":
+                out = store.sign(ref, alg, value)
+            elif operation in ("encrypt", "wrapkey"):
+                out = store.encrypt(ref, alg, value)
+            else:
+                out = store.decrypt(ref, alg, value)
+        except ValueError as exc:  # AlgorithmError, DecryptionError, KeyStoreError
+            raise BadParameter(str(exc)) from None
+        return KeyOperationResult(rec.name, rec.version, out)
+
+    def random_bytes(self, caller: Caller, count: Any) -> bytes:
+        self._check(caller, actions.RNG)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 128:
+            raise BadParameter("count must be an integer from 1 to 128.")
+        return os.urandom(count)
+
+    # ---- backup / restore ------------------------------------------------------------------
+    def backup(self, caller: Caller, name: str) -> bytes:
+        self._check(caller, actions.KEYS_BACKUP, name)
+        latest = self._find(caller, name, None)
+        versions = [{
+            "version": r.version, "props": r.props,
+            "blob": base64.b64encode(self._ref(caller.vault, r).blob()).decode(),
+            "tags": r.tags, "enabled": r.enabled, "nbf": r.nbf, "exp": r.exp,
+            "created": r.created, "updated": r.updated,
+        } for r in self._all_versions(caller, name)]
+        policy = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
+        return self._backups.pack(KIND.collection, {"name": latest.name, "versions": versions,
+                                                    "policy": policy})
+
+    def restore(self, caller: Caller, blob: bytes) -> KeyBundle:
+        self._check(caller, actions.KEYS_RESTORE)
+        payload = self._backups.unpack(KIND.collection, blob)
+        name = str(payload.get("name", ""))
+        names.check_object_name(name)
+        vault = caller.vault
+        recs = []
+        for v in payload.get("versions", []):
+            kty = v["props"]["kty"]
+            keytypes.check_kty(kty, vault.sku)
+            key_version, sealed = self._barrier.seal(
+                vault_owner(vault.id), _context(vault.id, name.lower(), v["version"]),
+                base64.b64decode(v["blob"]),
+            )
+            recs.append(VersionRecord(
+                name=name, version=v["version"], created=v["created"], updated=v["updated"],
+                enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"], tags=v["tags"],
+                props=v["props"], sealed=sealed, key_version=key_version,
+            ))
+        if not recs:
+            raise BadParameter("The backup blob holds no versions.")
+        try:
+            self._repo.restore(vault.id, KIND.collection, name, recs, payload.get("policy"))
+        except NameConflict as e:
+            raise (KIND.deleted_conflict(name) if e.deleted else KIND.exists_conflict(name)) \
+                from None
+        return self._bundle(caller, recs[-1])
+
+    def _on_removed(self, caller: Caller, name: str) -> None:
+        for store in self._keystores.values():
+            store.forget(_cache_prefix(caller.vault.id, name.lower()))
+
+    # ---- rotation -------------------------------------------------------------------------
+    def rotate(self, caller: Caller, name: str) -> KeyBundle:
+        self._check(caller, actions.KEYS_ROTATE, name)
+        latest = self._find(caller, name, None)
+        policy = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
+        return self._bundle(caller, self._rotate(caller.vault, latest, policy))
+
+    def _rotate(self, vault: VaultRecord, latest: VersionRecord,
+                policy: dict[str, Any] | None) -> VersionRecord:
+        p = latest.props
+        family, hardware = keytypes.KTY[p["kty"]]
+        spec = (KeySpec("RSA", size=p["size"],
+                        public_exponent=int.from_bytes(
+                            base64.urlsafe_b64decode(p["public"]["e"] + "=="), "big"))
+                if family == "RSA" else KeySpec("EC", curve=p["public"]["crv"]))
+        store = self._keystore(hardware)
+        try:
+            stored = store.generate(spec)
+        except KeyStoreError as exc:
+            raise BadParameter(str(exc)) from None
+        now = self._now()
+        expiry = (policy or {}).get("attributes", {}).get("expiryTime")
+        exp = now + durations.parse(expiry, "expiryTime") if expiry else None
+        rec = self._new_version(vault, latest.name, p["kty"], stored, list(p["key_ops"]),
+                                store.name, True, None, exp, latest.tags, now)
+        self._store(vault, rec)
+        return rec
+
+    def get_rotation_policy(self, caller: Caller, name: str) -> RotationPolicy:
+        self._check(caller, actions.KEY_ROTATION_POLICIES_READ, name)
+        self._find(caller, name, None)
+        stored = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
+        if stored is None:
+            return RotationPolicy(name, [DEFAULT_NOTIFY], None, None, None)
+        return _policy(name, stored)
+
+    def set_rotation_policy(self, caller: Caller, name: str,
+                            body: dict[str, Any]) -> RotationPolicy:
+        self._check(caller, actions.KEY_ROTATION_POLICIES_WRITE, name)
+        latest = self._find(caller, name, None)
+        actions_in, expiry = _validate_policy(body)
+        now = self._now()
+        old = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
+        stored = {
+            "lifetimeActions": actions_in,
+            "attributes": {"expiryTime": expiry, "created": (old or {}).get(
+                "attributes", {}).get("created", now), "updated": now},
+        }
+        if not self._repo.set_policy(caller.vault.id, KIND.collection, name.lower(), stored):
+            raise KIND.not_found(latest.name)
+        return _policy(latest.name, stored)
+
+    def run_policies(self) -> int:
+        """Scheduler job: rotate keys whose policy says so; record near-expiry notices."""
+        done = 0
+        now = self._now()
+        for row in self._repo.objects_with_policy(KIND.collection):
+            latest = row.latest
+            for action in row.policy.get("lifetimeActions", []):
+                trigger = action["trigger"]
+                if "timeAfterCreate" in trigger:
+                    due = latest.created + durations.parse(trigger["timeAfterCreate"], "trigger")
+                elif latest.exp is not None:
+                    due = latest.exp - durations.parse(trigger["timeBeforeExpiry"], "trigger")
+                else:
+                    continue
+                if now < due:
+                    continue
+                if action["action"]["type"] == "Rotate":
+                    self._rotate(row.vault, latest, row.policy)
+                    self._repo.add_event_once(EventRecord(row.vault.id, "KeyRotated",
+                                                          latest.name, latest.version, now))
+                    done += 1
+                    break
+                if self._repo.add_event_once(EventRecord(row.vault.id, "KeyNearExpiry",
+                                                         latest.name, latest.version, now)):
+                    done += 1
+        return done
+
+
+def _bytes(value: Any, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadParameter(f"'{field}' must be a base64url string.")
+    if len(value) > MAX_OPERATION_BYTES * 4 // 3 + 4:
+        raise BadParameter(f"'{field}' is too large.")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        raise BadParameter(f"'{field}' is not valid base64url.") from None
+
+
+def _policy(name: str, stored: dict[str, Any]) -> RotationPolicy:
+    attrs = stored.get("attributes", {})
+    return RotationPolicy(name, stored["lifetimeActions"], attrs.get("expiryTime"),
+                          attrs.get("created"), attrs.get("updated"))
+
+
+def _validate_policy(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """Azure's rules for a rotation policy; returns (lifetime actions, expiryTime)."""
+    attrs = body.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise BadParameter("attributes must be a JSON object.")
+    expiry = attrs.get("expiryTime")
+    expiry_s = None
+    if expiry is not None:
+        expiry_s = durations.parse(expiry, "expiryTime")
+        if expiry_s < MIN_EXPIRY_TIME:
+            raise BadParameter("expiryTime must be at least 28 days (P28D).")
+    raw = body.get("lifetimeActions")
+    raw = [] if raw is None else raw
+    if not isinstance(raw, list):
+        raise BadParameter("lifetimeActions must be a list.")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("trigger"), dict) or \
+                not isinstance(item.get("action"), dict):
+            raise BadParameter("Each lifetime action needs a 'trigger' and an 'action'.")
+        kind = str(item["action"].get("type", "")).lower()
+        if kind not in ("rotate", "notify"):
+            raise BadParameter("A lifetime action's type must be Rotate or Notify.")
+        kind = "Rotate" if kind == "rotate" else "Notify"
+        if kind in seen:
+            raise BadParameter(f"A policy may hold at most one {kind} action.")
+        seen.add(kind)
+        trig = item["trigger"]
+        after, before = trig.get("timeAfterCreate"), trig.get("timeBeforeExpiry")
+        if (after is None) == (before is None):
+            raise BadParameter(
+                "A trigger needs exactly one of timeAfterCreate and timeBeforeExpiry."
+            )
+        if after is not None:
+            if kind == "Notify":
+                raise BadParameter("A Notify action takes timeBeforeExpiry only.")
+            if durations.parse(after, "timeAfterCreate") < MIN_ROTATE_AFTER_CREATE:
+                raise BadParameter("timeAfterCreate must be at least 7 days (P7D).")
+            if expiry_s is not None and durations.parse(after, "timeAfterCreate") > \
+                    expiry_s - MIN_BEFORE_EXPIRY:
+                raise BadParameter("timeAfterCreate must end at least 7 days before expiryTime.")
+            trigger = {"timeAfterCreate": str(after).upper()}
+        else:
+            if expiry_s is None:
+                raise BadParameter("timeBeforeExpiry needs the policy's expiryTime.")
+            if durations.parse(before, "timeBeforeExpiry") < MIN_BEFORE_EXPIRY:
+                raise BadParameter("timeBeforeExpiry must be at least 7 days (P7D).")
+            if durations.parse(before, "timeBeforeExpiry") > expiry_s - MIN_BEFORE_EXPIRY:
+                raise BadParameter("timeBeforeExpiry must leave at least 7 days after creation.")
+            trigger = {"timeBeforeExpiry": str(before).upper()}
+        out.append({"trigger": trigger, "action": {"type": kind}})
+    if "Notify" not in seen:
+        out.append(DEFAULT_NOTIFY)
+    return out, str(expiry).upper() if expiry is not None else None
