@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -12,6 +11,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openkeyvault.crypto.encoding import b64url_decode as _b64url_decode
+from openkeyvault.crypto.encoding import b64url_encode as b64url_encode
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, TooLarge
 
@@ -109,10 +110,6 @@ def b64url_decode(value: Any, field: str) -> bytes:
     if not isinstance(value, str) or not value:
         raise BadParameter(f"'{field}' must be a non-empty base64url string.")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return _b64url_decode(value)
     except ValueError:
         raise BadParameter(f"'{field}' is not valid base64url.") from None
-
-
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from openkeyvault.crypto.encoding import b64url_decode, b64url_encode
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -26,15 +27,14 @@ class JwkError(ValueError):
     """The JWK is malformed or inconsistent. The message never holds key material."""
 
 
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+b64u = b64url_encode
 
 
 def b64u_decode(value: Any, field: str) -> bytes:
     if not isinstance(value, str) or not value:
         raise JwkError(f"JWK field '{field}' must be a non-empty base64url string.")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return b64url_decode(value)
     except ValueError:
         raise JwkError(f"JWK field '{field}' is not valid base64url.") from None
 

@@ -198,14 +198,28 @@ class Repository:
         return ObjectState(row.id, row.name, row.deleted_date,
                            row.scheduled_purge_date) if row else None
 
-    def add_version(self, vault_id: int, collection: str, v: VersionRecord) -> None:
-        """Add a version, creating the object if new. NameConflict(deleted=True) if soft-deleted."""
+    def add_version(self, vault_id: int, collection: str, v: VersionRecord,
+                    expect_latest: str | None = None) -> bool:
+        """Add a version, creating the object if new. NameConflict(deleted=True) if soft-deleted.
+
+        With `expect_latest`, add it only if that is still the object's latest version
+        (compare-and-set inside the write transaction); False when it is not.
+        """
         name_lc = v.name.lower()
         with self._w.begin() as c:
             row = c.execute(
                 select(objects.c.id, objects.c.name, objects.c.deleted_date)
                 .where(self._object_where(vault_id, collection, name_lc))
             ).first()
+            if expect_latest is not None and row is not None and row.deleted_date is None:
+                latest = c.execute(
+                    select(versions.c.version).where(versions.c.object_id == row.id)
+                    .order_by(versions.c.seq.desc()).limit(1)
+                ).scalar()
+                if latest != expect_latest:
+                    return False
+            elif expect_latest is not None and row is None:
+                return False
             if row is None:
                 object_id = c.execute(
                     insert(objects).values(
@@ -218,6 +232,7 @@ class Repository:
                 object_id = row.id
                 v.name = row.name
             c.execute(insert(versions).values(**_version_values(object_id, v)))
+        return True
 
     def update_version(self, vault_id: int, collection: str, name_lc: str, version: str,
                        changes: dict[str, Any]) -> bool:

@@ -8,6 +8,7 @@ with (vault, name, version) as associated data.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import uuid
 from typing import Any
@@ -17,7 +18,13 @@ from openkeyvault.access.authorize import Authorizer
 from openkeyvault.keystore.base import KeyRef, KeySpec, KeyStore, KeyStoreError, StoredKey
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, BarrierError, vault_owner
-from openkeyvault.storage.records import EventRecord, NameConflict, VaultRecord, VersionRecord
+from openkeyvault.storage.records import (
+    EventRecord,
+    NameConflict,
+    PolicyRow,
+    VaultRecord,
+    VersionRecord,
+)
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import durations, keytypes, names
 from openkeyvault.vault.backup import BackupCodec
@@ -48,6 +55,8 @@ DEFAULT_NOTIFY = {"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "N
 MIN_ROTATE_AFTER_CREATE = 7 * DAY
 MIN_BEFORE_EXPIRY = 7 * DAY
 MIN_EXPIRY_TIME = 28 * DAY
+
+log = logging.getLogger("openkeyvault.keys")
 
 
 def _context(vault_id: int, name_lc: str, version: str) -> bytes:
@@ -113,9 +122,10 @@ class KeyService(ObjectService[KeyBundle]):
                    "keystore": keystore},
         )
 
-    def _store(self, vault: VaultRecord, rec: VersionRecord) -> None:
+    def _store(self, vault: VaultRecord, rec: VersionRecord,
+               expect_latest: str | None = None) -> bool:
         try:
-            self._repo.add_version(vault.id, KIND.collection, rec)
+            return self._repo.add_version(vault.id, KIND.collection, rec, expect_latest)
         except NameConflict:
             raise KIND.deleted_conflict(rec.name) from None
 
@@ -244,6 +254,9 @@ class KeyService(ObjectService[KeyBundle]):
         if not rec.enabled:
             raise Forbidden(f"Operation {verb} is not allowed on a disabled key.",
                             inner="KeyDisabled")
+        family = keytypes.KTY[rec.props["kty"]][0]
+        if key_op not in keytypes.FAMILY_OPS[family]:
+            raise BadParameter(f"Operation {verb} is not supported by {family} keys.")
         if key_op not in rec.props["key_ops"]:
             raise Forbidden(f"Operation {verb} is not permitted on this key.",
                             inner="KeyOperationForbidden")
@@ -332,10 +345,14 @@ class KeyService(ObjectService[KeyBundle]):
         self._check(caller, actions.KEYS_ROTATE, name)
         latest = self._find(caller, name, None)
         policy = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
-        return self._bundle(caller, self._rotate(caller.vault, latest, policy))
+        rec = self._rotate(caller.vault, latest, policy)
+        assert rec is not None
+        return self._bundle(caller, rec)
 
-    def _rotate(self, vault: VaultRecord, latest: VersionRecord,
-                policy: dict[str, Any] | None) -> VersionRecord:
+    def _rotate(self, vault: VaultRecord, latest: VersionRecord, policy: dict[str, Any] | None,
+                scheduled: bool = False) -> VersionRecord | None:
+        """A new version like `latest`. `scheduled`: only if `latest` is still the latest
+        version when it is stored (None otherwise)."""
         p = latest.props
         family, hardware = keytypes.KTY[p["kty"]]
         spec = (KeySpec("RSA", size=p["size"],
@@ -352,7 +369,8 @@ class KeyService(ObjectService[KeyBundle]):
         exp = now + durations.parse(expiry, "expiryTime") if expiry else None
         rec = self._new_version(vault, latest.name, p["kty"], stored, list(p["key_ops"]),
                                 store.name, True, None, exp, latest.tags, now)
-        self._store(vault, rec)
+        if not self._store(vault, rec, latest.version if scheduled else None):
+            return None
         return rec
 
     def get_rotation_policy(self, caller: Caller, name: str) -> RotationPolicy:
@@ -384,26 +402,38 @@ class KeyService(ObjectService[KeyBundle]):
         done = 0
         now = self._now()
         for row in self._repo.objects_with_policy(KIND.collection):
-            latest = row.latest
-            for action in row.policy.get("lifetimeActions", []):
-                trigger = action["trigger"]
-                if "timeAfterCreate" in trigger:
-                    due = latest.created + durations.parse(trigger["timeAfterCreate"], "trigger")
-                elif latest.exp is not None:
-                    due = latest.exp - durations.parse(trigger["timeBeforeExpiry"], "trigger")
-                else:
-                    continue
-                if now < due:
-                    continue
-                if action["action"]["type"] == "Rotate":
-                    self._rotate(row.vault, latest, row.policy)
+            try:
+                done += self._run_policy(row, now)
+            except Exception:  # one key that cannot be rotated must not hold up the others
+                log.exception("The rotation policy of key %s in vault %s could not run.",
+                              row.latest.name, row.vault.name)
+        return done
+
+    def _run_policy(self, row: PolicyRow, now: int) -> int:
+        done = 0
+        latest = row.latest
+        for action in row.policy.get("lifetimeActions", []):
+            trigger = action["trigger"]
+            if "timeAfterCreate" in trigger:
+                due = latest.created + durations.parse(trigger["timeAfterCreate"], "trigger")
+            elif latest.exp is not None:
+                due = latest.exp - durations.parse(trigger["timeBeforeExpiry"], "trigger")
+            else:
+                continue
+            if now < due:
+                continue
+            if action["action"]["type"] == "Rotate":
+                # Every worker runs this job: the new version is added only if `latest` is
+                # still the latest, so workers that read the same due version rotate it once
+                # between them.
+                if self._rotate(row.vault, latest, row.policy, scheduled=True):
                     self._repo.add_event_once(EventRecord(row.vault.id, "KeyRotated",
                                                           latest.name, latest.version, now))
                     done += 1
-                    break
-                if self._repo.add_event_once(EventRecord(row.vault.id, "KeyNearExpiry",
-                                                         latest.name, latest.version, now)):
-                    done += 1
+                break
+            if self._repo.add_event_once(EventRecord(row.vault.id, "KeyNearExpiry",
+                                                     latest.name, latest.version, now)):
+                done += 1
         return done
 
 
