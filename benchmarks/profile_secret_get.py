@@ -231,6 +231,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     health = _scope("GET", "/healthz", b"", [(b"host", host.encode())])
 
     n = args.requests
+    warm_until = time.monotonic() + 2.0  # caches, allocator and CPU clocks settle first
+    while time.monotonic() < warm_until:
+        await driver.call(get)
+        await driver.call(health)
     total = await per_request_us(driver, get, n)
     noop = await per_request_us(driver, health, n)
     print(f"in-process, per request (no HTTP parsing, no TLS), best of {REPEATS} batches of "

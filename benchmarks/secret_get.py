@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -209,7 +210,7 @@ def run_wrk(wrk: str, label: str, url: str, *, threads: int, connections: int,
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class Server:
@@ -388,6 +389,18 @@ def report(args: argparse.Namespace, secret: WrkResult, noop: WrkResult,
               "dedicated server; the ratio (same conditions, same run) is the figure to "
               "compare")
 
+def code_under_test() -> str:
+    """Where the server's code comes from, and its git commit when there is one."""
+    spec = importlib.util.find_spec("openkeyvault")
+    where = Path(spec.origin).parent if spec and spec.origin else Path("?")
+    try:
+        rev = subprocess.run(["git", "-C", str(where), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return str(where)
+    return f"{where} @ {rev.stdout.strip()}" if rev.returncode == 0 else str(where)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -424,7 +437,7 @@ def main() -> int:
         server = Server(Path(tmp) / "data", args.workers)
         try:
             print(f"bench: starting okv server --dev ({args.workers} worker(s)) on "
-                  f"{server.base}", flush=True)
+                  f"{server.base}, code: {code_under_test()}", flush=True)
             server.start()
             assert server.proc is not None
             env = server.env()

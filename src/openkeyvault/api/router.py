@@ -47,12 +47,23 @@ def _match(pattern: tuple[str, ...], segs: list[str]) -> dict[str, str] | None:
 class Router:
     def __init__(self, routes: list[Route]) -> None:
         self._routes = sorted(routes, key=lambda r: -r.literal_count)
+        # Candidates by (first segment, segment count): every pattern starts with a literal.
+        self._index: dict[tuple[str, int], list[Route]] = {}
+        for r in self._routes:
+            counts = {len(r.pattern)}
+            if r.pattern[-1].endswith("?}"):
+                counts.add(len(r.pattern) - 1)
+            for n in counts:
+                self._index.setdefault((r.pattern[0], n), []).append(r)
+
+    def _candidates(self, segs: list[str]) -> list[Route]:
+        return self._index.get((segs[0].lower(), len(segs)), []) if segs else []
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
         """(route, params); False when the path exists for another method; None when unknown."""
         segs = path.split("/")[1:]
         path_known = False
-        for r in self._routes:
+        for r in self._candidates(segs):
             params = _match(r.pattern, segs)
             if params is None:
                 continue
@@ -64,7 +75,8 @@ class Router:
     def methods(self, path: str) -> list[str]:
         """The methods some route accepts on `path`."""
         segs = path.split("/")[1:]
-        return sorted({r.method for r in self._routes if _match(r.pattern, segs) is not None})
+        return sorted({r.method for r in self._candidates(segs)
+                       if _match(r.pattern, segs) is not None})
 
 
 def pattern(path: str) -> tuple[str, ...]:

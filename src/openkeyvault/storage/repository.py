@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
@@ -97,10 +97,35 @@ _latest_seq = (
 )
 
 
+# Hot-path statements are built once; executions then hit SQLAlchemy's compiled cache
+# without rebuilding expression trees per request.
+_GET_VAULT = select(vaults).where(vaults.c.name == bindparam("name"))
+
+
+def _version_statement(latest: bool, deleted: bool) -> Any:
+    q = (
+        select(*_VERSION_COLS)
+        .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
+        .where(objects.c.vault_id == bindparam("vault_id"),
+               objects.c.collection == bindparam("collection"),
+               objects.c.name_lc == bindparam("name_lc"))
+        .where(objects.c.deleted_date.is_not(None) if deleted
+               else objects.c.deleted_date.is_(None))
+    )
+    if latest:
+        return q.order_by(versions.c.seq.desc()).limit(1)
+    return q.where(versions.c.version == bindparam("version"))
+
+
+_GET_VERSION = {(latest, deleted): _version_statement(latest, deleted)
+                for latest in (True, False) for deleted in (True, False)}
+
+
 class Repository:
     def __init__(self, engines: Engines) -> None:
         self._r = engines.read
         self._w = engines.write
+        self._fast = engines.fast
 
     # ---- meta -------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -155,9 +180,14 @@ class Repository:
         assert vault is not None
         return vault
 
-    def get_vault(self, name: str) -> VaultRecord | None:
+    def _first(self, statement: Any, params: dict[str, Any]) -> Any:
+        if self._fast is not None:
+            return self._fast.first(statement, params)
         with self._r.connect() as c:
-            row = c.execute(select(vaults).where(vaults.c.name == name)).first()
+            return c.execute(statement, params).first()
+
+    def get_vault(self, name: str) -> VaultRecord | None:
+        row = self._first(_GET_VAULT, {"name": name})
         return _vault(row) if row else None
 
     def list_vaults(self) -> list[VaultRecord]:
@@ -175,19 +205,10 @@ class Repository:
     def get_version(self, vault_id: int, collection: str, name_lc: str,
                     version: str | None, deleted: bool = False) -> VersionRecord | None:
         """A version (latest when None) of a live object, or of a deleted one with `deleted`."""
-        q = (
-            select(*_VERSION_COLS)
-            .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
-            .where(self._object_where(vault_id, collection, name_lc))
-            .where(objects.c.deleted_date.is_not(None) if deleted
-                   else objects.c.deleted_date.is_(None))
-        )
-        if version is None:
-            q = q.order_by(versions.c.seq.desc()).limit(1)
-        else:
-            q = q.where(versions.c.version == version)
-        with self._r.connect() as c:
-            row = c.execute(q).first()
+        q = _GET_VERSION[(version is None, deleted)]
+        params = {"vault_id": vault_id, "collection": collection, "name_lc": name_lc,
+                  "version": version}
+        row = self._first(q, params)
         return _version(row) if row else None
 
     def object_state(self, vault_id: int, collection: str, name_lc: str) -> ObjectState | None:
