@@ -54,6 +54,7 @@ class KeyVaultApp:
         self.d = deployment
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
+        self._queries: dict[bytes, dict[str, str]] = {}
         self.scheduler = Scheduler(deployment.scheduled_jobs())
         self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._health,
@@ -122,6 +123,17 @@ class KeyVaultApp:
                 return
 
     # ---- pipeline -----------------------------------------------------------
+    def _query(self, raw: bytes) -> dict[str, str]:
+        """Percent-decoded query parameters; memoised, as clients repeat the same few."""
+        hit = self._queries.get(raw)
+        if hit is None:
+            hit = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+            if len(raw) <= 256:
+                if len(self._queries) >= 1024:
+                    self._queries.clear()
+                self._queries[raw] = hit
+        return dict(hit)
+
     def _challenge(self, request: Request, message: str) -> Response:
         host = request.headers.get("host", "localhost")
         resource = self.hosts.resource(host)
@@ -154,8 +166,7 @@ class KeyVaultApp:
         if vault is None:
             raise VaultNotFound(f"No vault answers at host '{host[:255]}'.")
 
-        query = dict(parse_qsl(request.scope["query_string"].decode("latin-1"),
-                               keep_blank_values=True))
+        query = self._query(request.scope["query_string"])
         api_version = query.get("api-version")
         if api_version is None:
             raise BadParameter("The 'api-version' query parameter is required.")

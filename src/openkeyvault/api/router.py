@@ -13,6 +13,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+MEMO_SIZE = 4096
+
 
 @dataclass(frozen=True)
 class Route:
@@ -49,6 +51,7 @@ class Router:
         self._routes = sorted(routes, key=lambda r: -r.literal_count)
         # Candidates by (first segment, segment count): every pattern starts with a literal.
         self._index: dict[tuple[str, int], list[Route]] = {}
+        self._memo: dict[tuple[str, str], tuple[Route, dict[str, str]] | None | bool] = {}
         for r in self._routes:
             counts = {len(r.pattern)}
             if r.pattern[-1].endswith("?}"):
@@ -60,7 +63,21 @@ class Router:
         return self._index.get((segs[0].lower(), len(segs)), []) if segs else []
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
-        """(route, params); False when the path exists for another method; None when unknown."""
+        """(route, params); False when the path exists for another method; None when unknown.
+
+        Answers are memoised (bounded): a service sees the same few paths over and over.
+        """
+        key = (method, path)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        found = self._resolve(method, path)
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+    def _resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
         segs = path.split("/")[1:]
         path_known = False
         for r in self._candidates(segs):

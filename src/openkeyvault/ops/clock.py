@@ -41,12 +41,21 @@ class ManualClock:
 class OffsetClock:
     """Wall time plus an offset shared through a file between processes."""
 
+    # Re-stat the file at most this often: a move made by another process is seen within
+    # a millisecond, and a busy worker does not pay a stat() per request.
+    RECHECK_NS = 1_000_000
+
     def __init__(self, offset_file: Path) -> None:
         self._file = offset_file
         self._mtime: float | None = None
         self._offset = 0.0
+        self._checked = 0
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic_ns()
+        if not force and now - self._checked < self.RECHECK_NS:
+            return
+        self._checked = now
         try:
             mtime = os.stat(self._file).st_mtime_ns
         except FileNotFoundError:
@@ -65,14 +74,14 @@ class OffsetClock:
 
     @property
     def offset(self) -> float:
-        self._refresh()
+        self._refresh(force=True)
         return self._offset
 
     def advance(self, seconds: float) -> float:
-        self._refresh()
+        self._refresh(force=True)
         new = self._offset + seconds
         tmp = self._file.with_suffix(".tmp")
         tmp.write_text(repr(new))
         os.replace(tmp, self._file)
-        self._refresh()
+        self._refresh(force=True)
         return new
