@@ -73,5 +73,5 @@ class PolicyRow:
     """An object carrying a policy, with its vault and latest version."""
 
     vault: VaultRecord
-    policy: dict[str, Any]
+    policy: dict[str, Any] | None
     latest: VersionRecord

@@ -381,13 +381,15 @@ class Repository:
             return res.rowcount == 1
 
     def objects_with_policy(self, collection: str) -> list[PolicyRow]:
-        """Every live object of `collection` that has a policy, with its latest version."""
+        """Every live object of `collection` that has a policy or whose latest version
+        expires, with its latest version (policy None: the object has no stored policy)."""
         q = (
             select(*_VERSION_COLS, objects.c.policy, *[c.label(f"v_{c.name}")
                                                        for c in vaults.c])
             .select_from(versions.join(objects, versions.c.object_id == objects.c.id)
                          .join(vaults, objects.c.vault_id == vaults.c.id))
-            .where(objects.c.collection == collection, objects.c.policy.is_not(None),
+            .where(objects.c.collection == collection,
+                   objects.c.policy.is_not(None) | versions.c.exp.is_not(None),
                    objects.c.deleted_date.is_(None), versions.c.seq == _latest_seq)
         )
         with self._r.connect() as c:
@@ -397,7 +399,8 @@ class Repository:
             vault = VaultRecord(id=r.v_id, name=r.v_name, kind=r.v_kind, sku=r.v_sku,
                                 retention_days=r.v_retention_days,
                                 purge_protection=bool(r.v_purge_protection), created=r.v_created)
-            out.append(PolicyRow(vault, json.loads(r.policy), _version(r)))
+            out.append(PolicyRow(vault, json.loads(r.policy) if r.policy else None,
+                                 _version(r)))
         return out
 
     # ---- events -----------------------------------------------------------------

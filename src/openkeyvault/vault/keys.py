@@ -412,7 +412,9 @@ class KeyService(ObjectService[KeyBundle]):
     def _run_policy(self, row: PolicyRow, now: int) -> int:
         done = 0
         latest = row.latest
-        for action in row.policy.get("lifetimeActions", []):
+        # A key without a policy still gets Azure's default notice 30 days before expiry.
+        policy = row.policy if row.policy is not None else {"lifetimeActions": [DEFAULT_NOTIFY]}
+        for action in policy.get("lifetimeActions", []):
             trigger = action["trigger"]
             if "timeAfterCreate" in trigger:
                 due = latest.created + durations.parse(trigger["timeAfterCreate"], "trigger")
@@ -426,7 +428,7 @@ class KeyService(ObjectService[KeyBundle]):
                 # Every worker runs this job: the new version is added only if `latest` is
                 # still the latest, so workers that read the same due version rotate it once
                 # between them.
-                if self._rotate(row.vault, latest, row.policy, scheduled=True):
+                if self._rotate(row.vault, latest, policy, scheduled=True):
                     self._repo.add_event_once(EventRecord(row.vault.id, "KeyRotated",
                                                           latest.name, latest.version, now))
                     done += 1
