@@ -182,10 +182,10 @@ def _group_cpu(pgid: int) -> float:
 
 
 def run_wrk(wrk: str, label: str, url: str, *, threads: int, connections: int,
-            duration: float, server_pgid: int, headers: dict[str, str] | None = None
-            ) -> WrkResult:
+            duration: float, server_pgid: int, headers: dict[str, str] | None = None,
+            extra_args: list[str] | None = None) -> WrkResult:
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-           "--latency", "--timeout", "5s"]
+           "--latency", "--timeout", "5s", *(extra_args or [])]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     cmd.append(url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -32,6 +33,7 @@ from openkeyvault.api.router import Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
+from openkeyvault.ops.logs import AccessLog
 from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
@@ -39,7 +41,7 @@ from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
 log = logging.getLogger("openkeyvault.request")
 
 _BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
-_COMMON_HEADERS = {"x-ms-keyvault-service-version": f"openkeyvault/{__version__}"}
+_COMMON_HEADERS = [(b"x-ms-keyvault-service-version", f"openkeyvault/{__version__}".encode())]
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -55,6 +57,10 @@ class KeyVaultApp:
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
         self._queries: dict[bytes, dict[str, str]] = {}
+        self.access_log = AccessLog()
+        # Request ids look like GUIDs: a random per-process prefix and a counter.
+        self._rid_prefix = str(uuid.uuid4())[:24]
+        self._rid_counter = itertools.count(1)
         self.scheduler = Scheduler(deployment.scheduled_jobs())
         self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._health,
@@ -86,7 +92,7 @@ class KeyVaultApp:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        request_id = str(uuid.uuid4())
+        request_id = self._request_id()
         request = Request(scope, receive)
         try:
             response = await self._dispatch(request)
@@ -100,12 +106,11 @@ class KeyVaultApp:
             response = json_response(
                 error_body("InternalServerError", "The server hit an unexpected error."), 500
             )
-        response.headers["x-ms-request-id"] = request_id
-        for k, v in _COMMON_HEADERS.items():
-            response.headers[k] = v
+        response.raw_headers.append((b"x-ms-request-id", request_id.encode()))
+        response.raw_headers.extend(_COMMON_HEADERS)
         await response(scope, receive, send)
-        log.info("rid=%s %s %s %d %.1fms", request_id, scope["method"], scope["path"],
-                 response.status_code, (time.perf_counter() - started) * 1000)
+        self.access_log.write(request_id, scope["method"], scope["path"], response.status_code,
+                              (time.perf_counter() - started) * 1000)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         task: asyncio.Task[None] | None = None
@@ -121,6 +126,9 @@ class KeyVaultApp:
                         await task
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _request_id(self) -> str:
+        return f"{self._rid_prefix}{next(self._rid_counter) & 0xFFFFFFFFFFFF:012x}"
 
     # ---- pipeline -----------------------------------------------------------
     def _query(self, raw: bytes) -> dict[str, str]:

@@ -45,8 +45,17 @@ class HostMap:
         self._suffix = f".vault.{self.domain}"
         self._resources: dict[str, str] = {}
         self._audiences: dict[str, frozenset[str]] = {}
+        self._names: dict[str, str | None] = {}
 
     def vault_name(self, host: str) -> str | None:
+        if host in self._names:
+            return self._names[host]
+        found = self._vault_name(host)
+        if len(self._names) < 1024:
+            self._names[host] = found
+        return found
+
+    def _vault_name(self, host: str) -> str | None:
         name, _ = split_host(host)
         if name in DEFAULT_HOSTS:
             return self.default_vault

@@ -4,7 +4,7 @@ Root key → per-owner data keys (an owner is a vault, or `system` for the
 deployment's own secrets) → sealed values. Data keys are stored wrapped by
 the root key; each sealed value records which data-key version sealed it, so
 the keyring can gain versions without rewriting rows. Unwrapped data keys are
-cached in memory: a given (owner, version) never changes.
+cached in memory (as ready cipher objects): a given (owner, version) never changes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Barrier:
     def __init__(self, root_key: bytes, repo: Repository) -> None:
         self._root = root_key
         self._repo = repo
-        self._cache: dict[tuple[str, int], bytes] = {}
+        self._cache: dict[tuple[str, int], aead.Sealer] = {}
         self._current: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -43,31 +43,33 @@ class Barrier:
             owner, lambda v: aead.seal(self._root, aead.new_key(), self._wrap_aad(owner, v)), now
         )
 
-    def _key(self, owner: str, version: int | None) -> tuple[int, bytes]:
+    def _key(self, owner: str, version: int | None) -> tuple[int, aead.Sealer]:
         if version is None:
             version = self._current.get(owner)
-        if version is not None and (owner, version) in self._cache:
-            return version, self._cache[(owner, version)]
+        if version is not None:
+            hit = self._cache.get((owner, version))
+            if hit is not None:
+                return version, hit
         found = self._repo.data_key(owner, version)
         if found is None:
             raise BarrierError(f"no data key for {owner}")
         v, wrapped = found
         try:
-            key = aead.open_sealed(self._root, wrapped, self._wrap_aad(owner, v))
+            sealer = aead.Sealer(aead.open_sealed(self._root, wrapped, self._wrap_aad(owner, v)))
         except aead.SealError:
             raise BarrierError("data key does not open under the root key") from None
         with self._lock:
-            self._cache[(owner, v)] = key
+            self._cache[(owner, v)] = sealer
             self._current.setdefault(owner, v)
-        return v, key
+        return v, sealer
 
     def seal(self, owner: str, context: bytes, plaintext: bytes) -> tuple[int, bytes]:
-        version, key = self._key(owner, None)
-        return version, aead.seal(key, plaintext, context)
+        version, sealer = self._key(owner, None)
+        return version, sealer.seal(plaintext, context)
 
     def open(self, owner: str, key_version: int, context: bytes, sealed: bytes) -> bytes:
-        _, key = self._key(owner, key_version)
+        _, sealer = self._key(owner, key_version)
         try:
-            return aead.open_sealed(key, sealed, context)
+            return sealer.open(sealed, context)
         except aead.SealError:
             raise BarrierError("sealed value failed authentication") from None

@@ -71,6 +71,25 @@ class FastReader:
             self._local.conn = conn
         return conn
 
+    def first_cached(self, statement: Any, params: dict[str, Any]) -> Any:
+        """`first`, answered from a per-thread memo while the database is unchanged.
+
+        SQLite's `PRAGMA data_version` changes whenever another connection commits,
+        so any write anywhere (any worker process, the CLI) empties the memo: it can
+        never serve a row that was changed. Meant for rarely-written rows (vaults).
+        """
+        version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+        local = self._local
+        memo: dict[Any, Any] | None = getattr(local, "memo", None)
+        if memo is None or local.memo_version != version or len(memo) > 1024:
+            memo = local.memo = {}
+            local.memo_version = version
+        key = (id(statement), *sorted(params.items()))
+        if key in memo:
+            return memo[key]
+        row = memo[key] = self.first(statement, params)
+        return row
+
     def first(self, statement: Any, params: dict[str, Any]) -> Any:
         """The first row of `statement` (a Core select with bindparams), as a named tuple."""
         entry = self._compiled.get(id(statement))

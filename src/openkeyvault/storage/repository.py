@@ -187,7 +187,10 @@ class Repository:
             return c.execute(statement, params).first()
 
     def get_vault(self, name: str) -> VaultRecord | None:
-        row = self._first(_GET_VAULT, {"name": name})
+        if self._fast is not None:
+            row = self._fast.first_cached(_GET_VAULT, {"name": name})
+        else:
+            row = self._first(_GET_VAULT, {"name": name})
         return _vault(row) if row else None
 
     def list_vaults(self) -> list[VaultRecord]:
