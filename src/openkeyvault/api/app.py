@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import time
@@ -198,9 +199,8 @@ class KeyVaultApp:
                   api_version=api_version, query=query, params=params)
         if request.method in _BODY_METHODS:
             ctx.raw_body = await read_body(request, route.body_limit or DEFAULT_BODY_LIMIT)
-            return await run_in_threadpool(route.handler, ctx)
-        if request.method == "GET":
-            return route.handler(ctx)  # reads are short; skip the thread hop
+        if route.inline:
+            return route.handler(ctx)
         return await run_in_threadpool(route.handler, ctx)
 
 
@@ -210,4 +210,7 @@ def create_app() -> KeyVaultApp:
     from openkeyvault.ops.logs import configure_logging
 
     configure_logging()
-    return KeyVaultApp(Deployment.open(Settings.from_env()))
+    app = KeyVaultApp(Deployment.open(Settings.from_env()))
+    gc.collect()
+    gc.freeze()  # start-up objects live for the whole process: keep them out of GC passes
+    return app

@@ -25,9 +25,13 @@ _MAY_HOLD_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
 DRAIN_LIMIT = 4 * 1024 * 1024  # the most of a refused body read (and dropped) before the 413
 
 
+# json.dumps with any non-default argument builds a new encoder per call; build it once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(body, separators=(",", ":")).encode(), status_code=status,
+        _ENCODER.encode(body).encode(), status_code=status,
         media_type=JSON_TYPE, headers=headers,
     )
 

@@ -22,6 +22,10 @@ class Route:
     pattern: tuple[str, ...]
     handler: Callable[[Any], Response]
     body_limit: int = 0  # 0: the default limit
+    # Run on the event loop rather than in a worker thread: CPU-bound work with no
+    # storage writes (reads, crypto with a loaded key), where the thread hop costs more
+    # than it frees. Writes, which wait on fsync, go to the thread pool.
+    inline: bool = False
 
     @property
     def literal_count(self) -> int:

@@ -42,7 +42,8 @@ def data_plane_routes(d: Deployment) -> list[Route]:
         ("DELETE", "/deletedkeys/{name}", k.purge, 0),
         ("POST", "/deletedkeys/{name}/recover", k.recover, 0),
         ("POST", "/rng", k.rng, 0),
-        *[("POST", f"/keys/{{name}}/{{version?}}/{op}", k.operation(op), 0)
-          for op in OPERATIONS],
     ]
-    return [Route(m, pattern(p), h, limit) for m, p, h, limit in table]
+    routes = [Route(m, pattern(p), h, limit, inline=(m == "GET")) for m, p, h, limit in table]
+    routes += [Route("POST", pattern(f"/keys/{{name}}/{{version?}}/{op}"), k.operation(op),
+                     inline=True) for op in OPERATIONS]
+    return routes
