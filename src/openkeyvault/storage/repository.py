@@ -211,7 +211,9 @@ class Repository:
         q = _GET_VERSION[(version is None, deleted)]
         params = {"vault_id": vault_id, "collection": collection, "name_lc": name_lc,
                   "version": version}
-        row = self._first(q, params)
+        # Sealed rows may be memoised: the memo empties on any commit anywhere.
+        row = self._fast.first_cached(q, params) if self._fast is not None \
+            else self._first(q, params)
         return _version(row) if row else None
 
     def object_state(self, vault_id: int, collection: str, name_lc: str) -> ObjectState | None:
