@@ -7,7 +7,8 @@ from typing import Any
 from starlette.responses import Response
 
 from openkeyvault.api import render
-from openkeyvault.api.http import Ctx, b64url_decode, b64url_encode, empty_response, json_response
+from openkeyvault.api.http import Ctx, json_response
+from openkeyvault.api.objects import ObjectRoutes
 from openkeyvault.vault.backup import MAX_BLOB_BYTES
 from openkeyvault.vault.errors import BadParameter
 from openkeyvault.vault.secrets import SecretService
@@ -26,9 +27,15 @@ def _attributes(body: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-class SecretRoutes:
+class SecretRoutes(ObjectRoutes):
     def __init__(self, service: SecretService) -> None:
         self.s = service
+
+    def bundle(self, base: str, b: Any) -> dict[str, Any]:
+        return render.secret(base, b)
+
+    def item(self, base: str, b: Any, versioned: bool) -> dict[str, Any]:
+        return render.secret(base, b, versioned=versioned)
 
     def set(self, ctx: Ctx) -> Response:
         body = ctx.body
@@ -50,46 +57,3 @@ class SecretRoutes:
         b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),
                           body.get("contentType"), attrs, body.get("tags"), frozenset(sent))
         return json_response(render.secret(ctx.base, b))
-
-    def _list(self, ctx: Ctx, page: Any, versioned: bool) -> Response:
-        items = [render.secret(ctx.base, b, versioned=versioned) for b in page.items]
-        return json_response(render.page(ctx.base, ctx.path, ctx.api_version,
-                                         ctx.query.get("maxresults"), page, items))
-
-    def list(self, ctx: Ctx) -> Response:
-        p = self.s.list(ctx.caller, ctx.query.get("maxresults"), ctx.query.get("$skiptoken"))
-        return self._list(ctx, p, versioned=False)
-
-    def list_versions(self, ctx: Ctx) -> Response:
-        p = self.s.list_versions(ctx.caller, ctx.params["name"], ctx.query.get("maxresults"),
-                                 ctx.query.get("$skiptoken"))
-        return self._list(ctx, p, versioned=True)
-
-    def list_deleted(self, ctx: Ctx) -> Response:
-        p = self.s.list_deleted(ctx.caller, ctx.query.get("maxresults"),
-                                ctx.query.get("$skiptoken"))
-        return self._list(ctx, p, versioned=False)
-
-    def delete(self, ctx: Ctx) -> Response:
-        return json_response(render.secret(ctx.base, self.s.delete(ctx.caller,
-                                                                   ctx.params["name"])))
-
-    def get_deleted(self, ctx: Ctx) -> Response:
-        b = self.s.get_deleted(ctx.caller, ctx.params["name"])
-        return json_response(render.secret(ctx.base, b))
-
-    def recover(self, ctx: Ctx) -> Response:
-        b = self.s.recover(ctx.caller, ctx.params["name"])
-        return json_response(render.secret(ctx.base, b))
-
-    def purge(self, ctx: Ctx) -> Response:
-        self.s.purge(ctx.caller, ctx.params["name"])
-        return empty_response(204)
-
-    def backup(self, ctx: Ctx) -> Response:
-        blob = self.s.backup(ctx.caller, ctx.params["name"])
-        return json_response({"value": b64url_encode(blob)})
-
-    def restore(self, ctx: Ctx) -> Response:
-        blob = b64url_decode(ctx.body.get("value"), "value")
-        return json_response(render.secret(ctx.base, self.s.restore(ctx.caller, blob)))
