@@ -327,13 +327,7 @@ class KeyService(ObjectService[KeyBundle]):
                 enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"], tags=v["tags"],
                 props=v["props"], sealed=sealed, key_version=key_version,
             ))
-        if not recs:
-            raise BadParameter("The backup blob holds no versions.")
-        try:
-            self._repo.restore(vault.id, KIND.collection, name, recs, payload.get("policy"))
-        except NameConflict as e:
-            raise (KIND.deleted_conflict(name) if e.deleted else KIND.exists_conflict(name)) \
-                from None
+        self._restore(caller, name, recs, payload.get("policy"))
         return self._bundle(caller, recs[-1])
 
     def _on_removed(self, caller: Caller, name: str) -> None:

@@ -6,13 +6,14 @@ turns stored versions into its bundle type; the lifecycle lives here once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier
-from openkeyvault.storage.records import VersionRecord
+from openkeyvault.storage.records import NameConflict, VersionRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import names, paging
 from openkeyvault.vault.backup import BackupCodec
@@ -197,6 +198,17 @@ class ObjectService(Generic[B]):
         ):
             raise self.kind.deleted_not_found(name[:127])
         self._on_removed(caller, name)
+
+    def _restore(self, caller: Caller, name: str, recs: Sequence[VersionRecord],
+                 policy: dict[str, Any] | None = None) -> None:
+        """Store restored versions under `name`, refusing a name that is in use."""
+        if not recs:
+            raise BadParameter("The backup blob holds no versions.")
+        try:
+            self._repo.restore(caller.vault.id, self.kind.collection, name, recs, policy)
+        except NameConflict as e:
+            raise (self.kind.deleted_conflict(name) if e.deleted
+                   else self.kind.exists_conflict(name)) from None
 
     def _on_removed(self, caller: Caller, name: str) -> None:
         """Hook: drop anything cached for the object (keys drop loaded key material)."""

@@ -142,11 +142,5 @@ class SecretService(ObjectService[SecretBundle]):
                 enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"], content_type=v["contentType"],
                 tags=v["tags"], sealed=sealed, key_version=key_version,
             ))
-        if not recs:
-            raise BadParameter("The backup blob holds no versions.")
-        try:
-            self._repo.restore(vid, KIND.collection, name, recs)
-        except NameConflict as e:
-            raise (KIND.deleted_conflict(name) if e.deleted else KIND.exists_conflict(name)) \
-                from None
+        self._restore(caller, name, recs)
         return self._bundle(caller, recs[-1])
