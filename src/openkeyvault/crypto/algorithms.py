@@ -80,7 +80,7 @@ def _sign_alg(alg: str, key: PrivateKey | PublicKey, digest: bytes) -> SignAlg:
     if spec.family != fam:
         raise AlgorithmError(f"Algorithm {alg} cannot be used with an {fam} key.")
     if spec.curve is not None:
-        crv = curve_name(_public(key))  # type: ignore[arg-type]
+        crv = curve_name(key)  # type: ignore[arg-type]
         if crv != spec.curve:
             raise AlgorithmError(f"Algorithm {alg} needs a {spec.curve} key; this key is {crv}.")
     if len(digest) != spec.digest_size:
