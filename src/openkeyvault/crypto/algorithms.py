@@ -8,6 +8,7 @@ undistinguishable failure for every bad ciphertext).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -39,6 +40,20 @@ class SignAlg:
     def digest_size(self) -> int:
         return self.hash().digest_size
 
+    @functools.cached_property
+    def prehashed(self) -> utils.Prehashed:
+        return utils.Prehashed(self.hash())
+
+    @functools.cached_property
+    def rsa_padding(self) -> padding.AsymmetricPadding:
+        if self.pss:
+            return padding.PSS(mgf=padding.MGF1(self.hash()), salt_length=self.digest_size)
+        return padding.PKCS1v15()
+
+    @functools.cached_property
+    def ecdsa(self) -> ec.ECDSA:
+        return ec.ECDSA(self.prehashed)
+
 
 SIGN: dict[str, SignAlg] = {
     "RS256": SignAlg("RSA", hashes.SHA256),
@@ -62,8 +77,17 @@ ENCRYPT: dict[str, tuple[str, int]] = {
 }
 
 
+_FAMILY: dict[type, str] = {}
+
+
 def family(key: PrivateKey | PublicKey) -> str:
-    return "RSA" if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) else "EC"
+    cls = type(key)
+    fam = _FAMILY.get(cls)
+    if fam is None:
+        fam = _FAMILY[cls] = (
+            "RSA" if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) else "EC"
+        )
+    return fam
 
 
 def _public(key: PrivateKey | PublicKey) -> PublicKey:
@@ -91,18 +115,12 @@ def _sign_alg(alg: str, key: PrivateKey | PublicKey, digest: bytes) -> SignAlg:
     return spec
 
 
-def _pss(spec: SignAlg) -> padding.PSS:
-    return padding.PSS(mgf=padding.MGF1(spec.hash()), salt_length=spec.digest_size)
-
-
 def sign(key: PrivateKey, alg: str, digest: bytes) -> bytes:
     """Sign a digest. ECDSA signatures are raw r||s, as JWS defines them."""
     spec = _sign_alg(alg, key, digest)
-    prehashed = utils.Prehashed(spec.hash())
     if isinstance(key, rsa.RSAPrivateKey):
-        pad = _pss(spec) if spec.pss else padding.PKCS1v15()
-        return key.sign(digest, pad, prehashed)
-    der = key.sign(digest, ec.ECDSA(prehashed))
+        return key.sign(digest, spec.rsa_padding, spec.prehashed)
+    der = key.sign(digest, spec.ecdsa)
     r, s = utils.decode_dss_signature(der)
     size = CURVES[curve_name(key)][1]
     return r.to_bytes(size, "big") + s.to_bytes(size, "big")
@@ -111,18 +129,16 @@ def sign(key: PrivateKey, alg: str, digest: bytes) -> bytes:
 def verify(key: PrivateKey | PublicKey, alg: str, digest: bytes, signature: bytes) -> bool:
     spec = _sign_alg(alg, key, digest)
     pub = _public(key)
-    prehashed = utils.Prehashed(spec.hash())
     try:
         if isinstance(pub, rsa.RSAPublicKey):
-            pad = _pss(spec) if spec.pss else padding.PKCS1v15()
-            pub.verify(signature, digest, pad, prehashed)
+            pub.verify(signature, digest, spec.rsa_padding, spec.prehashed)
             return True
         size = CURVES[curve_name(pub)][1]
         if len(signature) != 2 * size:
             return False
         r = int.from_bytes(signature[:size], "big")
         s = int.from_bytes(signature[size:], "big")
-        pub.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
+        pub.verify(utils.encode_dss_signature(r, s), digest, spec.ecdsa)
         return True
     except InvalidSignature:
         return False
