@@ -34,6 +34,7 @@ from openkeyvault.api.router import Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
+from openkeyvault.ops import requestscope
 from openkeyvault.ops.logs import AccessLog
 from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.vault.context import Caller
@@ -93,6 +94,7 @@ class KeyVaultApp:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        requestscope.begin()
         request_id = self._request_id()
         request = Request(scope, receive)
         try:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from openkeyvault.ops import requestscope
 from openkeyvault.storage.schema import metadata
 
 BUSY_TIMEOUT_MS = 15_000
@@ -78,12 +79,16 @@ class FastReader:
         so any write anywhere (any worker process, the CLI) empties the memo: it can
         never serve a row that was changed. Meant for rarely-written rows (vaults).
         """
-        version = self._conn().execute("PRAGMA data_version").fetchone()[0]
         local = self._local
         memo: dict[Any, Any] | None = getattr(local, "memo", None)
-        if memo is None or local.memo_version != version or len(memo) > 1024:
-            memo = local.memo = {}
-            local.memo_version = version
+        request = requestscope.current.get()
+        # Check once per request (outside a request, on every call).
+        if memo is None or not request or getattr(local, "checked_for", None) != request:
+            version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+            local.checked_for = request
+            if memo is None or local.memo_version != version or len(memo) > 1024:
+                memo = local.memo = {}
+                local.memo_version = version
         key = (id(statement), *sorted(params.items()))
         if key in memo:
             return memo[key]
