@@ -29,11 +29,25 @@ DRAIN_LIMIT = 4 * 1024 * 1024  # the most of a refused body read (and dropped) b
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
+_JSON_TYPE = (b"content-type", JSON_TYPE.encode())
+
+
+class JSONBytesResponse(Response):
+    """A JSON response whose headers are built directly (Starlette's generic header
+    handling costs as much as encoding a small body)."""
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        if headers:
+            self.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                 for k, v in headers.items()]
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        _ENCODER.encode(body).encode(), status_code=status,
-        media_type=JSON_TYPE, headers=headers,
-    )
+    return JSONBytesResponse(_ENCODER.encode(body).encode(), status, headers)
 
 
 def empty_response(status: int = 204) -> Response:
