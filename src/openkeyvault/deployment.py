@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from openkeyvault.access.authorize import Authorizer
+from openkeyvault.access.directory import Directory
 from openkeyvault.access.principals import Principal
 from openkeyvault.access.tokens import TokenService
 from openkeyvault.config import Settings
@@ -48,6 +49,7 @@ class Deployment:
     identity_header: str
     tokens: TokenService
     authorizer: Authorizer
+    directory: Directory
     vaults: VaultService
     secrets: SecretService
     keys: KeyService
@@ -91,12 +93,23 @@ class Deployment:
         vaults = VaultService(repo, barrier, clock)
         backups = BackupCodec(barrier, deployment_id)
         return cls(
-            settings=settings, engines=engines, repo=repo, barrier=barrier, clock=clock,
-            deployment_id=deployment_id, tenant_id=tenant_id, dev_principal=dev_principal,
-            identity_header=identity_header, tokens=tokens, authorizer=authorizer,
-            vaults=vaults, secrets=SecretService(repo, barrier, authorizer, clock, backups),
-            keys=KeyService(repo, barrier, authorizer, clock, backups,
-                            {"software": SoftwareKeyStore()}),
+            settings=settings,
+            engines=engines,
+            repo=repo,
+            barrier=barrier,
+            clock=clock,
+            deployment_id=deployment_id,
+            tenant_id=tenant_id,
+            dev_principal=dev_principal,
+            identity_header=identity_header,
+            tokens=tokens,
+            authorizer=authorizer,
+            directory=Directory(repo, barrier, clock, tenant_id),
+            vaults=vaults,
+            secrets=SecretService(repo, barrier, authorizer, clock, backups),
+            keys=KeyService(
+                repo, barrier, authorizer, clock, backups, {"software": SoftwareKeyStore()}
+            ),
         )
 
     def scheduled_jobs(self) -> dict[str, Callable[[], int]]:

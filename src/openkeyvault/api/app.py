@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from openkeyvault import __version__
 from openkeyvault.access.tokens import InvalidToken
-from openkeyvault.api import dev, identity
+from openkeyvault.api import dev, identity, oidc
 from openkeyvault.api.errors import error_body, map_error
 from openkeyvault.api.hosts import HostMap, valid_host
 from openkeyvault.api.http import DEFAULT_BODY_LIMIT, Ctx, json_response, read_body
@@ -58,6 +58,7 @@ class KeyVaultApp:
         self.d = deployment
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
+        self.sts = oidc.TokenEndpoints(deployment)
         self._queries: dict[bytes, dict[str, str]] = {}
         self.access_log = AccessLog()
         # Request ids look like GUIDs: a random per-process prefix and a counter.
@@ -159,6 +160,11 @@ class KeyVaultApp:
         special = self.special.get(path)
         if special is not None:
             return await special(request)
+        sts = oidc.route(path)
+        if sts is not None:
+            body = await read_body(request, oidc.TOKEN_BODY_LIMIT) \
+                if request.method == "POST" else b""
+            return await run_in_threadpool(self.sts.handler(sts[1]), request, sts[0], body)
 
         host = request.headers.get("host", "")
         if not valid_host(host):

@@ -23,7 +23,8 @@ MSI_PATHS = frozenset({"/msi/token", "/msi/token/"})
 IMDS_PATHS = frozenset({"/metadata/identity/oauth2/token", "/metadata/identity/oauth2/token/"})
 
 
-def _resource(raw: str | None) -> str | None:
+def normalized_resource(raw: str | None) -> str | None:
+    """A token audience from a `resource` (or `scope` ending in /.default); None if invalid."""
     if not raw or len(raw) > 512:
         return None
     if raw.endswith("/.default"):
@@ -62,7 +63,7 @@ def _identity_matches(request: Request, d: Deployment) -> bool:
 
 
 def _issue(request: Request, d: Deployment) -> Response:
-    resource = _resource(request.query_params.get("resource"))
+    resource = normalized_resource(request.query_params.get("resource"))
     if resource is None:
         return json_response(error_body("invalid_request",
                                         "A valid 'resource' query parameter is required."), 400)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,10 @@ app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_i
                   add_completion=False, pretty_exceptions_show_locals=False)
 vault_app = typer.Typer(help="Manage vaults.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
+principal_app = typer.Typer(help="Manage service principals.", no_args_is_help=True)
+app.add_typer(principal_app, name="principal")
+secret_app = typer.Typer(help="Manage a principal's client secrets.", no_args_is_help=True)
+principal_app.add_typer(secret_app, name="secret")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 
@@ -91,6 +95,94 @@ def vault_list(
         table.add_row(v.name, v.sku, str(v.retention_days), "yes" if v.purge_protection else "no",
                       dt.datetime.fromtimestamp(v.created, dt.UTC).isoformat(timespec="seconds"))
     Console().print(table)
+
+
+def _directory_call(data_dir: Path | None, fn: Any) -> Any:
+    from openkeyvault.access.directory import DirectoryError
+    from openkeyvault.deployment import Deployment
+
+    d = Deployment.open(_settings(data_dir))
+    try:
+        return fn(d.directory)
+    except DirectoryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        d.close()
+
+
+def _find(directory: Any, key: str) -> Any:
+    found = directory.find(key)
+    if found is None:
+        typer.echo(f"error: no principal '{key}' (give its object id, client id or name)",
+                   err=True)
+        raise typer.Exit(1)
+    return found
+
+
+Days = Annotated[int, typer.Option("--days", help="Days until the secret expires.")]
+
+
+@principal_app.command("create")
+def principal_create(name: str, data_dir: DataDir = None, days: Days = 365) -> None:
+    """Create a service principal; prints its ids and its first client secret (shown once)."""
+    def create(directory: Any) -> dict[str, Any]:
+        p, secret = directory.create(name, days)
+        return {"tenant_id": p.tenant_id, "client_id": p.client_id, "object_id": p.object_id,
+                "display_name": p.display_name, "client_secret": secret.client_secret,
+                "secret_id": secret.credential_id, "secret_expires": secret.expires}
+    typer.echo(json.dumps(_directory_call(data_dir, create), indent=2))
+
+
+@principal_app.command("list")
+def principal_list(
+    data_dir: DataDir = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """List service principals (never their secrets)."""
+    def rows(directory: Any) -> list[dict[str, Any]]:
+        return [{"display_name": p.display_name, "client_id": p.client_id,
+                 "object_id": p.object_id, "tenant_id": p.tenant_id,
+                 "secrets": [{"id": c.id, "hint": c.hint + "…", "expires": c.expires}
+                             for c in directory.credentials(p.object_id)]}
+                for p in directory.principals()]
+    found = _directory_call(data_dir, rows)
+    if output == "json":
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table("name", "client id", "object id", "secrets")
+    for r in found:
+        table.add_row(r["display_name"], r["client_id"], r["object_id"], str(len(r["secrets"])))
+    Console().print(table)
+
+
+@principal_app.command("delete")
+def principal_delete(principal: str, data_dir: DataDir = None) -> None:
+    """Delete a principal and all its secrets."""
+    _directory_call(data_dir, lambda d: d.delete(_find(d, principal).object_id))
+    typer.echo(json.dumps({"deleted": principal}))
+
+
+@secret_app.command("add")
+def secret_add(principal: str, data_dir: DataDir = None, days: Days = 365) -> None:
+    """Add a client secret to a principal; prints it once."""
+    def add(directory: Any) -> dict[str, Any]:
+        p = _find(directory, principal)
+        s = directory.add_secret(p.object_id, days)
+        return {"client_id": p.client_id, "secret_id": s.credential_id,
+                "client_secret": s.client_secret, "secret_expires": s.expires}
+    typer.echo(json.dumps(_directory_call(data_dir, add), indent=2))
+
+
+@secret_app.command("remove")
+def secret_remove(principal: str, secret_id: str, data_dir: DataDir = None) -> None:
+    """Remove (revoke) one client secret of a principal."""
+    def remove(directory: Any) -> bool:
+        return bool(directory.remove_secret(_find(directory, principal).object_id, secret_id))
+    if not _directory_call(data_dir, remove):
+        typer.echo(f"error: principal has no secret '{secret_id}'", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"removed": secret_id}))
 
 
 def main() -> None:

@@ -75,3 +75,25 @@ class PolicyRow:
     vault: VaultRecord
     policy: dict[str, Any] | None
     latest: VersionRecord
+
+
+@dataclass(frozen=True)
+class PrincipalRecord:
+    object_id: str
+    client_id: str
+    tenant_id: str
+    display_name: str
+    kind: str
+    created: int
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    id: str
+    object_id: str
+    kind: str
+    hint: str
+    expires: int
+    created: int
+    sealed: bytes
+    key_version: int

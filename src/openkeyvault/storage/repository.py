@@ -11,14 +11,25 @@ from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
 from openkeyvault.storage.records import (
+    CredentialRecord,
     EventRecord,
     NameConflict,
     ObjectState,
     PolicyRow,
+    PrincipalRecord,
     VaultRecord,
     VersionRecord,
 )
-from openkeyvault.storage.schema import data_keys, events, meta, objects, vaults, versions
+from openkeyvault.storage.schema import (
+    data_keys,
+    events,
+    meta,
+    objects,
+    principal_credentials,
+    principals,
+    vaults,
+    versions,
+)
 
 _VERSION_COLS = (
     objects.c.name,
@@ -446,3 +457,46 @@ class Repository:
             ).inserted_primary_key[0]  # type: ignore[index]
             for v in records:
                 c.execute(insert(versions).values(**_version_values(object_id, v)))
+
+    # ---- principals -----------------------------------------------------------
+    def add_principal(self, p: PrincipalRecord) -> None:
+        with self._w.begin() as c:
+            c.execute(insert(principals).values(**p.__dict__))
+
+    def get_principal(self, *, object_id: str | None = None,
+                      client_id: str | None = None) -> PrincipalRecord | None:
+        q = select(principals)
+        q = q.where(principals.c.object_id == object_id) if object_id is not None \
+            else q.where(principals.c.client_id == client_id)
+        with self._r.connect() as c:
+            row = c.execute(q).first()
+        return PrincipalRecord(**row._mapping) if row else None
+
+    def list_principals(self) -> list[PrincipalRecord]:
+        with self._r.connect() as c:
+            return [PrincipalRecord(**r._mapping)
+                    for r in c.execute(select(principals).order_by(principals.c.display_name))]
+
+    def delete_principal(self, object_id: str) -> bool:
+        with self._w.begin() as c:
+            c.execute(delete(principal_credentials)
+                      .where(principal_credentials.c.object_id == object_id))
+            return c.execute(delete(principals)
+                             .where(principals.c.object_id == object_id)).rowcount == 1
+
+    def add_credential(self, cred: CredentialRecord) -> None:
+        with self._w.begin() as c:
+            c.execute(insert(principal_credentials).values(**cred.__dict__))
+
+    def list_credentials(self, object_id: str) -> list[CredentialRecord]:
+        with self._r.connect() as c:
+            return [CredentialRecord(**r._mapping) for r in c.execute(
+                select(principal_credentials)
+                .where(principal_credentials.c.object_id == object_id)
+                .order_by(principal_credentials.c.created))]
+
+    def delete_credential(self, object_id: str, credential_id: str) -> bool:
+        with self._w.begin() as c:
+            return c.execute(delete(principal_credentials).where(
+                principal_credentials.c.object_id == object_id,
+                principal_credentials.c.id == credential_id)).rowcount == 1

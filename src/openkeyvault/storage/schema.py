@@ -98,3 +98,29 @@ events = Table(
     Column("time", Integer, nullable=False),
     UniqueConstraint("vault_id", "type", "object_name", "version", name="uq_events_once"),
 )
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("object_id", String(36), primary_key=True),
+    Column("client_id", String(36), nullable=False, unique=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("display_name", String(256), nullable=False),
+    Column("kind", String(32), nullable=False),  # servicePrincipal | managedIdentity
+    Column("created", Integer, nullable=False),
+)
+
+# One row per client secret; `sealed` holds its salt and scrypt hash, sealed by the barrier.
+principal_credentials = Table(
+    "principal_credentials",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("object_id", String(36), ForeignKey("principals.object_id", ondelete="CASCADE"),
+           nullable=False),
+    Column("kind", String(16), nullable=False),  # secret
+    Column("hint", String(8), nullable=False),
+    Column("expires", Integer, nullable=False),
+    Column("created", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("key_version", Integer, nullable=False),
+)
