@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from openkeyvault.access.authorize import Authorizer
+from openkeyvault.access.authorize import Authorizer, RoleAssignment
 from openkeyvault.access.directory import Directory
 from openkeyvault.access.principals import Principal
+from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR
 from openkeyvault.access.tokens import TokenService
 from openkeyvault.config import Settings
 from openkeyvault.crypto.signing import generate_rsa_pem
@@ -89,7 +90,9 @@ class Deployment:
         dev_principal = Principal(dev_oid, tenant_id, dev_app)
         issuer = f"https://localhost:{settings.port}/{tenant_id}/v2.0"
         tokens = TokenService(token_key, issuer, tenant_id, clock)
-        authorizer = Authorizer(frozenset({dev_oid}) if settings.dev else frozenset())
+        authorizer = Authorizer(
+            [RoleAssignment(dev_oid, KEY_VAULT_ADMINISTRATOR, "/")] if settings.dev else []
+        )
         vaults = VaultService(repo, barrier, clock)
         backups = BackupCodec(barrier, deployment_id)
         return cls(

@@ -1,0 +1,144 @@
+"""Azure's built-in data-plane roles for Key Vault and Managed HSM, as data (one home).
+
+GUIDs and data actions are Azure's own. `permits` evaluates a role against a
+data action with Azure's wildcard rules (`*` matches any run of characters,
+case-insensitive) and honours `notDataActions`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+_V = "Microsoft.KeyVault/vaults"
+_H = "Microsoft.KeyVault/managedHsm"
+
+
+@dataclass(frozen=True)
+class RoleDefinition:
+    id: str  # GUID
+    name: str
+    description: str
+    data_actions: tuple[str, ...]
+    not_data_actions: tuple[str, ...] = ()
+    built_in: bool = True
+
+
+def _vault(*actions: str) -> tuple[str, ...]:
+    return tuple(f"{_V}/{a}" for a in actions)
+
+
+def _hsm(*actions: str) -> tuple[str, ...]:
+    return tuple(f"{_H}/{a}" for a in actions)
+
+
+BUILT_IN: tuple[RoleDefinition, ...] = (
+    RoleDefinition("00482a5a-887f-4fb3-b363-3b7fe8e74483", "Key Vault Administrator",
+                   "Perform all data plane operations on a key vault and all objects in it.",
+                   (f"{_V}/*",)),
+    RoleDefinition("a4417e6f-fecd-4de8-b567-7b0420556985", "Key Vault Certificates Officer",
+                   "Perform any action on the certificates of a key vault.",
+                   _vault("certificatecas/*", "certificates/*", "certificatecontacts/write")),
+    RoleDefinition("db79e9a7-68ee-4b58-9aeb-b90e7c24fcba", "Key Vault Certificate User",
+                   "Read entire certificate contents including secret and key portion.",
+                   _vault("certificates/read", "secrets/getSecret/action",
+                          "secrets/readMetadata/action", "keys/read")),
+    RoleDefinition("14b46e9e-c2b7-41b4-b07b-48a6ebf60603", "Key Vault Crypto Officer",
+                   "Perform any action on the keys of a key vault.",
+                   _vault("keys/*", "keyrotationpolicies/*")),
+    RoleDefinition("e147488a-f6f5-4113-8e2d-b22465e65bf6",
+                   "Key Vault Crypto Service Encryption User",
+                   "Read metadata of keys and perform wrap/unwrap operations.",
+                   _vault("keys/read", "keys/wrap/action", "keys/unwrap/action")),
+    RoleDefinition("08bbd89e-9f13-488c-ac41-acfcb10c90ab", "Key Vault Crypto Service Release User",
+                   "Release keys.", _vault("keys/release/action")),
+    RoleDefinition("12338af0-0e69-4776-bea7-57ae8d297424", "Key Vault Crypto User",
+                   "Perform cryptographic operations using keys.",
+                   _vault("keys/read", "keys/update/action", "keys/backup/action",
+                          "keys/encrypt/action", "keys/decrypt/action", "keys/wrap/action",
+                          "keys/unwrap/action", "keys/sign/action", "keys/verify/action")),
+    RoleDefinition("21090545-7ca7-4776-b22c-e363652d74d2", "Key Vault Reader",
+                   "Read metadata of key vaults and its certificates, keys, and secrets.",
+                   _vault("*/read", "secrets/readMetadata/action")),
+    RoleDefinition("b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "Key Vault Secrets Officer",
+                   "Perform any action on the secrets of a key vault.", _vault("secrets/*")),
+    RoleDefinition("4633458b-17de-408a-b874-0445c86b69e6", "Key Vault Secrets User",
+                   "Read secret contents.",
+                   _vault("secrets/getSecret/action", "secrets/readMetadata/action")),
+    # Managed HSM local roles
+    RoleDefinition("a290e904-7015-4bba-90c8-60543313cdb4", "Managed HSM Administrator",
+                   "Manage security domain, full backup and restore, and role management.",
+                   _hsm("roleAssignments/delete/action", "roleAssignments/read/action",
+                        "roleAssignments/write/action", "roleDefinitions/read/action",
+                        "roleDefinitions/write/action", "roleDefinitions/delete/action",
+                        "securitydomain/download/action", "securitydomain/download/read",
+                        "securitydomain/upload/action", "securitydomain/upload/read",
+                        "securitydomain/transferkey/read", "backup/start/action",
+                        "backup/status/action", "restore/start/action",
+                        "restore/status/action")),
+    RoleDefinition("515eb02d-2335-4d2d-92f2-b1cbdf9c3778", "Managed HSM Crypto Officer",
+                   "Manage keys' deleted state and role assignments.",
+                   _hsm("roleAssignments/delete/action", "roleAssignments/read/action",
+                        "roleAssignments/write/action", "roleDefinitions/read/action",
+                        "roleDefinitions/write/action", "roleDefinitions/delete/action",
+                        "keys/deletedKeys/read/action", "keys/deletedKeys/delete",
+                        "keys/deletedKeys/recover/action", "keys/export/action")),
+    RoleDefinition("21dbd100-6940-42c2-9190-5d6cb909625b", "Managed HSM Crypto User",
+                   "Perform key management and cryptographic operations.",
+                   _hsm("roleDefinitions/read/action", "roleAssignments/read/action",
+                        "keys/read/action", "keys/write/action", "keys/delete", "keys/create",
+                        "keys/import/action", "keys/release/action", "keys/backup/action",
+                        "keys/restore/action", "keys/encrypt/action", "keys/decrypt/action",
+                        "keys/wrap/action", "keys/unwrap/action", "keys/sign/action",
+                        "keys/verify/action", "rng/action")),
+    RoleDefinition("4bd23610-cdcf-4971-bdee-bdc562cc28e4", "Managed HSM Policy Administrator",
+                   "Create and delete role assignments.",
+                   _hsm("roleDefinitions/read/action", "roleDefinitions/write/action",
+                        "roleDefinitions/delete/action", "roleAssignments/read/action",
+                        "roleAssignments/write/action", "roleAssignments/delete/action")),
+    RoleDefinition("2c18b078-7c48-4d3a-af88-5a3a1b3f82b3", "Managed HSM Crypto Auditor",
+                   "Read key metadata and role assignments.",
+                   _hsm("roleAssignments/read/action", "roleDefinitions/read/action",
+                        "keys/read/action", "keys/deletedKeys/read/action")),
+    RoleDefinition("33413926-3206-4cdd-b39a-83574fe37a17",
+                   "Managed HSM Crypto Service Encryption User",
+                   "Read key metadata and wrap/unwrap keys.",
+                   _hsm("keys/read/action", "keys/wrap/action", "keys/unwrap/action")),
+    RoleDefinition("21dbd100-6940-42c2-9190-5d6cb909625c",
+                   "Managed HSM Crypto Service Release User", "Release keys.",
+                   _hsm("keys/release/action")),
+    RoleDefinition("7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8", "Managed HSM Backup User",
+                   "Perform full HSM or key backups.",
+                   _hsm("backup/start/action", "backup/status/action", "keys/backup/action")),
+    RoleDefinition("6efe6056-5259-49d2-8b3d-d3d73544b20b", "Managed HSM Restore",
+                   "Perform full HSM or key restores.",
+                   _hsm("keys/restore/action", "restore/start/action", "restore/status/action")),
+)
+
+BY_ID = {r.id: r for r in BUILT_IN}
+BY_NAME = {r.name.lower(): r for r in BUILT_IN}
+KEY_VAULT_ADMINISTRATOR = BY_NAME["key vault administrator"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(action: str) -> re.Pattern[str]:
+    return re.compile("^" + ".*".join(re.escape(p) for p in action.split("*")) + "$",
+                      re.IGNORECASE)
+
+
+def matches(pattern: str, data_action: str) -> bool:
+    return _pattern(pattern).match(data_action) is not None
+
+
+def permits(role: RoleDefinition, data_action: str) -> bool:
+    """True if the role grants `data_action` (and no notDataAction takes it back)."""
+    return any(matches(p, data_action) for p in role.data_actions) and not any(
+        matches(p, data_action) for p in role.not_data_actions
+    )
+
+
+def find(role: str) -> RoleDefinition | None:
+    """A built-in role by GUID, `.../roleDefinitions/GUID` id, or name (case-insensitive)."""
+    key = role.rsplit("/", 1)[-1]
+    return BY_ID.get(key.lower()) or BY_NAME.get(role.lower())
