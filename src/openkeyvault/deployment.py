@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from openkeyvault.access.authorize import Authorizer, RoleAssignment
+from openkeyvault.access.authorize import Authorizer
 from openkeyvault.access.directory import Directory
 from openkeyvault.access.principals import Principal
+from openkeyvault.access.rbac import RoleAssignments
 from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR
 from openkeyvault.access.tokens import TokenService
 from openkeyvault.config import Settings
@@ -26,6 +27,7 @@ from openkeyvault.keystore.software import SoftwareKeyStore
 from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.db import Engines, open_sqlite
+from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.seal import dev_seal_root_key
 from openkeyvault.vault.backup import BackupCodec
@@ -51,6 +53,7 @@ class Deployment:
     tokens: TokenService
     authorizer: Authorizer
     directory: Directory
+    rbac: RoleAssignments
     vaults: VaultService
     secrets: SecretService
     keys: KeyService
@@ -90,9 +93,13 @@ class Deployment:
         dev_principal = Principal(dev_oid, tenant_id, dev_app)
         issuer = f"https://localhost:{settings.port}/{tenant_id}/v2.0"
         tokens = TokenService(token_key, issuer, tenant_id, clock)
-        authorizer = Authorizer(
-            [RoleAssignment(dev_oid, KEY_VAULT_ADMINISTRATOR, "/")] if settings.dev else []
-        )
+        rbac = RoleAssignments(repo, clock)
+        authorizer = Authorizer(rbac.of)
+        if settings.dev:
+            # The dev identity is an ordinary principal holding Key Vault Administrator.
+            repo.add_principal(PrincipalRecord(dev_oid, dev_app, tenant_id, "dev identity",
+                                               "managedIdentity", now), if_absent=True)
+            rbac.assign(dev_oid, KEY_VAULT_ADMINISTRATOR.id, "/")
         vaults = VaultService(repo, barrier, clock)
         backups = BackupCodec(barrier, deployment_id)
         return cls(
@@ -107,7 +114,7 @@ class Deployment:
             identity_header=identity_header,
             tokens=tokens,
             authorizer=authorizer,
-            directory=Directory(repo, barrier, clock, tenant_id),
+            directory=Directory(repo, barrier, clock, tenant_id), rbac=rbac,
             vaults=vaults,
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
             keys=KeyService(

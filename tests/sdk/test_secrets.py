@@ -12,6 +12,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
 from tests.sdk.clients import localhost_client, unique, vault_client
@@ -38,8 +39,7 @@ def test_dev_env_is_complete(server) -> None:
 
 
 def test_challenge_verification_on_with_default_credential(server, resolve_localhost) -> None:
-    client = SecretClient(os.environ["AZURE_KEYVAULT_URL"],
-                          __import__("azure.identity").identity.DefaultAzureCredential())
+    client = SecretClient(os.environ["AZURE_KEYVAULT_URL"], DefaultAzureCredential())
     name = unique()
     created = client.set_secret(name, "v1")
     assert created.id.startswith(f"https://dev.vault.localhost:{server.port}/secrets/{name}/")

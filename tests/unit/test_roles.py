@@ -102,15 +102,15 @@ def _principal(oid: str = "p1") -> Principal:
 def test_assignment_scopes(scope: str, vault: str, path: str, allowed: bool) -> None:
     role = find("Key Vault Secrets User")
     assert role is not None
-    authz = Authorizer([RoleAssignment("p1", role, scope)])
+    authz = Authorizer.static([RoleAssignment("p1", role, scope)])
     assert authz.allowed(_principal(), a.SECRETS_GET, Scope(vault, path)) is allowed
 
 
 def test_deny_by_default() -> None:
     role = find("Key Vault Administrator")
     assert role is not None
-    authz = Authorizer([RoleAssignment("p1", role, "/")])
+    authz = Authorizer.static([RoleAssignment("p1", role, "/")])
     assert not authz.allowed(_principal("someone-else"), a.SECRETS_GET, Scope("dev", "/"))
-    assert not Authorizer().allowed(_principal(), a.SECRETS_GET, Scope("dev", "/"))
+    assert not Authorizer.static().allowed(_principal(), a.SECRETS_GET, Scope("dev", "/"))
     # an action the service does not know is never granted, even by a wildcard
     assert not authz.allowed(_principal(), f"{V}/made-up/action", Scope("dev", "/"))

@@ -3,14 +3,12 @@
 Deny by default: a principal may do a data action at a scope only if one of its
 role assignments covers the scope and the assigned role grants the action.
 Scopes are paths: `/` (the deployment), `/vaults/NAME`, `/vaults/NAME/secrets`,
-`/vaults/NAME/secrets/SECRET` (and likewise for keys). For now assignments are
-given at start-up (a dev server assigns Key Vault Administrator at `/` to its
-dev identity); stored assignments and the RBAC API come behind the same call.
+`/vaults/NAME/secrets/SECRET` (and likewise for keys).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from openkeyvault.access.actions import ALL
@@ -41,14 +39,22 @@ class RoleAssignment:
 
 
 class Authorizer:
-    def __init__(self, assignments: Iterable[RoleAssignment] = ()) -> None:
-        self._by_principal: dict[str, list[RoleAssignment]] = {}
+    """Decides from the principal's role assignments, fetched through `lookup` (storage
+    memoises them until anything is written, so a change applies from the next request)."""
+
+    def __init__(self, lookup: Callable[[str], Iterable[RoleAssignment]]) -> None:
+        self._lookup = lookup
+
+    @classmethod
+    def static(cls, assignments: Iterable[RoleAssignment] = ()) -> Authorizer:
+        by_principal: dict[str, list[RoleAssignment]] = {}
         for a in assignments:
-            self._by_principal.setdefault(a.principal_id, []).append(a)
+            by_principal.setdefault(a.principal_id, []).append(a)
+        return cls(lambda oid: by_principal.get(oid, ()))
 
     def allowed(self, principal: Principal, data_action: str, scope: Scope) -> bool:
         if data_action not in ALL:
             return False
         resource = scope.resource
         return any(a.covers(resource) and permits(a.role, data_action)
-                   for a in self._by_principal.get(principal.object_id, ()))
+                   for a in self._lookup(principal.object_id))

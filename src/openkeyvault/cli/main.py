@@ -19,6 +19,8 @@ vault_app = typer.Typer(help="Manage vaults.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
 principal_app = typer.Typer(help="Manage service principals.", no_args_is_help=True)
 app.add_typer(principal_app, name="principal")
+role_app = typer.Typer(help="Manage role assignments.", no_args_is_help=True)
+app.add_typer(role_app, name="role")
 secret_app = typer.Typer(help="Manage a principal's client secrets.", no_args_is_help=True)
 principal_app.add_typer(secret_app, name="secret")
 
@@ -183,6 +185,76 @@ def secret_remove(principal: str, secret_id: str, data_dir: DataDir = None) -> N
         typer.echo(f"error: principal has no secret '{secret_id}'", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps({"removed": secret_id}))
+
+
+@role_app.command("assign")
+def role_assign(
+    principal: Annotated[str, typer.Option(help="Object id, client id or name.")],
+    role: Annotated[str, typer.Option(help="Role name or GUID, e.g. 'Key Vault Secrets User'.")],
+    scope: Annotated[str, typer.Option(help="/, /vaults/NAME, /vaults/NAME/secrets[/NAME]...")
+                     ] = "/",
+    data_dir: DataDir = None,
+) -> None:
+    """Give a principal a role at a scope."""
+    from openkeyvault.access.rbac import RbacError
+    from openkeyvault.access.roles import find
+    from openkeyvault.deployment import Deployment
+
+    d = Deployment.open(_settings(data_dir))
+    try:
+        p = _find(d.directory, principal)
+        r = d.rbac.assign(p.object_id, role, scope)
+    except RbacError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        d.close()
+    found = find(r.role_definition_id)
+    typer.echo(json.dumps({"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
+                           "role_definition_id": r.role_definition_id,
+                           "role": found.name if found else None}, indent=2))
+
+
+@role_app.command("list")
+def role_list(
+    data_dir: DataDir = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """List role assignments."""
+    from openkeyvault.access.roles import find
+    from openkeyvault.deployment import Deployment
+
+    d = Deployment.open(_settings(data_dir))
+    try:
+        rows = [{"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
+                 "role_definition_id": r.role_definition_id,
+                 "role": (f.name if (f := find(r.role_definition_id)) else None)}
+                for r in d.rbac.all()]
+    finally:
+        d.close()
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "principal", "role", "scope")
+    for r in rows:
+        table.add_row(r["id"], r["principal_id"], r["role"] or r["role_definition_id"], r["scope"])
+    Console().print(table)
+
+
+@role_app.command("remove")
+def role_remove(assignment_id: str, data_dir: DataDir = None) -> None:
+    """Remove a role assignment."""
+    from openkeyvault.deployment import Deployment
+
+    d = Deployment.open(_settings(data_dir))
+    try:
+        removed = d.rbac.remove(assignment_id)
+    finally:
+        d.close()
+    if not removed:
+        typer.echo(f"error: no role assignment '{assignment_id}'", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"removed": assignment_id}))
 
 
 def main() -> None:

@@ -72,7 +72,18 @@ class FastReader:
             self._local.conn = conn
         return conn
 
+    def invalidate(self) -> None:
+        """Make this thread's next memoised read re-check the database (after a write)."""
+        self._local.checked_for = None
+
+    def all_cached(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        """Every row of `statement`, memoised like `first_cached`."""
+        return self._cached(statement, params, all_rows=True)  # type: ignore[no-any-return]
+
     def first_cached(self, statement: Any, params: dict[str, Any]) -> Any:
+        return self._cached(statement, params, all_rows=False)
+
+    def _cached(self, statement: Any, params: dict[str, Any], all_rows: bool) -> Any:
         """`first`, answered from a per-thread memo while the database is unchanged.
 
         SQLite's `PRAGMA data_version` changes whenever another connection commits,
@@ -89,14 +100,18 @@ class FastReader:
             if memo is None or local.memo_version != version or len(memo) > 1024:
                 memo = local.memo = {}
                 local.memo_version = version
-        key = (id(statement), *sorted(params.items()))
+        key = (id(statement), all_rows, *sorted(params.items()))
         if key in memo:
             return memo[key]
-        row = memo[key] = self.first(statement, params)
-        return row
+        found = memo[key] = (self.all(statement, params) if all_rows
+                             else self.first(statement, params))
+        return found
 
-    def first(self, statement: Any, params: dict[str, Any]) -> Any:
-        """The first row of `statement` (a Core select with bindparams), as a named tuple."""
+    def all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        sql, values, row_type = self._prepare(statement, params)
+        return tuple(row_type(*r) for r in self._conn().execute(sql, values).fetchall())
+
+    def _prepare(self, statement: Any, params: dict[str, Any]) -> tuple[str, tuple[Any, ...], Any]:
         entry = self._compiled.get(id(statement))
         if entry is None:
             compiled = statement.compile(dialect=self._dialect)
@@ -105,7 +120,11 @@ class FastReader:
             entry = (str(compiled), names, dict(compiled.params), row_type)
             self._compiled[id(statement)] = entry
         sql, names, defaults, row_type = entry
-        values = tuple(params[n] if n in params else defaults[n] for n in names)
+        return sql, tuple(params[n] if n in params else defaults[n] for n in names), row_type
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        """The first row of `statement` (a Core select with bindparams), as a named tuple."""
+        sql, values, row_type = self._prepare(statement, params)
         row = self._conn().execute(sql, values).fetchone()
         return row_type(*row) if row is not None else None
 

@@ -97,3 +97,12 @@ class CredentialRecord:
     created: int
     sealed: bytes
     key_version: int
+
+
+@dataclass(frozen=True)
+class RoleAssignmentRecord:
+    id: str
+    scope: str
+    role_definition_id: str
+    principal_id: str
+    created: int

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
@@ -17,6 +18,7 @@ from openkeyvault.storage.records import (
     ObjectState,
     PolicyRow,
     PrincipalRecord,
+    RoleAssignmentRecord,
     VaultRecord,
     VersionRecord,
 )
@@ -27,6 +29,7 @@ from openkeyvault.storage.schema import (
     objects,
     principal_credentials,
     principals,
+    role_assignments,
     vaults,
     versions,
 )
@@ -108,6 +111,9 @@ _latest_seq = (
 )
 
 
+_ASSIGNMENTS_OF = select(role_assignments).where(
+    role_assignments.c.principal_id == bindparam("principal_id"))
+
 # Hot-path statements are built once; executions then hit SQLAlchemy's compiled cache
 # without rebuilding expression trees per request.
 _GET_VAULT = select(vaults).where(vaults.c.name == bindparam("name"))
@@ -138,6 +144,17 @@ class Repository:
         self._w = engines.write
         self._fast = engines.fast
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction; afterwards this thread's memoised reads are re-checked, so a
+        request that writes and then reads sees its own write."""
+        try:
+            with self._w.begin() as c:
+                yield c
+        finally:
+            if self._fast is not None:
+                self._fast.invalidate()
+
     # ---- meta -------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         with self._r.connect() as c:
@@ -145,7 +162,7 @@ class Repository:
 
     def set_meta_if_absent(self, key: str, value: str) -> str:
         """Store `value` unless the key exists; return the stored value."""
-        with self._w.begin() as c:
+        with self._write() as c:
             have = c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
             if have is not None:
                 return str(have)
@@ -163,7 +180,7 @@ class Repository:
 
     def add_data_key_if_absent(self, owner: str, wrapped_for: Any, now: int) -> None:
         """Insert version 1 of `owner`'s data key (wrapped by `wrapped_for(version)`) if none."""
-        with self._w.begin() as c:
+        with self._write() as c:
             have = c.execute(
                 select(data_keys.c.version).where(data_keys.c.owner == owner).limit(1)
             ).first()
@@ -178,7 +195,7 @@ class Repository:
     def create_vault(self, name: str, kind: str, sku: str, retention_days: int,
                      purge_protection: bool, now: int) -> VaultRecord:
         try:
-            with self._w.begin() as c:
+            with self._write() as c:
                 c.execute(
                     insert(vaults).values(
                         name=name, kind=kind, sku=sku, retention_days=retention_days,
@@ -243,7 +260,7 @@ class Repository:
         (compare-and-set inside the write transaction); False when it is not.
         """
         name_lc = v.name.lower()
-        with self._w.begin() as c:
+        with self._write() as c:
             row = c.execute(
                 select(objects.c.id, objects.c.name, objects.c.deleted_date)
                 .where(self._object_where(vault_id, collection, name_lc))
@@ -282,7 +299,7 @@ class Repository:
         live = select(objects.c.id).where(
             self._object_where(vault_id, collection, name_lc), objects.c.deleted_date.is_(None)
         ).scalar_subquery()
-        with self._w.begin() as c:
+        with self._write() as c:
             res = c.execute(
                 update(versions)
                 .where(versions.c.object_id == live, versions.c.version == version)
@@ -329,7 +346,7 @@ class Repository:
 
     def soft_delete(self, vault_id: int, collection: str, name_lc: str, now: int,
                     purge_at: int) -> bool:
-        with self._w.begin() as c:
+        with self._write() as c:
             res = c.execute(
                 update(objects)
                 .where(self._object_where(vault_id, collection, name_lc),
@@ -339,7 +356,7 @@ class Repository:
             return res.rowcount == 1
 
     def recover(self, vault_id: int, collection: str, name_lc: str) -> bool:
-        with self._w.begin() as c:
+        with self._write() as c:
             res = c.execute(
                 update(objects)
                 .where(self._object_where(vault_id, collection, name_lc),
@@ -350,7 +367,7 @@ class Repository:
 
     def purge(self, vault_id: int, collection: str, name_lc: str) -> bool:
         """Remove a soft-deleted object and all its versions."""
-        with self._w.begin() as c:
+        with self._write() as c:
             oid = c.execute(
                 select(objects.c.id).where(self._object_where(vault_id, collection, name_lc),
                                            objects.c.deleted_date.is_not(None))
@@ -362,7 +379,7 @@ class Repository:
 
     def purge_expired(self, now: int) -> int:
         """Remove every soft-deleted object whose scheduled purge date has passed."""
-        with self._w.begin() as c:
+        with self._write() as c:
             ids = list(c.execute(
                 select(objects.c.id).where(objects.c.scheduled_purge_date.is_not(None),
                                            objects.c.scheduled_purge_date <= now)
@@ -387,7 +404,7 @@ class Repository:
 
     def set_policy(self, vault_id: int, collection: str, name_lc: str,
                    policy: dict[str, Any]) -> bool:
-        with self._w.begin() as c:
+        with self._write() as c:
             res = c.execute(
                 update(objects)
                 .where(self._object_where(vault_id, collection, name_lc),
@@ -423,7 +440,7 @@ class Repository:
     def add_event_once(self, e: EventRecord) -> bool:
         """Record an event unless the same (vault, type, object, version) was recorded."""
         try:
-            with self._w.begin() as c:
+            with self._write() as c:
                 c.execute(insert(events).values(vault_id=e.vault_id, type=e.type,
                                                 object_name=e.object_name, version=e.version,
                                                 time=e.time))
@@ -443,7 +460,7 @@ class Repository:
                 records: Iterable[VersionRecord], policy: dict[str, Any] | None = None) -> None:
         """Recreate an object with its versions. NameConflict if the name is taken."""
         name_lc = name.lower()
-        with self._w.begin() as c:
+        with self._write() as c:
             row = c.execute(
                 select(objects.c.deleted_date).where(self._object_where(vault_id, collection,
                                                                         name_lc))
@@ -459,8 +476,11 @@ class Repository:
                 c.execute(insert(versions).values(**_version_values(object_id, v)))
 
     # ---- principals -----------------------------------------------------------
-    def add_principal(self, p: PrincipalRecord) -> None:
-        with self._w.begin() as c:
+    def add_principal(self, p: PrincipalRecord, if_absent: bool = False) -> None:
+        with self._write() as c:
+            if if_absent and c.execute(select(principals.c.object_id).where(
+                    principals.c.object_id == p.object_id)).first() is not None:
+                return
             c.execute(insert(principals).values(**p.__dict__))
 
     def get_principal(self, *, object_id: str | None = None,
@@ -478,14 +498,14 @@ class Repository:
                     for r in c.execute(select(principals).order_by(principals.c.display_name))]
 
     def delete_principal(self, object_id: str) -> bool:
-        with self._w.begin() as c:
+        with self._write() as c:
             c.execute(delete(principal_credentials)
                       .where(principal_credentials.c.object_id == object_id))
             return c.execute(delete(principals)
                              .where(principals.c.object_id == object_id)).rowcount == 1
 
     def add_credential(self, cred: CredentialRecord) -> None:
-        with self._w.begin() as c:
+        with self._write() as c:
             c.execute(insert(principal_credentials).values(**cred.__dict__))
 
     def list_credentials(self, object_id: str) -> list[CredentialRecord]:
@@ -496,7 +516,28 @@ class Repository:
                 .order_by(principal_credentials.c.created))]
 
     def delete_credential(self, object_id: str, credential_id: str) -> bool:
-        with self._w.begin() as c:
+        with self._write() as c:
             return c.execute(delete(principal_credentials).where(
                 principal_credentials.c.object_id == object_id,
                 principal_credentials.c.id == credential_id)).rowcount == 1
+
+    # ---- role assignments -------------------------------------------------------
+    def add_role_assignment(self, r: RoleAssignmentRecord) -> None:
+        with self._write() as c:
+            c.execute(insert(role_assignments).values(**r.__dict__))
+
+    def role_assignments(self, principal_id: str | None = None) -> list[RoleAssignmentRecord]:
+        """Assignments (of one principal, on the hot path memoised while nothing changed)."""
+        if principal_id is not None and self._fast is not None:
+            rows = self._fast.all_cached(_ASSIGNMENTS_OF, {"principal_id": principal_id})
+            return [RoleAssignmentRecord(*r) for r in rows]
+        q = select(role_assignments).order_by(role_assignments.c.created)
+        if principal_id is not None:
+            q = q.where(role_assignments.c.principal_id == principal_id)
+        with self._r.connect() as c:
+            return [RoleAssignmentRecord(**r._mapping) for r in c.execute(q)]
+
+    def delete_role_assignment(self, assignment_id: str) -> bool:
+        with self._write() as c:
+            return c.execute(delete(role_assignments)
+                             .where(role_assignments.c.id == assignment_id)).rowcount == 1

@@ -124,3 +124,14 @@ principal_credentials = Table(
     Column("sealed", LargeBinary, nullable=False),
     Column("key_version", Integer, nullable=False),
 )
+
+role_assignments = Table(
+    "role_assignments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("scope", String(512), nullable=False),
+    Column("role_definition_id", String(36), nullable=False),
+    Column("principal_id", String(36), nullable=False),
+    Column("created", Integer, nullable=False),
+)
+Index("ix_role_assignments_principal", role_assignments.c.principal_id)
