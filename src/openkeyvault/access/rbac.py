@@ -25,6 +25,8 @@ class RoleAssignments:
     def __init__(self, repo: Repository, clock: Clock) -> None:
         self._repo = repo
         self._clock = clock
+        self._converted: dict[str, tuple[tuple[RoleAssignmentRecord, ...],
+                                         tuple[RoleAssignment, ...]]] = {}
 
     def assign(self, principal_id: str, role: str, scope: str = "/") -> RoleAssignmentRecord:
         definition = find(role)
@@ -53,11 +55,18 @@ class RoleAssignments:
     def all(self) -> list[RoleAssignmentRecord]:
         return self._repo.role_assignments()
 
-    def of(self, principal_id: str) -> list[RoleAssignment]:
+    def of(self, principal_id: str) -> tuple[RoleAssignment, ...]:
         """The principal's assignments whose role is known, for the Authorizer."""
+        records = tuple(self._repo.role_assignments(principal_id))
+        hit = self._converted.get(principal_id)
+        if hit is not None and hit[0] == records:
+            return hit[1]
         out = []
-        for r in self._repo.role_assignments(principal_id):
+        for r in records:
             definition: RoleDefinition | None = find(r.role_definition_id)
             if definition is not None:
                 out.append(RoleAssignment(r.principal_id, definition, r.scope))
-        return out
+        if len(self._converted) > 4096:
+            self._converted.clear()
+        self._converted[principal_id] = (records, tuple(out))
+        return tuple(out)

@@ -131,6 +131,7 @@ def matches(pattern: str, data_action: str) -> bool:
     return _pattern(pattern).match(data_action) is not None
 
 
+@functools.lru_cache(maxsize=8192)
 def permits(role: RoleDefinition, data_action: str) -> bool:
     """True if the role grants `data_action` (and no notDataAction takes it back)."""
     return any(matches(p, data_action) for p in role.data_actions) and not any(
