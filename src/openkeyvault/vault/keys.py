@@ -235,13 +235,7 @@ class KeyService(ObjectService[KeyBundle]):
             changes["props"] = {**rec.props,
                                 "key_ops": keytypes.check_key_ops(body["key_ops"], family)}
         self._no_release_policy(body)
-        changes["updated"] = self._now()
-        if not self._repo.update_version(caller.vault.id, KIND.collection, name.lower(),
-                                         rec.version, changes):
-            raise KIND.not_found(name, version)
-        for k, v in changes.items():
-            setattr(rec, k, v)
-        return self._bundle(caller, rec)
+        return self._bundle(caller, self._update(caller, rec, changes))
 
     # ---- cryptographic operations ----------------------------------------------------------
     def operate(self, caller: Caller, name: str, version: str | None, operation: str,

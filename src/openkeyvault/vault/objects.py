@@ -199,6 +199,17 @@ class ObjectService(Generic[B]):
             raise self.kind.deleted_not_found(name[:127])
         self._on_removed(caller, name)
 
+    def _update(self, caller: Caller, rec: VersionRecord, changes: dict[str, Any]
+                ) -> VersionRecord:
+        """Apply attribute changes to one version (stamping `updated`); the updated record."""
+        changes["updated"] = self._now()
+        if not self._repo.update_version(caller.vault.id, self.kind.collection,
+                                         rec.name.lower(), rec.version, changes):
+            raise self.kind.not_found(rec.name, rec.version)
+        for k, v in changes.items():
+            setattr(rec, k, v)
+        return rec
+
     def _restore(self, caller: Caller, name: str, recs: Sequence[VersionRecord],
                  policy: dict[str, Any] | None = None) -> None:
         """Store restored versions under `name`, refusing a name that is in use."""

@@ -107,13 +107,7 @@ class SecretService(ObjectService[SecretBundle]):
         if "tags" in sent:
             changes["tags"] = names.check_tags(tags, names.MAX_SECRET_TAG_CHARS)
         changes.update(names.attribute_changes(attributes, sent))
-        changes["updated"] = self._now()
-        if not self._repo.update_version(caller.vault.id, KIND.collection, name.lower(),
-                                         rec.version, changes):
-            raise KIND.not_found(name, version)
-        for k, v in changes.items():
-            setattr(rec, k, v)
-        return self._bundle(caller, rec)
+        return self._bundle(caller, self._update(caller, rec, changes))
 
     def backup(self, caller: Caller, name: str) -> bytes:
         self._check(caller, actions.SECRETS_BACKUP, name)
