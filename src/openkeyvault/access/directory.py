@@ -48,14 +48,36 @@ class Directory:
 
     def create(self, display_name: str, days: int = DEFAULT_SECRET_DAYS
                ) -> tuple[PrincipalRecord, NewSecret]:
+        """A service principal and its first client secret."""
+        record = self._new(display_name, "servicePrincipal")
+        return record, self.add_secret(record.object_id, days)
+
+    def create_managed_identity(self, display_name: str) -> PrincipalRecord:
+        """A managed identity: no secret; tokens come from the managed-identity endpoints of
+        this deployment for the identity the caller names."""
+        return self._new(display_name, "managedIdentity")
+
+    def _new(self, display_name: str, kind: str) -> PrincipalRecord:
         if not display_name or len(display_name) > MAX_NAME_CHARS:
             raise DirectoryError(f"A principal's name must be 1-{MAX_NAME_CHARS} characters.")
+        if any(p.display_name == display_name for p in self._repo.list_principals()):
+            raise DirectoryError(f"A principal named '{display_name}' already exists.")
         record = PrincipalRecord(
             object_id=str(uuid.uuid4()), client_id=str(uuid.uuid4()), tenant_id=self.tenant_id,
-            display_name=display_name, kind="servicePrincipal", created=int(self._clock.now()),
+            display_name=display_name, kind=kind, created=int(self._clock.now()),
         )
         self._repo.add_principal(record)
-        return record, self.add_secret(record.object_id, days)
+        return record
+
+    def lookup(self, *, client_id: str | None = None, object_id: str | None = None,
+               name: str | None = None) -> PrincipalRecord | None:
+        """A principal by exactly one kind of identifier."""
+        if client_id is not None:
+            return self._repo.get_principal(client_id=client_id)
+        if object_id is not None:
+            return self._repo.get_principal(object_id=object_id)
+        named = [p for p in self._repo.list_principals() if p.display_name == name]
+        return named[0] if len(named) == 1 else None
 
     def find(self, key: str) -> PrincipalRecord | None:
         """A principal by object id, client id or (unique) display name."""
@@ -74,8 +96,11 @@ class Directory:
     def add_secret(self, object_id: str, days: int = DEFAULT_SECRET_DAYS) -> NewSecret:
         if not 1 <= days <= MAX_SECRET_DAYS:
             raise DirectoryError(f"A secret's lifetime must be 1-{MAX_SECRET_DAYS} days.")
-        if self._repo.get_principal(object_id=object_id) is None:
+        found = self._repo.get_principal(object_id=object_id)
+        if found is None:
             raise DirectoryError("No such principal.")
+        if found.kind != "servicePrincipal":
+            raise DirectoryError("Only service principals have client secrets.")
         secret = secrets.token_urlsafe(30)
         salt, digest = hash_secret(secret)
         credential_id = str(uuid.uuid4())

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkeyvault.access.tokens import TokenService
+from openkeyvault.access.principals import Principal
 from openkeyvault.api.errors import error_body
 from openkeyvault.api.http import json_response
 from openkeyvault.deployment import Deployment
@@ -35,8 +35,8 @@ def normalized_resource(raw: str | None) -> str | None:
     return raw.rstrip("/")
 
 
-def _token_response(tokens: TokenService, d: Deployment, resource: str) -> Response:
-    t = tokens.issue(d.dev_principal, resource)
+def _token_response(d: Deployment, principal: Principal, resource: str) -> Response:
+    t = d.tokens.issue(principal, resource)
     return json_response({
         "access_token": t.access_token,
         "expires_in": str(t.expires_in),
@@ -45,21 +45,31 @@ def _token_response(tokens: TokenService, d: Deployment, resource: str) -> Respo
         "not_before": str(t.expires_on - t.expires_in),
         "resource": resource,
         "token_type": "Bearer",
-        "client_id": d.dev_principal.app_id,
+        "client_id": principal.app_id,
     })
 
 
-def _identity_matches(request: Request, d: Deployment) -> bool:
-    p = d.dev_principal
-    asked = {
-        "client_id": p.app_id, "object_id": p.object_id, "principal_id": p.object_id,
-        "msi_res_id": None, "mi_res_id": None,
-    }
-    for key, expected in asked.items():
-        value = request.query_params.get(key)
-        if value and value != expected:
-            return False
-    return True
+_SELECTORS = ("client_id", "object_id", "principal_id", "mi_res_id", "msi_res_id")
+
+
+def _requested_identity(request: Request, d: Deployment) -> Principal | None:
+    """The managed identity the caller names (client_id, object_id or resource id, whose
+    last segment is the identity's name), or the dev identity when none is named."""
+    asked = {k: v for k in _SELECTORS if (v := request.query_params.get(k))}
+    if not asked:
+        return d.dev_principal
+    if len(asked) > 1:
+        return None
+    key, value = next(iter(asked.items()))
+    if key == "client_id":
+        record = d.directory.lookup(client_id=value)
+    elif key in ("object_id", "principal_id"):
+        record = d.directory.lookup(object_id=value)
+    else:  # an Azure resource id: .../userAssignedIdentities/NAME
+        record = d.directory.lookup(name=value.rstrip("/").rsplit("/", 1)[-1])
+    if record is None or record.kind != "managedIdentity":
+        return None
+    return Principal(record.object_id, record.tenant_id, record.client_id)
 
 
 def _issue(request: Request, d: Deployment) -> Response:
@@ -67,11 +77,12 @@ def _issue(request: Request, d: Deployment) -> Response:
     if resource is None:
         return json_response(error_body("invalid_request",
                                         "A valid 'resource' query parameter is required."), 400)
-    if not _identity_matches(request, d):
+    principal = _requested_identity(request, d)
+    if principal is None:
         return json_response(error_body("invalid_request",
                                         "No managed identity matches the requested identity."),
                              400)
-    return _token_response(d.tokens, d, resource)
+    return _token_response(d, principal, resource)
 
 
 def app_service_token(request: Request, d: Deployment) -> Response:

@@ -126,9 +126,20 @@ Days = Annotated[int, typer.Option("--days", help="Days until the secret expires
 
 
 @principal_app.command("create")
-def principal_create(name: str, data_dir: DataDir = None, days: Days = 365) -> None:
-    """Create a service principal; prints its ids and its first client secret (shown once)."""
+def principal_create(
+    name: str, data_dir: DataDir = None, days: Days = 365,
+    managed_identity: Annotated[bool, typer.Option(
+        "--managed-identity", help="A managed identity (tokens from the managed-identity "
+        "endpoints, no secret) instead of a service principal.")] = False,
+) -> None:
+    """Create a service principal (prints its ids and first client secret, shown once) or a
+    managed identity."""
     def create(directory: Any) -> dict[str, Any]:
+        if managed_identity:
+            mi = directory.create_managed_identity(name)
+            return {"tenant_id": mi.tenant_id, "client_id": mi.client_id,
+                    "object_id": mi.object_id, "display_name": mi.display_name,
+                    "kind": mi.kind}
         p, secret = directory.create(name, days)
         return {"tenant_id": p.tenant_id, "client_id": p.client_id, "object_id": p.object_id,
                 "display_name": p.display_name, "client_secret": secret.client_secret,
@@ -144,7 +155,7 @@ def principal_list(
     """List service principals (never their secrets)."""
     def rows(directory: Any) -> list[dict[str, Any]]:
         return [{"display_name": p.display_name, "client_id": p.client_id,
-                 "object_id": p.object_id, "tenant_id": p.tenant_id,
+                 "object_id": p.object_id, "tenant_id": p.tenant_id, "kind": p.kind,
                  "secrets": [{"id": c.id, "hint": c.hint + "…", "expires": c.expires}
                              for c in directory.credentials(p.object_id)]}
                 for p in directory.principals()]
