@@ -180,10 +180,3 @@ def decrypt(key: PrivateKey, alg: str, ciphertext: bytes) -> bytes:
         return key.decrypt(ciphertext, pad)
     except ValueError:
         raise DecryptionError() from None
-
-
-def allowed_ops(fam: str) -> tuple[str, ...]:
-    """The key operations a key of this family supports, in Key Vault's order."""
-    if fam == "RSA":
-        return ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
-    return ("sign", "verify")

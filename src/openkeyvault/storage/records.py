@@ -17,20 +17,6 @@ class VaultRecord:
     created: int
 
 
-@dataclass(frozen=True)
-class ObjectState:
-    """A named object of a collection, live or soft-deleted."""
-
-    id: int
-    name: str
-    deleted_date: int | None
-    scheduled_purge_date: int | None
-
-    @property
-    def deleted(self) -> bool:
-        return self.deleted_date is not None
-
-
 @dataclass
 class VersionRecord:
     name: str

@@ -15,7 +15,6 @@ from openkeyvault.storage.records import (
     CredentialRecord,
     EventRecord,
     NameConflict,
-    ObjectState,
     PolicyRow,
     PrincipalRecord,
     RoleAssignmentRecord,
@@ -243,14 +242,6 @@ class Repository:
         row = self._fast.first_cached(q, params) if self._fast is not None \
             else self._first(q, params)
         return _version(row) if row else None
-
-    def object_state(self, vault_id: int, collection: str, name_lc: str) -> ObjectState | None:
-        with self._r.connect() as c:
-            row = c.execute(
-                select(objects).where(self._object_where(vault_id, collection, name_lc))
-            ).first()
-        return ObjectState(row.id, row.name, row.deleted_date,
-                           row.scheduled_purge_date) if row else None
 
     def add_version(self, vault_id: int, collection: str, v: VersionRecord,
                     expect_latest: str | None = None) -> bool:

@@ -11,6 +11,7 @@ import base64
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from openkeyvault.access import actions
@@ -153,19 +154,30 @@ class KeyService(ObjectService[KeyBundle]):
     def create(self, caller: Caller, name: str, body: dict[str, Any]) -> KeyBundle:
         names.check_object_name(name)
         self._check(caller, actions.KEYS_CREATE, name)
-        kty, family, hardware = keytypes.check_kty(body.get("kty"), caller.vault.sku)
-        if family == "oct":
-            raise BadParameter("Symmetric (oct) keys are not available in this vault.")
+        kty, family, hardware = self._kty(caller, body.get("kty"))
         spec = self._spec(family, body)
         key_ops = keytypes.check_key_ops(body.get("key_ops"), family)
+        return self._add_key(caller, name, kty, hardware, key_ops, body,
+                             lambda store: store.generate(spec), "")
+
+    def _kty(self, caller: Caller, kty: Any, hsm: bool = False) -> tuple[str, str, bool]:
+        kty, family, hardware = keytypes.check_kty(kty, caller.vault.sku, hsm)
+        if family == "oct":
+            raise BadParameter("Symmetric (oct) keys are not available in this vault.")
+        return kty, family, hardware
+
+    def _add_key(self, caller: Caller, name: str, kty: str, hardware: bool,
+                 key_ops: list[str], body: dict[str, Any],
+                 make: Callable[[KeyStore], StoredKey], error_prefix: str) -> KeyBundle:
+        """What create and import share once the key type and operations are checked."""
         enabled, nbf, exp = self._attrs(body)
         self._no_release_policy(body)
         tags = names.check_tags(body.get("tags"), MAX_KEY_TAG_CHARS)
         store = self._keystore(hardware)
         try:
-            stored = store.generate(spec)
+            stored = make(store)
         except KeyStoreError as exc:
-            raise BadParameter(str(exc)) from None
+            raise BadParameter(f"{error_prefix}{exc}") from None
         rec = self._new_version(caller.vault, name, kty, stored, key_ops, store.name, enabled,
                                 nbf, exp, tags, self._now())
         self._store(caller.vault, rec)
@@ -197,22 +209,11 @@ class KeyService(ObjectService[KeyBundle]):
         if not isinstance(jwk, dict):
             raise BadParameter("The request body must contain the key to import as 'key' (JWK).")
         hsm = names.check_bool(body.get("Hsm"), "Hsm") or False
-        kty, family, hardware = keytypes.check_kty(jwk.get("kty"), caller.vault.sku, hsm)
-        if family == "oct":
-            raise BadParameter("Symmetric (oct) keys are not available in this vault.")
+        kty, family, hardware = self._kty(caller, jwk.get("kty"), hsm)
         key_ops = keytypes.check_key_ops(jwk.get("key_ops"), family)
-        enabled, nbf, exp = self._attrs(body)
-        self._no_release_policy(body)
-        tags = names.check_tags(body.get("tags"), MAX_KEY_TAG_CHARS)
-        store = self._keystore(hardware)
-        try:
-            stored = store.import_jwk(jwk, family)
-        except KeyStoreError as exc:
-            raise BadParameter(f"The key could not be imported: {exc}") from None
-        rec = self._new_version(caller.vault, name, kty, stored, key_ops, store.name, enabled,
-                                nbf, exp, tags, self._now())
-        self._store(caller.vault, rec)
-        return self._bundle(caller, rec)
+        return self._add_key(caller, name, kty, hardware, key_ops, body,
+                             lambda store: store.import_jwk(jwk, family),
+                             "The key could not be imported: ")
 
     # ---- read / update ------------------------------------------------------------------
     def get(self, caller: Caller, name: str, version: str | None) -> KeyBundle:

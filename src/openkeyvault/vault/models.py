@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from openkeyvault.storage.records import VaultRecord
-
 
 @dataclass(frozen=True)
 class Attributes:
@@ -41,8 +39,6 @@ class Page:
     items: list[Any]
     next_token: str | None = None
 
-
-Vault = VaultRecord
 
 
 @dataclass(frozen=True)
