@@ -20,6 +20,12 @@ def default_data_dir() -> Path:
     return Path(base) / "openkeyvault"
 
 
+def default_trusted_proxies() -> tuple[str, ...]:
+    """`OKV_TRUSTED_PROXIES`: CIDR ranges separated by commas or spaces."""
+    raw = os.environ.get("OKV_TRUSTED_PROXIES", "")
+    return tuple(p for p in raw.replace(",", " ").split() if p)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -29,6 +35,11 @@ class Settings:
     default_vault: str = DEFAULT_VAULT
     dev: bool = True
     workers: int = 1
+    # Days between automatic rotations of the token signing key (0: never).
+    token_key_days: int = 30
+    # CIDR ranges of reverse proxies whose X-Forwarded-For names the client address
+    # (checked against vault network rules); empty: the socket peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def db_path(self) -> Path:
@@ -43,4 +54,5 @@ class Settings:
     def from_env(cls) -> Settings:
         d = json.loads(os.environ[ENV_VAR])
         d["data_dir"] = Path(d["data_dir"])
+        d["trusted_proxies"] = tuple(d.get("trusted_proxies", ()))
         return cls(**d)

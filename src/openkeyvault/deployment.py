@@ -15,24 +15,32 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from openkeyvault.access.assertions import ClientAssertions
 from openkeyvault.access.authorize import Authorizer
+from openkeyvault.access.definitions import RoleDefinitions
 from openkeyvault.access.directory import Directory
+from openkeyvault.access.issuers import TrustedIssuers
+from openkeyvault.access.jwks import JwksCache
 from openkeyvault.access.principals import Principal
 from openkeyvault.access.rbac import RoleAssignments
 from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR
-from openkeyvault.access.tokens import TokenService
+from openkeyvault.access.signing_keys import SigningKeys
+from openkeyvault.access.tokens import RETAIN_SECONDS, TokenService
 from openkeyvault.config import Settings
 from openkeyvault.crypto.signing import generate_rsa_pem
 from openkeyvault.keystore.software import SoftwareKeyStore
 from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.db import Engines, open_sqlite
+from openkeyvault.storage.identities import IdentityStore
 from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.seal import dev_seal_root_key
+from openkeyvault.vault.accesscontrol import AccessControlService
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.keys import KeyService
 from openkeyvault.vault.lifecycle import purge_expired
+from openkeyvault.vault.properties import VaultPropertiesService
 from openkeyvault.vault.secrets import SecretService
 from openkeyvault.vault.vaults import VaultService
 
@@ -54,9 +62,13 @@ class Deployment:
     authorizer: Authorizer
     directory: Directory
     rbac: RoleAssignments
+    access_control: AccessControlService
     vaults: VaultService
+    vault_properties: VaultPropertiesService
     secrets: SecretService
     keys: KeyService
+    identities: IdentityStore
+    assertions: ClientAssertions
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
@@ -85,16 +97,24 @@ class Deployment:
             (version,) = struct.unpack(">I", raw[:4])
             return barrier.open(SYSTEM, version, key.encode(), raw[4:])
 
-        token_key = sealed_meta("token_signing_key", generate_rsa_pem)
+        identities = IdentityStore(engines)
+        signing_keys = SigningKeys(identities, barrier, clock, RETAIN_SECONDS)
+        # A signing key kept in `meta` by an earlier version becomes the first stored one.
+        signing_keys.ensure(lambda: sealed_meta("token_signing_key", generate_rsa_pem)
+                            if repo.get_meta("token_signing_key") is not None else None)
         identity_header = sealed_meta(
             "identity_header", lambda: secrets.token_urlsafe(32).encode()
         ).decode()
 
         dev_principal = Principal(dev_oid, tenant_id, dev_app)
         issuer = f"https://localhost:{settings.port}/{tenant_id}/v2.0"
-        tokens = TokenService(token_key, issuer, tenant_id, clock)
-        rbac = RoleAssignments(repo, clock)
-        authorizer = Authorizer(rbac.of)
+        directory = Directory(repo, barrier, clock, tenant_id, identities)
+        ca_bundle = data / "ca-bundle.pem" if settings.dev else None
+        issuers = TrustedIssuers(identities, clock, JwksCache(clock, ca_bundle))
+        tokens = TokenService(signing_keys, issuer, tenant_id, clock, identities, issuers,
+                              lambda object_id: directory.lookup(object_id=object_id))
+        rbac = RoleAssignments(repo, clock, RoleDefinitions(repo, clock))
+        authorizer = Authorizer(rbac.of, repo.snapshot)
         if settings.dev:
             # The dev identity is an ordinary principal holding Key Vault Administrator.
             repo.add_principal(PrincipalRecord(dev_oid, dev_app, tenant_id, "dev identity",
@@ -114,12 +134,16 @@ class Deployment:
             identity_header=identity_header,
             tokens=tokens,
             authorizer=authorizer,
-            directory=Directory(repo, barrier, clock, tenant_id), rbac=rbac,
+            directory=directory, rbac=rbac,
+            access_control=AccessControlService(authorizer, rbac, rbac.definitions),
             vaults=vaults,
+            vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
             keys=KeyService(
                 repo, barrier, authorizer, clock, backups, {"software": SoftwareKeyStore()}
             ),
+            identities=identities,
+            assertions=ClientAssertions(directory, tokens, identities, clock),
         )
 
     def scheduled_jobs(self) -> dict[str, Callable[[], int]]:
@@ -127,7 +151,17 @@ class Deployment:
         return {
             "purge-expired": lambda: purge_expired(self.repo, self.clock),
             "key-rotation": self.keys.run_policies,
+            "token-signing-keys": self._token_key_upkeep,
         }
+
+    def _token_key_upkeep(self) -> int:
+        """Rotate the token signing key when it is due; drop retired keys whose tokens have
+        all expired, and client assertion ids past their assertion's expiry."""
+        keys = self.tokens.keys
+        changed = keys.rotate_if_due(self.settings.token_key_days * 86_400)
+        changed += keys.drop_expired()
+        self.identities.purge_used_assertions(int(self.clock.now()))
+        return changed
 
     def close(self) -> None:
         self.engines.dispose()

@@ -15,8 +15,10 @@ from tests.support.server import DevServer
 
 @pytest.fixture(scope="module")
 def stranger_token(server: DevServer, deployment: Deployment) -> str:
-    """A genuine token (right key, issuer, audience) for a principal that is not the dev one."""
-    stranger = Principal(str(uuid.uuid4()), deployment.tenant_id, str(uuid.uuid4()))
+    """A genuine token (right key, issuer, audience) for a real principal of the directory
+    that is not the dev one and holds no role."""
+    record, _ = deployment.directory.create(f"stranger-{uuid.uuid4().hex[:8]}")
+    stranger = Principal(record.object_id, record.tenant_id, record.client_id)
     return deployment.tokens.issue(stranger, resource(server)).access_token
 
 
@@ -119,9 +121,13 @@ def test_restore_is_forbidden(rest: Rest, stranger_token: str, existing: tuple[s
     assert rest.call("GET", f"/secrets/{name}").status_code == 404
 
 
-def test_a_token_from_another_tenant_is_forbidden_too(server: DevServer, deployment: Deployment,
-                                                      rest: Rest) -> None:
-    """A principal from another tenant is refused the same way."""
+def test_a_token_for_another_tenant_is_not_even_authenticated(
+        server: DevServer, deployment: Deployment, rest: Rest) -> None:
+    """A token signed by this deployment but naming another tenant (`tid`) is a 401
+    challenge, not a 403: it never reaches the authorization decision."""
     outsider = Principal(str(uuid.uuid4()), str(uuid.uuid4()))
     token = deployment.tokens.issue(outsider, resource(server)).access_token
-    assert_forbidden(rest.call("GET", "/secrets", token=token))
+    r = rest.call("GET", "/secrets", token=token)
+    assert r.status_code == 401
+    assert "WWW-Authenticate" in r.headers
+    assert "another tenant" in r.json()["error"]["message"]

@@ -39,6 +39,7 @@ class DevServer:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    extra_args: tuple[str, ...] = ()  # more `okv server` options, e.g. --trusted-proxy
 
     @property
     def url(self) -> str:
@@ -58,7 +59,7 @@ class DevServer:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "openkeyvault", "server", "--dev",
                  "--data-dir", str(self.data_dir), "--port", str(self.port),
-                 "--workers", str(self.workers)],
+                 "--workers", str(self.workers), *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         ctx = ssl.create_default_context()
@@ -106,8 +107,10 @@ class DevServer:
 
 
 @contextlib.contextmanager
-def running(data_dir: Path, workers: int = 1) -> Iterator[DevServer]:
-    server = DevServer(data_dir=data_dir, port=free_port(), workers=workers)
+def running(data_dir: Path, workers: int = 1,
+            extra_args: tuple[str, ...] = ()) -> Iterator[DevServer]:
+    server = DevServer(data_dir=data_dir, port=free_port(), workers=workers,
+                       extra_args=extra_args)
     server.start()
     try:
         yield server

@@ -114,3 +114,80 @@ def test_deny_by_default() -> None:
     assert not Authorizer.static().allowed(_principal(), a.SECRETS_GET, Scope("dev", "/"))
     # an action the service does not know is never granted, even by a wildcard
     assert not authz.allowed(_principal(), f"{V}/made-up/action", Scope("dev", "/"))
+
+
+# ---- role management: control-plane actions and assignment conditions -------------------
+
+A = "Microsoft.Authorization"
+DATA_ACCESS_ADMINISTRATOR = "8b54135c-b56d-4d72-a534-26097cfdc8d8"
+# The eight roles Azure's condition lets Key Vault Data Access Administrator assign.
+EIGHT = {
+    "00482a5a-887f-4fb3-b363-3b7fe8e74483", "a4417e6f-fecd-4de8-b567-7b0420556985",
+    "14b46e9e-c2b7-41b4-b07b-48a6ebf60603", "e147488a-f6f5-4113-8e2d-b22465e65bf6",
+    "12338af0-0e69-4776-bea7-57ae8d297424", "21090545-7ca7-4776-b22c-e363652d74d2",
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "4633458b-17de-408a-b874-0445c86b69e6",
+}
+
+
+@pytest.mark.parametrize(("name", "read", "write"), [
+    ("Key Vault Administrator", True, True),
+    ("Key Vault Data Access Administrator", True, True),
+    ("Key Vault Reader", True, False),
+    ("Key Vault Secrets Officer", True, False),
+    ("Key Vault Crypto Officer", True, False),
+    ("Key Vault Secrets User", False, False),
+    ("Key Vault Crypto User", False, False),
+])
+def test_role_management_comes_from_actions(name: str, read: bool, write: bool) -> None:
+    role = find(name)
+    assert role is not None
+    assert permits(role, a.ROLE_ASSIGNMENTS_READ) is read
+    assert permits(role, a.ROLE_DEFINITIONS_READ) is read
+    assert permits(role, a.ROLE_ASSIGNMENTS_WRITE) is write
+    assert permits(role, a.ROLE_ASSIGNMENTS_DELETE) is write
+    # a data-action wildcard never grants a control-plane action
+    assert not any(p.startswith(A) for p in role.data_actions)
+
+
+def test_data_access_administrator_holds_no_data_action() -> None:
+    role = find(DATA_ACCESS_ADMINISTRATOR)
+    assert role is not None and role.name == "Key Vault Data Access Administrator"
+    assert role.data_actions == ()
+    for action in (a.SECRETS_GET, a.SECRETS_READ_METADATA, a.KEYS_READ, a.KEYS_SIGN):
+        assert not permits(role, action)
+    assert not permits(role, a.ROLE_DEFINITIONS_WRITE)
+    assert role.assignable_roles == EIGHT
+
+
+def test_assignment_condition_limits_the_roles_assigned() -> None:
+    daa, admin = find(DATA_ACCESS_ADMINISTRATOR), find("Key Vault Administrator")
+    assert daa is not None and admin is not None
+    p = _principal()
+    authz = Authorizer.static([RoleAssignment("p1", daa, "/vaults/dev")])
+    for guid in EIGHT:
+        assert authz.allowed_at(p, a.ROLE_ASSIGNMENTS_WRITE, "/vaults/dev/keys", assigning=guid)
+    for other in (DATA_ACCESS_ADMINISTRATOR, "08bbd89e-9f13-488c-ac41-acfcb10c90ab",
+                  "a290e904-7015-4bba-90c8-60543313cdb4"):
+        assert not authz.allowed_at(p, a.ROLE_ASSIGNMENTS_WRITE, "/vaults/dev", assigning=other)
+    # at the deployment or another vault it holds nothing
+    assert not authz.allowed_at(p, a.ROLE_ASSIGNMENTS_WRITE, "/", assigning=next(iter(EIGHT)))
+    assert not authz.allowed_at(p, a.ROLE_ASSIGNMENTS_READ, "/vaults/other")
+    unconditioned = Authorizer.static([RoleAssignment("p1", admin, "/vaults/dev")])
+    assert unconditioned.allowed_at(p, a.ROLE_ASSIGNMENTS_WRITE, "/vaults/dev",
+                                    assigning=DATA_ACCESS_ADMINISTRATOR)
+
+
+def test_managed_hsm_role_management_is_data_actions() -> None:
+    hsm_admin = find("Managed HSM Administrator")
+    auditor = find("Managed HSM Crypto Auditor")
+    assert hsm_admin is not None and auditor is not None
+    assert hsm_admin.kind == auditor.kind == "managedhsm"
+    assert a.ROLE_MANAGEMENT[("managedhsm", "roleAssignments", "write")] == \
+        "Microsoft.KeyVault/managedHsm/roleAssignments/write/action"
+    for verb in ("read", "write", "delete"):
+        for what in ("roleAssignments", "roleDefinitions"):
+            assert permits(hsm_admin, a.ROLE_MANAGEMENT[("managedhsm", what, verb)])
+    assert permits(auditor, a.HSM_ROLE_ASSIGNMENTS_READ)
+    assert not permits(auditor, a.HSM_ROLE_ASSIGNMENTS_WRITE)
+    assert a.ROLE_MANAGEMENT[("vault", "roleDefinitions", "write")] == f"{A}/roleDefinitions/write"
+    assert a.CONTROL.isdisjoint(a.DATA)

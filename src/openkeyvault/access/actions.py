@@ -30,12 +30,81 @@ KEYS_UNWRAP = f"{_V}/keys/unwrap/action"
 KEYS_SIGN = f"{_V}/keys/sign/action"
 KEYS_VERIFY = f"{_V}/keys/verify/action"
 KEYS_ROTATE = f"{_V}/keys/rotate/action"
+KEYS_RELEASE = f"{_V}/keys/release/action"
 KEY_ROTATION_POLICIES_READ = f"{_V}/keyrotationpolicies/read"
 KEY_ROTATION_POLICIES_WRITE = f"{_V}/keyrotationpolicies/write"
+CERTIFICATES_READ = f"{_V}/certificates/read"
+CERTIFICATES_CREATE = f"{_V}/certificates/create/action"
+CERTIFICATES_IMPORT = f"{_V}/certificates/import/action"
+CERTIFICATES_UPDATE = f"{_V}/certificates/update/action"
+CERTIFICATES_DELETE = f"{_V}/certificates/delete"
+CERTIFICATES_BACKUP = f"{_V}/certificates/backup/action"
+CERTIFICATES_RESTORE = f"{_V}/certificates/restore/action"
+CERTIFICATES_RECOVER = f"{_V}/certificates/recover/action"
+CERTIFICATES_PURGE = f"{_V}/certificates/purge/action"
+CERTIFICATE_CAS_READ = f"{_V}/certificatecas/read"
+CERTIFICATE_CAS_WRITE = f"{_V}/certificatecas/write"
+CERTIFICATE_CAS_DELETE = f"{_V}/certificatecas/delete"
+CERTIFICATE_CONTACTS_WRITE = f"{_V}/certificatecontacts/write"
 # Azure defines random bytes for Managed HSM only (managedHsm/rng/action); vaults here use
 # the same verb under the vault namespace.
 RNG = f"{_V}/rng/action"
 
-ALL = frozenset(
-    v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and k != "ALL"
+# Role management. Azure has no vault data actions for it: on a vault, assignments and
+# definitions are guarded by these control-plane actions, granted by a role's `actions`
+# (not its `dataActions`).
+_A = "Microsoft.Authorization"
+ROLE_ASSIGNMENTS_READ = f"{_A}/roleAssignments/read"
+ROLE_ASSIGNMENTS_WRITE = f"{_A}/roleAssignments/write"
+ROLE_ASSIGNMENTS_DELETE = f"{_A}/roleAssignments/delete"
+ROLE_DEFINITIONS_READ = f"{_A}/roleDefinitions/read"
+ROLE_DEFINITIONS_WRITE = f"{_A}/roleDefinitions/write"
+ROLE_DEFINITIONS_DELETE = f"{_A}/roleDefinitions/delete"
+
+# Managed HSM: role management is made of data actions (rbac.json's DataAction enum).
+_H = "Microsoft.KeyVault/managedHsm"
+HSM_ROLE_ASSIGNMENTS_READ = f"{_H}/roleAssignments/read/action"
+HSM_ROLE_ASSIGNMENTS_WRITE = f"{_H}/roleAssignments/write/action"
+HSM_ROLE_ASSIGNMENTS_DELETE = f"{_H}/roleAssignments/delete/action"
+HSM_ROLE_DEFINITIONS_READ = f"{_H}/roleDefinitions/read/action"
+HSM_ROLE_DEFINITIONS_WRITE = f"{_H}/roleDefinitions/write/action"
+HSM_ROLE_DEFINITIONS_DELETE = f"{_H}/roleDefinitions/delete/action"
+# The rest of rbac.json's DataAction enum, known so that roles can name them.
+_HSM_OTHER = tuple(f"{_H}/{a}" for a in (
+    "keys/read/action", "keys/write/action", "keys/deletedKeys/read/action",
+    "keys/deletedKeys/recover/action", "keys/backup/action", "keys/restore/action",
+    "keys/encrypt/action", "keys/decrypt/action", "keys/wrap/action", "keys/unwrap/action",
+    "keys/sign/action", "keys/verify/action", "keys/create", "keys/delete",
+    "keys/export/action", "keys/release/action", "keys/import/action",
+    "keys/deletedKeys/delete", "securitydomain/download/action",
+    "securitydomain/download/read", "securitydomain/upload/action",
+    "securitydomain/upload/read", "securitydomain/transferkey/read", "backup/start/action",
+    "restore/start/action", "backup/status/action", "restore/status/action", "rng/action",
+))
+
+# (vault kind, "roleAssignments" | "roleDefinitions", "read" | "write" | "delete") → the
+# action that guards the operation.
+ROLE_MANAGEMENT: dict[tuple[str, str, str], str] = {
+    ("vault", "roleAssignments", "read"): ROLE_ASSIGNMENTS_READ,
+    ("vault", "roleAssignments", "write"): ROLE_ASSIGNMENTS_WRITE,
+    ("vault", "roleAssignments", "delete"): ROLE_ASSIGNMENTS_DELETE,
+    ("vault", "roleDefinitions", "read"): ROLE_DEFINITIONS_READ,
+    ("vault", "roleDefinitions", "write"): ROLE_DEFINITIONS_WRITE,
+    ("vault", "roleDefinitions", "delete"): ROLE_DEFINITIONS_DELETE,
+    ("managedhsm", "roleAssignments", "read"): HSM_ROLE_ASSIGNMENTS_READ,
+    ("managedhsm", "roleAssignments", "write"): HSM_ROLE_ASSIGNMENTS_WRITE,
+    ("managedhsm", "roleAssignments", "delete"): HSM_ROLE_ASSIGNMENTS_DELETE,
+    ("managedhsm", "roleDefinitions", "read"): HSM_ROLE_DEFINITIONS_READ,
+    ("managedhsm", "roleDefinitions", "write"): HSM_ROLE_DEFINITIONS_WRITE,
+    ("managedhsm", "roleDefinitions", "delete"): HSM_ROLE_DEFINITIONS_DELETE,
+}
+
+_NAMED = frozenset(
+    v for k, v in dict(globals()).items()
+    if k.isupper() and not k.startswith("_") and isinstance(v, str)
 )
+CONTROL = frozenset(v for v in _NAMED if v.startswith(f"{_A}/"))
+"""Control-plane actions: a role grants them through `actions`/`notActions`."""
+DATA = (_NAMED - CONTROL) | frozenset(_HSM_OTHER)
+"""Data actions: a role grants them through `dataActions`/`notDataActions`."""
+ALL = DATA | CONTROL

@@ -8,6 +8,7 @@ Scopes are paths: `/` (the deployment), `/vaults/NAME`, `/vaults/NAME/secrets`,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,12 +39,21 @@ class RoleAssignment:
         return not scope or resource == scope or resource.startswith(scope + "/")
 
 
+_MEMO_LIMIT = 16_384
+
+
 class Authorizer:
     """Decides from the principal's role assignments, fetched through `lookup` (storage
     memoises them until anything is written, so a change applies from the next request)."""
 
-    def __init__(self, lookup: Callable[[str], Iterable[RoleAssignment]]) -> None:
+    def __init__(self, lookup: Callable[[str], Iterable[RoleAssignment]],
+                 generation: Callable[[], object] | None = None) -> None:
+        """`generation()` returns the same object for as long as nothing `lookup` reads has
+        changed (storage's snapshot); decisions are memoised under it, per thread, so a
+        repeated decision costs one dict lookup and a change applies from the next request."""
         self._lookup = lookup
+        self._generation = generation
+        self._local = threading.local()
 
     @classmethod
     def static(cls, assignments: Iterable[RoleAssignment] = ()) -> Authorizer:
@@ -53,8 +63,37 @@ class Authorizer:
         return cls(lambda oid: by_principal.get(oid, ()))
 
     def allowed(self, principal: Principal, data_action: str, scope: Scope) -> bool:
+        if self._generation is None:
+            return self._decide(principal.object_id, data_action, scope)
+        generation = self._generation()
+        local = self._local
+        memo: dict[tuple[str, str, str, str], bool] | None = getattr(local, "memo", None)
+        if memo is None or local.generation is not generation or len(memo) >= _MEMO_LIMIT:
+            memo = local.memo = {}
+            local.generation = generation
+        key = (principal.object_id, data_action, scope.vault, scope.path)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._decide(principal.object_id, data_action, scope)
+        return found
+
+    def _decide(self, object_id: str, data_action: str, scope: Scope) -> bool:
         if data_action not in ALL:
             return False
         resource = scope.resource
         return any(a.covers(resource) and permits(a.role, data_action)
+                   for a in self._lookup(object_id))
+
+    def allowed_at(self, principal: Principal, action: str, resource: str,
+                   assigning: str | None = None) -> bool:
+        """Like `allowed`, at a resource path (`/` is the whole deployment, `/vaults/V/keys/K`
+        one key). With `assigning`, the GUID of the role whose assignment is written or
+        deleted, a role that carries an assignment condition grants only for the roles the
+        condition names."""
+        if action not in ALL:
+            return False
+        resource = resource.lower()
+        return any(a.covers(resource) and permits(a.role, action)
+                   and (assigning is None or a.role.assignable_roles is None
+                        or assigning.lower() in a.role.assignable_roles)
                    for a in self._lookup(principal.object_id))

@@ -1,7 +1,9 @@
-"""The deployment's directory: service principals and their client secrets.
+"""The deployment's directory: principals and their credentials.
 
 A client secret is shown once, at creation. What is stored is its scrypt hash
-and salt, sealed by the barrier; checking a secret is constant-time.
+and salt, sealed by the barrier; checking a secret is constant-time. Certificates
+(public certificate and thumbprints) and federated credentials (issuer, subject,
+audience) are sealed the same way, so a row edited in the database does not open.
 """
 
 from __future__ import annotations
@@ -10,18 +12,25 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from openkeyvault.access.principals import Principal
+from openkeyvault.crypto.certinfo import CertificateError, certificate_info
 from openkeyvault.crypto.encoding import b64url_decode, b64url_encode
 from openkeyvault.crypto.kdf import hash_secret, secret_matches
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import SYSTEM, Barrier, BarrierError
+from openkeyvault.storage.identities import IdentityStore
 from openkeyvault.storage.records import CredentialRecord, PrincipalRecord
 from openkeyvault.storage.repository import Repository
 
 DEFAULT_SECRET_DAYS = 365
 MAX_SECRET_DAYS = 2 * 365
 MAX_NAME_CHARS = 256
+DEFAULT_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+MAX_FEDERATED_PER_PRINCIPAL = 20
+MAX_CERTIFICATES_PER_PRINCIPAL = 20
+MAX_CLAIM_CHARS = 600
 
 
 class DirectoryError(ValueError):
@@ -35,16 +44,40 @@ class NewSecret:
     expires: int
 
 
+@dataclass(frozen=True)
+class CertificateCredential:
+    id: str
+    object_id: str
+    sha1: str  # lower-case hex thumbprints of the DER certificate
+    sha256: str
+    not_before: int
+    expires: int
+    subject: str
+    public_pem: str
+    algorithms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    id: str
+    object_id: str
+    issuer: str
+    subject: str
+    audience: str
+
+
 def _context(object_id: str, credential_id: str) -> bytes:
     return f"okv/credential/{object_id}/{credential_id}".encode()
 
 
 class Directory:
-    def __init__(self, repo: Repository, barrier: Barrier, clock: Clock, tenant_id: str) -> None:
+    def __init__(self, repo: Repository, barrier: Barrier, clock: Clock, tenant_id: str,
+                 identities: IdentityStore | None = None) -> None:
         self._repo = repo
         self._barrier = barrier
         self._clock = clock
         self.tenant_id = tenant_id
+        self._identities = identities
 
     def create(self, display_name: str, days: int = DEFAULT_SECRET_DAYS
                ) -> tuple[PrincipalRecord, NewSecret]:
@@ -119,7 +152,7 @@ class Directory:
         return self._repo.list_credentials(object_id)
 
     def remove_secret(self, object_id: str, credential_id: str) -> bool:
-        return self._repo.delete_credential(object_id, credential_id)
+        return self.remove_credential(object_id, credential_id, "secret")
 
     def authenticate_secret(self, client_id: str, client_secret: str) -> Principal | None:
         """The principal whose unexpired secret this is, or None (never says which part failed)."""
@@ -143,3 +176,148 @@ class Directory:
         if not matched:
             return None
         return Principal(record.object_id, record.tenant_id, record.client_id)
+
+    # ---- external identities ----------------------------------------------------
+    def create_external(self, display_name: str, issuer_name: str,
+                        subject: str) -> PrincipalRecord:
+        """A principal that a trusted issuer's subject (its token's `oid`, else `sub`) acts
+        as on the data plane. It has no credential of its own."""
+        if self._identities is None:
+            raise DirectoryError("External identities are not available here.")
+        if all(i.name != issuer_name for i in self._identities.trusted_issuers()):
+            raise DirectoryError(f"No trusted issuer named '{issuer_name[:64]}'.")
+        _check_claim("subject", subject)
+        if self._identities.external_identity(issuer_name, subject) is not None:
+            raise DirectoryError("That subject of that issuer already maps to a principal.")
+        record = self._new(display_name, "servicePrincipal")
+        if not self._identities.add_external_identity(issuer_name, subject, record.object_id):
+            self._repo.delete_principal(record.object_id)
+            raise DirectoryError("That subject of that issuer already maps to a principal.")
+        return record
+
+    def external_identities(self, object_id: str) -> list[tuple[str, str]]:
+        """(issuer name, subject) pairs that act as this principal."""
+        if self._identities is None:
+            return []
+        return self._identities.external_identities_of(object_id)
+
+    # ---- certificates and federated credentials ---------------------------------
+    def _principal_of_kind(self, object_id: str, kinds: tuple[str, ...],
+                           what: str) -> PrincipalRecord:
+        found = self._repo.get_principal(object_id=object_id)
+        if found is None:
+            raise DirectoryError("No such principal.")
+        if found.kind not in kinds:
+            raise DirectoryError(f"This kind of principal cannot have {what}.")
+        return found
+
+    def _add_sealed(self, object_id: str, kind: str, hint: str, expires: int,
+                    payload: dict[str, object]) -> str:
+        credential_id = str(uuid.uuid4())
+        key_version, sealed = self._barrier.seal(SYSTEM, _context(object_id, credential_id),
+                                                 json.dumps(payload).encode())
+        self._repo.add_credential(CredentialRecord(
+            id=credential_id, object_id=object_id, kind=kind, hint=hint, expires=expires,
+            created=int(self._clock.now()), sealed=sealed, key_version=key_version,
+        ))
+        return credential_id
+
+    def _opened(self, object_id: str, kind: str) -> list[tuple[CredentialRecord,
+                                                               dict[str, object]]]:
+        out = []
+        for cred in self._repo.list_credentials(object_id):
+            if cred.kind != kind:
+                continue
+            try:
+                payload = json.loads(self._barrier.open(
+                    SYSTEM, cred.key_version, _context(object_id, cred.id), cred.sealed))
+            except (BarrierError, ValueError):
+                continue  # a row that does not open is no credential
+            out.append((cred, payload))
+        return out
+
+    def add_certificate(self, object_id: str, pem: bytes,
+                        days: int | None = None) -> CertificateCredential:
+        """Register a certificate's public part; it expires with the certificate, or after
+        `days` if that is sooner."""
+        self._principal_of_kind(object_id, ("servicePrincipal",), "certificates")
+        try:
+            info = certificate_info(pem)
+        except CertificateError as exc:
+            raise DirectoryError(str(exc)) from None
+        now = int(self._clock.now())
+        if days is not None and not 1 <= days <= MAX_SECRET_DAYS:
+            raise DirectoryError(f"A certificate's lifetime must be 1-{MAX_SECRET_DAYS} days.")
+        expires = info.not_after if days is None else min(info.not_after, now + days * 86_400)
+        if expires <= now:
+            raise DirectoryError("The certificate has expired.")
+        existing = self.certificates(object_id)
+        if any(c.sha256 == info.sha256 for c in existing):
+            raise DirectoryError("This certificate is already registered on the principal.")
+        if len(existing) >= MAX_CERTIFICATES_PER_PRINCIPAL:
+            raise DirectoryError(f"A principal has at most {MAX_CERTIFICATES_PER_PRINCIPAL} "
+                                 "certificates.")
+        payload: dict[str, object] = {
+            "cert": info.pem, "sha1": info.sha1, "sha256": info.sha256,
+            "not_before": info.not_before, "subject": info.subject,
+            "public_pem": info.public_pem, "algorithms": list(info.algorithms)}
+        credential_id = self._add_sealed(object_id, "certificate", info.sha1[:8], expires,
+                                         payload)
+        return CertificateCredential(credential_id, object_id, info.sha1, info.sha256,
+                                     info.not_before, expires, info.subject, info.public_pem,
+                                     info.algorithms)
+
+    def certificates(self, object_id: str) -> list[CertificateCredential]:
+        return [CertificateCredential(
+            cred.id, object_id, str(p["sha1"]), str(p["sha256"]), int(str(p["not_before"])),
+            cred.expires, str(p["subject"]), str(p["public_pem"]),
+            tuple(str(a) for a in p["algorithms"]) if isinstance(p["algorithms"], list) else ())
+            for cred, p in self._opened(object_id, "certificate")]
+
+    def add_federated(self, object_id: str, issuer: str, subject: str,
+                      audience: str = DEFAULT_FEDERATED_AUDIENCE) -> FederatedCredential:
+        """Let tokens of `issuer` for `subject` and `audience` act as this principal, as
+        client assertions at the token endpoint (workload identity federation)."""
+        self._principal_of_kind(object_id, ("servicePrincipal", "managedIdentity"),
+                                "federated credentials")
+        parts = urlsplit(issuer)
+        if parts.scheme != "https" or not parts.netloc or len(issuer) > MAX_CLAIM_CHARS:
+            raise DirectoryError(f"The issuer must be an https URL of at most "
+                                 f"{MAX_CLAIM_CHARS} characters.")
+        _check_claim("subject", subject)
+        _check_claim("audience", audience)
+        existing = self.federated(object_id)
+        if any(f.issuer == issuer and f.subject == subject for f in existing):
+            raise DirectoryError("The principal already has a federated credential for this "
+                                 "issuer and subject.")
+        if len(existing) >= MAX_FEDERATED_PER_PRINCIPAL:
+            raise DirectoryError(f"A principal has at most {MAX_FEDERATED_PER_PRINCIPAL} "
+                                 "federated credentials.")
+        credential_id = self._add_sealed(object_id, "federated", "", 0, {
+            "issuer": issuer, "subject": subject, "audience": audience})
+        return FederatedCredential(credential_id, object_id, issuer, subject, audience)
+
+    def federated(self, object_id: str) -> list[FederatedCredential]:
+        return [FederatedCredential(cred.id, object_id, str(p["issuer"]), str(p["subject"]),
+                                    str(p["audience"]))
+                for cred, p in self._opened(object_id, "federated")]
+
+    def remove_credential(self, object_id: str, key: str, kind: str) -> bool:
+        """Remove one credential of `kind` by its id (or, for a certificate, a thumbprint
+        in hex)."""
+        wanted = key.lower().replace(":", "")
+        for cred in self._repo.list_credentials(object_id):
+            if cred.kind != kind:
+                continue
+            if cred.id == key:
+                return self._repo.delete_credential(object_id, cred.id)
+        if kind == "certificate":
+            for c in self.certificates(object_id):
+                if wanted in (c.sha1, c.sha256):
+                    return self._repo.delete_credential(object_id, c.id)
+        return False
+
+
+def _check_claim(what: str, value: str) -> None:
+    if not value or len(value) > MAX_CLAIM_CHARS or not value.isprintable():
+        raise DirectoryError(f"The {what} must be 1-{MAX_CLAIM_CHARS} printable characters.")

@@ -1,4 +1,11 @@
-"""Role assignments: who holds which role at which scope (stored; read on every decision)."""
+"""Role assignments: who holds which role at which scope (stored; read on every decision).
+
+The rules for a new assignment live here once, for the REST API and `okv role`
+alike: a known scope, a known role definition assignable there, an existing
+principal, a GUID name, and no second assignment with the same content.
+Scopes are paths: `/` (the deployment), `/vaults/NAME`, `/vaults/NAME/keys`,
+`/vaults/NAME/keys/KEY` (likewise secrets, certificates).
+"""
 
 from __future__ import annotations
 
@@ -6,67 +13,133 @@ import re
 import uuid
 
 from openkeyvault.access.authorize import RoleAssignment
-from openkeyvault.access.roles import RoleDefinition, find
+from openkeyvault.access.definitions import (
+    GUID,
+    RbacConflict,
+    RbacError,
+    RbacNotFound,
+    RoleDefinitions,
+)
+from openkeyvault.access.roles import BY_ID, RoleDefinition
 from openkeyvault.ops.clock import Clock
-from openkeyvault.storage.records import RoleAssignmentRecord
+from openkeyvault.storage.records import RoleAssignmentRecord, RoleDefinitionRecord
 from openkeyvault.storage.repository import Repository
+
+__all__ = ["SCOPE", "RbacConflict", "RbacError", "RbacNotFound", "RoleAssignments"]
 
 SCOPE = re.compile(
     r"/|/vaults/[a-z0-9-]{3,24}(/(secrets|keys|certificates)(/[0-9a-z-]{1,127})?)?",
     re.IGNORECASE,
 )
+_VAULT_PREFIX = re.compile(r"/vaults/[^/]+", re.IGNORECASE)
 
 
-class RbacError(ValueError):
-    """A refused change (message safe to show)."""
+def relative(scope: str) -> str:
+    """The part of an internal scope below its vault: `/vaults/V/keys/K` → `/keys/K`;
+    the deployment `/` and a vault both → `/`."""
+    return _VAULT_PREFIX.sub("", scope, count=1) or "/"
+
+
+def assignable_at(role: RoleDefinition, scope: str) -> bool:
+    rel = relative(scope).lower()
+    return any(s == "/" or rel == s.lower() or rel.startswith(s.lower() + "/")
+               for s in role.assignable_scopes)
+
+
+def exists_conflict() -> RbacConflict:
+    return RbacConflict("The role assignment already exists.", "RoleAssignmentExists")
 
 
 class RoleAssignments:
-    def __init__(self, repo: Repository, clock: Clock) -> None:
+    def __init__(self, repo: Repository, clock: Clock, definitions: RoleDefinitions) -> None:
         self._repo = repo
         self._clock = clock
+        self.definitions = definitions
         self._converted: dict[str, tuple[tuple[RoleAssignmentRecord, ...],
+                                         tuple[RoleDefinitionRecord, ...] | None,
                                          tuple[RoleAssignment, ...]]] = {}
 
-    def assign(self, principal_id: str, role: str, scope: str = "/") -> RoleAssignmentRecord:
-        definition = find(role)
-        if definition is None:
-            raise RbacError(f"Unknown role '{role[:80]}'.")
-        scope = scope.rstrip("/") or "/"
-        if not SCOPE.fullmatch(scope):
+    def _prepare(self, name: str, principal_id: str, role: str, scope: str
+                 ) -> tuple[RoleAssignmentRecord, RoleDefinition]:
+        if not isinstance(name, str) or not GUID.fullmatch(name):
+            raise RbacError("The role assignment name must be a GUID.")
+        if not isinstance(scope, str) or len(scope) > 512 \
+                or not SCOPE.fullmatch(scope.rstrip("/") or "/"):
             raise RbacError(
-                f"Invalid scope '{scope[:200]}': use /, /vaults/NAME, /vaults/NAME/secrets, "
-                "/vaults/NAME/secrets/NAME (or keys, certificates)."
+                f"Invalid scope '{str(scope)[:200]}': use /, /vaults/NAME, "
+                "/vaults/NAME/secrets, /vaults/NAME/secrets/NAME (or keys, certificates)."
             )
-        if self._repo.get_principal(object_id=principal_id) is None:
-            raise RbacError("No such principal.")
-        for existing in self._repo.role_assignments(principal_id):
-            if existing.role_definition_id == definition.id and \
-                    existing.scope.lower() == scope.lower():
-                return existing
-        record = RoleAssignmentRecord(str(uuid.uuid4()), scope, definition.id, principal_id,
-                                      int(self._clock.now()))
-        self._repo.add_role_assignment(record)
-        return record
+        scope = scope.rstrip("/") or "/"
+        definition = self.definitions.find(role) if isinstance(role, str) else None
+        if definition is None:
+            raise RbacError(f"The role definition '{str(role)[:120]}' does not exist.")
+        if not assignable_at(definition, scope):
+            raise RbacError(f"The role definition '{definition.id}' is not assignable at "
+                            f"scope '{scope}'.")
+        if not isinstance(principal_id, str) or len(principal_id) > 64 \
+                or self._repo.get_principal(object_id=principal_id) is None:
+            raise RbacError(f"Principal '{str(principal_id)[:64]}' does not exist in the "
+                            "directory.")
+        return RoleAssignmentRecord(name.lower(), scope, definition.id, principal_id,
+                                    int(self._clock.now())), definition
 
-    def remove(self, assignment_id: str) -> bool:
-        return self._repo.delete_role_assignment(assignment_id)
+    def create(self, name: str, principal_id: str, role: str, scope: str
+               ) -> tuple[RoleAssignmentRecord, bool]:
+        """Create assignment `name`; (record, created). The same name with the same content
+        answers the stored one; another content, or the same content under another name,
+        is RoleAssignmentExists."""
+        return self._create(name, principal_id, role, scope, idempotent=False)
+
+    def assign(self, principal_id: str, role: str, scope: str = "/") -> RoleAssignmentRecord:
+        """Give a principal a role (role by name, GUID or id) under a new name; when an
+        identical assignment exists it is answered as it is."""
+        return self._create(str(uuid.uuid4()), principal_id, role, scope, idempotent=True)[0]
+
+    def _create(self, name: str, principal_id: str, role: str, scope: str, idempotent: bool
+                ) -> tuple[RoleAssignmentRecord, bool]:
+        record, definition = self._prepare(name, principal_id, role, scope)
+        status, existing = self._repo.create_role_assignment(record, not definition.built_in)
+        if status == "created":
+            return record, True
+        if existing is not None and (status == "same"
+                                     or (status == "duplicate" and idempotent)):
+            return existing, False
+        if status == "no_definition":
+            raise RbacError(f"The role definition '{definition.id}' does not exist.")
+        raise exists_conflict()
+
+    def get(self, name: str) -> RoleAssignmentRecord | None:
+        if not isinstance(name, str) or not GUID.fullmatch(name):
+            return None
+        return self._repo.get_role_assignment(name.lower())
+
+    def remove(self, name: str) -> bool:
+        return GUID.fullmatch(name) is not None and \
+            self._repo.delete_role_assignment(name.lower())
 
     def all(self) -> list[RoleAssignmentRecord]:
         return self._repo.role_assignments()
 
     def of(self, principal_id: str) -> tuple[RoleAssignment, ...]:
-        """The principal's assignments whose role is known, for the Authorizer."""
+        """The principal's assignments whose role is known, for the Authorizer.
+
+        Converted once per change: of the principal's assignments, and (only when it holds
+        a custom role) of the custom role definitions, so an edited role applies from the
+        next request.
+        """
         records = tuple(self._repo.role_assignments(principal_id))
+        custom = None
+        if any(r.role_definition_id not in BY_ID for r in records):
+            custom = self._repo.role_definitions()
         hit = self._converted.get(principal_id)
-        if hit is not None and hit[0] == records:
-            return hit[1]
+        if hit is not None and hit[0] == records and hit[1] == custom:
+            return hit[2]
         out = []
         for r in records:
-            definition: RoleDefinition | None = find(r.role_definition_id)
+            definition = self.definitions.get(r.role_definition_id)
             if definition is not None:
                 out.append(RoleAssignment(r.principal_id, definition, r.scope))
         if len(self._converted) > 4096:
             self._converted.clear()
-        self._converted[principal_id] = (records, tuple(out))
+        self._converted[principal_id] = (records, custom, tuple(out))
         return tuple(out)

@@ -1,8 +1,15 @@
 """Azure's built-in data-plane roles for Key Vault and Managed HSM, as data (one home).
 
-GUIDs and data actions are Azure's own. `permits` evaluates a role against a
-data action with Azure's wildcard rules (`*` matches any run of characters,
-case-insensitive) and honours `notDataActions`.
+GUIDs, data actions and the `Microsoft.Authorization/*` part of `actions` are
+Azure's own (ROLES, azure-behavior.md §3.1), with one deliberate difference:
+Key Vault Administrator also holds `Microsoft.Authorization/roleAssignments/
+{write,delete}` and `roleDefinitions/{write,delete}`, because a self-hosted
+deployment has no Owner or User Access Administrator above its vaults.
+
+`permits` evaluates a role against an action with Azure's wildcard rules (`*`
+matches any run of characters, case-insensitive): a data action against
+`dataActions` minus `notDataActions`, a control-plane action (role management)
+against `actions` minus `notActions`.
 """
 
 from __future__ import annotations
@@ -11,8 +18,21 @@ import functools
 import re
 from dataclasses import dataclass
 
+from openkeyvault.access.actions import CONTROL
+
 _V = "Microsoft.KeyVault/vaults"
 _H = "Microsoft.KeyVault/managedHsm"
+_A = "Microsoft.Authorization"
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One entry of a role's `permissions` (the wire's Permission)."""
+
+    actions: tuple[str, ...] = ()
+    not_actions: tuple[str, ...] = ()
+    data_actions: tuple[str, ...] = ()
+    not_data_actions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -23,6 +43,25 @@ class RoleDefinition:
     data_actions: tuple[str, ...]
     not_data_actions: tuple[str, ...] = ()
     built_in: bool = True
+    actions: tuple[str, ...] = ()
+    not_actions: tuple[str, ...] = ()
+    # Azure's ABAC condition on role management: when set, the role's roleAssignments
+    # write/delete apply only to assignments of these role definitions (GUIDs).
+    assignable_roles: frozenset[str] | None = None
+    assignable_scopes: tuple[str, ...] = ("/",)
+    # A custom role's permission entries as given; the flat fields above hold their union,
+    # which `permits` reads (an exclusion in one entry then applies to all: never more).
+    entries: tuple[Permission, ...] = ()
+
+    @property
+    def permissions(self) -> tuple[Permission, ...]:
+        return self.entries or (Permission(self.actions, self.not_actions, self.data_actions,
+                                           self.not_data_actions),)
+
+    @property
+    def kind(self) -> str:
+        """"managedhsm" for Managed HSM roles, "vault" for the rest."""
+        return "managedhsm" if any(a.startswith(_H) for a in self.data_actions) else "vault"
 
 
 def _vault(*actions: str) -> tuple[str, ...]:
@@ -33,24 +72,50 @@ def _hsm(*actions: str) -> tuple[str, ...]:
     return tuple(f"{_H}/{a}" for a in actions)
 
 
+# Azure's common control-plane actions of the officer, administrator and reader roles.
+STD_ACTIONS = (
+    f"{_A}/*/read", "Microsoft.Insights/alertRules/*", "Microsoft.Resources/deployments/*",
+    "Microsoft.Resources/subscriptions/resourceGroups/read", "Microsoft.Support/*",
+    "Microsoft.KeyVault/checkNameAvailability/read", "Microsoft.KeyVault/deletedVaults/read",
+    "Microsoft.KeyVault/locations/*/read", f"{_V}/*/read", "Microsoft.KeyVault/operations/read",
+)
+ROLE_MANAGER_ACTIONS = (
+    f"{_A}/roleAssignments/write", f"{_A}/roleAssignments/delete",
+    f"{_A}/roleDefinitions/write", f"{_A}/roleDefinitions/delete",
+)
+# The roles Key Vault Data Access Administrator may assign and unassign (Azure's condition).
+DATA_ACCESS_ASSIGNABLE = frozenset({
+    "00482a5a-887f-4fb3-b363-3b7fe8e74483",  # Key Vault Administrator
+    "a4417e6f-fecd-4de8-b567-7b0420556985",  # Key Vault Certificates Officer
+    "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",  # Key Vault Crypto Officer
+    "e147488a-f6f5-4113-8e2d-b22465e65bf6",  # Key Vault Crypto Service Encryption User
+    "12338af0-0e69-4776-bea7-57ae8d297424",  # Key Vault Crypto User
+    "21090545-7ca7-4776-b22c-e363652d74d2",  # Key Vault Reader
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer
+    "4633458b-17de-408a-b874-0445c86b69e6",  # Key Vault Secrets User
+})
+
 BUILT_IN: tuple[RoleDefinition, ...] = (
     RoleDefinition("00482a5a-887f-4fb3-b363-3b7fe8e74483", "Key Vault Administrator",
                    "Perform all data plane operations on a key vault and all objects in it.",
-                   (f"{_V}/*",)),
+                   (f"{_V}/*",), actions=STD_ACTIONS + ROLE_MANAGER_ACTIONS),
     RoleDefinition("a4417e6f-fecd-4de8-b567-7b0420556985", "Key Vault Certificates Officer",
                    "Perform any action on the certificates of a key vault.",
-                   _vault("certificatecas/*", "certificates/*", "certificatecontacts/write")),
+                   _vault("certificatecas/*", "certificates/*", "certificatecontacts/write"),
+                   actions=STD_ACTIONS),
     RoleDefinition("db79e9a7-68ee-4b58-9aeb-b90e7c24fcba", "Key Vault Certificate User",
                    "Read entire certificate contents including secret and key portion.",
                    _vault("certificates/read", "secrets/getSecret/action",
                           "secrets/readMetadata/action", "keys/read")),
     RoleDefinition("14b46e9e-c2b7-41b4-b07b-48a6ebf60603", "Key Vault Crypto Officer",
                    "Perform any action on the keys of a key vault.",
-                   _vault("keys/*", "keyrotationpolicies/*")),
+                   _vault("keys/*", "keyrotationpolicies/*"), actions=STD_ACTIONS),
     RoleDefinition("e147488a-f6f5-4113-8e2d-b22465e65bf6",
                    "Key Vault Crypto Service Encryption User",
                    "Read metadata of keys and perform wrap/unwrap operations.",
-                   _vault("keys/read", "keys/wrap/action", "keys/unwrap/action")),
+                   _vault("keys/read", "keys/wrap/action", "keys/unwrap/action"),
+                   actions=tuple(f"Microsoft.EventGrid/eventSubscriptions/{v}"
+                                 for v in ("write", "read", "delete"))),
     RoleDefinition("08bbd89e-9f13-488c-ac41-acfcb10c90ab", "Key Vault Crypto Service Release User",
                    "Release keys.", _vault("keys/release/action")),
     RoleDefinition("12338af0-0e69-4776-bea7-57ae8d297424", "Key Vault Crypto User",
@@ -60,12 +125,25 @@ BUILT_IN: tuple[RoleDefinition, ...] = (
                           "keys/unwrap/action", "keys/sign/action", "keys/verify/action")),
     RoleDefinition("21090545-7ca7-4776-b22c-e363652d74d2", "Key Vault Reader",
                    "Read metadata of key vaults and its certificates, keys, and secrets.",
-                   _vault("*/read", "secrets/readMetadata/action")),
+                   _vault("*/read", "secrets/readMetadata/action"), actions=STD_ACTIONS),
     RoleDefinition("b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "Key Vault Secrets Officer",
-                   "Perform any action on the secrets of a key vault.", _vault("secrets/*")),
+                   "Perform any action on the secrets of a key vault.", _vault("secrets/*"),
+                   actions=STD_ACTIONS),
     RoleDefinition("4633458b-17de-408a-b874-0445c86b69e6", "Key Vault Secrets User",
                    "Read secret contents.",
                    _vault("secrets/getSecret/action", "secrets/readMetadata/action")),
+    RoleDefinition("8b54135c-b56d-4d72-a534-26097cfdc8d8", "Key Vault Data Access Administrator",
+                   "Manage access to Azure Key Vault by adding or removing role assignments for "
+                   "the Key Vault Administrator, Key Vault Certificates Officer, Key Vault Crypto "
+                   "Officer, Key Vault Crypto Service Encryption User, Key Vault Crypto User, Key "
+                   "Vault Reader, Key Vault Secrets Officer, or Key Vault Secrets User roles.",
+                   (), actions=(f"{_A}/roleAssignments/write", f"{_A}/roleAssignments/delete",
+                                f"{_A}/*/read", "Microsoft.Resources/deployments/*",
+                                "Microsoft.Resources/subscriptions/resourceGroups/read",
+                                "Microsoft.Resources/subscriptions/read",
+                                "Microsoft.Management/managementGroups/read",
+                                "Microsoft.Support/*", f"{_V}/*/read"),
+                   assignable_roles=DATA_ACCESS_ASSIGNABLE),
     # Managed HSM local roles
     RoleDefinition("a290e904-7015-4bba-90c8-60543313cdb4", "Managed HSM Administrator",
                    "Manage security domain, full backup and restore, and role management.",
@@ -91,7 +169,7 @@ BUILT_IN: tuple[RoleDefinition, ...] = (
                         "keys/import/action", "keys/release/action", "keys/backup/action",
                         "keys/restore/action", "keys/encrypt/action", "keys/decrypt/action",
                         "keys/wrap/action", "keys/unwrap/action", "keys/sign/action",
-                        "keys/verify/action", "rng/action")),
+                        "keys/verify/action", "keys/rotate/action", "rng/action")),
     RoleDefinition("4bd23610-cdcf-4971-bdee-bdc562cc28e4", "Managed HSM Policy Administrator",
                    "Create and delete role assignments.",
                    _hsm("roleDefinitions/read/action", "roleDefinitions/write/action",
@@ -132,10 +210,13 @@ def matches(pattern: str, data_action: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8192)
-def permits(role: RoleDefinition, data_action: str) -> bool:
-    """True if the role grants `data_action` (and no notDataAction takes it back)."""
-    return any(matches(p, data_action) for p in role.data_actions) and not any(
-        matches(p, data_action) for p in role.not_data_actions
+def permits(role: RoleDefinition, action: str) -> bool:
+    """True if the role grants `action` and no exclusion takes it back: a data action through
+    `dataActions`/`notDataActions`, a control-plane action through `actions`/`notActions`."""
+    granted, excluded = ((role.actions, role.not_actions) if action in CONTROL
+                         else (role.data_actions, role.not_data_actions))
+    return any(matches(p, action) for p in granted) and not any(
+        matches(p, action) for p in excluded
     )
 
 

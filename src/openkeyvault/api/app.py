@@ -2,9 +2,9 @@
 
 Order: request id → non-data-plane endpoints (health, identity, dev) →
 challenge auth (401 + WWW-Authenticate before any routing or body check) →
-vault routing by Host → api-version → route handler. Handlers only translate
-between wire JSON and domain calls; domain errors map to wire errors in
-`api/errors.py`.
+vault routing by Host → the vault's network rules → api-version → route
+handler. Handlers only translate between wire JSON and domain calls; domain
+errors map to wire errors in `api/errors.py`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openkeyvault import __version__
-from openkeyvault.access.tokens import InvalidToken
-from openkeyvault.api import dev, identity, oidc
+from openkeyvault.access.network import ClientAddresses
+from openkeyvault.access.tokens import InvalidToken, WouldBlock
+from openkeyvault.api import dev, firewall, identity, oidc
 from openkeyvault.api.errors import error_body, map_error
 from openkeyvault.api.hosts import HostMap, valid_host
-from openkeyvault.api.http import DEFAULT_BODY_LIMIT, Ctx, json_response, read_body
+from openkeyvault.api.http import (
+    DEFAULT_BODY_LIMIT,
+    Ctx,
+    discard_body,
+    json_response,
+    read_body,
+)
 from openkeyvault.api.router import Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
@@ -39,6 +46,7 @@ from openkeyvault.ops.logs import AccessLog
 from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
+from openkeyvault.vault.properties import properties_of
 
 log = logging.getLogger("openkeyvault.request")
 
@@ -59,6 +67,7 @@ class KeyVaultApp:
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
         self.sts = oidc.TokenEndpoints(deployment)
+        self.client_addresses = ClientAddresses(deployment.settings.trusted_proxies)
         self._queries: dict[bytes, dict[str, str]] = {}
         self.access_log = AccessLog()
         # Request ids look like GUIDs: a random per-process prefix and a counter.
@@ -173,8 +182,13 @@ class KeyVaultApp:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _Challenge("AKV10000: Request is missing a Bearer or PoP token.")
+        token, audiences = token.strip(), self.hosts.audiences(host)
         try:
-            principal = self.d.tokens.verify(token.strip(), self.hosts.audiences(host))
+            try:
+                principal = self.d.tokens.verify(token, audiences)
+            except WouldBlock:  # an external issuer's keys must be fetched first
+                principal = await run_in_threadpool(
+                    lambda: self.d.tokens.verify(token, audiences, may_block=True))
         except InvalidToken as exc:
             raise _Challenge(f"AKV10032: {exc}") from None
 
@@ -182,6 +196,12 @@ class KeyVaultApp:
         vault = self.d.repo.get_vault(vault_name) if vault_name else None
         if vault is None:
             raise VaultNotFound(f"No vault answers at host '{host[:255]}'.")
+        acls = properties_of(vault).network_acls
+        if not acls.open:
+            refusal = firewall.refusal(acls, self.client_addresses, request, principal, vault)
+            if refusal is not None:
+                await discard_body(request)
+                raise refusal
 
         query = self._query(request.scope["query_string"])
         api_version = query.get("api-version")

@@ -12,6 +12,8 @@ STATUS: dict[type[e.DomainError], tuple[int, str]] = {
     e.NotFound: (404, "NotFound"),
     e.VaultNotFound: (404, "VaultNotFound"),
     e.Conflict: (409, "Conflict"),
+    e.RoleAssignmentExists: (409, "RoleAssignmentExists"),
+    e.RoleDefinitionExists: (409, "RoleDefinitionWithSameNameExists"),
     e.TooLarge: (413, "RequestEntityTooLarge"),
 }
 

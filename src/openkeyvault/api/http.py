@@ -72,6 +72,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def discard_body(request: Request) -> None:
+    """Drop the body of a request refused before its body was read (up to DRAIN_LIMIT
+    bytes), so that the client reads the refusal rather than a reset connection."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
+        return
+    await _discard(request.stream(), 0)
+
+
 async def _discard(stream: AsyncIterator[bytes], seen: int) -> None:
     """Read and drop the rest of a refused body, up to DRAIN_LIMIT bytes in all.
 

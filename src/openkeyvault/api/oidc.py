@@ -1,13 +1,15 @@
 """An Entra-shaped token service: OpenID discovery, JWKS and the v2.0 token endpoint.
 
 Paths, per tenant: `/{tenant}/v2.0/.well-known/openid-configuration`,
-`/{tenant}/discovery/v2.0/keys`, `POST /{tenant}/oauth2/v2.0/token`. Client
-credentials by client secret are accepted; errors use OAuth 2.0's shape
-(`error`, `error_description`), as Entra does.
+`/{tenant}/discovery/v2.0/keys`, `POST /{tenant}/oauth2/v2.0/token`. The client
+credentials grant is accepted with a client secret or a client assertion (a
+certificate credential's signed JWT, or a trusted issuer's token for a federated
+credential); errors use Entra's shape (`error`, `error_description`, `error_codes`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,15 +17,21 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openkeyvault.access.assertions import JWT_BEARER, AssertionRefused
+from openkeyvault.access.principals import Principal
+from openkeyvault.api.hosts import DEFAULT_HOSTS, split_host, valid_host
 from openkeyvault.api.http import json_response
 from openkeyvault.api.identity import normalized_resource
 from openkeyvault.deployment import Deployment
 
 TOKEN_BODY_LIMIT = 64 * 1024
+_AADSTS = re.compile(r"AADSTS(\d+)")
 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
-    return json_response({"error": error, "error_description": description}, status)
+    codes = [int(c) for c in _AADSTS.findall(description)[:4]]
+    return json_response({"error": error, "error_description": description,
+                          "error_codes": codes}, status)
 
 
 def route(path: str) -> tuple[str, str] | None:
@@ -67,7 +75,8 @@ class TokenEndpoints:
             "response_types_supported": ["code", "id_token", "token id_token"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
             "grant_types_supported": ["client_credentials"],
             "tenant_region_scope": None,
         }
@@ -76,7 +85,7 @@ class TokenEndpoints:
     def keys(self, request: Request, tenant: str, body: bytes) -> Response:
         if not self._tenant_ok(tenant):
             return self._unknown_tenant(tenant)
-        return json_response({"keys": [self.d.tokens.jwk]})
+        return json_response({"keys": self.d.tokens.keys.jwks()})
 
     def token(self, request: Request, tenant: str, body: bytes) -> Response:
         if request.method != "POST":
@@ -97,14 +106,50 @@ class TokenEndpoints:
                                 "AADSTS70011: The scope must be a resource followed by "
                                 "'/.default'.")
         client_id, secret = form.get("client_id", ""), form.get("client_secret")
-        if not client_id or secret is None:
+        assertion = form.get("client_assertion")
+        if not client_id or (secret is None and assertion is None):
             return _oauth_error(400, "invalid_request",
-                                "AADSTS900144: client_id and client_secret are required.")
-        principal = self.d.directory.authenticate_secret(client_id, secret)
-        if principal is None:
+                                "AADSTS900144: client_id and client_secret (or "
+                                "client_assertion) are required.")
+        if secret is not None and assertion is not None:
+            return _oauth_error(400, "invalid_request",
+                                "AADSTS90014: Give either client_secret or client_assertion, "
+                                "not both.")
+        if assertion is not None:
+            if form.get("client_assertion_type") != JWT_BEARER:
+                return _oauth_error(400, "invalid_request",
+                                    "AADSTS700022: The client_assertion_type must be "
+                                    f"'{JWT_BEARER}'.")
+            try:
+                principal = self.d.assertions.authenticate(
+                    client_id, assertion, self._endpoint_audiences(request, tenant))
+            except AssertionRefused as refused:
+                return _oauth_error(refused.status, refused.error, refused.description)
+            return self._issue(principal, resource)
+        assert secret is not None
+        found = self.d.directory.authenticate_secret(client_id, secret)
+        if found is None:
             return _oauth_error(401, "invalid_client",
                                 "AADSTS7000215: Invalid client secret provided, or the client "
                                 "is unknown or its secret has expired.")
+        return self._issue(found, resource)
+
+    def _endpoint_audiences(self, request: Request, tenant: str) -> frozenset[str]:
+        """What a certificate assertion's `aud` may be: this token endpoint (v2.0 or v1) or
+        the issuer, on the host the client called (if it is one this deployment answers
+        on), with the tenant as in the path or as the tenant id."""
+        out = {self.d.tokens.issuer.lower().rstrip("/")}
+        host = request.headers.get("host", "")
+        name, _ = split_host(host) if valid_host(host) else ("", None)
+        domain = self.d.settings.domain.lower()
+        if name and (name in DEFAULT_HOSTS or name == domain or name.endswith("." + domain)):
+            for t in {tenant.lower(), self.d.tenant_id.lower()}:
+                base = f"https://{host.lower()}/{t}"
+                out |= {f"{base}/oauth2/v2.0/token", f"{base}/oauth2/token", f"{base}/v2.0",
+                        base}
+        return frozenset(out)
+
+    def _issue(self, principal: Principal, resource: str) -> Response:
         issued = self.d.tokens.issue(principal, resource)
         return json_response({"token_type": "Bearer", "expires_in": issued.expires_in,
                               "ext_expires_in": issued.expires_in,

@@ -82,7 +82,7 @@ class Router:
         return found
 
     def _resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
-        segs = path.split("/")[1:]
+        segs = _segments(path)
         path_known = False
         for r in self._candidates(segs):
             params = _match(r.pattern, segs)
@@ -95,9 +95,22 @@ class Router:
 
     def methods(self, path: str) -> list[str]:
         """The methods some route accepts on `path`."""
-        segs = path.split("/")[1:]
+        segs = _segments(path)
         return sorted({r.method for r in self._candidates(segs)
                        if _match(r.pattern, segs) is not None})
+
+
+def _segments(path: str) -> list[str]:
+    segs = path.split("/")[1:]
+    # A client that joins the vault URL, the role scope `/` and `/providers/...` sends
+    # `//providers/...` (or `//keys/providers/...`): those empty segments mean nothing.
+    if len(segs) > 1 and not segs[0] and _ROLE_PROVIDER in path.lower():
+        while len(segs) > 1 and not segs[0]:
+            segs.pop(0)
+    return segs
+
+
+_ROLE_PROVIDER = "/providers/microsoft.authorization/"
 
 
 def pattern(path: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from openkeyvault.api.keys import KeyRoutes
+from openkeyvault.api.rbac import rbac_routes
 from openkeyvault.api.router import Route, pattern
 from openkeyvault.api.secrets import RESTORE_BODY_LIMIT, SecretRoutes
 from openkeyvault.deployment import Deployment
@@ -46,4 +47,5 @@ def data_plane_routes(d: Deployment) -> list[Route]:
     routes = [Route(m, pattern(p), h, limit, inline=(m == "GET")) for m, p, h, limit in table]
     routes += [Route("POST", pattern(f"/keys/{{name}}/{{version?}}/{op}"), k.operation(op),
                      inline=True) for op in OPERATIONS]
+    routes += rbac_routes(d.access_control)
     return routes

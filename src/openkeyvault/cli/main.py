@@ -11,18 +11,29 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from openkeyvault.config import DEFAULT_PORT, Settings, default_data_dir
+from openkeyvault.cli import trust
+from openkeyvault.config import DEFAULT_PORT, Settings, default_data_dir, default_trusted_proxies
 
 app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_show_locals=False)
 vault_app = typer.Typer(help="Manage vaults.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
+network_app = typer.Typer(help="Manage a vault's network rules.", no_args_is_help=True)
+vault_app.add_typer(network_app, name="network")
+policy_app = typer.Typer(help="Manage a vault's access policies.", no_args_is_help=True)
+vault_app.add_typer(policy_app, name="policy")
 principal_app = typer.Typer(help="Manage service principals.", no_args_is_help=True)
 app.add_typer(principal_app, name="principal")
-role_app = typer.Typer(help="Manage role assignments.", no_args_is_help=True)
+role_app = typer.Typer(help="Manage role assignments and definitions.", no_args_is_help=True)
 app.add_typer(role_app, name="role")
+definition_app = typer.Typer(help="Manage role definitions.", no_args_is_help=True)
+role_app.add_typer(definition_app, name="definition")
 secret_app = typer.Typer(help="Manage a principal's client secrets.", no_args_is_help=True)
 principal_app.add_typer(secret_app, name="secret")
+principal_app.add_typer(trust.cert_app, name="cert")
+principal_app.add_typer(trust.federated_app, name="federated")
+app.add_typer(trust.issuer_app, name="issuer")
+app.add_typer(trust.token_app, name="token")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 
@@ -39,14 +50,27 @@ def server(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        "--trusted-proxy", help="CIDR of a reverse proxy whose X-Forwarded-For names the "
+        "client address (repeatable; default: $OKV_TRUSTED_PROXIES).")] = None,
+    token_key_days: Annotated[int, typer.Option(
+        help="Days between automatic rotations of the token signing key (0: never).")] = 30,
 ) -> None:
     """Run the server."""
     if not dev:
         typer.echo("Only --dev mode is available in this version.", err=True)
         raise typer.Exit(2)
+    from openkeyvault.access.network import InvalidNetworkRule, parse_rule
     from openkeyvault.cli.server import run
 
-    run(_settings(data_dir, host=host, port=port, workers=max(1, workers), dev=True))
+    proxies = tuple(trusted_proxy) if trusted_proxy else default_trusted_proxies()
+    try:
+        proxies = tuple(str(parse_rule(p)) for p in proxies)
+    except InvalidNetworkRule as exc:
+        typer.echo(f"error: trusted proxy: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run(_settings(data_dir, host=host, port=port, workers=max(1, workers), dev=True,
+                  trusted_proxies=proxies, token_key_days=max(0, token_key_days)))
 
 
 @vault_app.command("create")
@@ -99,6 +123,94 @@ def vault_list(
     Console().print(table)
 
 
+def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
+    """Run `fn(d.vault_properties)` and print the vault with its properties as JSON."""
+    from openkeyvault.deployment import Deployment
+    from openkeyvault.vault.errors import DomainError
+
+    d = Deployment.open(_settings(data_dir))
+    try:
+        props = fn(d.vault_properties)
+        v = d.vaults.get(name)
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        d.close()
+    assert v is not None
+    typer.echo(json.dumps({"name": v.name, "properties": {
+        "sku": {"family": "A", "name": v.sku}, "enableSoftDelete": True,
+        "softDeleteRetentionInDays": v.retention_days,
+        "enablePurgeProtection": v.purge_protection, **props.to_wire()}}, indent=2))
+
+
+@vault_app.command("show")
+def vault_show(name: str, data_dir: DataDir = None) -> None:
+    """Show a vault and its access settings (JSON, ARM property names)."""
+    _properties_call(data_dir, name, lambda s: s.get(name))
+
+
+@vault_app.command("update")
+def vault_update(
+    name: str,
+    data_dir: DataDir = None,
+    rbac: Annotated[bool | None, typer.Option(
+        "--rbac/--access-policies",
+        help="Authorize by role assignments (enableRbacAuthorization) or by the vault's "
+        "access policies.")] = None,
+    default_action: Annotated[str | None, typer.Option(
+        help="Network rules' default action: Allow or Deny.")] = None,
+    bypass: Annotated[str | None, typer.Option(
+        help="AzureServices or None (stored; no effect here).")] = None,
+) -> None:
+    """Change how a vault authorizes requests and its network default action."""
+    _properties_call(data_dir, name, lambda s: s.update(
+        name, enable_rbac_authorization=rbac, default_action=default_action, bypass=bypass))
+
+
+@network_app.command("add-rule")
+def network_add_rule(name: str, cidr: str, data_dir: DataDir = None) -> None:
+    """Allow an IPv4/IPv6 address or CIDR range (when the default action is Deny)."""
+    _properties_call(data_dir, name, lambda s: s.add_ip_rule(name, cidr))
+
+
+@network_app.command("remove-rule")
+def network_remove_rule(name: str, cidr: str, data_dir: DataDir = None) -> None:
+    """Remove an IP rule."""
+    _properties_call(data_dir, name, lambda s: s.remove_ip_rule(name, cidr))
+
+
+def _permissions(**given: str | None) -> dict[str, list[str]]:
+    return {kind: [p.strip() for p in value.split(",") if p.strip()]
+            for kind, value in given.items() if value is not None}
+
+
+Perms = Annotated[str | None, typer.Option(
+    help="Comma-separated permissions (replaces this kind's list; '' clears it).")]
+ObjectId = Annotated[str, typer.Option("--object-id", help="The principal's object id.")]
+TenantId = Annotated[str | None, typer.Option(
+    "--tenant-id", help="Default: the deployment's tenant.")]
+
+
+@policy_app.command("set")
+def policy_set(name: str, object_id: ObjectId, data_dir: DataDir = None,
+               tenant_id: TenantId = None, keys: Perms = None, secrets: Perms = None,
+               certificates: Perms = None) -> None:
+    """Give a principal access-policy permissions (used when the vault is in
+    access-policy mode)."""
+    perms = _permissions(keys=keys, secrets=secrets, certificates=certificates)
+    _properties_call(data_dir, name, lambda s: s.set_access_policy(
+        name, object_id, tenant_id, perms))
+
+
+@policy_app.command("remove")
+def policy_remove(name: str, object_id: ObjectId, data_dir: DataDir = None,
+                  tenant_id: TenantId = None) -> None:
+    """Remove a principal's access policy."""
+    _properties_call(data_dir, name, lambda s: s.remove_access_policy(
+        name, object_id, tenant_id))
+
+
 def _directory_call(data_dir: Path | None, fn: Any) -> Any:
     from openkeyvault.access.directory import DirectoryError
     from openkeyvault.deployment import Deployment
@@ -131,10 +243,26 @@ def principal_create(
     managed_identity: Annotated[bool, typer.Option(
         "--managed-identity", help="A managed identity (tokens from the managed-identity "
         "endpoints, no secret) instead of a service principal.")] = False,
+    external_issuer: Annotated[str | None, typer.Option(
+        help="A trusted issuer (okv issuer add) whose tokens act as this principal; "
+        "no secret.")] = None,
+    external_subject: Annotated[str | None, typer.Option(
+        help="With --external-issuer: the tokens' 'oid' (else 'sub').")] = None,
 ) -> None:
-    """Create a service principal (prints its ids and first client secret, shown once) or a
-    managed identity."""
+    """Create a service principal (prints its ids and first client secret, shown once), a
+    managed identity, or a principal for an external issuer's subject."""
+    if (external_issuer is None) != (external_subject is None) or (
+            external_issuer and managed_identity):
+        typer.echo("error: give --external-issuer and --external-subject together, without "
+                   "--managed-identity", err=True)
+        raise typer.Exit(2)
+
     def create(directory: Any) -> dict[str, Any]:
+        if external_issuer is not None:
+            ext = directory.create_external(name, external_issuer, external_subject)
+            return {"tenant_id": ext.tenant_id, "client_id": ext.client_id,
+                    "object_id": ext.object_id, "display_name": ext.display_name,
+                    "external_issuer": external_issuer, "external_subject": external_subject}
         if managed_identity:
             mi = directory.create_managed_identity(name)
             return {"tenant_id": mi.tenant_id, "client_id": mi.client_id,
@@ -157,21 +285,32 @@ def principal_list(
         return [{"display_name": p.display_name, "client_id": p.client_id,
                  "object_id": p.object_id, "tenant_id": p.tenant_id, "kind": p.kind,
                  "secrets": [{"id": c.id, "hint": c.hint + "…", "expires": c.expires}
-                             for c in directory.credentials(p.object_id)]}
+                             for c in directory.credentials(p.object_id) if c.kind == "secret"],
+                 "certificates": [{"id": c.id, "thumbprint": c.sha1.upper(),
+                                   "thumbprint_sha256": c.sha256.upper(),
+                                   "subject": c.subject, "expires": c.expires}
+                                  for c in directory.certificates(p.object_id)],
+                 "federated_credentials": [{"id": f.id, "issuer": f.issuer,
+                                            "subject": f.subject, "audience": f.audience}
+                                           for f in directory.federated(p.object_id)],
+                 "external_identities": [{"issuer": i, "subject": s}
+                                         for i, s in directory.external_identities(
+                                             p.object_id)]}
                 for p in directory.principals()]
     found = _directory_call(data_dir, rows)
     if output == "json":
         typer.echo(json.dumps(found, indent=2))
         return
-    table = Table("name", "client id", "object id", "secrets")
+    table = Table("name", "client id", "object id", "secrets", "certificates", "federated")
     for r in found:
-        table.add_row(r["display_name"], r["client_id"], r["object_id"], str(len(r["secrets"])))
+        table.add_row(r["display_name"], r["client_id"], r["object_id"], str(len(r["secrets"])),
+                      str(len(r["certificates"])), str(len(r["federated_credentials"])))
     Console().print(table)
 
 
 @principal_app.command("delete")
 def principal_delete(principal: str, data_dir: DataDir = None) -> None:
-    """Delete a principal and all its secrets."""
+    """Delete a principal and its credentials (its tokens stop working at once)."""
     _directory_call(data_dir, lambda d: d.delete(_find(d, principal).object_id))
     typer.echo(json.dumps({"deleted": principal}))
 
@@ -208,19 +347,18 @@ def role_assign(
 ) -> None:
     """Give a principal a role at a scope."""
     from openkeyvault.access.rbac import RbacError
-    from openkeyvault.access.roles import find
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
         p = _find(d.directory, principal)
         r = d.rbac.assign(p.object_id, role, scope)
+        found = d.rbac.definitions.get(r.role_definition_id)
     except RbacError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         d.close()
-    found = find(r.role_definition_id)
     typer.echo(json.dumps({"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
                            "role_definition_id": r.role_definition_id,
                            "role": found.name if found else None}, indent=2))
@@ -232,11 +370,11 @@ def role_list(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
     """List role assignments."""
-    from openkeyvault.access.roles import find
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
+        find = d.rbac.definitions.get
         rows = [{"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
                  "role_definition_id": r.role_definition_id,
                  "role": (f.name if (f := find(r.role_definition_id)) else None)}
@@ -266,6 +404,73 @@ def role_remove(assignment_id: str, data_dir: DataDir = None) -> None:
         typer.echo(f"error: no role assignment '{assignment_id}'", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps({"removed": assignment_id}))
+
+
+def _definitions_call(data_dir: Path | None, fn: Any) -> Any:
+    from openkeyvault.access.rbac import RbacError
+    from openkeyvault.deployment import Deployment
+
+    d = Deployment.open(_settings(data_dir))
+    try:
+        return fn(d.rbac.definitions)
+    except RbacError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        d.close()
+
+
+@definition_app.command("list")
+def role_definition_list(
+    data_dir: DataDir = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """List role definitions: the built-in roles and the custom ones (JSON: the wire shape)."""
+    from openkeyvault.api.rbac import definition
+
+    found = _definitions_call(data_dir, lambda defs: [definition(r) for r in defs.all()])
+    if output == "json":
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table("name (GUID)", "role name", "type", "data actions")
+    for r in found:
+        props = r["properties"]
+        actions = [a for p in props["permissions"] for a in p["dataActions"]]
+        table.add_row(r["name"], props["roleName"], props["type"], str(len(actions)))
+    Console().print(table)
+
+
+@definition_app.command("create")
+def role_definition_create(
+    file: Annotated[Path, typer.Argument(help="JSON file: {\"name\": GUID (optional), "
+                                         "\"properties\": {roleName, description, "
+                                         "permissions, assignableScopes}}.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Create or replace a custom role definition from a JSON file in the wire shape."""
+    import uuid
+
+    from openkeyvault.api.rbac import definition
+
+    try:
+        body = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot read {file}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not isinstance(body, dict):
+        typer.echo("error: the file must hold a JSON object", err=True)
+        raise typer.Exit(1)
+    name = body.get("name") or str(uuid.uuid4())
+    created = _definitions_call(
+        data_dir, lambda defs: definition(defs.set(str(name), body.get("properties"))[0]))
+    typer.echo(json.dumps(created, indent=2))
+
+
+@definition_app.command("delete")
+def role_definition_delete(definition_id: str, data_dir: DataDir = None) -> None:
+    """Delete a custom role definition (refused while it is assigned)."""
+    _definitions_call(data_dir, lambda defs: defs.delete(definition_id))
+    typer.echo(json.dumps({"deleted": definition_id}))
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -29,11 +30,19 @@ def public_pem(private_pem: bytes) -> bytes:
     )
 
 
+def jwk_thumbprint(jwk: dict[str, str]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public RSA or EC JWK (base64url)."""
+    members = ("e", "kty", "n") if jwk["kty"] == "RSA" else ("crv", "kty", "x", "y")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode()).digest())
+
+
 def rsa_public_jwk(private_pem: bytes) -> dict[str, str]:
+    """The public JWK of an RSA signing key; its `kid` is the key's thumbprint."""
     key = serialization.load_pem_private_key(private_pem, password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     numbers = key.public_key().public_numbers()
     n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
     e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
-    kid = b64url(hashlib.sha256(n + e).digest()[:16])
-    return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": b64url(n), "e": b64url(e)}
+    jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "n": b64url(n), "e": b64url(e)}
+    return {**jwk, "kid": jwk_thumbprint(jwk)}

@@ -90,6 +90,18 @@ class FastReader:
         so any write anywhere (any worker process, the CLI) empties the memo: it can
         never serve a row that was changed. Meant for rarely-written rows (vaults).
         """
+        memo = self.snapshot()
+        key = (id(statement), all_rows, *sorted(params.items()))
+        if key in memo:
+            return memo[key]
+        found = memo[key] = (self.all(statement, params) if all_rows
+                             else self.first(statement, params))
+        return found
+
+    def snapshot(self) -> dict[Any, Any]:
+        """This thread's memo, after the freshness check: the same object for as long as the
+        database is unchanged, so a caller may keep conclusions drawn from memoised reads
+        while `snapshot()` returns the object it drew them under."""
         local = self._local
         memo: dict[Any, Any] | None = getattr(local, "memo", None)
         request = requestscope.current.get()
@@ -100,12 +112,7 @@ class FastReader:
             if memo is None or local.memo_version != version or len(memo) > 1024:
                 memo = local.memo = {}
                 local.memo_version = version
-        key = (id(statement), all_rows, *sorted(params.items()))
-        if key in memo:
-            return memo[key]
-        found = memo[key] = (self.all(statement, params) if all_rows
-                             else self.first(statement, params))
-        return found
+        return memo
 
     def all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         sql, values, row_type = self._prepare(statement, params)

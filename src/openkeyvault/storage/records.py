@@ -15,6 +15,8 @@ class VaultRecord:
     retention_days: int
     purge_protection: bool
     created: int
+    # The access-governing ARM properties as stored (JSON text); None: the defaults.
+    properties: str | None = None
 
 
 @dataclass
@@ -91,4 +93,36 @@ class RoleAssignmentRecord:
     scope: str
     role_definition_id: str
     principal_id: str
+    created: int
+
+
+@dataclass(frozen=True)
+class RoleDefinitionRecord:
+    """A custom role definition; `permissions` and `assignable_scopes` in the wire shape."""
+
+    id: str
+    role_name: str
+    description: str
+    permissions: tuple[dict[str, list[str]], ...]
+    assignable_scopes: tuple[str, ...]
+    created: int
+
+
+@dataclass(frozen=True)
+class SigningKeyRecord:
+    """A token signing key's public part; the sealed private key is read only to sign."""
+
+    kid: str
+    created: int
+    retired: int | None
+    public_jwk: str
+
+
+@dataclass(frozen=True)
+class TrustedIssuerRecord:
+    name: str
+    issuer: str
+    jwks_url: str | None
+    jwks_file: str | None
+    audience: str | None
     created: int

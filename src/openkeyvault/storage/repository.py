@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, select, update
@@ -18,6 +19,7 @@ from openkeyvault.storage.records import (
     PolicyRow,
     PrincipalRecord,
     RoleAssignmentRecord,
+    RoleDefinitionRecord,
     VaultRecord,
     VersionRecord,
 )
@@ -29,6 +31,8 @@ from openkeyvault.storage.schema import (
     principal_credentials,
     principals,
     role_assignments,
+    role_definitions,
+    vault_properties,
     vaults,
     versions,
 )
@@ -81,6 +85,7 @@ def _vault(row: Row[Any, *tuple[Any, ...]]) -> VaultRecord:
         retention_days=row.retention_days,
         purge_protection=bool(row.purge_protection),
         created=row.created,
+        properties=row.properties,
     )
 
 
@@ -112,10 +117,25 @@ _latest_seq = (
 
 _ASSIGNMENTS_OF = select(role_assignments).where(
     role_assignments.c.principal_id == bindparam("principal_id"))
+_ROLE_DEFINITIONS = select(role_definitions).order_by(role_definitions.c.id)
+
+
+def _role_definition(row: Any) -> RoleDefinitionRecord:
+    return RoleDefinitionRecord(row.id, row.role_name, row.description,
+                                tuple(json.loads(row.permissions)),
+                                tuple(json.loads(row.assignable_scopes)), row.created)
+
+
+def _same_assignment(a: RoleAssignmentRecord, b: RoleAssignmentRecord) -> bool:
+    return (a.principal_id == b.principal_id and a.scope.lower() == b.scope.lower()
+            and a.role_definition_id.lower() == b.role_definition_id.lower())
 
 # Hot-path statements are built once; executions then hit SQLAlchemy's compiled cache
 # without rebuilding expression trees per request.
-_GET_VAULT = select(vaults).where(vaults.c.name == bindparam("name"))
+# A vault comes with its access-governing properties (one query, memoised with it).
+_VAULT_WITH_PROPERTIES = select(vaults, vault_properties.c.properties).select_from(
+    vaults.outerjoin(vault_properties, vault_properties.c.vault_id == vaults.c.id))
+_GET_VAULT = _VAULT_WITH_PROPERTIES.where(vaults.c.name == bindparam("name"))
 
 
 def _version_statement(latest: bool, deleted: bool) -> Any:
@@ -142,6 +162,7 @@ class Repository:
         self._r = engines.read
         self._w = engines.write
         self._fast = engines.fast
+        self._local = threading.local()  # per-thread memo of decoded role definitions
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -213,6 +234,10 @@ class Repository:
         with self._r.connect() as c:
             return c.execute(statement, params).first()
 
+    def snapshot(self) -> object:
+        """The same object while storage is unchanged (for this thread); see FastReader."""
+        return self._fast.snapshot() if self._fast is not None else object()
+
     def get_vault(self, name: str) -> VaultRecord | None:
         if self._fast is not None:
             row = self._fast.first_cached(_GET_VAULT, {"name": name})
@@ -222,7 +247,25 @@ class Repository:
 
     def list_vaults(self) -> list[VaultRecord]:
         with self._r.connect() as c:
-            return [_vault(r) for r in c.execute(select(vaults).order_by(vaults.c.name))]
+            return [_vault(r) for r in c.execute(_VAULT_WITH_PROPERTIES.order_by(vaults.c.name))]
+
+    def update_vault_properties(self, vault_id: int, change: Callable[[str | None], str],
+                                now: int) -> str | None:
+        """Replace a vault's properties with `change(current)`, read and written in one
+        write transaction (concurrent changes queue, none is lost); None if no such vault."""
+        with self._write() as c:
+            if c.execute(select(vaults.c.id).where(vaults.c.id == vault_id)).first() is None:
+                return None
+            current = c.execute(select(vault_properties.c.properties)
+                                .where(vault_properties.c.vault_id == vault_id)).scalar()
+            text = change(current)
+            if current is None:
+                c.execute(insert(vault_properties).values(vault_id=vault_id, properties=text,
+                                                          updated=now))
+            else:
+                c.execute(update(vault_properties).where(vault_properties.c.vault_id == vault_id)
+                          .values(properties=text, updated=now))
+            return text
 
     # ---- objects and versions ---------------------------------------------
     def _object_where(self, vault_id: int, collection: str, name_lc: str) -> Any:
@@ -532,3 +575,93 @@ class Repository:
         with self._write() as c:
             return c.execute(delete(role_assignments)
                              .where(role_assignments.c.id == assignment_id)).rowcount == 1
+
+    def get_role_assignment(self, assignment_id: str) -> RoleAssignmentRecord | None:
+        with self._r.connect() as c:
+            row = c.execute(select(role_assignments)
+                            .where(role_assignments.c.id == assignment_id)).first()
+        return RoleAssignmentRecord(**row._mapping) if row else None
+
+    def create_role_assignment(self, r: RoleAssignmentRecord, custom_role: bool
+                               ) -> tuple[str, RoleAssignmentRecord | None]:
+        """Add `r` unless its name or its content (principal, role, scope) is taken, in one
+        write transaction. Returns ("created", r), ("same", existing) when the name holds the
+        same content, ("name_taken", existing), ("duplicate", existing) when another name
+        holds the content, or ("no_definition", None) when `custom_role` and no stored
+        definition has that id (so a concurrent definition delete cannot leave it dangling)."""
+        with self._write() as c:
+            row = c.execute(select(role_assignments)
+                            .where(role_assignments.c.id == r.id)).first()
+            if row is not None:
+                existing = RoleAssignmentRecord(**row._mapping)
+                return ("same" if _same_assignment(existing, r) else "name_taken"), existing
+            for row in c.execute(select(role_assignments)
+                                 .where(role_assignments.c.principal_id == r.principal_id)):
+                existing = RoleAssignmentRecord(**row._mapping)
+                if _same_assignment(existing, r):
+                    return "duplicate", existing
+            if custom_role and c.execute(
+                    select(role_definitions.c.id)
+                    .where(role_definitions.c.id == r.role_definition_id)).first() is None:
+                return "no_definition", None
+            c.execute(insert(role_assignments).values(**r.__dict__))
+            return "created", r
+
+    # ---- custom role definitions --------------------------------------------------
+    def role_definitions(self) -> tuple[RoleDefinitionRecord, ...]:
+        """Every custom role definition (on the hot path: memoised while nothing changed)."""
+        if self._fast is None:
+            with self._r.connect() as c:
+                return tuple(_role_definition(r) for r in c.execute(_ROLE_DEFINITIONS))
+        rows = self._fast.all_cached(_ROLE_DEFINITIONS, {})
+        hit: tuple[Any, tuple[RoleDefinitionRecord, ...]] | None = getattr(
+            self._local, "definitions", None)
+        if hit is not None and hit[0] is rows:
+            return hit[1]
+        records = tuple(_role_definition(r) for r in rows)
+        self._local.definitions = (rows, records)
+        return records
+
+    def put_role_definition(self, d: RoleDefinitionRecord, max_count: int
+                            ) -> tuple[str, RoleDefinitionRecord | None]:
+        """Create or replace a custom role definition in one write transaction (an update
+        keeps `created`). Returns ("created" | "updated", stored), ("limit", None) when
+        `max_count` definitions exist, or ("name_taken", other) when another definition has
+        the role name (case-insensitive)."""
+        with self._write() as c:
+            rows = [_role_definition(r) for r in c.execute(select(role_definitions))]
+            other = next((r for r in rows if r.id != d.id and d.role_name
+                          and r.role_name.lower() == d.role_name.lower()), None)
+            if other is not None:
+                return "name_taken", other
+            current = next((r for r in rows if r.id == d.id), None)
+            values = {"role_name": d.role_name, "description": d.description,
+                      "permissions": json.dumps(list(d.permissions)),
+                      "assignable_scopes": json.dumps(list(d.assignable_scopes))}
+            if current is None:
+                if len(rows) >= max_count:
+                    return "limit", None
+                c.execute(insert(role_definitions).values(id=d.id, created=d.created, **values))
+                return "created", d
+            c.execute(update(role_definitions).where(role_definitions.c.id == d.id)
+                      .values(**values))
+            return "updated", RoleDefinitionRecord(d.id, d.role_name, d.description,
+                                                   d.permissions, d.assignable_scopes,
+                                                   current.created)
+
+    def delete_role_definition(self, definition_id: str
+                               ) -> tuple[str, RoleDefinitionRecord | None]:
+        """Delete a custom role definition unless an assignment uses it, in one write
+        transaction: ("deleted", record), ("missing", None) or ("assigned", record)."""
+        with self._write() as c:
+            row = c.execute(select(role_definitions)
+                            .where(role_definitions.c.id == definition_id)).first()
+            if row is None:
+                return "missing", None
+            record = _role_definition(row)
+            if c.execute(select(role_assignments.c.id).where(
+                    func.lower(role_assignments.c.role_definition_id) == definition_id.lower()
+            ).limit(1)).first() is not None:
+                return "assigned", record
+            c.execute(delete(role_definitions).where(role_definitions.c.id == definition_id))
+            return "deleted", record

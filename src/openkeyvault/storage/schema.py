@@ -110,14 +110,16 @@ principals = Table(
     Column("created", Integer, nullable=False),
 )
 
-# One row per client secret; `sealed` holds its salt and scrypt hash, sealed by the barrier.
+# One row per credential of a principal, its details sealed by the barrier: a client secret
+# (salt and scrypt hash), a certificate (the public certificate and its thumbprints) or a
+# federated credential (issuer, subject, audience; `expires` 0: never).
 principal_credentials = Table(
     "principal_credentials",
     metadata,
     Column("id", String(36), primary_key=True),
     Column("object_id", String(36), ForeignKey("principals.object_id", ondelete="CASCADE"),
            nullable=False),
-    Column("kind", String(16), nullable=False),  # secret
+    Column("kind", String(16), nullable=False),  # secret | certificate | federated
     Column("hint", String(8), nullable=False),
     Column("expires", Integer, nullable=False),
     Column("created", Integer, nullable=False),
@@ -135,3 +137,78 @@ role_assignments = Table(
     Column("created", Integer, nullable=False),
 )
 Index("ix_role_assignments_principal", role_assignments.c.principal_id)
+
+# Custom role definitions (built-in roles live in code, access/roles.py). `permissions` and
+# `assignable_scopes` are JSON in the wire shape.
+role_definitions = Table(
+    "role_definitions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("role_name", String(512), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("permissions", Text, nullable=False),
+    Column("assignable_scopes", Text, nullable=False),
+    Column("created", Integer, nullable=False),
+)
+
+# A vault's ARM properties that govern access (enableRbacAuthorization, accessPolicies,
+# networkAcls) as JSON. A vault without a row has the defaults (RBAC, network open), so
+# databases created before this table keep working.
+vault_properties = Table(
+    "vault_properties",
+    metadata,
+    Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True),
+    Column("properties", Text, nullable=False),
+    Column("updated", Integer, nullable=False),
+)
+
+
+# ---- the token service's trust: signing keys, external issuers, used assertions --------
+
+# The deployment's token signing keys. One is current (`retired` NULL); a retired key still
+# verifies the tokens it signed until they have all expired, then it is deleted. The public
+# JWK is stored in the clear, the private key only sealed by the barrier.
+token_signing_keys = Table(
+    "token_signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("created", Integer, nullable=False),
+    Column("retired", Integer, nullable=True),
+    Column("public_jwk", Text, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("key_version", Integer, nullable=False),
+)
+
+# External OpenID Connect issuers whose tokens this deployment trusts: as client assertions
+# of federated credentials, and (with an audience) directly on the data plane.
+trusted_issuers = Table(
+    "trusted_issuers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("issuer", String(600), nullable=False, unique=True),
+    Column("jwks_url", String(1000), nullable=True),
+    Column("jwks_file", String(4096), nullable=True),
+    Column("audience", String(600), nullable=True),
+    Column("created", Integer, nullable=False),
+)
+
+# Which principal an external issuer's subject (`oid`, else `sub`) acts as.
+external_identities = Table(
+    "external_identities",
+    metadata,
+    Column("issuer_name", String(64),
+           ForeignKey("trusted_issuers.name", ondelete="CASCADE"), primary_key=True),
+    Column("subject", String(600), primary_key=True),
+    Column("object_id", String(36), ForeignKey("principals.object_id", ondelete="CASCADE"),
+           nullable=False),
+)
+
+# Client assertion ids (`jti`) already used, kept until the assertion has expired.
+used_assertions = Table(
+    "used_assertions",
+    metadata,
+    Column("client_id", String(36), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires", Integer, nullable=False),
+)
+Index("ix_used_assertions_expires", used_assertions.c.expires)

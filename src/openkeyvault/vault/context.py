@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from openkeyvault.access.authorize import Authorizer, Scope
+from openkeyvault.access.policies import required
 from openkeyvault.access.principals import Principal
 from openkeyvault.storage.records import VaultRecord
 from openkeyvault.vault.errors import Forbidden
+from openkeyvault.vault.properties import properties_of
+
+HELP_ACCESS_POLICY = "https://go.microsoft.com/fwlink/?linkid=2125287"
 
 
 @dataclass(frozen=True)
@@ -16,8 +20,27 @@ class Caller:
     vault: VaultRecord
 
 
-def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: str) -> None:
-    """Deny by default: raise Forbidden unless `caller` may do `data_action` at `path`."""
+def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: str,
+              operation: str | None = None) -> None:
+    """Deny by default: raise Forbidden unless `caller` may do `data_action` at `path`.
+
+    The vault's `enableRbacAuthorization` picks the model: role assignments, or (when
+    false) the vault's access policies, where `operation` names the permission the
+    operation needs when its data action does not determine it (keys `get` and `list`
+    share `keys/read`).
+    """
+    props = properties_of(caller.vault)
+    if not props.enable_rbac_authorization:
+        if props.access_policies.allows(caller.principal, data_action, operation):
+            return
+        raise Forbidden(
+            "The user, group or application "
+            f"'{caller.principal.describe_with_issuer()}' does not have "
+            f"{required(data_action, operation)} permission on key vault "
+            f"'{caller.vault.name};location=local'. For help resolving this issue, please see "
+            f"{HELP_ACCESS_POLICY}",
+            inner="AccessDenied",
+        )
     if authorizer.allowed(caller.principal, data_action, Scope(caller.vault.name, path)):
         return
     raise Forbidden(

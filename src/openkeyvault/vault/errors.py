@@ -45,3 +45,11 @@ class VaultNotFound(DomainError):
 
 class TooLarge(DomainError):
     pass
+
+
+class RoleAssignmentExists(Conflict):
+    pass
+
+
+class RoleDefinitionExists(Conflict):
+    """Another role definition has the role name."""

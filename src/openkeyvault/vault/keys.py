@@ -29,7 +29,7 @@ from openkeyvault.storage.records import (
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import durations, keytypes, names
 from openkeyvault.vault.backup import BackupCodec
-from openkeyvault.vault.context import Caller
+from openkeyvault.vault.context import Caller, authorize
 from openkeyvault.vault.errors import BadParameter, Forbidden
 from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
 from openkeyvault.vault.objects import Kind, ObjectService
@@ -217,7 +217,7 @@ class KeyService(ObjectService[KeyBundle]):
 
     # ---- read / update ------------------------------------------------------------------
     def get(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
-        self._check(caller, actions.KEYS_READ, name)
+        self._check(caller, actions.KEYS_READ, name, operation="get")
         return self._bundle(caller, self._find(caller, name, version))
 
     def update(self, caller: Caller, name: str, version: str | None,
@@ -284,7 +284,9 @@ class KeyService(ObjectService[KeyBundle]):
         return KeyOperationResult(rec.name, rec.version, out)
 
     def random_bytes(self, caller: Caller, count: Any) -> bytes:
-        self._check(caller, actions.RNG)
+        # Random bytes belong to the vault, not to its keys collection: only an assignment on
+        # the vault (or above) covers them.
+        authorize(self._authz, caller, actions.RNG, "/")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 128:
             raise BadParameter("count must be an integer from 1 to 128.")
         return os.urandom(count)

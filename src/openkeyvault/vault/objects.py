@@ -86,9 +86,12 @@ class ObjectService(Generic[B]):
     def _now(self) -> int:
         return int(self._clock.now())
 
-    def _check(self, caller: Caller, action: str, name: str | None = None) -> None:
+    def _check(self, caller: Caller, action: str, name: str | None = None,
+               operation: str | None = None) -> None:
+        """`operation`: the access-policy permission the operation needs when its data
+        action does not say (reading metadata is `get` or `list`)."""
         path = f"/{self.kind.collection}/{name}" if name else f"/{self.kind.collection}"
-        authorize(self._authz, caller, action, path)
+        authorize(self._authz, caller, action, path, operation)
 
     def _attributes(self, caller: Caller, rec: VersionRecord) -> Attributes:
         v = caller.vault
@@ -125,11 +128,11 @@ class ObjectService(Generic[B]):
 
     # ---- shared operations ------------------------------------------------------
     def list(self, caller: Caller, maxresults: str | None, token: str | None) -> Page:
-        self._check(caller, self.kind.read)
+        self._check(caller, self.kind.read, operation="list")
         return self._list_latest(caller, False, maxresults, token)
 
     def list_deleted(self, caller: Caller, maxresults: str | None, token: str | None) -> Page:
-        self._check(caller, self.kind.read)
+        self._check(caller, self.kind.read, operation="list")
         return self._list_latest(caller, True, maxresults, token)
 
     def _list_latest(self, caller: Caller, deleted: bool, maxresults: str | None,
@@ -145,7 +148,7 @@ class ObjectService(Generic[B]):
 
     def list_versions(self, caller: Caller, name: str, maxresults: str | None,
                       token: str | None) -> Page:
-        self._check(caller, self.kind.read, name)
+        self._check(caller, self.kind.read, name, operation="list")
         size = paging.page_size(maxresults)
         after = paging.position(token, "s", int)
         rows = self._repo.list_versions(caller.vault.id, self.kind.collection, name.lower(),
@@ -168,7 +171,7 @@ class ObjectService(Generic[B]):
         return self._bundle(caller, rec)
 
     def get_deleted(self, caller: Caller, name: str) -> B:
-        self._check(caller, self.kind.read, name)
+        self._check(caller, self.kind.read, name, operation="get")
         rec = None
         if names.OBJECT_NAME.fullmatch(name):
             rec = self._repo.get_version(caller.vault.id, self.kind.collection, name.lower(),

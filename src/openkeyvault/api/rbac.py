@@ -1,0 +1,144 @@
+"""Role management routes (rbac.json): wire JSON ⇄ AccessControlService calls.
+
+Paths are `/{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]` and
+`.../roleDefinitions[/{name}]`, where scope is `/` (empty), `/keys`, `/keys/NAME`,
+`/secrets`, ... Key names cannot hold a dot, so `/keys/providers` stays a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from starlette.responses import Response
+
+from openkeyvault.access.definitions import definition_id
+from openkeyvault.access.roles import RoleDefinition
+from openkeyvault.api import render
+from openkeyvault.api.http import Ctx, json_response
+from openkeyvault.api.router import Route, pattern
+from openkeyvault.vault.accesscontrol import AccessControlService, Assignment
+from openkeyvault.vault.models import Page
+
+PROVIDER = "providers/Microsoft.Authorization"
+ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
+DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
+COLLECTIONS = ("keys", "secrets", "certificates")
+
+
+def assignment(a: Assignment) -> dict[str, Any]:
+    prefix = "" if a.scope == "/" else a.scope
+    return {
+        "id": f"{prefix}/{PROVIDER}/roleAssignments/{a.name}",
+        "name": a.name,
+        "type": ASSIGNMENT_TYPE,
+        "properties": {"scope": a.scope, "roleDefinitionId": definition_id(a.role_definition_id),
+                       "principalId": a.principal_id},
+    }
+
+
+def definition(r: RoleDefinition) -> dict[str, Any]:
+    return {
+        "id": definition_id(r.id),
+        "name": r.id,
+        "type": DEFINITION_TYPE,
+        "properties": {
+            "roleName": r.name,
+            "description": r.description,
+            "type": "AKVBuiltInRole" if r.built_in else "CustomRole",
+            "permissions": [{"actions": list(p.actions), "notActions": list(p.not_actions),
+                             "dataActions": list(p.data_actions),
+                             "notDataActions": list(p.not_data_actions)}
+                            for p in r.permissions],
+            "assignableScopes": list(r.assignable_scopes),
+        },
+    }
+
+
+def _scope(ctx: Ctx, collection: str | None) -> str:
+    if collection is None:
+        return "/"
+    name = ctx.params.get("object")
+    return f"/{collection}/{name}" if name is not None else f"/{collection}"
+
+
+def _page(ctx: Ctx, p: Page, items: list[dict[str, Any]]) -> Response:
+    body = render.page(ctx.base, ctx.path, ctx.api_version, ctx.query.get("maxresults"), p,
+                       items)
+    f = ctx.query.get("$filter")
+    if body["nextLink"] and f:
+        body["nextLink"] += f"&$filter={quote(f)}"
+    return json_response(body)
+
+
+class RbacRoutes:
+    def __init__(self, service: AccessControlService) -> None:
+        self.s = service
+
+    def list_assignments(self, ctx: Ctx, collection: str | None) -> Response:
+        p = self.s.list_assignments(ctx.caller, _scope(ctx, collection), ctx.query.get("$filter"),
+                                    ctx.query.get("$skiptoken"), ctx.query.get("maxresults"))
+        return _page(ctx, p, [assignment(a) for a in p.items])
+
+    def get_assignment(self, ctx: Ctx, collection: str | None) -> Response:
+        a = self.s.get_assignment(ctx.caller, _scope(ctx, collection), ctx.params["name"])
+        return json_response(assignment(a))
+
+    def create_assignment(self, ctx: Ctx, collection: str | None) -> Response:
+        a, _ = self.s.create_assignment(ctx.caller, _scope(ctx, collection), ctx.params["name"],
+                                        ctx.body.get("properties"))
+        return json_response(assignment(a), 201)
+
+    def delete_assignment(self, ctx: Ctx, collection: str | None) -> Response:
+        a = self.s.delete_assignment(ctx.caller, _scope(ctx, collection), ctx.params["name"])
+        return json_response(assignment(a))
+
+    def list_definitions(self, ctx: Ctx, collection: str | None) -> Response:
+        p = self.s.list_definitions(ctx.caller, _scope(ctx, collection), ctx.query.get("$filter"),
+                                    ctx.query.get("$skiptoken"), ctx.query.get("maxresults"))
+        return _page(ctx, p, [definition(r) for r in p.items])
+
+    def get_definition(self, ctx: Ctx, collection: str | None) -> Response:
+        r = self.s.get_definition(ctx.caller, _scope(ctx, collection), ctx.params["name"])
+        return json_response(definition(r))
+
+    def set_definition(self, ctx: Ctx, collection: str | None) -> Response:
+        r = self.s.set_definition(ctx.caller, _scope(ctx, collection), ctx.params["name"],
+                                  ctx.body.get("properties"))
+        return json_response(definition(r), 201)
+
+    def delete_definition(self, ctx: Ctx, collection: str | None) -> Response:
+        r = self.s.delete_definition(ctx.caller, _scope(ctx, collection), ctx.params["name"])
+        return json_response(definition(r))
+
+
+def _bind(fn: Callable[[Ctx, str | None], Response],
+          collection: str | None) -> Callable[[Ctx], Response]:
+    def handler(ctx: Ctx) -> Response:
+        return fn(ctx, collection)
+    return handler
+
+
+def rbac_routes(service: AccessControlService) -> list[Route]:
+    h = RbacRoutes(service)
+    scopes: list[tuple[str, str | None]] = [("", None)]
+    for c in COLLECTIONS:
+        scopes += [(f"/{c}", c), (f"/{c}/{{object}}", c)]
+    routes = []
+    for prefix, collection in scopes:
+        for kind, ops in (
+            ("roleassignments", (h.list_assignments, h.get_assignment, h.create_assignment,
+                                 h.delete_assignment)),
+            ("roledefinitions", (h.list_definitions, h.get_definition, h.set_definition,
+                                 h.delete_definition)),
+        ):
+            base = f"{prefix}/{PROVIDER.lower()}/{kind}"
+            listing, get, put, delete = ops
+            routes += [
+                Route("GET", pattern(base), _bind(listing, collection), inline=True),
+                Route("GET", pattern(base + "/{name}"), _bind(get, collection), inline=True),
+                Route("PUT", pattern(base + "/{name}"), _bind(put, collection)),
+                Route("DELETE", pattern(base + "/{name}"), _bind(delete, collection)),
+            ]
+    return routes

@@ -1,0 +1,197 @@
+"""Storage for the token service's trust: signing keys, trusted issuers, external identities,
+used client assertions, and the principal checks on the token hot path.
+
+Reads on the hot path (is this principal still there, which signing keys verify, which
+issuers are trusted) are memoised by the FastReader until anything is written anywhere,
+so a change made by the CLI or another worker applies from the next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from openkeyvault.storage.db import Engines
+from openkeyvault.storage.records import SigningKeyRecord, TrustedIssuerRecord
+from openkeyvault.storage.schema import (
+    external_identities,
+    principals,
+    token_signing_keys,
+    trusted_issuers,
+    used_assertions,
+)
+
+_PRINCIPAL_EXISTS = select(principals.c.object_id).where(
+    principals.c.object_id == bindparam("object_id"))
+_SIGNING_KEYS = select(token_signing_keys.c.kid, token_signing_keys.c.created,
+                       token_signing_keys.c.retired, token_signing_keys.c.public_jwk
+                       ).order_by(token_signing_keys.c.created, token_signing_keys.c.kid)
+_TRUSTED_ISSUERS = select(trusted_issuers).order_by(trusted_issuers.c.name)
+_EXTERNAL_IDENTITY = select(external_identities.c.object_id).where(
+    external_identities.c.issuer_name == bindparam("issuer_name"),
+    external_identities.c.subject == bindparam("subject"))
+
+
+class IssuerConflict(Exception):
+    """An issuer with that name or issuer URL is already trusted."""
+
+
+class IdentityStore:
+    def __init__(self, engines: Engines) -> None:
+        self._r = engines.read
+        self._w = engines.write
+        self._fast = engines.fast
+        # Records converted from the memoised rows, reused while the rows are the same object
+        # (the memo hands out the same tuple until storage changes).
+        self._converted: dict[int, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+
+    def _records(self, statement: Any, convert: Any) -> tuple[Any, ...]:
+        rows = self._all(statement, {})
+        hit = self._converted.get(id(statement))
+        if hit is not None and hit[0] is rows:
+            return hit[1]
+        records = tuple(convert(r) for r in rows)
+        self._converted[id(statement)] = (rows, records)
+        return records
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._w.begin() as c:
+                yield c
+        finally:
+            if self._fast is not None:
+                self._fast.invalidate()
+
+    def _all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        if self._fast is not None:
+            return self._fast.all_cached(statement, params)
+        with self._r.connect() as c:
+            return tuple(c.execute(statement, params).all())
+
+    def _first(self, statement: Any, params: dict[str, Any]) -> Any:
+        if self._fast is not None:
+            return self._fast.first_cached(statement, params)
+        with self._r.connect() as c:
+            return c.execute(statement, params).first()
+
+    def snapshot(self) -> object:
+        """The same object while storage is unchanged (for this thread); see FastReader."""
+        return self._fast.snapshot() if self._fast is not None else object()
+
+    # ---- principals on the hot path ---------------------------------------------
+    def principal_exists(self, object_id: str) -> bool:
+        return self._first(_PRINCIPAL_EXISTS, {"object_id": object_id}) is not None
+
+    # ---- signing keys -----------------------------------------------------------
+    def signing_keys(self) -> tuple[SigningKeyRecord, ...]:
+        """Every stored signing key, oldest first (memoised while storage is unchanged)."""
+        return self._records(
+            _SIGNING_KEYS, lambda r: SigningKeyRecord(r.kid, r.created, r.retired, r.public_jwk))
+
+    def signing_key_sealed(self, kid: str) -> tuple[int, bytes] | None:
+        """(barrier key version, sealed private key) of one signing key."""
+        with self._r.connect() as c:
+            row = c.execute(select(token_signing_keys.c.key_version, token_signing_keys.c.sealed)
+                            .where(token_signing_keys.c.kid == kid)).first()
+        return (row.key_version, row.sealed) if row else None
+
+    def add_signing_key(self, record: SigningKeyRecord, key_version: int, sealed: bytes, *,
+                        if_none: bool = False, if_current_created_before: int | None = None,
+                        drop_retired: bool = False) -> bool:
+        """Make `record` the current key and retire the previous one, in one transaction.
+
+        `if_none`: only if there is no key at all. `if_current_created_before`: only if the
+        current key was created before that time (so that several workers rotating on a
+        schedule rotate once). `drop_retired`: delete every other key at once.
+        """
+        with self._write() as c:
+            current = c.execute(select(token_signing_keys.c.kid, token_signing_keys.c.created)
+                                .where(token_signing_keys.c.retired.is_(None))).all()
+            if if_none and (current or c.execute(
+                    select(token_signing_keys.c.kid).limit(1)).first() is not None):
+                return False
+            if if_current_created_before is not None and any(
+                    r.created >= if_current_created_before for r in current):
+                return False
+            if drop_retired:
+                c.execute(delete(token_signing_keys))
+            else:
+                c.execute(update(token_signing_keys)
+                          .where(token_signing_keys.c.retired.is_(None))
+                          .values(retired=record.created))
+            c.execute(insert(token_signing_keys).values(
+                kid=record.kid, created=record.created, retired=None,
+                public_jwk=record.public_jwk, sealed=sealed, key_version=key_version))
+        return True
+
+    def delete_signing_keys_retired_before(self, when: int) -> int:
+        with self._write() as c:
+            return c.execute(delete(token_signing_keys).where(
+                token_signing_keys.c.retired.is_not(None),
+                token_signing_keys.c.retired < when)).rowcount
+
+    # ---- trusted issuers ----------------------------------------------------------
+    def trusted_issuers(self) -> tuple[TrustedIssuerRecord, ...]:
+        return self._records(_TRUSTED_ISSUERS, lambda r: TrustedIssuerRecord(
+            r.name, r.issuer, r.jwks_url, r.jwks_file, r.audience, r.created))
+
+    def add_trusted_issuer(self, record: TrustedIssuerRecord) -> None:
+        try:
+            with self._write() as c:
+                c.execute(insert(trusted_issuers).values(**record.__dict__))
+        except IntegrityError:
+            raise IssuerConflict() from None
+
+    def delete_trusted_issuer(self, name: str) -> bool:
+        """Remove an issuer and the external identities mapped through it."""
+        with self._write() as c:
+            c.execute(delete(external_identities)
+                      .where(external_identities.c.issuer_name == name))
+            return c.execute(delete(trusted_issuers)
+                             .where(trusted_issuers.c.name == name)).rowcount == 1
+
+    # ---- external identities ----------------------------------------------------
+    def add_external_identity(self, issuer_name: str, subject: str, object_id: str) -> bool:
+        """Map an issuer's subject to a principal; False if that subject is mapped already."""
+        try:
+            with self._write() as c:
+                c.execute(insert(external_identities).values(
+                    issuer_name=issuer_name, subject=subject, object_id=object_id))
+        except IntegrityError:
+            return False
+        return True
+
+    def external_identity(self, issuer_name: str, subject: str) -> str | None:
+        """The object id an issuer's subject maps to (memoised)."""
+        row = self._first(_EXTERNAL_IDENTITY, {"issuer_name": issuer_name, "subject": subject})
+        return row.object_id if row is not None else None
+
+    def external_identities_of(self, object_id: str) -> list[tuple[str, str]]:
+        with self._r.connect() as c:
+            return [(r.issuer_name, r.subject) for r in c.execute(
+                select(external_identities.c.issuer_name, external_identities.c.subject)
+                .where(external_identities.c.object_id == object_id))]
+
+    # ---- used client assertions -------------------------------------------------
+    def use_assertion(self, client_id: str, jti: str, expires: int, now: int) -> bool:
+        """Record a client assertion id; False if it was already used (and not yet expired)."""
+        try:
+            with self._write() as c:
+                c.execute(delete(used_assertions).where(
+                    used_assertions.c.client_id == client_id, used_assertions.c.jti == jti,
+                    used_assertions.c.expires < now))
+                c.execute(insert(used_assertions).values(client_id=client_id, jti=jti,
+                                                         expires=expires))
+        except IntegrityError:
+            return False
+        return True
+
+    def purge_used_assertions(self, now: int) -> int:
+        with self._write() as c:
+            return c.execute(delete(used_assertions)
+                             .where(used_assertions.c.expires < now)).rowcount

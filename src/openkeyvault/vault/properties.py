@@ -1,0 +1,234 @@
+"""A vault's access-governing properties, named as ARM names them:
+`enableRbacAuthorization`, `accessPolicies` and `networkAcls`.
+
+They are stored as one JSON document per vault and arrive with the vault
+record (one memoised query), so reading them costs nothing per request; the
+parsed form is memoised by the stored text. `VaultPropertiesService` holds the
+changes the `okv vault` commands make (and a control-plane API can reuse).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from openkeyvault.access.network import (
+    BYPASS,
+    DEFAULT_ACTIONS,
+    MAX_IP_RULES,
+    InvalidNetworkRule,
+    IPNetwork,
+    NetworkAcls,
+    choice,
+    parse_rule,
+)
+from openkeyvault.access.policies import (
+    AccessPolicies,
+    AccessPolicyEntry,
+    InvalidAccessPolicy,
+    check_guid,
+    permission_names,
+)
+from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.records import VaultRecord
+from openkeyvault.storage.repository import Repository
+from openkeyvault.vault.errors import BadParameter, NotFound, VaultNotFound
+
+MAX_PROPERTIES_CHARS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VaultProperties:
+    enable_rbac_authorization: bool = True
+    access_policies: AccessPolicies = field(default_factory=AccessPolicies)
+    network_acls: NetworkAcls = field(default_factory=NetworkAcls)
+
+    @classmethod
+    def from_wire(cls, body: object) -> VaultProperties:
+        """Validate ARM-shaped properties (400 on anything invalid)."""
+        if not isinstance(body, Mapping):
+            raise BadParameter("The vault properties must be a JSON object.")
+        rbac = body.get("enableRbacAuthorization", True)
+        if rbac is None:
+            rbac = True
+        if not isinstance(rbac, bool):
+            raise BadParameter("enableRbacAuthorization must be true or false.")
+        policies = body.get("accessPolicies")
+        policies = [] if policies is None else policies
+        if not isinstance(policies, list):
+            raise BadParameter("accessPolicies must be a list.")
+        try:
+            return cls(rbac, _policies([AccessPolicyEntry.from_wire(p) for p in policies]),
+                       NetworkAcls.from_wire(body.get("networkAcls")))
+        except (InvalidAccessPolicy, InvalidNetworkRule) as exc:
+            raise BadParameter(str(exc)) from None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"enableRbacAuthorization": self.enable_rbac_authorization,
+                "accessPolicies": [e.to_wire() for e in self.access_policies.entries],
+                "networkAcls": self.network_acls.to_wire()}
+
+
+def _policies(entries: Sequence[AccessPolicyEntry]) -> AccessPolicies:
+    """One entry per (tenant, object): a later entry for the same principal replaces it."""
+    merged: dict[tuple[str, str], AccessPolicyEntry] = {}
+    for e in entries:
+        merged[(e.tenant_id, e.object_id)] = e
+    try:
+        return AccessPolicies(tuple(merged.values()))
+    except InvalidAccessPolicy as exc:
+        raise BadParameter(str(exc)) from None
+
+
+DEFAULT = VaultProperties()
+_parsed: dict[str, VaultProperties] = {}
+
+
+def properties_of(vault: VaultRecord) -> VaultProperties:
+    """The vault's properties (defaults when it has none stored), parsed once per text."""
+    text = vault.properties
+    if text is None:
+        return DEFAULT
+    found = _parsed.get(text)
+    if found is None:
+        found = VaultProperties.from_wire(json.loads(text))
+        if len(_parsed) >= 256:
+            _parsed.clear()
+        _parsed[text] = found
+    return found
+
+
+def _dump(props: VaultProperties) -> str:
+    text = json.dumps(props.to_wire(), separators=(",", ":"), sort_keys=True)
+    if len(text) > MAX_PROPERTIES_CHARS:
+        raise BadParameter("The vault properties are too large.")
+    return text
+
+
+class VaultPropertiesService:
+    """Changes to a vault's properties, each read and written in one transaction."""
+
+    def __init__(self, repo: Repository, clock: Clock, tenant_id: str) -> None:
+        self._repo = repo
+        self._clock = clock
+        self._tenant_id = tenant_id
+
+    def _vault(self, name: str) -> VaultRecord:
+        vault = self._repo.get_vault(name.lower()) if len(name) <= 24 else None
+        if vault is None:
+            raise VaultNotFound(f"Vault '{name[:24]}' not found.")
+        return vault
+
+    def get(self, name: str) -> VaultProperties:
+        return properties_of(self._vault(name))
+
+    def _change(self, name: str, fn: Callable[[VaultProperties], VaultProperties]
+                ) -> VaultProperties:
+        vault = self._vault(name)
+        out: list[VaultProperties] = []
+
+        def change(current: str | None) -> str:
+            props = VaultProperties.from_wire(json.loads(current)) if current else DEFAULT
+            new = fn(props)
+            out.append(new)
+            return _dump(new)
+
+        if self._repo.update_vault_properties(vault.id, change, int(self._clock.now())) is None:
+            raise VaultNotFound(f"Vault '{name[:24]}' not found.")
+        return out[-1]
+
+    def replace(self, name: str, body: object) -> VaultProperties:
+        """Set all three properties from an ARM-shaped body."""
+        new = VaultProperties.from_wire(body)
+        return self._change(name, lambda _: new)
+
+    def update(self, name: str, enable_rbac_authorization: bool | None = None,
+               default_action: str | None = None, bypass: str | None = None
+               ) -> VaultProperties:
+        try:
+            action = None if default_action is None \
+                else choice(default_action, DEFAULT_ACTIONS, "defaultAction")
+            bypass = None if bypass is None else choice(bypass, BYPASS, "bypass")
+        except InvalidNetworkRule as exc:
+            raise BadParameter(str(exc)) from None
+
+        def fn(p: VaultProperties) -> VaultProperties:
+            acls = p.network_acls
+            acls = replace(acls, default_action=action or acls.default_action,
+                           bypass=bypass or acls.bypass)
+            rbac = p.enable_rbac_authorization if enable_rbac_authorization is None \
+                else enable_rbac_authorization
+            return replace(p, enable_rbac_authorization=rbac, network_acls=acls)
+        return self._change(name, fn)
+
+    def add_ip_rule(self, name: str, value: str) -> VaultProperties:
+        rule = _rule(value)
+
+        def fn(p: VaultProperties) -> VaultProperties:
+            rules = p.network_acls.ip_rules
+            if rule in rules:
+                return p
+            if len(rules) >= MAX_IP_RULES:
+                raise BadParameter(f"A vault holds at most {MAX_IP_RULES} IP rules.")
+            return replace(p, network_acls=replace(p.network_acls, ip_rules=(*rules, rule)))
+        return self._change(name, fn)
+
+    def remove_ip_rule(self, name: str, value: str) -> VaultProperties:
+        rule = _rule(value)
+
+        def fn(p: VaultProperties) -> VaultProperties:
+            rules = p.network_acls.ip_rules
+            if rule not in rules:
+                raise NotFound(f"The vault has no IP rule '{rule}'.")
+            return replace(p, network_acls=replace(
+                p.network_acls, ip_rules=tuple(r for r in rules if r != rule)))
+        return self._change(name, fn)
+
+    def set_access_policy(self, name: str, object_id: str, tenant_id: str | None = None,
+                          permissions: Mapping[str, Sequence[str]] | None = None
+                          ) -> VaultProperties:
+        """Create or change the principal's entry: each kind named in `permissions` gets
+        exactly that list; kinds not named keep what they had (empty for a new entry)."""
+        try:
+            oid = check_guid(object_id, "objectId")
+            tid = check_guid(tenant_id or self._tenant_id, "tenantId")
+            given = {kind: permission_names(kind, list(perms))
+                     for kind, perms in (permissions or {}).items()}
+        except InvalidAccessPolicy as exc:
+            raise BadParameter(str(exc)) from None
+
+        def fn(p: VaultProperties) -> VaultProperties:
+            entries = list(p.access_policies.entries)
+            old = next((e for e in entries if (e.tenant_id, e.object_id) == (tid, oid)),
+                       AccessPolicyEntry(tid, oid))
+            entries = [e for e in entries if e is not old]
+            entries.append(AccessPolicyEntry(
+                tid, oid, given.get("keys", old.keys), given.get("secrets", old.secrets),
+                given.get("certificates", old.certificates)))
+            return replace(p, access_policies=_policies(entries))
+        return self._change(name, fn)
+
+    def remove_access_policy(self, name: str, object_id: str,
+                             tenant_id: str | None = None) -> VaultProperties:
+        try:
+            oid = check_guid(object_id, "objectId")
+            tid = check_guid(tenant_id or self._tenant_id, "tenantId")
+        except InvalidAccessPolicy as exc:
+            raise BadParameter(str(exc)) from None
+
+        def fn(p: VaultProperties) -> VaultProperties:
+            entries = p.access_policies.entries
+            kept = tuple(e for e in entries if (e.tenant_id, e.object_id) != (tid, oid))
+            if len(kept) == len(entries):
+                raise NotFound("The vault has no access policy for that principal.")
+            return replace(p, access_policies=AccessPolicies(kept))
+        return self._change(name, fn)
+
+
+def _rule(value: str) -> IPNetwork:
+    try:
+        return parse_rule(value)
+    except InvalidNetworkRule as exc:
+        raise BadParameter(str(exc)) from None
