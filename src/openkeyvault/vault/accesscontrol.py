@@ -44,10 +44,9 @@ from openkeyvault.access.rbac import RoleAssignments, relative
 from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.storage.records import RoleAssignmentRecord
 from openkeyvault.vault import paging
-from openkeyvault.vault.context import Caller
+from openkeyvault.vault.context import Caller, rbac_refusal
 from openkeyvault.vault.errors import (
     BadParameter,
-    Forbidden,
     NotFound,
     RoleAssignmentExists,
     RoleDefinitionExists,
@@ -123,17 +122,7 @@ class AccessControlService:
         if action is not None and self._authz.allowed_at(caller.principal, action, resource,
                                                          assigning):
             return
-        raise Forbidden(
-            "Caller is not authorized to perform action on resource.\r\n"
-            "If role assignments, deny assignments or role definitions were changed recently, "
-            "please observe propagation time.\r\n"
-            f"Caller: {caller.principal.describe()}\r\n"
-            f"Action: '{action or what + '/' + verb}'\r\n"
-            f"Resource: '{resource}'\r\n"
-            "Assignment: (not found)\r\n"
-            f"Vault: {caller.vault.name};location=local\r\n",
-            inner="ForbiddenByRbac",
-        )
+        raise rbac_refusal(caller, action or f"{what}/{verb}", resource)
 
     @staticmethod
     def _name(name: str, what: str) -> str:

@@ -43,13 +43,18 @@ def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: st
         )
     if authorizer.allowed(caller.principal, data_action, Scope(caller.vault.name, path)):
         return
-    raise Forbidden(
+    raise rbac_refusal(caller, data_action, f"/vaults/{caller.vault.name}{path}")
+
+
+def rbac_refusal(caller: Caller, action: str, resource: str) -> Forbidden:
+    """Azure's 403 ForbiddenByRbac for `caller` lacking `action` at `resource`."""
+    return Forbidden(
         "Caller is not authorized to perform action on resource.\r\n"
         "If role assignments, deny assignments or role definitions were changed recently, "
         "please observe propagation time.\r\n"
         f"Caller: {caller.principal.describe()}\r\n"
-        f"Action: '{data_action}'\r\n"
-        f"Resource: '/vaults/{caller.vault.name}{path}'\r\n"
+        f"Action: '{action}'\r\n"
+        f"Resource: '{resource}'\r\n"
         "Assignment: (not found)\r\n"
         f"Vault: {caller.vault.name};location=local\r\n",
         inner="ForbiddenByRbac",
