@@ -9,6 +9,7 @@ reuses what exists.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import secrets
 import struct
 import uuid
@@ -27,10 +28,12 @@ from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR
 from openkeyvault.access.signing_keys import SigningKeys
 from openkeyvault.access.tokens import RETAIN_SECONDS, TokenService
 from openkeyvault.config import Settings
+from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.crypto.signing import generate_rsa_pem
 from openkeyvault.keystore.software import SoftwareKeyStore
 from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
 from openkeyvault.storage.barrier import SYSTEM, Barrier
+from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.db import Engines, open_sqlite
 from openkeyvault.storage.identities import IdentityStore
 from openkeyvault.storage.records import PrincipalRecord
@@ -38,6 +41,9 @@ from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.seal import dev_seal_root_key
 from openkeyvault.vault.accesscontrol import AccessControlService
 from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.certificates import CertificateService
+from openkeyvault.vault.contacts import ContactService
+from openkeyvault.vault.issuers import IssuerService
 from openkeyvault.vault.keys import KeyService
 from openkeyvault.vault.lifecycle import purge_expired
 from openkeyvault.vault.properties import VaultPropertiesService
@@ -69,6 +75,10 @@ class Deployment:
     keys: KeyService
     identities: IdentityStore
     assertions: ClientAssertions
+    issuers: IssuerService
+    ca: CertificateAuthority
+    contacts: ContactService
+    certificates: CertificateService
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
@@ -122,6 +132,12 @@ class Deployment:
             rbac.assign(dev_oid, KEY_VAULT_ADMINISTRATOR.id, "/")
         vaults = VaultService(repo, barrier, clock)
         backups = BackupCodec(barrier, deployment_id)
+        cert_store = CertificateIssuerStore(engines)
+        cert_issuers = IssuerService(cert_store, barrier, authorizer, clock)
+        # The issuing CA's key and certificate: one sealed value, made on first use.
+        ca = CertificateAuthority(lambda make: sealed_meta("issuing_ca", make),
+                                  lambda: dt.datetime.fromtimestamp(clock.now(), dt.UTC),
+                                  f"OpenKeyVault Issuing CA {deployment_id[:8]}")
         return cls(
             settings=settings,
             engines=engines,
@@ -144,6 +160,11 @@ class Deployment:
             ),
             identities=identities,
             assertions=ClientAssertions(directory, tokens, identities, clock),
+            issuers=cert_issuers,
+            ca=ca,
+            contacts=ContactService(cert_store, authorizer, clock),
+            certificates=CertificateService(repo, barrier, authorizer, clock, backups,
+                                            cert_issuers, ca),
         )
 
     def scheduled_jobs(self) -> dict[str, Callable[[], int]]:
@@ -151,6 +172,7 @@ class Deployment:
         return {
             "purge-expired": lambda: purge_expired(self.repo, self.clock),
             "key-rotation": self.keys.run_policies,
+            "certificate-lifetime-actions": self.certificates.run_lifetime_actions,
             "token-signing-keys": self._token_key_upkeep,
         }
 

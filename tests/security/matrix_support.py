@@ -8,6 +8,7 @@ test_authorization_matrix.py from Azure's role definitions.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -24,6 +25,12 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificateContact,
+    CertificatePolicy,
+    KeyVaultCertificate,
+)
 from azure.keyvault.keys import (
     KeyClient,
     KeyRotationLifetimeAction,
@@ -37,7 +44,11 @@ from azure.keyvault.keys.crypto import (
     SignatureAlgorithm,
 )
 from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+from cryptography.x509.oid import NameOID
 
 from openkeyvault.deployment import Deployment
 from tests.sdk.keys_support import b64u, b64u_decode, local_encrypt, public_key, sdk_jwk
@@ -48,6 +59,23 @@ SECRET_VALUE = "matrix-secret-value"
 PLAINTEXT = b"matrix plaintext"
 WRAPPED_KEY = bytes(range(32))
 DIGEST = hashlib.sha256(b"matrix").digest()
+# certificates: a small self-signed EC policy (fast to issue), the vault's contacts
+CERT_POLICY = CertificatePolicy(issuer_name="Self", subject="CN=matrix", key_type="EC",
+                                key_curve_name="P-256", key_usage=["digitalSignature"])
+CONTACTS = [CertificateContact(email="matrix@example.com", name="Matrix")]
+ISSUER_PROVIDER = "Test"
+
+
+def pfx_to_import() -> bytes:
+    """A self-signed EC certificate with its key, as a PFX without a password."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "matrix-import")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return pkcs12.serialize_key_and_certificates(b"m", key, cert, None, NoEncryption())
 
 
 class CachedCredential:
@@ -70,6 +98,7 @@ class Actor:
 
     secrets: SecretClient
     keys: KeyClient
+    certificates: CertificateClient
     credential: TokenCredential
     crypto_key_id: str
     transport: RequestsTransport
@@ -80,8 +109,9 @@ class Actor:
               crypto_key_id: str = "") -> Actor:
         common: dict[str, Any] = {"verify_challenge_resource": False, "transport": transport}
         return cls(SecretClient(server.url, credential, **common),
-                   KeyClient(server.url, credential, **common), credential, crypto_key_id,
-                   transport)
+                   KeyClient(server.url, credential, **common),
+                   CertificateClient(server.url, credential, **common), credential,
+                   crypto_key_id, transport)
 
     @property
     def crypto(self) -> CryptographyClient:
@@ -126,6 +156,7 @@ class World:
     wrapped: bytes = b""
     signature: bytes = b""
     blobs: dict[str, bytes] = field(default_factory=dict)  # collection → restorable's backup
+    pfx: bytes = b""  # a certificate to import
     fresh: dict[tuple[str, str, str], str] = field(default_factory=dict)  # cell → object
     fresh_blobs: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     actors: dict[tuple[str | None, str, str], Actor] = field(default_factory=dict)
@@ -152,35 +183,60 @@ class World:
     def restorable(self) -> str:
         return self.name("restorable")
 
+    def named(self, role: str, collection: str) -> str:
+        """`target`, `other`, `gone`, `restorable` of a collection: certificates have names
+        of their own (a certificate cannot share its name with a secret or a key)."""
+        return self.name(f"cert-{role}" if collection == "certificates" else role)
+
+    @property
+    def issuer(self) -> str:
+        """The certificate issuer every issuer operation addresses."""
+        return self.name("issuer")
+
     # ---- admin helpers -----------------------------------------------------------------------
     def make(self, collection: str, name: str) -> None:
         if collection == "secrets":
             self.admin.secrets.set_secret(name, SECRET_VALUE)
-        else:
+        elif collection == "keys":
             self.admin.keys.create_ec_key(name, curve="P-256")
+        else:
+            made = self.admin.certificates.begin_create_certificate(name, CERT_POLICY,
+                                                                     **POLL).result()
+            assert isinstance(made, KeyVaultCertificate), made
 
     def delete(self, collection: str, name: str) -> None:
         if collection == "secrets":
             self.admin.secrets.begin_delete_secret(name, **POLL).wait()
-        else:
+        elif collection == "keys":
             self.admin.keys.begin_delete_key(name, **POLL).wait()
+        else:
+            self.admin.certificates.begin_delete_certificate(name, **POLL).wait()
 
     def purge(self, collection: str, name: str) -> None:
         if collection == "secrets":
             self.admin.secrets.purge_deleted_secret(name)
-        else:
+        elif collection == "keys":
             self.admin.keys.purge_deleted_key(name)
+        else:
+            self.admin.certificates.purge_deleted_certificate(name)
 
     def recover(self, collection: str, name: str) -> None:
         if collection == "secrets":
             self.admin.secrets.begin_recover_deleted_secret(name, **POLL).wait()
-        else:
+        elif collection == "keys":
             self.admin.keys.begin_recover_deleted_key(name, **POLL).wait()
+        else:
+            self.admin.certificates.begin_recover_deleted_certificate(name, **POLL).wait()
 
     def backup(self, collection: str, name: str) -> bytes:
         if collection == "secrets":
             return self.admin.secrets.backup_secret(name)
-        return self.admin.keys.backup_key(name)
+        if collection == "keys":
+            return self.admin.keys.backup_key(name)
+        return self.admin.certificates.backup_certificate(name)
+
+    def make_issuer(self, name: str) -> None:
+        self.admin.certificates.create_issuer(name, provider=ISSUER_PROVIDER)
 
     def backed_up_then_purged(self, collection: str, name: str) -> bytes:
         self.make(collection, name)
@@ -196,8 +252,10 @@ class World:
         try:
             if collection == "secrets":
                 props: Any = self.admin.secrets.get_secret(name).properties
-            else:
+            elif collection == "keys":
                 props = self.admin.keys.get_key(name).properties
+            else:
+                props = self.admin.certificates.get_certificate(name).properties
         except ResourceNotFoundError:
             return None
         return props.version, props.enabled, props.updated_on, tuple(sorted(
@@ -208,16 +266,40 @@ class World:
         try:
             if collection == "secrets":
                 found: Any = self.admin.secrets.get_deleted_secret(name)
-            else:
+            elif collection == "keys":
                 found = self.admin.keys.get_deleted_key(name)
+            else:
+                cert = self.admin.certificates.get_deleted_certificate(name)
+                return cert.properties.version, cert.deleted_on
         except ResourceNotFoundError:
             return None
         return found.properties.version, found.deleted_date
 
-    def policy(self, name: str) -> tuple[Any, ...]:
+    def policy(self, collection: str, name: str) -> tuple[Any, ...]:
+        if collection == "certificates":
+            c = self.admin.certificates.get_certificate_policy(name)
+            return c.subject, c.validity_in_months, c.updated_on
         p = self.admin.keys.get_key_rotation_policy(name)
         return (p.expires_in, p.updated_on, tuple(
             (a.action, a.time_after_create, a.time_before_expiry) for a in p.lifetime_actions))
+
+    def issuers(self) -> tuple[Any, ...]:
+        """Every issuer of the vault with its provider and enabled flag."""
+        found = []
+        for props in self.admin.certificates.list_properties_of_issuers():
+            issuer = self.admin.certificates.get_issuer(props.name)
+            found.append((issuer.name, issuer.provider, issuer.enabled, issuer.updated_on))
+        return tuple(sorted(found))
+
+    def contacts(self) -> tuple[Any, ...] | None:
+        try:
+            listed = self.admin.certificates.get_contacts()
+        except ResourceNotFoundError:
+            return None
+        return tuple((c.email, c.name, c.phone) for c in listed)
+
+    def reset_contacts(self) -> None:
+        self.admin.certificates.set_contacts(CONTACTS)
 
     def state(self, probe: str, collection: str) -> object:
         """The admin's view of what `probe` covers, fetched now: the target's latest version
@@ -225,12 +307,16 @@ class World:
         the soft-deleted object (recover and purge remove it), or the purged name (restore
         brings it back)."""
         if probe == "target":
-            return self.latest(collection, self.target)
+            return self.latest(collection, self.named("target", collection))
         if probe == "policy":
-            return self.policy(self.target)
+            return self.policy(collection, self.named("target", collection))
         if probe == "gone":
-            return self.deleted(collection, self.gone)
-        return self.latest(collection, self.restorable)
+            return self.deleted(collection, self.named("gone", collection))
+        if probe == "issuers":
+            return self.issuers()
+        if probe == "contacts":
+            return self.contacts()
+        return self.latest(collection, self.named("restorable", collection))
 
     def known_state(self, probe: str, collection: str) -> object:
         """The last state seen (fetched when unknown)."""
@@ -292,11 +378,17 @@ def open_world(server: DevServer, deployment: Deployment) -> World:
                                   connection_verify=server.ca)
     admin = Actor.build(server, ManagedIdentityCredential(), transport)
     world = World(server, deployment, uuid.uuid4().hex[:6], transport, admin)
-    for collection in ("secrets", "keys"):
-        world.make(collection, world.other)
-        world.make(collection, world.gone)
-        world.delete(collection, world.gone)
-        world.blobs[collection] = world.backed_up_then_purged(collection, world.restorable)
+    for collection in ("secrets", "keys", "certificates"):
+        world.make(collection, world.named("other", collection))
+        gone = world.named("gone", collection)
+        world.make(collection, gone)
+        world.delete(collection, gone)
+        world.blobs[collection] = world.backed_up_then_purged(
+            collection, world.named("restorable", collection))
+    world.make("certificates", world.named("target", "certificates"))
+    world.make_issuer(world.issuer)
+    world.reset_contacts()
+    world.pfx = pfx_to_import()
     admin.secrets.set_secret(world.target, SECRET_VALUE)
     key = admin.keys.create_rsa_key(world.target, size=2048)
     assert key.id is not None and key.key is not None
@@ -503,6 +595,121 @@ def _key_random_bytes(cell: Cell) -> None:
     assert len(_keys(cell).get_random_bytes(16)) == 16
 
 
+def _certs(cell: Cell) -> CertificateClient:
+    return cell.actor.certificates
+
+
+def _cert_get(cell: Cell) -> None:
+    assert _certs(cell).get_certificate(cell.name).name == cell.name
+
+
+def _cert_list(cell: Cell) -> None:
+    assert all(p.name for p in _first_page(_certs(cell).list_properties_of_certificates()))
+
+
+def _cert_versions(cell: Cell) -> None:
+    found = list(_certs(cell).list_properties_of_certificate_versions(cell.name))
+    assert found and {p.name for p in found} == {cell.name}
+
+
+def _cert_create(cell: Cell) -> None:
+    made = _certs(cell).begin_create_certificate(cell.name, CERT_POLICY, **POLL).result()
+    assert isinstance(made, KeyVaultCertificate) and made.name == cell.name
+
+
+def _cert_import(cell: Cell) -> None:
+    assert _certs(cell).import_certificate(cell.name, cell.world.pfx).name == cell.name
+
+
+def _cert_update(cell: Cell) -> None:
+    tags = {"cell": str(cell.index)}
+    assert _certs(cell).update_certificate_properties(cell.name, tags=tags).properties.tags \
+        == tags
+
+
+def _cert_policy_get(cell: Cell) -> None:
+    assert _certs(cell).get_certificate_policy(cell.name).subject
+
+
+def _cert_policy_set(cell: Cell) -> None:
+    subject = f"CN=cell-{cell.index}"
+    policy = CertificatePolicy(issuer_name="Self", subject=subject, key_type="EC",
+                               key_curve_name="P-256")
+    assert _certs(cell).update_certificate_policy(cell.name, policy).subject == subject
+
+
+def _cert_delete(cell: Cell) -> None:
+    deleted = _certs(cell).begin_delete_certificate(cell.name, **POLL).result()
+    assert deleted.name == cell.name and deleted.deleted_on is not None
+
+
+def _cert_get_deleted(cell: Cell) -> None:
+    assert _certs(cell).get_deleted_certificate(cell.name).name == cell.name
+
+
+def _cert_list_deleted(cell: Cell) -> None:
+    assert all(p.name for p in _first_page(_certs(cell).list_deleted_certificates()))
+
+
+def _cert_recover(cell: Cell) -> None:
+    assert _certs(cell).begin_recover_deleted_certificate(cell.name, **POLL).result().name \
+        == cell.name
+
+
+def _cert_purge(cell: Cell) -> None:
+    _certs(cell).purge_deleted_certificate(cell.name)
+    assert cell.world.deleted("certificates", cell.name) is None
+
+
+def _cert_backup(cell: Cell) -> None:
+    assert len(_certs(cell).backup_certificate(cell.name)) > 0
+
+
+def _cert_restore(cell: Cell) -> None:
+    assert _certs(cell).restore_certificate_backup(cell.blob).name == cell.name
+
+
+def _cert_get_issuer(cell: Cell) -> None:
+    assert _certs(cell).get_issuer(cell.world.issuer).provider == ISSUER_PROVIDER
+
+
+def _cert_list_issuers(cell: Cell) -> None:
+    assert all(p.name for p in _first_page(_certs(cell).list_properties_of_issuers()))
+
+
+def _cert_set_issuer(cell: Cell) -> None:
+    name = cell.world.name(f"iss-{cell.index}")
+    assert _certs(cell).create_issuer(name, provider=ISSUER_PROVIDER).name == name
+
+
+def _cert_delete_issuer(cell: Cell) -> None:
+    # `cell.name` is a fresh issuer of its own when Azure allows the call, else the shared one
+    assert _certs(cell).delete_issuer(cell.name).name == cell.name
+
+
+def _cert_get_contacts(cell: Cell) -> None:
+    assert [c.email for c in _certs(cell).get_contacts()] == [CONTACTS[0].email]
+
+
+def _cert_set_contacts(cell: Cell) -> None:
+    email = f"cell-{cell.index}@example.com"
+    try:
+        saved = _certs(cell).set_contacts([CertificateContact(email=email)])
+        assert [c.email for c in saved] == [email]
+    finally:
+        if cell.world.contacts() != tuple((c.email, c.name, c.phone) for c in CONTACTS):
+            cell.world.reset_contacts()  # every other cell sees the world's contacts
+
+
+def _cert_delete_contacts(cell: Cell) -> None:
+    try:
+        deleted = _certs(cell).delete_contacts()
+        assert [c.email for c in deleted] == [CONTACTS[0].email]
+    finally:
+        if cell.world.contacts() is None:
+            cell.world.reset_contacts()
+
+
 RUNNERS: dict[str, Callable[[Cell], None]] = {
     "secrets.get": _secret_get,
     "secrets.list": _secret_list,
@@ -539,6 +746,28 @@ RUNNERS: dict[str, Callable[[Cell], None]] = {
     "keys.get_rotation_policy": _key_get_rotation_policy,
     "keys.set_rotation_policy": _key_set_rotation_policy,
     "keys.random_bytes": _key_random_bytes,
+    "certificates.get": _cert_get,
+    "certificates.list": _cert_list,
+    "certificates.versions": _cert_versions,
+    "certificates.create": _cert_create,
+    "certificates.import": _cert_import,
+    "certificates.update": _cert_update,
+    "certificates.policy_get": _cert_policy_get,
+    "certificates.policy_set": _cert_policy_set,
+    "certificates.delete": _cert_delete,
+    "certificates.get_deleted": _cert_get_deleted,
+    "certificates.list_deleted": _cert_list_deleted,
+    "certificates.recover": _cert_recover,
+    "certificates.purge": _cert_purge,
+    "certificates.backup": _cert_backup,
+    "certificates.restore": _cert_restore,
+    "certificates.get_issuer": _cert_get_issuer,
+    "certificates.list_issuers": _cert_list_issuers,
+    "certificates.set_issuer": _cert_set_issuer,
+    "certificates.delete_issuer": _cert_delete_issuer,
+    "certificates.get_contacts": _cert_get_contacts,
+    "certificates.set_contacts": _cert_set_contacts,
+    "certificates.delete_contacts": _cert_delete_contacts,
 }
 
 

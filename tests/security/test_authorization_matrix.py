@@ -1,5 +1,6 @@
-"""Every Azure built-in Key Vault data-plane role × every data-plane operation on secrets and
-keys × every assignment scope: the call succeeds exactly when Azure's role allows it.
+"""Every Azure built-in Key Vault data-plane role × every data-plane operation on secrets,
+keys and certificates × every assignment scope: the call succeeds exactly when Azure's role
+allows it.
 
 The expectation is written out below from Azure's role definitions (built-in roles, Security
 category) and Azure's operation → data action mapping; it is deliberately not read from
@@ -8,9 +9,10 @@ authenticated through the token endpoint with ClientSecretCredential, calling th
 official SDK clients. A refusal must be 403 Forbidden / ForbiddenByRbac and change nothing
 the dev identity can see.
 
-Scopes: `vault` (/vaults/dev), `collection` (/vaults/dev/secrets or /vaults/dev/keys: the
-collection of the operation), `object` (the object the call addresses), `other` (another
-object of the same collection), and a principal with no assignment at all.
+Scopes: `vault` (/vaults/dev), `collection` (/vaults/dev/secrets, /vaults/dev/keys or
+/vaults/dev/certificates: the collection of the operation), `object` (the object the call
+addresses), `other` (another object of the same collection), and a principal with no
+assignment at all. Issuers and contacts are vault-wide: no object assignment covers them.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ ROLES: dict[str, str] = {
 }
 
 # ---- operations: (collection, where Azure evaluates the call, Azure's data action) -------------
-# `collection`: the call names no object (listing, restore), so only an assignment on the
-# collection or the vault covers it; `vault`: only the vault; `object`: the object named.
-# Certificates join as "certificates.*" rows with their own collection.
+# `collection`: the call names no object (listing, restore, issuers, contacts), so only an
+# assignment on the collection or the vault covers it; `vault`: only the vault; `object`:
+# the object named.
 VAULT, COLLECTION, OBJECT = "vault", "collection", "object"
 OPERATIONS: dict[str, tuple[str, str, str]] = {
     "secrets.get": ("secrets", OBJECT, "secrets/getSecret/action"),
@@ -84,7 +86,31 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
     # Azure serves random bytes on Managed HSM only (managedHsm/rng/action); a vault here
     # serves it under the vault's namespace, so only `vaults/*` grants it.
     "keys.random_bytes": ("keys", VAULT, "rng/action"),
-    # Not served yet: keys.release (keys/release/action), certificates.*.
+    # Not served yet: keys.release (keys/release/action).
+    "certificates.get": ("certificates", OBJECT, "certificates/read"),
+    "certificates.list": ("certificates", COLLECTION, "certificates/read"),
+    "certificates.versions": ("certificates", OBJECT, "certificates/read"),
+    "certificates.create": ("certificates", OBJECT, "certificates/create/action"),
+    "certificates.import": ("certificates", OBJECT, "certificates/import/action"),
+    "certificates.update": ("certificates", OBJECT, "certificates/update/action"),
+    "certificates.policy_get": ("certificates", OBJECT, "certificates/read"),
+    "certificates.policy_set": ("certificates", OBJECT, "certificates/update/action"),
+    "certificates.delete": ("certificates", OBJECT, "certificates/delete"),
+    "certificates.get_deleted": ("certificates", OBJECT, "certificates/read"),
+    "certificates.list_deleted": ("certificates", COLLECTION, "certificates/read"),
+    "certificates.recover": ("certificates", OBJECT, "certificates/recover/action"),
+    "certificates.purge": ("certificates", OBJECT, "certificates/purge/action"),
+    "certificates.backup": ("certificates", OBJECT, "certificates/backup/action"),
+    "certificates.restore": ("certificates", COLLECTION, "certificates/restore/action"),
+    # issuers and contacts are vault-wide settings under /certificates/issuers and
+    # /certificates/contacts; Azure has no read action for contacts (certificates/read)
+    "certificates.get_issuer": ("certificates", COLLECTION, "certificatecas/read"),
+    "certificates.list_issuers": ("certificates", COLLECTION, "certificatecas/read"),
+    "certificates.set_issuer": ("certificates", COLLECTION, "certificatecas/write"),
+    "certificates.delete_issuer": ("certificates", COLLECTION, "certificatecas/delete"),
+    "certificates.get_contacts": ("certificates", COLLECTION, "certificates/read"),
+    "certificates.set_contacts": ("certificates", COLLECTION, "certificatecontacts/write"),
+    "certificates.delete_contacts": ("certificates", COLLECTION, "certificatecontacts/write"),
 }
 
 # ---- which operations each role allows (written from the roles' dataActions) --------------------
@@ -92,14 +118,20 @@ READ_SECRET_METADATA = frozenset({  # secrets/readMetadata/action
     "secrets.list", "secrets.list_versions", "secrets.list_deleted", "secrets.get_deleted"})
 READ_KEYS = frozenset({  # keys/read
     "keys.get", "keys.list", "keys.list_versions", "keys.list_deleted", "keys.get_deleted"})
+READ_CERTIFICATES = frozenset({  # certificates/read
+    "certificates.get", "certificates.list", "certificates.versions", "certificates.policy_get",
+    "certificates.get_deleted", "certificates.list_deleted", "certificates.get_contacts"})
+READ_ISSUERS = frozenset({"certificates.get_issuer", "certificates.list_issuers"})
+CERTIFICATES = frozenset(op for op in OPERATIONS if op.startswith("certificates."))
 
 ALLOWED: dict[str, frozenset[str]] = {
     # Microsoft.KeyVault/vaults/*
     "Key Vault Administrator": frozenset(OPERATIONS),
     # certificatecas/*, certificates/*, certificatecontacts/write
-    "Key Vault Certificates Officer": frozenset(),
+    "Key Vault Certificates Officer": CERTIFICATES,
     # certificates/read, secrets/getSecret/action, secrets/readMetadata/action, keys/read
-    "Key Vault Certificate User": frozenset({"secrets.get"}) | READ_SECRET_METADATA | READ_KEYS,
+    "Key Vault Certificate User": frozenset({"secrets.get"}) | READ_SECRET_METADATA | READ_KEYS
+    | READ_CERTIFICATES,
     # keys/*, keyrotationpolicies/*
     "Key Vault Crypto Officer": READ_KEYS | frozenset({
         "keys.create", "keys.import", "keys.update", "keys.delete", "keys.recover",
@@ -117,9 +149,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         "keys.unwrap", "keys.sign", "keys.verify"}),
     # no data actions
     "Key Vault Data Access Administrator": frozenset(),
-    # vaults/*/read, secrets/readMetadata/action
-    "Key Vault Reader": READ_SECRET_METADATA | READ_KEYS | frozenset({
-        "keys.get_rotation_policy"}),
+    # vaults/*/read (keys/read, keyrotationpolicies/read, certificates/read,
+    # certificatecas/read), secrets/readMetadata/action
+    "Key Vault Reader": READ_SECRET_METADATA | READ_KEYS | READ_CERTIFICATES | READ_ISSUERS
+    | frozenset({"keys.get_rotation_policy"}),
     # secrets/*
     "Key Vault Secrets Officer": READ_SECRET_METADATA | frozenset({
         "secrets.get", "secrets.set", "secrets.update", "secrets.delete", "secrets.recover",
@@ -129,11 +162,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 SCOPES = ("vault", "collection", "object", "other")
-COLLECTIONS = ("secrets", "keys")
+COLLECTIONS = ("secrets", "keys", "certificates")
 NOBODY = "no-assignment"
 
 # operations that use up their object when they succeed: each allowed cell gets its own
-CONSUMING = frozenset({"delete", "recover", "purge", "restore"})
+CONSUMING = frozenset({"delete", "recover", "purge", "restore", "delete_issuer"})
 # what the dev identity looks at to see that a refused write changed nothing
 PROBES = {
     "secrets.set": "target", "secrets.update": "target", "secrets.delete": "target",
@@ -141,6 +174,12 @@ PROBES = {
     "keys.create": "target", "keys.import": "target", "keys.update": "target",
     "keys.delete": "target", "keys.rotate": "target", "keys.set_rotation_policy": "policy",
     "keys.recover": "gone", "keys.purge": "gone", "keys.restore": "restorable",
+    "certificates.create": "target", "certificates.import": "target",
+    "certificates.update": "target", "certificates.delete": "target",
+    "certificates.policy_set": "policy", "certificates.recover": "gone",
+    "certificates.purge": "gone", "certificates.restore": "restorable",
+    "certificates.set_issuer": "issuers", "certificates.delete_issuer": "issuers",
+    "certificates.set_contacts": "contacts", "certificates.delete_contacts": "contacts",
 }
 
 
@@ -199,10 +238,12 @@ def _prepare(world: World) -> None:
     for spec in CELLS:
         if spec.verb not in CONSUMING or not spec.azure_allows():
             continue
-        name = world.name(f"{spec.verb}-{len(world.fresh)}")
+        name = world.name(f"{spec.verb.replace('_', '-')}-{len(world.fresh)}")
         key = (str(spec.role), spec.scope, spec.op)
         if spec.verb == "restore":
             world.fresh_blobs[key] = world.backed_up_then_purged(spec.collection, name)
+        elif spec.verb == "delete_issuer":
+            world.make_issuer(name)
         else:
             world.make(spec.collection, name)
             if spec.verb != "delete":
@@ -215,11 +256,12 @@ def _prepare(world: World) -> None:
         # one principal for both collections: no call on `other` is made, so nothing its
         # two assignments could grant together goes unseen
         wanted.append(((role, "other", "*"), f"{label}-other",
-                       [(guid, f"/vaults/dev/{c}/{world.other}") for c in COLLECTIONS]))
+                       [(guid, f"/vaults/dev/{c}/{world.named('other', c)}")
+                        for c in COLLECTIONS]))
         for c in COLLECTIONS:
             mine = [n for (r, s, op), n in world.fresh.items()
                     if r == role and s == "object" and OPERATIONS[op][0] == c]
-            objects = [world.target, world.gone, world.restorable, *mine]
+            objects = [world.named(o, c) for o in ("target", "gone", "restorable")] + mine
             wanted.append(((role, "collection", c), f"{label}-{c}",
                            [(guid, f"/vaults/dev/{c}")]))
             wanted.append(((role, "object", c), f"{label}-{c}-object",
@@ -250,26 +292,35 @@ def _addressed(world: World, spec: Spec, allowed: bool) -> tuple[str, bytes]:
     if allowed and spec.verb in CONSUMING:
         return world.fresh[key], world.fresh_blobs.get(key, b"")
     if spec.verb == "restore":
-        return world.restorable, world.blobs[spec.collection]
+        return world.named("restorable", spec.collection), world.blobs[spec.collection]
     if spec.verb in ("recover", "purge", "get_deleted"):
-        return world.gone, b""
-    return world.target, b""
+        return world.named("gone", spec.collection), b""
+    if spec.verb == "delete_issuer":
+        return world.issuer, b""
+    return world.named("target", spec.collection), b""
 
 
 def _repair(world: World, collection: str) -> None:
     """Put the shared objects back after a call that should not have succeeded."""
     world.forget(collection)
-    if world.deleted(collection, world.target):
-        world.recover(collection, world.target)
-    if world.latest(collection, world.gone):
-        world.delete(collection, world.gone)
-    elif not world.deleted(collection, world.gone):
-        world.make(collection, world.gone)
-        world.delete(collection, world.gone)
-    if world.latest(collection, world.restorable):
-        world.delete(collection, world.restorable)
-    if world.deleted(collection, world.restorable):
-        world.purge(collection, world.restorable)
+    target, gone = world.named("target", collection), world.named("gone", collection)
+    restorable = world.named("restorable", collection)
+    if world.deleted(collection, target):
+        world.recover(collection, target)
+    if world.latest(collection, gone):
+        world.delete(collection, gone)
+    elif not world.deleted(collection, gone):
+        world.make(collection, gone)
+        world.delete(collection, gone)
+    if world.latest(collection, restorable):
+        world.delete(collection, restorable)
+    if world.deleted(collection, restorable):
+        world.purge(collection, restorable)
+    if collection == "certificates":
+        if world.issuer not in {i[0] for i in world.issuers()}:
+            world.make_issuer(world.issuer)
+        if world.contacts() is None:
+            world.reset_contacts()
 
 
 @pytest.mark.parametrize("spec", CELLS, ids=[s.id for s in CELLS])

@@ -95,6 +95,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     (a.CERTIFICATES_READ, "list"): ("certificates", "list"),
     (a.CERTIFICATE_CAS_READ, "getissuers"): ("certificates", "getissuers"),
     (a.CERTIFICATE_CAS_READ, "listissuers"): ("certificates", "listissuers"),
+    # Azure has no read action for contacts: RBAC reads them with certificates/read, access
+    # policies with managecontacts.
+    (a.CERTIFICATES_READ, "managecontacts"): ("certificates", "managecontacts"),
 }
 
 NAMES: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,7 @@
 """The ASGI application: the request pipeline of the data plane.
 
-Order: request id → non-data-plane endpoints (health, identity, dev) →
+Order: request id → non-data-plane endpoints (health, identity, dev, the
+issuing CA's root at /ca.pem) →
 challenge auth (401 + WWW-Authenticate before any routing or body check) →
 vault routing by Host → the vault's network rules → api-version → route
 handler. Handlers only translate between wire JSON and domain calls; domain
@@ -28,6 +29,7 @@ from openkeyvault import __version__
 from openkeyvault.access.network import ClientAddresses
 from openkeyvault.access.tokens import InvalidToken, WouldBlock
 from openkeyvault.api import dev, firewall, identity, oidc
+from openkeyvault.api import issuers as issuers_api
 from openkeyvault.api.errors import error_body, map_error
 from openkeyvault.api.hosts import HostMap, valid_host
 from openkeyvault.api.http import (
@@ -76,6 +78,7 @@ class KeyVaultApp:
         self.scheduler = Scheduler(deployment.scheduled_jobs())
         self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._health,
+            issuers_api.CA_PATH: self._ca_pem,
         }
         for p in identity.MSI_PATHS:
             self.special[p] = self._sync(identity.app_service_token)
@@ -91,6 +94,13 @@ class KeyVaultApp:
 
     async def _health(self, request: Request) -> Response:
         return json_response({"status": "ready", "version": __version__})
+
+    async def _ca_pem(self, request: Request) -> Response:
+        """The built-in issuing CA's root certificate, for clients to trust (public)."""
+        if request.method not in ("GET", "HEAD"):
+            return json_response(error_body("MethodNotAllowed", "Use GET."), 405,
+                                 headers={"Allow": "GET, HEAD"})
+        return await run_in_threadpool(issuers_api.ca_pem, self.d.ca)
 
     async def _dev_clock(self, request: Request) -> Response:
         raw = await read_body(request, 4096)

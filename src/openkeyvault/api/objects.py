@@ -27,10 +27,11 @@ class ObjectRoutes:
     def _one(self, ctx: Ctx, b: Any) -> Response:
         return json_response(self.bundle(ctx.base, b))
 
-    def _list(self, ctx: Ctx, page: Page, versioned: bool) -> Response:
+    def _list(self, ctx: Ctx, page: Page, versioned: bool,
+              keep: dict[str, str] | None = None) -> Response:
         items = [self.item(ctx.base, b, versioned) for b in page.items]
         return json_response(render.page(ctx.base, ctx.path, ctx.api_version,
-                                         ctx.query.get("maxresults"), page, items))
+                                         ctx.query.get("maxresults"), page, items, keep))
 
     def list(self, ctx: Ctx) -> Response:
         p = self.s.list(ctx.caller, ctx.query.get("maxresults"), ctx.query.get("$skiptoken"))

@@ -29,6 +29,9 @@ def secret(base: str, b: SecretBundle, *, versioned: bool = True) -> dict[str, A
     out["attributes"] = attributes(b.attributes)
     if b.tags is not None:
         out["tags"] = b.tags
+    if b.managed:
+        out["kid"] = f"{base}/keys/{b.name}/{b.version}"
+        out["managed"] = True
     if b.deleted is not None:
         out = {
             "recoveryId": f"{base}/deletedsecrets/{b.name}",
@@ -40,12 +43,16 @@ def secret(base: str, b: SecretBundle, *, versioned: bool = True) -> dict[str, A
 
 
 def page(base: str, path: str, api_version: str, maxresults: str | None, p: Page,
-         items: list[dict[str, Any]]) -> dict[str, Any]:
+         items: list[dict[str, Any]], keep: dict[str, str] | None = None) -> dict[str, Any]:
+    """A page of a list; the next link carries the query options that shape the list
+    (`maxresults`, and those in `keep`, e.g. includePending)."""
     next_link = None
     if p.next_token:
         next_link = f"{base}{path}?api-version={quote(api_version)}&$skiptoken={p.next_token}"
         if maxresults:
             next_link += f"&maxresults={quote(maxresults)}"
+        for name, value in (keep or {}).items():
+            next_link += f"&{quote(name)}={quote(value)}"
     return {"value": items, "nextLink": next_link}
 
 
@@ -60,6 +67,8 @@ def key(base: str, b: KeyBundle, *, versioned: bool = True) -> dict[str, Any]:
     out["attributes"] = attributes(b.attributes)
     if b.tags is not None:
         out["tags"] = b.tags
+    if b.managed:
+        out["managed"] = True
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from openkeyvault.api.certificates import certificate_routes
+from openkeyvault.api.issuers import issuer_routes
 from openkeyvault.api.keys import KeyRoutes
 from openkeyvault.api.rbac import rbac_routes
 from openkeyvault.api.router import Route, pattern
@@ -48,4 +50,6 @@ def data_plane_routes(d: Deployment) -> list[Route]:
     routes += [Route("POST", pattern(f"/keys/{{name}}/{{version?}}/{op}"), k.operation(op),
                      inline=True) for op in OPERATIONS]
     routes += rbac_routes(d.access_control)
+    routes += issuer_routes(d.issuers, d.contacts)
+    routes += certificate_routes(d)
     return routes

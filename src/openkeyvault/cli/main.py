@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from openkeyvault.cli import trust
+from openkeyvault.cli import ca, trust
 from openkeyvault.config import DEFAULT_PORT, Settings, default_data_dir, default_trusted_proxies
 
 app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_is_help=True,
@@ -34,6 +34,7 @@ principal_app.add_typer(trust.cert_app, name="cert")
 principal_app.add_typer(trust.federated_app, name="federated")
 app.add_typer(trust.issuer_app, name="issuer")
 app.add_typer(trust.token_app, name="token")
+app.add_typer(ca.ca_app, name="ca")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 

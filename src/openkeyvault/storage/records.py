@@ -126,3 +126,18 @@ class TrustedIssuerRecord:
     jwks_file: str | None
     audience: str | None
     created: int
+
+
+@dataclass(frozen=True)
+class IssuerRecord:
+    """A vault's certificate issuer; the password only sealed (`sealed`, `key_version`)."""
+
+    name: str
+    provider: str
+    enabled: bool
+    created: int
+    updated: int
+    account_id: str | None = None
+    sealed: bytes | None = None
+    key_version: int | None = None
+    org_details: dict[str, Any] | None = None

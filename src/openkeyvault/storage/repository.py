@@ -509,6 +509,168 @@ class Repository:
             for v in records:
                 c.execute(insert(versions).values(**_version_values(object_id, v)))
 
+    # ---- linked objects (a certificate with its key and secret) ---------------------
+    # The first collection named is the owner: its object carries the state (policy JSON)
+    # and decides whether the others' objects of the same name belong to it.
+    def get_object(self, vault_id: int, collection: str, name_lc: str
+                   ) -> tuple[str, bool, dict[str, Any] | None] | None:
+        """(name, deleted, policy) of an object, with or without versions; None if absent."""
+        with self._r.connect() as c:
+            row = c.execute(select(objects.c.name, objects.c.deleted_date, objects.c.policy)
+                            .where(self._object_where(vault_id, collection, name_lc))).first()
+        if row is None:
+            return None
+        return row.name, row.deleted_date is not None, json.loads(row.policy) if row.policy \
+            else None
+
+    def list_versionless(self, vault_id: int, collection: str, after: str | None,
+                         limit: int) -> list[tuple[str, dict[str, Any] | None]]:
+        """(name, state) of live objects that have no version yet, ordered by name."""
+        has = select(versions.c.seq).where(versions.c.object_id == objects.c.id).exists()
+        q = (select(objects.c.name, objects.c.policy)
+             .where(objects.c.vault_id == vault_id, objects.c.collection == collection,
+                    objects.c.deleted_date.is_(None), ~has)
+             .order_by(objects.c.name_lc).limit(limit))
+        if after is not None:
+            q = q.where(objects.c.name_lc > after)
+        with self._r.connect() as c:
+            return [(r.name, json.loads(r.policy) if r.policy else None) for r in c.execute(q)]
+
+    def add_linked(self, vault_id: int, name: str, collections: Sequence[str],
+                   items: dict[str, VersionRecord], state: dict[str, Any] | None,
+                   expect_latest: str | None = None,
+                   expect_state: Callable[[dict[str, Any] | None], bool] | None = None
+                   ) -> bool:
+        """In one transaction: add `items` (collection → version, all named `name`) and set
+        the owner's state. NameConflict(deleted=True) if any object is soft-deleted,
+        NameConflict(deleted=False) if another collection holds the name while the owner
+        does not. With `expect_latest`, only if that is still the owner's latest version;
+        with `expect_state`, only if it holds for the owner's current state."""
+        name_lc = name.lower()
+        owner = collections[0]
+        with self._write() as c:
+            rows = {col: c.execute(
+                select(objects.c.id, objects.c.name, objects.c.deleted_date, objects.c.policy)
+                .where(self._object_where(vault_id, col, name_lc))).first()
+                for col in collections}
+            if any(r is not None and r.deleted_date is not None for r in rows.values()):
+                raise NameConflict(deleted=True)
+            if rows[owner] is None and any(rows[col] is not None for col in collections[1:]):
+                raise NameConflict(deleted=False)
+            owner_row = rows[owner]
+            if expect_state is not None and not expect_state(
+                    json.loads(owner_row.policy) if owner_row is not None and owner_row.policy
+                    else None):
+                return False
+            if expect_latest is not None:
+                latest = None if owner_row is None else c.execute(
+                    select(versions.c.version).where(versions.c.object_id == owner_row.id)
+                    .order_by(versions.c.seq.desc()).limit(1)).scalar()
+                if latest != expect_latest:
+                    return False
+            stored_name = owner_row.name if owner_row is not None else name
+            for col in collections:
+                row = rows[col]
+                if row is None and (col in items or col == owner):
+                    object_id = c.execute(insert(objects).values(
+                        vault_id=vault_id, collection=col, name=stored_name, name_lc=name_lc,
+                    )).inserted_primary_key[0]  # type: ignore[index]
+                elif row is not None:
+                    object_id = row.id
+                else:
+                    continue
+                if col in items:
+                    items[col].name = stored_name
+                    c.execute(insert(versions).values(**_version_values(object_id,
+                                                                        items[col])))
+                if col == owner and state is not None:
+                    c.execute(update(objects).where(objects.c.id == object_id)
+                              .values(policy=json.dumps(state)))
+        return True
+
+    def set_linked_state(self, vault_id: int, collection: str, name_lc: str,
+                         state: dict[str, Any], expect: Callable[[dict[str, Any] | None], bool]
+                         ) -> bool:
+        """Replace a live object's state if `expect(current state)` holds, in one write
+        transaction (compare-and-set); an object without versions whose new state has no
+        `policy` is removed. False if absent, deleted or the expectation fails."""
+        with self._write() as c:
+            row = c.execute(select(objects.c.id, objects.c.policy)
+                            .where(self._object_where(vault_id, collection, name_lc),
+                                   objects.c.deleted_date.is_(None))).first()
+            if row is None or not expect(json.loads(row.policy) if row.policy else None):
+                return False
+            has_versions = c.execute(select(versions.c.seq).where(
+                versions.c.object_id == row.id).limit(1)).first() is not None
+            if not has_versions and state.get("policy") is None:
+                self._remove(c, [row.id])
+            else:
+                c.execute(update(objects).where(objects.c.id == row.id)
+                          .values(policy=json.dumps(state)))
+            return True
+
+    def _linked_ids(self, c: Connection, vault_id: int, collections: Sequence[str],
+                    name_lc: str, deleted: bool) -> list[int] | None:
+        """Object ids of the linked objects in the given state; None unless the owner is."""
+        ids = []
+        for i, col in enumerate(collections):
+            row = c.execute(select(objects.c.id, objects.c.deleted_date)
+                            .where(self._object_where(vault_id, col, name_lc))).first()
+            ok = row is not None and (row.deleted_date is not None) == deleted
+            if i == 0 and not ok:
+                return None
+            if ok:
+                assert row is not None
+                ids.append(row.id)
+        return ids
+
+    def soft_delete_linked(self, vault_id: int, collections: Sequence[str], name_lc: str,
+                           now: int, purge_at: int) -> bool:
+        with self._write() as c:
+            ids = self._linked_ids(c, vault_id, collections, name_lc, deleted=False)
+            if ids is None:
+                return False
+            c.execute(update(objects).where(objects.c.id.in_(ids))
+                      .values(deleted_date=now, scheduled_purge_date=purge_at))
+            return True
+
+    def recover_linked(self, vault_id: int, collections: Sequence[str], name_lc: str) -> bool:
+        with self._write() as c:
+            ids = self._linked_ids(c, vault_id, collections, name_lc, deleted=True)
+            if ids is None:
+                return False
+            c.execute(update(objects).where(objects.c.id.in_(ids))
+                      .values(deleted_date=None, scheduled_purge_date=None))
+            return True
+
+    def purge_linked(self, vault_id: int, collections: Sequence[str], name_lc: str) -> bool:
+        with self._write() as c:
+            ids = self._linked_ids(c, vault_id, collections, name_lc, deleted=True)
+            if ids is None:
+                return False
+            self._remove(c, ids)
+            return True
+
+    def restore_linked(self, vault_id: int, name: str,
+                       groups: Sequence[tuple[str, Sequence[VersionRecord],
+                                              dict[str, Any] | None]]) -> None:
+        """Recreate linked objects with their versions in one transaction; NameConflict if
+        any name is taken."""
+        name_lc = name.lower()
+        with self._write() as c:
+            for col, _, _ in groups:
+                row = c.execute(select(objects.c.deleted_date).where(
+                    self._object_where(vault_id, col, name_lc))).first()
+                if row is not None:
+                    raise NameConflict(deleted=row.deleted_date is not None)
+            for col, recs, policy in groups:
+                object_id = c.execute(insert(objects).values(
+                    vault_id=vault_id, collection=col, name=name, name_lc=name_lc,
+                    policy=json.dumps(policy) if policy else None,
+                )).inserted_primary_key[0]  # type: ignore[index]
+                for v in recs:
+                    c.execute(insert(versions).values(**_version_values(object_id, v)))
+
     # ---- principals -----------------------------------------------------------
     def add_principal(self, p: PrincipalRecord, if_absent: bool = False) -> None:
         with self._write() as c:

@@ -212,3 +212,33 @@ used_assertions = Table(
     Column("expires", Integer, nullable=False),
 )
 Index("ix_used_assertions_expires", used_assertions.c.expires)
+
+
+# ---- certificate issuers and contacts (per vault) --------------------------------------
+
+# A vault's certificate issuers. The password of `credentials` is sealed by the barrier
+# (`sealed`, under the vault's data key); `org_details` is JSON in the wire shape.
+certificate_issuers = Table(
+    "certificate_issuers",
+    metadata,
+    Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True),
+    Column("name_lc", String(127), primary_key=True),
+    Column("name", String(127), nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("account_id", Text, nullable=True),
+    Column("sealed", LargeBinary, nullable=True),
+    Column("key_version", Integer, nullable=True),
+    Column("org_details", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("created", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+)
+
+# A vault's certificate contacts: the wire list as JSON (one row per vault that has some).
+certificate_contacts = Table(
+    "certificate_contacts",
+    metadata,
+    Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True),
+    Column("contacts", Text, nullable=False),
+    Column("updated", Integer, nullable=False),
+)

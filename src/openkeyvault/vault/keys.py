@@ -82,7 +82,7 @@ class KeyService(ObjectService[KeyBundle]):
         return KeyBundle(
             name=rec.name, version=rec.version, kty=p["kty"], key_ops=list(p["key_ops"]),
             public=p["public"], attributes=self._attributes(caller, rec), tags=rec.tags,
-            deleted=self._deleted(rec),
+            deleted=self._deleted(rec), managed=bool(p.get("managed")),
         )
 
     def _keystore(self, hardware: bool) -> KeyStore:
@@ -170,6 +170,7 @@ class KeyService(ObjectService[KeyBundle]):
                  key_ops: list[str], body: dict[str, Any],
                  make: Callable[[KeyStore], StoredKey], error_prefix: str) -> KeyBundle:
         """What create and import share once the key type and operations are checked."""
+        self._refuse_certificate_name(caller, name)
         enabled, nbf, exp = self._attrs(body)
         self._no_release_policy(body)
         tags = names.check_tags(body.get("tags"), MAX_KEY_TAG_CHARS)
@@ -335,6 +336,7 @@ class KeyService(ObjectService[KeyBundle]):
     def rotate(self, caller: Caller, name: str) -> KeyBundle:
         self._check(caller, actions.KEYS_ROTATE, name)
         latest = self._find(caller, name, None)
+        self._refuse_managed(latest, "rotate")
         policy = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
         rec = self._rotate(caller.vault, latest, policy)
         assert rec is not None
@@ -376,6 +378,7 @@ class KeyService(ObjectService[KeyBundle]):
                             body: dict[str, Any]) -> RotationPolicy:
         self._check(caller, actions.KEY_ROTATION_POLICIES_WRITE, name)
         latest = self._find(caller, name, None)
+        self._refuse_managed(latest, "setRotationPolicy")
         actions_in, expiry = _validate_policy(body)
         now = self._now()
         old = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())

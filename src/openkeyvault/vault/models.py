@@ -32,6 +32,7 @@ class SecretBundle:
     content_type: str | None = None
     tags: dict[str, str] | None = None
     deleted: DeletedInfo | None = None
+    managed: bool = False  # the secret of a certificate (its kid names the certificate's key)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class KeyBundle:
     attributes: Attributes
     tags: dict[str, str] | None = None
     deleted: DeletedInfo | None = None
+    managed: bool = False  # the key of a certificate
 
 
 @dataclass(frozen=True)

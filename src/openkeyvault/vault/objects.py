@@ -161,6 +161,7 @@ class ObjectService(Generic[B]):
     def delete(self, caller: Caller, name: str) -> B:
         self._check(caller, self.kind.delete, name)
         rec = self._find(caller, name, None)
+        self._refuse_managed(rec, "delete")
         now = self._now()
         purge_at = now + caller.vault.retention_days * DAY
         if not self._repo.soft_delete(caller.vault.id, self.kind.collection, name.lower(), now,
@@ -182,6 +183,7 @@ class ObjectService(Generic[B]):
 
     def recover(self, caller: Caller, name: str) -> B:
         self._check(caller, self.kind.recover, name)
+        self._refuse_managed(self._managed_latest(caller, name, True), "recover")
         if not names.OBJECT_NAME.fullmatch(name) or not self._repo.recover(
             caller.vault.id, self.kind.collection, name.lower()
         ):
@@ -196,6 +198,7 @@ class ObjectService(Generic[B]):
                 "vault. Key Vault service will automatically purge it after the retention period "
                 f"has passed. Vault: {caller.vault.name};location=local"
             )
+        self._refuse_managed(self._managed_latest(caller, name, True), "purge")
         if not names.OBJECT_NAME.fullmatch(name) or not self._repo.purge(
             caller.vault.id, self.kind.collection, name.lower()
         ):
@@ -205,6 +208,7 @@ class ObjectService(Generic[B]):
     def _update(self, caller: Caller, rec: VersionRecord, changes: dict[str, Any]
                 ) -> VersionRecord:
         """Apply attribute changes to one version (stamping `updated`); the updated record."""
+        self._refuse_managed(rec, "update")
         changes["updated"] = self._now()
         if not self._repo.update_version(caller.vault.id, self.kind.collection,
                                          rec.name.lower(), rec.version, changes):
@@ -218,11 +222,35 @@ class ObjectService(Generic[B]):
         """Store restored versions under `name`, refusing a name that is in use."""
         if not recs:
             raise BadParameter("The backup blob holds no versions.")
+        self._refuse_certificate_name(caller, name)
         try:
             self._repo.restore(caller.vault.id, self.kind.collection, name, recs, policy)
         except NameConflict as e:
             raise (self.kind.deleted_conflict(name) if e.deleted
                    else self.kind.exists_conflict(name)) from None
+
+    # ---- objects a certificate manages (its key and its secret) ------------------------
+    def _refuse_managed(self, rec: VersionRecord | None, verb: str) -> None:
+        """A certificate's key or secret changes only through the certificate."""
+        if rec is not None and rec.props.get("managed"):
+            raise Forbidden(
+                f"{self.kind.label} {rec.name} is managed by certificate {rec.name}; operation "
+                f"{verb} is not allowed on it. Use the certificate to change it."
+            )
+
+    def _refuse_certificate_name(self, caller: Caller, name: str) -> None:
+        """A certificate's name is not free for a standalone key or secret."""
+        if self._repo.get_object(caller.vault.id, "certificates", name.lower()) is not None:
+            raise Conflict(
+                f"The name {name} is in use by certificate {name}; its "
+                f"{self.kind.label.lower()} is managed through the certificate."
+            )
+
+    def _managed_latest(self, caller: Caller, name: str, deleted: bool) -> VersionRecord | None:
+        if not names.OBJECT_NAME.fullmatch(name):
+            return None
+        return self._repo.get_version(caller.vault.id, self.kind.collection, name.lower(),
+                                      None, deleted=deleted)
 
     def _on_removed(self, caller: Caller, name: str) -> None:
         """Hook: drop anything cached for the object (keys drop loaded key material)."""

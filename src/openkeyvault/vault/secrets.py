@@ -50,12 +50,14 @@ class SecretService(ObjectService[SecretBundle]):
             value=self._value(caller, rec) if with_value else None,
             content_type=rec.content_type, tags=rec.tags,
             attributes=self._attributes(caller, rec), deleted=self._deleted(rec),
+            managed=bool(rec.props.get("managed")),
         )
 
     def set(self, caller: Caller, name: str, value: Any, content_type: Any = None,
             attributes: dict[str, Any] | None = None, tags: Any = None) -> SecretBundle:
         names.check_object_name(name)
         self._check(caller, actions.SECRETS_SET, name)
+        self._refuse_certificate_name(caller, name)
         if not isinstance(value, str):
             raise BadParameter("The secret value must be a string.")
         raw = value.encode("utf-8")

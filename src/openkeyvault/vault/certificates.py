@@ -1,0 +1,858 @@
+"""Certificates: create (self-signed, by the deployment's CA, or through a CSR and merge),
+import, get, list, update, policy, the pending operation, delete/recover/purge,
+backup/restore, and the lifetime actions the scheduler runs.
+
+A certificate version is three objects with one name and one version: the certificate
+(collection "certificates": the DER certificate, its chain and thumbprint in `props`),
+its key (collection "keys", `managed`, the private key sealed as the keys service seals
+it) and its secret (collection "secrets", `managed`, the PFX or PEM sealed as secrets
+are). The keys and secrets services show them but refuse to change them. The
+certificate object's state (`objects.policy`) holds {"policy": the stored policy,
+"pending": the certificate operation or None}; an operation waiting for a merge keeps
+its private key sealed inside the state until the version is made.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from openkeyvault.access import actions
+from openkeyvault.access.authorize import Authorizer
+from openkeyvault.crypto import certificate_keys as ck
+from openkeyvault.crypto import certificates as x5
+from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.barrier import Barrier, BarrierError, vault_owner
+from openkeyvault.storage.records import EventRecord, NameConflict, VaultRecord, VersionRecord
+from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import certpolicy, keytypes, names, paging
+from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.context import Caller
+from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
+from openkeyvault.vault.keys import _context as key_context
+from openkeyvault.vault.lifecycle import recovery_level
+from openkeyvault.vault.models import Attributes, DeletedInfo, Page
+from openkeyvault.vault.objects import Kind, ObjectService
+from openkeyvault.vault.secrets import _context as secret_context
+
+KIND = Kind(
+    collection="certificates", label="Certificate", read=actions.CERTIFICATES_READ,
+    delete=actions.CERTIFICATES_DELETE, recover=actions.CERTIFICATES_RECOVER,
+    purge=actions.CERTIFICATES_PURGE,
+)
+LINKED = ("certificates", "keys", "secrets")
+MAX_TAG_CHARS = 256
+MAX_IMPORT_CHARS = 64 * 1024
+MAX_PASSWORD_CHARS = 1024
+MAX_MERGE_CERTS = 10
+IN_PROGRESS = "inProgress"
+COMPLETED = "completed"
+CANCELLED = "cancelled"
+FAILED = "failed"
+PENDING_DETAILS = ("Pending certificate created. Certificate request is in progress. This "
+                   "may take some time based on the issuer provider. Please check again later.")
+
+log = logging.getLogger("openkeyvault.certificates")
+
+
+@dataclass(frozen=True)
+class CertificateBundle:
+    name: str
+    version: str
+    cer: bytes
+    x5t: bytes
+    content_type: str | None
+    attributes: Attributes
+    policy: dict[str, Any] | None
+    tags: dict[str, str] | None = None
+    deleted: DeletedInfo | None = None
+    preserve_order: bool | None = None
+
+
+@dataclass(frozen=True)
+class CertificateOperation:
+    name: str
+    status: str
+    issuer: dict[str, Any]
+    request_id: str
+    cancellation_requested: bool = False
+    csr: bytes | None = None
+    status_details: str | None = None
+    error: dict[str, str] | None = None
+    target_version: str | None = None
+    preserve_order: bool | None = None
+
+
+@dataclass(frozen=True)
+class PolicyBundle:
+    name: str
+    policy: dict[str, Any]
+
+
+@dataclass
+class _Made:
+    """A new version's key and certificate, before it is stored."""
+
+    key_blob: bytes
+    certificate: Any
+    chain: tuple[Any, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    csr: str | None = None
+
+
+def _std_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# Paths of their own under /certificates: a certificate of such a name could not be addressed.
+RESERVED_NAMES = frozenset({"issuers", "contacts"})
+
+
+def _check_certificate_name(name: str) -> str:
+    names.check_object_name(name)
+    if name.lower() in RESERVED_NAMES:
+        raise BadParameter(f"The certificate name '{name}' is reserved: "
+                           f"/certificates/{name.lower()} addresses the vault's certificate "
+                           f"{name.lower()}.")
+    return name
+
+
+class CertificateService(ObjectService[CertificateBundle]):
+    kind = KIND
+
+    def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
+                 clock: Clock, backups: BackupCodec, issuers: Any = None,
+                 ca: Any = None) -> None:
+        super().__init__(repo, barrier, authorizer, clock, backups)
+        self._issuers = issuers  # IssuerService, or None: only Self and Unknown
+        self._ca = ca  # CertificateAuthority, or None: no built-in issuer
+
+    # ---- reading ----------------------------------------------------------------
+    def _state(self, vault_id: int, name: str, deleted: bool = False) -> dict[str, Any]:
+        obj = self._repo.get_object(vault_id, KIND.collection, name.lower())
+        if obj is None or obj[1] != deleted:
+            return {}
+        return obj[2] or {}
+
+    def _bundle(self, caller: Caller, rec: VersionRecord,
+                policy: dict[str, Any] | None = None) -> CertificateBundle:
+        p = rec.props
+        return CertificateBundle(
+            name=rec.name, version=rec.version, cer=base64.b64decode(p["cer"]),
+            x5t=base64.b64decode(p["x5t"]), content_type=p.get("contentType"),
+            attributes=self._attributes(caller, rec), policy=policy, tags=rec.tags,
+            deleted=self._deleted(rec), preserve_order=p.get("preserveCertOrder"),
+        )
+
+    def _full(self, caller: Caller, rec: VersionRecord) -> CertificateBundle:
+        state = self._state(caller.vault.id, rec.name, deleted=rec.deleted_date is not None)
+        return self._bundle(caller, rec, state.get("policy"))
+
+    def get(self, caller: Caller, name: str, version: str | None) -> CertificateBundle:
+        self._check(caller, actions.CERTIFICATES_READ, name, operation="get")
+        return self._full(caller, self._find(caller, name, version))
+
+    def get_deleted(self, caller: Caller, name: str) -> CertificateBundle:
+        self._check(caller, KIND.read, name, operation="get")
+        rec = None
+        if names.OBJECT_NAME.fullmatch(name):
+            rec = self._repo.get_version(caller.vault.id, KIND.collection, name.lower(), None,
+                                         deleted=True)
+        if rec is None:
+            raise KIND.deleted_not_found(name[:127])
+        return self._full(caller, rec)
+
+    # ---- lifecycle of the three objects -------------------------------------------------
+    def delete(self, caller: Caller, name: str) -> CertificateBundle:
+        self._check(caller, KIND.delete, name)
+        rec = self._find(caller, name, None)
+        now = self._now()
+        purge_at = now + caller.vault.retention_days * 86_400
+        if not self._repo.soft_delete_linked(caller.vault.id, LINKED, name.lower(), now,
+                                             purge_at):
+            raise KIND.not_found(name)
+        rec.deleted_date, rec.scheduled_purge_date = now, purge_at
+        return self._full(caller, rec)
+
+    def recover(self, caller: Caller, name: str) -> CertificateBundle:
+        self._check(caller, KIND.recover, name)
+        if not names.OBJECT_NAME.fullmatch(name) or not self._repo.recover_linked(
+                caller.vault.id, LINKED, name.lower()):
+            raise KIND.deleted_not_found(name[:127])
+        return self._full(caller, self._find(caller, name, None))
+
+    def purge(self, caller: Caller, name: str) -> None:
+        self._check(caller, KIND.purge, name)
+        if caller.vault.purge_protection:
+            raise Forbidden(
+                'Operation "purge" is not allowed because purge protection is enabled for this '
+                "vault. Key Vault service will automatically purge it after the retention period "
+                f"has passed. Vault: {caller.vault.name};location=local"
+            )
+        if not names.OBJECT_NAME.fullmatch(name) or not self._repo.purge_linked(
+                caller.vault.id, LINKED, name.lower()):
+            raise KIND.deleted_not_found(name[:127])
+
+    # ---- policy -------------------------------------------------------------------------
+    def get_policy(self, caller: Caller, name: str) -> PolicyBundle:
+        self._check(caller, actions.CERTIFICATES_READ, name, operation="get")
+        state = self._live_state(caller, name)
+        return PolicyBundle(name, state["policy"])
+
+    def _live_state(self, caller: Caller, name: str) -> dict[str, Any]:
+        if not names.OBJECT_NAME.fullmatch(name):
+            raise KIND.not_found(name[:127])
+        obj = self._repo.get_object(caller.vault.id, KIND.collection, name.lower())
+        if obj is None or obj[1] or not obj[2] or obj[2].get("policy") is None:
+            raise KIND.not_found(name)
+        return obj[2]
+
+    def update_policy(self, caller: Caller, name: str, body: dict[str, Any]) -> PolicyBundle:
+        self._check(caller, actions.CERTIFICATES_UPDATE, name)
+        state = self._live_state(caller, name)
+        policy = self._checked_policy(caller, body, state["policy"])
+        self._replace_state(caller, name, state, {**state, "policy": policy})
+        obj = self._repo.get_object(caller.vault.id, KIND.collection, name.lower())
+        return PolicyBundle(obj[0] if obj else name, policy)
+
+    def _replace_state(self, caller: Caller, name: str, old: dict[str, Any],
+                       new: dict[str, Any]) -> None:
+        """Store `new` if the state is still `old` (a concurrent change wins, and this
+        request is refused)."""
+        if not self._repo.set_linked_state(caller.vault.id, KIND.collection, name.lower(), new,
+                                           lambda cur: (cur or {}) == old):
+            raise Conflict(f"Certificate {name} changed while this request was applied; "
+                           "try again.")
+
+    def _checked_policy(self, caller: Caller, raw: Any, base: dict[str, Any] | None
+                        ) -> dict[str, Any]:
+        policy = certpolicy.validate(raw, base, self._now())
+        kty = policy["key_props"]["kty"]
+        keytypes.check_kty(kty, caller.vault.sku)
+        if keytypes.KTY[kty][1]:
+            raise BadParameter("HSM-protected key types need an HSM keystore, and none is "
+                               "configured for this deployment.")
+        self._resolve(caller.vault, policy["issuer"]["name"])
+        return policy
+
+    def _resolve(self, vault: VaultRecord, issuer_name: str) -> tuple[str, str]:
+        """(kind, name): "self", "unknown", "builtin" or "external"."""
+        if issuer_name == certpolicy.SELF:
+            return "self", issuer_name
+        if issuer_name == certpolicy.UNKNOWN:
+            return "unknown", issuer_name
+        if self._issuers is None:
+            raise BadParameter(f"The issuer {issuer_name} was not found in this vault.")
+        resolved = self._issuers.resolve(vault, issuer_name)
+        return resolved.kind, resolved.name
+
+    # ---- create, pending, merge -------------------------------------------------------
+    def create(self, caller: Caller, name: str, body: dict[str, Any]
+               ) -> CertificateOperation:
+        _check_certificate_name(name)
+        self._check(caller, actions.CERTIFICATES_CREATE, name)
+        vid = caller.vault.id
+        obj = self._repo.get_object(vid, KIND.collection, name.lower())
+        self._check_name_free(vid, name, obj)
+        state = (obj[2] if obj else None) or {}
+        raw_policy = body.get("policy")
+        if raw_policy is None and state.get("policy") is None:
+            raise BadParameter("The certificate policy is required to create a certificate.")
+        policy = self._checked_policy(caller, raw_policy, None) if raw_policy is not None \
+            else state["policy"]
+        enabled, tags = self._attrs_tags(body)
+        pending = state.get("pending")
+        if pending and pending.get("status") == IN_PROGRESS:
+            raise self._in_progress(name)
+        kind, _ = self._resolve(caller.vault, policy["issuer"]["name"])
+        extra = {"enabled": enabled, "tags": tags, "preserveCertOrder":
+                 names.check_bool(body.get("preserveCertOrder"), "preserveCertOrder")}
+        key = self._key_for(caller.vault, name, policy)
+        request_id = uuid.uuid4().hex
+        try:
+            csr = _std_b64(ck.csr_der(x5.build_csr(certpolicy.request(policy), key)))
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+        if kind in ("self", "builtin"):
+            made = self._issue(kind, policy, key)
+            made.extra = extra
+            made.csr = csr
+            self._store_version(caller.vault, name, policy, made, state, request_id=request_id)
+            # The version exists now, but the answer says inProgress: the SDKs' pollers
+            # fetch the certificate only after a poll of the operation reports it
+            # completed (a first answer that is already final leaves them with nothing).
+            return self._operation(name, {
+                "status": IN_PROGRESS, "status_details": PENDING_DETAILS,
+                "issuer": policy["issuer"], "request_id": request_id,
+                "cancellation_requested": False, "csr": csr})
+        # unknown or external: the operation waits for a merge with the CSR
+        key_version, sealed = self._barrier.seal(vault_owner(vid), self._pending_aad(
+            vid, name, request_id), ck.to_blob(key))
+        op = {
+            "status": IN_PROGRESS, "status_details": PENDING_DETAILS,
+            "issuer": policy["issuer"], "request_id": request_id,
+            "cancellation_requested": False, "csr": csr,
+            "sealed_key": _std_b64(sealed), "key_version": key_version, "extra": extra,
+            "created": self._now(),
+        }
+        try:
+            stored = self._repo.add_linked(
+                vid, name, LINKED, {}, {"policy": policy, "pending": op},
+                expect_state=lambda cur: (((cur or {}).get("pending") or {}).get("status")
+                                          != IN_PROGRESS))
+        except NameConflict as e:
+            raise self._conflict(name, e) from None
+        if not stored:
+            raise self._in_progress(name)
+        return self._operation(name, op)
+
+    @staticmethod
+    def _in_progress(name: str) -> Conflict:
+        return Conflict(f"There is a pending certificate operation for certificate {name}; "
+                        "delete it or wait until it completes.")
+
+    @staticmethod
+    def _pending_aad(vault_id: int, name: str, request_id: str) -> bytes:
+        return f"okv/certificate-pending/{vault_id}/{name.lower()}/{request_id}".encode()
+
+    def _check_name_free(self, vault_id: int, name: str,
+                         obj: tuple[str, bool, dict[str, Any] | None] | None) -> None:
+        if obj is not None and obj[1]:
+            raise KIND.deleted_conflict(name)
+        if obj is None:
+            for col, label in (("keys", "Key"), ("secrets", "Secret")):
+                other = self._repo.get_object(vault_id, col, name.lower())
+                if other is not None:
+                    raise Conflict(f"The name {name} is in use by a {label.lower()}; a "
+                                   "certificate needs a name that no key or secret uses.")
+
+    def _conflict(self, name: str, e: NameConflict) -> Conflict:
+        if e.deleted:
+            return KIND.deleted_conflict(name)
+        return Conflict(f"The name {name} is in use by a key or secret; a certificate needs a "
+                        "name that no key or secret uses.")
+
+    def _attrs_tags(self, body: dict[str, Any]) -> tuple[bool, dict[str, str] | None]:
+        attrs = body.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise BadParameter("attributes must be a JSON object.")
+        enabled = names.check_bool(attrs.get("enabled"), "enabled")
+        return (True if enabled is None else enabled,
+                names.check_tags(body.get("tags"), MAX_TAG_CHARS))
+
+    def _key_for(self, vault: VaultRecord, name: str, policy: dict[str, Any]) -> Any:
+        """The latest version's key when the policy reuses keys and it still fits the
+        policy's key type and size; else a new key."""
+        kp = policy["key_props"]
+        if kp.get("reuse_key"):
+            latest = self._repo.get_version(vault.id, "keys", name.lower(), None)
+            if latest is not None and latest.props.get("managed") and \
+                    latest.props.get("kty") == kp["kty"]:
+                key = ck.from_blob(self._key_blob(vault, latest))
+                if ck.key_size(key) == kp["key_size"]:
+                    return key
+        family = keytypes.KTY[kp["kty"]][0]
+        try:
+            return ck.generate(family, kp.get("key_size"), kp.get("crv"))
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+
+    def _key_blob(self, vault: VaultRecord, rec: VersionRecord) -> bytes:
+        if rec.sealed is None or rec.key_version is None:
+            raise BadParameter("The key has no material.")
+        try:
+            return self._barrier.open(vault_owner(vault.id), rec.key_version,
+                                      key_context(vault.id, rec.name.lower(), rec.version),
+                                      rec.sealed)
+        except BarrierError:
+            raise BadParameter("The key material could not be unsealed.") from None
+
+    def _issue(self, kind: str, policy: dict[str, Any], key: Any) -> _Made:
+        req = certpolicy.request(policy)
+        now = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC)
+        try:
+            if kind == "self":
+                cert = x5.build_certificate(req, ck.public_key(key), key, None, now)
+                return _Made(ck.to_blob(key), cert)
+            if self._ca is None:
+                raise BadParameter("This deployment has no built-in certificate authority.")
+            leaf, chain = self._ca.issue(req, ck.public_key(key), now)
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+        return _Made(ck.to_blob(key), leaf, tuple(chain))
+
+    def _store_version(self, vault: VaultRecord, name: str, policy: dict[str, Any],
+                       made: _Made, state: dict[str, Any], request_id: str | None = None,
+                       expect_latest: str | None = None, tags_default: Any = None,
+                       expect_pending: str | None = None, operation: bool = True
+                       ) -> str | None:
+        """Store the three objects of a new version and mark the operation completed; the
+        version (None when `expect_latest` no longer holds, or the operation
+        `expect_pending` is no longer in progress). An import (`operation` False) leaves
+        no operation behind."""
+        vid = vault.id
+        version = uuid.uuid4().hex
+        now = self._now()
+        key = ck.from_blob(made.key_blob)
+        cert = made.certificate
+        nbf, exp = ck.validity(cert)
+        enabled = made.extra.get("enabled", True)
+        tags = made.extra.get("tags", tags_default)
+        der = ck.cert_der(cert)
+        content_type = policy["secret_props"]["contentType"]
+        exportable = policy["key_props"]["exportable"]
+        private = key if exportable else None
+        try:
+            if content_type == certpolicy.PEM:
+                value = x5.to_pem(private, cert, made.chain).decode()
+            else:
+                value = _std_b64(x5.to_pfx(private, cert, made.chain))
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+        kty = policy["key_props"]["kty"]
+        name_lc = name.lower()
+        kv, ksealed = self._barrier.seal(vault_owner(vid), key_context(vid, name_lc, version),
+                                         made.key_blob)
+        sv, ssealed = self._barrier.seal(vault_owner(vid),
+                                         secret_context(vid, name_lc, version), value.encode())
+        common = {"name": name, "version": version, "created": now, "updated": now,
+                  "enabled": enabled, "nbf": nbf, "exp": exp, "tags": tags}
+        props: dict[str, Any] = {"cer": _std_b64(der),
+                                 "x5t": _std_b64(x5.thumbprint(cert)),
+                                 "chain": [_std_b64(ck.cert_der(c)) for c in made.chain],
+                                 "contentType": content_type}
+        if made.extra.get("preserveCertOrder") is not None:
+            props["preserveCertOrder"] = made.extra["preserveCertOrder"]
+        items = {
+            "certificates": VersionRecord(**common, props=props),
+            "keys": VersionRecord(**common, sealed=ksealed, key_version=kv, props={
+                "kty": kty, "key_ops": certpolicy.key_ops(policy),
+                "public": {k: v for k, v in ck.public_members(key).items() if k != "kty"},
+                "size": ck.key_size(key), "keystore": "software", "managed": True}),
+            "secrets": VersionRecord(**common, sealed=ssealed, key_version=sv,
+                                     content_type=content_type, props={"managed": True}),
+        }
+        op = {"status": COMPLETED, "status_details": None, "issuer": policy["issuer"],
+              "request_id": request_id or uuid.uuid4().hex,
+              "cancellation_requested": False, "target": version,
+              "csr": made.csr or ((state.get("pending") or {}).get("csr")
+                                  if request_id and (state.get("pending") or {}).get(
+                                      "request_id") == request_id else None)}
+        try:
+            ok = self._repo.add_linked(
+                vid, name, LINKED, items, {"policy": policy, "pending": op if operation else None},
+                expect_latest,
+                None if expect_pending is None else lambda cur: bool(
+                    cur and (cur.get("pending") or {}).get("request_id") == expect_pending
+                    and cur["pending"].get("status") == IN_PROGRESS))
+        except NameConflict as e:
+            raise self._conflict(name, e) from None
+        return version if ok else None
+
+    def _operation(self, name: str, op: dict[str, Any]) -> CertificateOperation:
+        csr = op.get("csr")
+        return CertificateOperation(
+            name=name, status=op["status"], issuer=op["issuer"], request_id=op["request_id"],
+            cancellation_requested=bool(op.get("cancellation_requested")),
+            csr=base64.b64decode(csr) if csr else None,
+            status_details=op.get("status_details"), error=op.get("error"),
+            target_version=op.get("target"),
+            preserve_order=(op.get("extra") or {}).get("preserveCertOrder"),
+        )
+
+    def _pending(self, caller: Caller, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        if not names.OBJECT_NAME.fullmatch(name):
+            raise self._no_pending(name[:127])
+        obj = self._repo.get_object(caller.vault.id, KIND.collection, name.lower())
+        if obj is None or obj[1] or not obj[2] or not obj[2].get("pending"):
+            raise self._no_pending(name)
+        return obj[0], obj[2], obj[2]["pending"]
+
+    @staticmethod
+    def _no_pending(name: str) -> NotFound:
+        return NotFound(f"Pending certificate not found: {name}", code="PendingCertificateNotFound")
+
+    def get_operation(self, caller: Caller, name: str) -> CertificateOperation:
+        self._check(caller, actions.CERTIFICATES_READ, name, operation="get")
+        stored, _, op = self._pending(caller, name)
+        return self._operation(stored, op)
+
+    def cancel_operation(self, caller: Caller, name: str, body: dict[str, Any]
+                         ) -> CertificateOperation:
+        self._check(caller, actions.CERTIFICATES_UPDATE, name)
+        flag = body.get("cancellation_requested")
+        if not isinstance(flag, bool):
+            raise BadParameter("cancellation_requested must be true or false.")
+        stored, state, op = self._pending(caller, name)
+        if not flag or op["status"] != IN_PROGRESS:
+            return self._operation(stored, op)  # nothing left to cancel
+        new_op = {k: v for k, v in op.items() if k not in ("sealed_key", "key_version")}
+        new_op.update(status=CANCELLED, cancellation_requested=True,
+                      status_details="The certificate operation was cancelled.")
+        rid = op["request_id"]
+        if not self._repo.set_linked_state(
+                caller.vault.id, KIND.collection, name.lower(), {**state, "pending": new_op},
+                lambda cur: bool(cur and (cur.get("pending") or {}).get("request_id") == rid
+                                 and cur["pending"].get("status") == IN_PROGRESS)):
+            raise Conflict("The certificate operation changed while it was being cancelled.")
+        return self._operation(stored, new_op)
+
+    def delete_operation(self, caller: Caller, name: str) -> CertificateOperation:
+        self._check(caller, actions.CERTIFICATES_DELETE, name)
+        stored, state, op = self._pending(caller, name)
+        rid = op["request_id"]
+        new_state = {**state, "pending": None}
+        if self._repo.get_version(caller.vault.id, KIND.collection, name.lower(), None) is None:
+            new_state["policy"] = None  # a certificate that never had a version goes away
+        if not self._repo.set_linked_state(
+                caller.vault.id, KIND.collection, name.lower(), new_state,
+                lambda cur: bool(cur and (cur.get("pending") or {}).get("request_id") == rid)):
+            raise self._no_pending(name)
+        return self._operation(stored, op)
+
+    def merge(self, caller: Caller, name: str, body: dict[str, Any]) -> CertificateBundle:
+        self._check(caller, actions.CERTIFICATES_CREATE, name)
+        stored, state, op = self._pending(caller, name)
+        if op["status"] != IN_PROGRESS or not op.get("sealed_key"):
+            raise BadParameter(f"The certificate operation of {stored} is {op['status']}; "
+                               "only an operation in progress can be merged.")
+        x5c = body.get("x5c")
+        if not isinstance(x5c, list) or not x5c or len(x5c) > MAX_MERGE_CERTS or \
+                not all(isinstance(c, str) for c in x5c):
+            raise BadParameter(f"x5c must be a list of 1 to {MAX_MERGE_CERTS} base64 "
+                               "certificates.")
+        try:
+            certs = [ck.cert_from_der(_b64(c, "x5c")) for c in x5c]
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+        vid = caller.vault.id
+        try:
+            blob = self._barrier.open(vault_owner(vid), int(op["key_version"]),
+                                      self._pending_aad(vid, name, op["request_id"]),
+                                      base64.b64decode(op["sealed_key"]))
+        except BarrierError:
+            raise BadParameter("The pending key could not be unsealed.") from None
+        key = ck.from_blob(blob)
+        if not x5.key_matches(certs[0], key):
+            raise BadParameter("Public key from x509 certificate and key of this instance "
+                               "doesn't match")
+        try:
+            x5.check_chain(certs[0], certs[1:])
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+        enabled, tags = self._attrs_tags(body)
+        extra = dict(op.get("extra") or {})
+        if body.get("attributes") is not None:
+            extra["enabled"] = enabled
+        if body.get("tags") is not None:
+            extra["tags"] = tags
+        made = _Made(blob, certs[0], tuple(certs[1:]), extra)
+        version = self._store_version(caller.vault, stored, state["policy"], made, state,
+                                      request_id=op["request_id"],
+                                      expect_pending=op["request_id"])
+        if version is None:
+            raise Conflict("The certificate operation changed while it was being merged.")
+        rec = self._find(caller, name, version)
+        return self._full(caller, rec)
+
+    # ---- import -----------------------------------------------------------------------
+    def import_certificate(self, caller: Caller, name: str, body: dict[str, Any]
+                           ) -> CertificateBundle:
+        _check_certificate_name(name)
+        self._check(caller, actions.CERTIFICATES_IMPORT, name)
+        vid = caller.vault.id
+        obj = self._repo.get_object(vid, KIND.collection, name.lower())
+        self._check_name_free(vid, name, obj)
+        state = (obj[2] if obj else None) or {}
+        if (state.get("pending") or {}).get("status") == IN_PROGRESS:
+            raise Conflict(f"There is a pending certificate operation for certificate {name}; "
+                           "delete it before importing.")
+        value = body.get("value")
+        if not isinstance(value, str) or not value:
+            raise BadParameter("The request body must contain the certificate as 'value'.")
+        if len(value) > MAX_IMPORT_CHARS:
+            raise BadParameter(f"The certificate is too large: at most {MAX_IMPORT_CHARS} "
+                               "characters are accepted.")
+        pwd = body.get("pwd")
+        if pwd is not None and (not isinstance(pwd, str) or len(pwd) > MAX_PASSWORD_CHARS):
+            raise BadParameter("pwd must be a string.")
+        given = body.get("policy")
+        if given is not None and not isinstance(given, dict):
+            raise BadParameter("policy must be a JSON object.")
+        ct_given = ((given or {}).get("secret_props") or {}).get("contentType") \
+            if isinstance((given or {}).get("secret_props"), dict) else None
+        loaded = _load(value, ct_given, pwd or None)
+        if loaded.key is None:
+            raise BadParameter("Private key is not specified in the specified X.509 "
+                               "certificate content. Please specify the private key in the "
+                               "X.509 certificate content.")
+        if not x5.key_matches(loaded.certificate, loaded.key):
+            raise BadParameter("The private key does not match the certificate's public key.")
+        content_type = ct_given if ct_given in certpolicy.CONTENT_TYPES else (
+            certpolicy.PEM if _looks_pem(value) else certpolicy.PKCS12)
+        try:
+            read_x509 = x5.x509_properties(loaded.certificate)
+            read_key = x5.key_properties(loaded.key)
+        except x5.CertificateInputError as exc:
+            raise BadParameter(str(exc)) from None
+        base_policy = state.get("policy") if given is None else None
+        if base_policy is not None:
+            policy = certpolicy.validate({"x509_props": read_x509}, base_policy, self._now())
+            policy["key_props"].update({k: v for k, v in read_key.items() if v is not None})
+        else:
+            policy = certpolicy.from_certificate(read_x509, read_key, given, content_type,
+                                                 self._now())
+        kty = policy["key_props"]["kty"]
+        keytypes.check_kty(kty, caller.vault.sku)
+        if keytypes.KTY[kty][1]:
+            raise BadParameter("HSM-protected key types need an HSM keystore, and none is "
+                               "configured for this deployment.")
+        enabled, tags = self._attrs_tags(body)
+        extra = {"enabled": enabled, "tags": tags, "preserveCertOrder":
+                 names.check_bool(body.get("preserveCertOrder"), "preserveCertOrder")}
+        made = _Made(ck.to_blob(loaded.key), loaded.certificate, tuple(loaded.chain), extra)
+        version = self._store_version(caller.vault, name, policy, made, state, operation=False)
+        assert version is not None
+        return self._full(caller, self._find(caller, name, version))
+
+    # ---- update -----------------------------------------------------------------------
+    def update(self, caller: Caller, name: str, version: str | None,
+               body: dict[str, Any]) -> CertificateBundle:
+        self._check(caller, actions.CERTIFICATES_UPDATE, name)
+        rec = self._find(caller, name, version)
+        attrs = body.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise BadParameter("attributes must be a JSON object.")
+        changes: dict[str, Any] = {}
+        if attrs.get("enabled") is not None:
+            changes["enabled"] = names.check_bool(attrs["enabled"], "enabled")
+        if "tags" in body:
+            changes["tags"] = names.check_tags(body["tags"], MAX_TAG_CHARS)
+        state: dict[str, Any] = {}
+        new_state = None
+        if body.get("policy") is not None:
+            state = self._live_state(caller, name)
+            new_state = {**state, "policy": self._checked_policy(caller, body["policy"],
+                                                                 state["policy"])}
+        # every input is checked before anything changes
+        if new_state is not None:
+            self._replace_state(caller, name, state, new_state)
+        if changes:
+            changes["updated"] = self._now()
+            for col in LINKED:
+                self._repo.update_version(caller.vault.id, col, name.lower(), rec.version,
+                                          changes)
+            for k, v in changes.items():
+                setattr(rec, k, v)
+        return self._full(caller, rec)
+
+    # ---- backup / restore ----------------------------------------------------------------
+    def backup(self, caller: Caller, name: str) -> bytes:
+        self._check(caller, actions.CERTIFICATES_BACKUP, name)
+        latest = self._find(caller, name, None)
+        vid, name_lc = caller.vault.id, name.lower()
+        state = self._state(vid, name)
+        state = {"policy": state.get("policy"), "pending": None}
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for col in LINKED:
+            out = []
+            for r in self._repo.all_versions(vid, col, name_lc):
+                item: dict[str, Any] = {
+                    "version": r.version, "props": r.props, "tags": r.tags,
+                    "enabled": r.enabled, "nbf": r.nbf, "exp": r.exp, "created": r.created,
+                    "updated": r.updated, "contentType": r.content_type,
+                }
+                if col == "keys":
+                    item["blob"] = _std_b64(self._key_blob(caller.vault, r))
+                elif col == "secrets":
+                    item["value"] = self._secret_value(caller.vault, r)
+                out.append(item)
+            groups[col] = out
+        if len(groups["certificates"]) > 500:
+            raise BadParameter(f"Certificate {latest.name} has more than 500 versions and "
+                               "cannot be backed up.")
+        return self._backups.pack(KIND.collection, {"name": latest.name, "state": state,
+                                                    "groups": groups})
+
+    def _secret_value(self, vault: VaultRecord, rec: VersionRecord) -> str:
+        if rec.sealed is None or rec.key_version is None:
+            raise BadParameter("The secret has no value.")
+        try:
+            return self._barrier.open(vault_owner(vault.id), rec.key_version,
+                                      secret_context(vault.id, rec.name.lower(), rec.version),
+                                      rec.sealed).decode()
+        except BarrierError:
+            raise BadParameter("The secret value could not be unsealed.") from None
+
+    def restore(self, caller: Caller, blob: bytes) -> CertificateBundle:
+        self._check(caller, actions.CERTIFICATES_RESTORE)
+        payload = self._backups.unpack(KIND.collection, blob)
+        name = str(payload.get("name", ""))
+        _check_certificate_name(name)
+        vid, name_lc = caller.vault.id, name.lower()
+        groups = []
+        for col in LINKED:
+            recs = []
+            for v in payload["groups"].get(col, []):
+                sealed = key_version = None
+                if col == "keys":
+                    keytypes.check_kty(v["props"]["kty"], caller.vault.sku)
+                    key_version, sealed = self._barrier.seal(
+                        vault_owner(vid), key_context(vid, name_lc, v["version"]),
+                        base64.b64decode(v["blob"]))
+                elif col == "secrets":
+                    key_version, sealed = self._barrier.seal(
+                        vault_owner(vid), secret_context(vid, name_lc, v["version"]),
+                        v["value"].encode())
+                recs.append(VersionRecord(
+                    name=name, version=v["version"], created=v["created"],
+                    updated=v["updated"], enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"],
+                    content_type=v.get("contentType"), tags=v["tags"], props=v["props"],
+                    sealed=sealed, key_version=key_version))
+            groups.append((col, recs, payload["state"] if col == "certificates" else None))
+        if not groups[0][1]:
+            raise BadParameter("The backup blob holds no versions.")
+        try:
+            self._repo.restore_linked(vid, name, groups)
+        except NameConflict as e:
+            raise (KIND.deleted_conflict(name) if e.deleted
+                   else KIND.exists_conflict(name)) from None
+        return self._full(caller, self._find(caller, name, None))
+
+    # ---- lists --------------------------------------------------------------------------
+    def list_certificates(self, caller: Caller, maxresults: str | None, token: str | None,
+                          include_pending: str | None) -> Page:
+        """The latest version of each certificate; with `include_pending`, certificates whose
+        first version is still a pending operation too (they have no thumbprint yet)."""
+        flag = (include_pending or "false").lower()
+        if flag not in ("true", "false"):
+            raise BadParameter("includePending must be true or false.")
+        if flag == "false":
+            return self.list(caller, maxresults, token)
+        self._check(caller, KIND.read, operation="list")
+        size = paging.page_size(maxresults)
+        after = paging.position(token, "a", str)
+        vid = caller.vault.id
+        rows: list[tuple[str, Any]] = [
+            (r.name.lower(), self._bundle(caller, r))
+            for r in self._repo.list_latest(vid, KIND.collection, False, after, size + 1)]
+        rows += [(n.lower(), self._pending_item(caller, n, state or {}))
+                 for n, state in self._repo.list_versionless(vid, KIND.collection, after,
+                                                             size + 1)]
+        rows.sort(key=lambda r: r[0])
+        more = len(rows) > size
+        rows = rows[:size]
+        nxt = paging.encode_token({"a": rows[-1][0]}) if more else None
+        return Page([b for _, b in rows], nxt)
+
+    def _pending_item(self, caller: Caller, name: str, state: dict[str, Any]
+                      ) -> CertificateBundle:
+        op = state.get("pending") or {}
+        created = int(op.get("created") or 0)
+        v = caller.vault
+        attrs = Attributes(enabled=bool((op.get("extra") or {}).get("enabled", True)),
+                           created=created, updated=created,
+                           recovery_level=recovery_level(v.retention_days, v.purge_protection),
+                           recoverable_days=v.retention_days)
+        return CertificateBundle(name=name, version="", cer=b"", x5t=b"", content_type=None,
+                                 attributes=attrs, policy=None,
+                                 tags=(op.get("extra") or {}).get("tags"))
+
+    # ---- lifetime actions (scheduler) --------------------------------------------------------
+    def run_lifetime_actions(self) -> int:
+        """Renew certificates whose AutoRenew trigger has passed; record EmailContacts
+        notices. Every worker runs it: a renewal is stored only if the version it renews is
+        still the latest, and a notice is recorded once per version."""
+        done = 0
+        now = self._now()
+        for row in self._repo.objects_with_policy(KIND.collection):
+            try:
+                done += self._run_actions(row.vault, row.policy or {}, row.latest, now)
+            except Exception:  # one certificate that cannot renew must not hold up the others
+                log.exception("The lifetime actions of certificate %s in vault %s could not "
+                              "run.", row.latest.name, row.vault.name)
+        return done
+
+    def _run_actions(self, vault: VaultRecord, state: dict[str, Any], latest: VersionRecord,
+                     now: int) -> int:
+        policy = state.get("policy")
+        if not policy or latest.exp is None or latest.nbf is None:
+            return 0
+        if (state.get("pending") or {}).get("status") == IN_PROGRESS:
+            return 0
+        done = 0
+        for action in policy.get("lifetime_actions", []):
+            trig = action["trigger"]
+            if "lifetime_percentage" in trig:
+                due = latest.nbf + (latest.exp - latest.nbf) * trig["lifetime_percentage"] // 100
+            else:
+                due = latest.exp - trig["days_before_expiry"] * 86_400
+            if now < due:
+                continue
+            kind = action["action"]["action_type"]
+            if kind == "EmailContacts":
+                if self._repo.add_event_once(EventRecord(vault.id, "CertificateNearExpiry",
+                                                         latest.name, latest.version, now)):
+                    done += 1
+                continue
+            if self._renew(vault, policy, state, latest):
+                self._repo.add_event_once(EventRecord(vault.id, "CertificateRenewed",
+                                                      latest.name, latest.version, now))
+                done += 1
+        return done
+
+    def _renew(self, vault: VaultRecord, policy: dict[str, Any], state: dict[str, Any],
+               latest: VersionRecord) -> bool:
+        try:
+            kind, _ = self._resolve(vault, policy["issuer"]["name"])
+        except BadParameter:
+            return False
+        if kind not in ("self", "builtin"):
+            return False
+        made = self._issue(kind, policy, self._key_for(vault, latest.name, policy))
+        made.extra = {"enabled": True, "tags": latest.tags}
+        return self._store_version(vault, latest.name, policy, made, state,
+                                   expect_latest=latest.version) is not None
+
+
+def _b64(value: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            raise BadParameter(f"'{field}' is not valid base64.") from None
+
+
+def _looks_pem(value: str) -> bool:
+    if "-----BEGIN" in value:
+        return True
+    try:
+        return b"-----BEGIN" in base64.b64decode(value, validate=True)[:4096]
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _load(value: str, content_type: str | None, password: str | None) -> Any:
+    """The import's value: PEM text, base64 PEM, or base64 PFX."""
+    try:
+        if "-----BEGIN" in value:
+            return x5.load_pem(value.encode(), password=password)
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadParameter("The specified PEM X.509 certificate content is in an "
+                               "unexpected format. Please check if certificate is in valid "
+                               "PEM format.") from None
+        if b"-----BEGIN" in raw[:4096] or content_type == certpolicy.PEM:
+            return x5.load_pem(raw, password=password)
+        return x5.load_pfx(raw, password)
+    except x5.CertificateInputError as exc:
+        raise BadParameter(str(exc)) from None
+

@@ -1,0 +1,331 @@
+"""A certificate's management policy: Azure's validation rules, the stored (wire) shape,
+and what the policy means for the key, the secret and the X.509 request.
+
+The stored policy is the wire JSON of `CertificatePolicy` without `id` (rendered at
+the edge), with every default filled in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from openkeyvault.crypto.certificates import CertificateInputError, X509Request, parse_subject
+from openkeyvault.vault.errors import BadParameter
+
+PKCS12 = "application/x-pkcs12"
+PEM = "application/x-pem-file"
+CONTENT_TYPES = (PKCS12, PEM)
+KEY_TYPES = ("RSA", "RSA-HSM", "EC", "EC-HSM")
+RSA_SIZES = (2048, 3072, 4096)
+CURVE_BITS = {"P-256": 256, "P-384": 384, "P-521": 521, "P-256K": 256}
+KEY_USAGES = ("digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment",
+              "keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly")
+_USAGE_BY_LOWER = {u.lower(): u for u in KEY_USAGES}
+ACTIONS = ("AutoRenew", "EmailContacts")
+MAX_VALIDITY_MONTHS = 1200
+MAX_SUBJECT_CHARS = 1024
+MAX_SANS = 100
+MAX_SAN_CHARS = 255
+MAX_EKUS = 32
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]{0,9})){1,30}")
+SELF = "Self"
+UNKNOWN = "Unknown"
+DEFAULT_RENEW_PERCENT = 80
+DEFAULT_EKUS = ("1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2")  # serverAuth, clientAuth
+
+# X.509 key usage → the key operations of the certificate's key (RSA; EC keeps sign/verify).
+_USAGE_OPS: dict[str, tuple[str, ...]] = {
+    "digitalSignature": ("sign", "verify"),
+    "nonRepudiation": ("sign", "verify"),
+    "keyCertSign": ("sign", "verify"),
+    "cRLSign": ("sign", "verify"),
+    "keyEncipherment": ("wrapKey", "unwrapKey", "encrypt", "decrypt"),
+    "dataEncipherment": ("encrypt", "decrypt"),
+}
+_OPS_ORDER = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
+
+
+def _obj(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadParameter(f"{field} must be a JSON object.")
+    return value
+
+
+def _bool(value: Any, field: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadParameter(f"{field} must be true or false.")
+    return value
+
+
+def _int(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadParameter(f"{field} must be an integer.")
+    return value
+
+
+def _strings(value: Any, field: str, limit: int, chars: int = MAX_SAN_CHARS) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadParameter(f"{field} must be a list of strings.")
+    if len(value) > limit:
+        raise BadParameter(f"{field} holds more than {limit} entries.")
+    for v in value:
+        if not v or len(v) > chars:
+            raise BadParameter(f"Each entry of {field} must be 1 to {chars} characters long.")
+    return list(value)
+
+
+def key_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    given = _obj(raw, "key_props")
+    base = dict(base or {})
+    if given.get("kty") is not None and str(given["kty"])[:2] != str(base.get("kty", ""))[:2]:
+        base.pop("key_size", None)  # another key family: the old size or curve is moot
+        base.pop("crv", None)
+    p = {**base, **given}
+    kty = p.get("kty")
+    kty = "RSA" if kty is None else kty
+    if kty not in KEY_TYPES:
+        raise BadParameter(f"The key type '{str(kty)[:16]}' is not supported for certificates; "
+                           f"use one of {', '.join(KEY_TYPES)}.")
+    out: dict[str, Any] = {
+        "exportable": _bool(p.get("exportable"), "key_props.exportable", True), "kty": kty,
+    }
+    size = _int(p.get("key_size"), "key_props.key_size")
+    crv = p.get("crv")
+    if kty.startswith("RSA"):
+        if crv is not None:
+            raise BadParameter("key_props.crv is only for EC keys.")
+        size = 2048 if size is None else size
+        if size not in RSA_SIZES:
+            raise BadParameter(f"key_props.key_size must be one of "
+                               f"{', '.join(map(str, RSA_SIZES))} for RSA keys.")
+        out["key_size"] = size
+    else:
+        crv = "P-256" if crv is None else crv
+        if crv not in CURVE_BITS:
+            raise BadParameter(f"key_props.crv must be one of {', '.join(CURVE_BITS)}.")
+        if size is not None and size != CURVE_BITS[crv]:
+            raise BadParameter(f"key_props.key_size {size} does not match the curve {crv}.")
+        out["key_size"] = CURVE_BITS[crv]
+        out["crv"] = crv
+    out["reuse_key"] = _bool(p.get("reuse_key"), "key_props.reuse_key", False)
+    return out
+
+
+def secret_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = {**(base or {}), **_obj(raw, "secret_props")}
+    ct = p.get("contentType")
+    ct = PKCS12 if ct is None else ct
+    if ct not in CONTENT_TYPES:
+        raise BadParameter(f"secret_props.contentType must be {PKCS12} or {PEM}.")
+    return {"contentType": ct}
+
+
+def _sans(raw: Any) -> dict[str, list[str]]:
+    s = _obj(raw, "x509_props.sans")
+    out = {k: _strings(s.get(k), f"x509_props.sans.{k}", MAX_SANS)
+           for k in ("emails", "dns_names", "upns", "ipAddresses", "uris")}
+    if sum(len(v) for v in out.values()) > MAX_SANS:
+        raise BadParameter(f"A certificate holds at most {MAX_SANS} subject alternative names.")
+    return {k: v for k, v in out.items() if v}
+
+
+def x509_props(raw: Any, base: dict[str, Any] | None = None, *,
+               kty: str = "RSA") -> dict[str, Any]:
+    p = {**(base or {}), **_obj(raw, "x509_props")}
+    subject = p.get("subject")
+    if subject is not None and (not isinstance(subject, str) or
+                                len(subject) > MAX_SUBJECT_CHARS):
+        raise BadParameter(f"x509_props.subject must be a string of at most "
+                           f"{MAX_SUBJECT_CHARS} characters.")
+    sans = _sans(p.get("sans"))
+    if not subject and not sans:
+        raise BadParameter("The certificate policy must specify a subject or subject "
+                           "alternative names (x509_props.subject or x509_props.sans).")
+    if subject:
+        try:
+            parse_subject(subject)
+        except CertificateInputError as exc:
+            raise BadParameter(f"x509_props.subject is not a valid distinguished name: {exc}") \
+                from None
+    # Azure fills server and client authentication when a policy names no EKUs.
+    ekus = _strings(p.get("ekus"), "x509_props.ekus", MAX_EKUS, 128) \
+        if p.get("ekus") is not None else list(DEFAULT_EKUS)
+    for e in ekus:
+        if not _OID.fullmatch(e):
+            raise BadParameter(f"x509_props.ekus entry '{e[:64]}' is not an object identifier.")
+    usage_in = _strings(p.get("key_usage"), "x509_props.key_usage", len(KEY_USAGES), 32)
+    usage: list[str] = []
+    for u in usage_in:
+        name = _USAGE_BY_LOWER.get(u.lower())
+        if name is None:
+            raise BadParameter(f"x509_props.key_usage entry '{u[:32]}' is not valid; use "
+                               f"{', '.join(KEY_USAGES)}.")
+        if name not in usage:
+            usage.append(name)
+    if not usage:
+        usage = ["digitalSignature", "keyEncipherment"] if kty.startswith("RSA") \
+            else ["digitalSignature"]
+    months = _int(p.get("validity_months"), "x509_props.validity_months")
+    months = 12 if months is None else months
+    if not 1 <= months <= MAX_VALIDITY_MONTHS:
+        raise BadParameter(f"x509_props.validity_months must be between 1 and "
+                           f"{MAX_VALIDITY_MONTHS}.")
+    out: dict[str, Any] = {"subject": subject or ""}
+    if sans:
+        out["sans"] = sans
+    out.update(ekus=ekus, key_usage=usage, validity_months=months)
+    return out
+
+
+def issuer(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = {**(base or {}), **_obj(raw, "issuer")}
+    name = p.get("name")
+    name = UNKNOWN if name is None else name
+    if not isinstance(name, str) or not name or len(name) > 127:
+        raise BadParameter("issuer.name must be a non-empty string of at most 127 characters.")
+    if name.lower() == "self":
+        name = SELF
+    elif name.lower() == "unknown":
+        name = UNKNOWN
+    out: dict[str, Any] = {"name": name}
+    cty = p.get("cty")
+    if cty is not None:
+        if not isinstance(cty, str) or len(cty) > 64:
+            raise BadParameter("issuer.cty must be a string of at most 64 characters.")
+        out["cty"] = cty
+    if p.get("cert_transparency") is not None:
+        out["cert_transparency"] = _bool(p.get("cert_transparency"), "issuer.cert_transparency",
+                                         False)
+    return out
+
+
+def lifetime_actions(raw: Any, months: int, issuer_name: str) -> list[dict[str, Any]]:
+    if raw is None:
+        action = "EmailContacts" if issuer_name == UNKNOWN else "AutoRenew"
+        return [{"trigger": {"lifetime_percentage": DEFAULT_RENEW_PERCENT},
+                 "action": {"action_type": action}}]
+    if not isinstance(raw, list):
+        raise BadParameter("lifetime_actions must be a list.")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("trigger"), dict) or \
+                not isinstance(item.get("action"), dict):
+            raise BadParameter("Each lifetime action needs a 'trigger' and an 'action'.")
+        kind = {a.lower(): a for a in ACTIONS}.get(str(item["action"].get("action_type",
+                                                                          "")).lower())
+        if kind is None:
+            raise BadParameter("A lifetime action's action_type must be AutoRenew or "
+                               "EmailContacts.")
+        if kind in seen:
+            raise BadParameter(f"A certificate policy may hold at most one {kind} action.")
+        seen.add(kind)
+        if kind == "AutoRenew" and issuer_name == UNKNOWN:
+            raise BadParameter("AutoRenew is not supported for certificates whose issuer is "
+                               "Unknown; use EmailContacts.")
+        trig = item["trigger"]
+        pct = _int(trig.get("lifetime_percentage"), "trigger.lifetime_percentage")
+        days = _int(trig.get("days_before_expiry"), "trigger.days_before_expiry")
+        if (pct is None) == (days is None):
+            raise BadParameter("A trigger needs exactly one of lifetime_percentage and "
+                               "days_before_expiry.")
+        if pct is not None:
+            if not 1 <= pct <= 99:
+                raise BadParameter("trigger.lifetime_percentage must be between 1 and 99.")
+            trigger: dict[str, int] = {"lifetime_percentage": pct}
+        else:
+            assert days is not None
+            if not 1 <= days <= months * 27:
+                raise BadParameter(f"trigger.days_before_expiry must be between 1 and "
+                                   f"{months * 27} (validity_months × 27).")
+            trigger = {"days_before_expiry": days}
+        out.append({"trigger": trigger, "action": {"action_type": kind}})
+    return out
+
+
+def validate(raw: Any, base: dict[str, Any] | None = None, now: int = 0,
+             require_x509: bool = True) -> dict[str, Any]:
+    """The stored policy for a request's policy JSON, merged section by section over
+    `base` (the stored policy, for updates)."""
+    body = _obj(raw, "policy")
+    base = base or {}
+    kp = key_props(body.get("key_props"), base.get("key_props"))
+    sp = secret_props(body.get("secret_props"), base.get("secret_props"))
+    if require_x509 or "x509_props" in body or base.get("x509_props"):
+        xp = x509_props(body.get("x509_props"), base.get("x509_props"), kty=kp["kty"])
+    else:
+        xp = {}
+    iss = issuer(body.get("issuer"), base.get("issuer"))
+    months = xp.get("validity_months", 12)
+    raw_actions = body.get("lifetime_actions", base.get("lifetime_actions"))
+    la = lifetime_actions(raw_actions, months, iss["name"])
+    attrs = _obj(body.get("attributes"), "policy.attributes")
+    old_attrs = base.get("attributes") or {}
+    enabled = _bool(attrs.get("enabled"), "policy.attributes.enabled",
+                    old_attrs.get("enabled", True))
+    return {
+        "key_props": kp, "secret_props": sp, "x509_props": xp, "lifetime_actions": la,
+        "issuer": iss,
+        "attributes": {"enabled": enabled, "created": old_attrs.get("created", now),
+                       "updated": now},
+    }
+
+
+def key_ops(policy: dict[str, Any]) -> list[str]:
+    """The certificate key's operations, from the policy's key usage."""
+    rsa = policy["key_props"]["kty"].startswith("RSA")
+    ops: set[str] = set()
+    for u in policy["x509_props"].get("key_usage", []):
+        ops.update(_USAGE_OPS.get(u, ()))
+    if not rsa:
+        ops &= {"sign", "verify"}
+    return [o for o in _OPS_ORDER if o in ops]
+
+
+def request(policy: dict[str, Any]) -> X509Request:
+    xp = policy["x509_props"]
+    sans = xp.get("sans", {})
+    return X509Request(
+        subject=xp.get("subject", ""),
+        dns_names=tuple(sans.get("dns_names", ())),
+        emails=tuple(sans.get("emails", ())),
+        upns=tuple(sans.get("upns", ())),
+        ip_addresses=tuple(sans.get("ipAddresses", ())),
+        uris=tuple(sans.get("uris", ())),
+        key_usage=tuple(xp.get("key_usage", ())),
+        ekus=tuple(xp.get("ekus", ())),
+        validity_months=int(xp.get("validity_months", 12)),
+    )
+
+
+def from_certificate(x509_read: dict[str, Any], key_read: dict[str, Any],
+                     given: Any, content_type: str, now: int) -> dict[str, Any]:
+    """An import's policy: what the request gave, the rest read from the certificate."""
+    body = dict(_obj(given, "policy"))
+    kp = dict(_obj(body.get("key_props"), "key_props"))
+    for k in ("kty", "key_size", "crv"):
+        if key_read.get(k) is not None:
+            kp[k] = key_read[k]
+    if kp.get("kty") == "RSA":
+        kp.pop("crv", None)
+    body["key_props"] = kp
+    body["secret_props"] = {**_obj(body.get("secret_props"), "secret_props"),
+                            "contentType": content_type}
+    xp = {k: v for k, v in x509_read.items() if v not in (None, [], {}, "")}
+    body["x509_props"] = {**xp, **_obj(body.get("x509_props"), "x509_props")}
+    body["x509_props"].setdefault("ekus", x509_read.get("ekus") or [])
+    months = body["x509_props"].get("validity_months")
+    if isinstance(months, int) and not isinstance(months, bool):
+        body["x509_props"]["validity_months"] = max(1, min(MAX_VALIDITY_MONTHS, months))
+    if body.get("issuer") is None:
+        body["issuer"] = {"name": UNKNOWN}
+    return validate(body, None, now)
