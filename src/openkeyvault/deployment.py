@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 from openkeyvault.access.assertions import ClientAssertions
 from openkeyvault.access.authorize import Authorizer
+from openkeyvault.access.control import ControlAuthorizer
 from openkeyvault.access.definitions import RoleDefinitions
 from openkeyvault.access.directory import Directory
 from openkeyvault.access.issuers import TrustedIssuers
 from openkeyvault.access.jwks import JwksCache
 from openkeyvault.access.principals import Principal
 from openkeyvault.access.rbac import RoleAssignments
-from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR
+from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR, OWNER
 from openkeyvault.access.signing_keys import SigningKeys
 from openkeyvault.access.tokens import RETAIN_SECONDS, TokenService
 from openkeyvault.config import Settings
@@ -36,6 +37,8 @@ from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.db import Engines, open_sqlite
 from openkeyvault.storage.identities import IdentityStore
+from openkeyvault.storage.keyring import KEYRING_DIR, FileKeyRing
+from openkeyvault.storage.placement import PlacementStore
 from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.seal import dev_seal_root_key
@@ -66,6 +69,7 @@ class Deployment:
     identity_header: str
     tokens: TokenService
     authorizer: Authorizer
+    control: ControlAuthorizer
     directory: Directory
     rbac: RoleAssignments
     access_control: AccessControlService
@@ -88,7 +92,9 @@ class Deployment:
             clock = OffsetClock(data / CLOCK_FILE) if settings.dev else SystemClock()
         engines = open_sqlite(settings.db_path)
         repo = Repository(engines)
-        barrier = Barrier(dev_seal_root_key(data / "root.key"), repo)
+        root_key = dev_seal_root_key(data / "root.key")
+        # Per-vault key-encryption keys live outside the database (destroyed at purge).
+        barrier = Barrier(root_key, repo, FileKeyRing(data / KEYRING_DIR, root_key))
         now = int(clock.now())
         barrier.ensure_owner(SYSTEM, now)
 
@@ -124,13 +130,20 @@ class Deployment:
         tokens = TokenService(signing_keys, issuer, tenant_id, clock, identities, issuers,
                               lambda object_id: directory.lookup(object_id=object_id))
         rbac = RoleAssignments(repo, clock, RoleDefinitions(repo, clock))
-        authorizer = Authorizer(rbac.of, repo.snapshot)
+        # Data roles assigned at a subscription or resource group cover the vaults placed
+        # there (`vaults` is built below; the lookup runs only when a decision needs it).
+        authorizer = Authorizer(rbac.of, repo.snapshot, lambda name: vaults.placement_of(name))
         if settings.dev:
-            # The dev identity is an ordinary principal holding Key Vault Administrator.
+            # The dev identity is an ordinary principal holding Key Vault Administrator (the
+            # data plane) and Owner (the control plane) at the deployment.
             repo.add_principal(PrincipalRecord(dev_oid, dev_app, tenant_id, "dev identity",
                                                "managedIdentity", now), if_absent=True)
             rbac.assign(dev_oid, KEY_VAULT_ADMINISTRATOR.id, "/")
-        vaults = VaultService(repo, barrier, clock)
+            rbac.assign(dev_oid, OWNER.id, "/")
+        port = "" if settings.port == 443 else f":{settings.port}"
+        vaults = VaultService(repo, barrier, clock, PlacementStore(engines), tenant_id,
+                              lambda name: f"https://{name}.vault.{settings.domain}{port}/")
+        vaults.adopt_unplaced()
         backups = BackupCodec(barrier, deployment_id)
         cert_store = CertificateIssuerStore(engines)
         cert_issuers = IssuerService(cert_store, barrier, authorizer, clock)
@@ -150,6 +163,7 @@ class Deployment:
             identity_header=identity_header,
             tokens=tokens,
             authorizer=authorizer,
+            control=ControlAuthorizer(rbac.of, vaults.placement_of),
             directory=directory, rbac=rbac,
             access_control=AccessControlService(authorizer, rbac, rbac.definitions),
             vaults=vaults,
@@ -171,6 +185,7 @@ class Deployment:
         """Background work, run on an interval by every server process (all idempotent)."""
         return {
             "purge-expired": lambda: purge_expired(self.repo, self.clock),
+            "deleted-vaults": self.vaults.purge_expired,
             "key-rotation": self.keys.run_policies,
             "certificate-lifetime-actions": self.certificates.run_lifetime_actions,
             "token-signing-keys": self._token_key_upkeep,

@@ -75,7 +75,8 @@ def test_deny_admits_only_addresses_in_the_rules(server: DevServer,
     props = deployment.vault_properties
     assert _put(http, "before", "v0").status_code == 200
 
-    shown = json.loads(server.okv("vault", "update", vault, "--default-action", "Deny").stdout)
+    shown = json.loads(server.okv("vault", "update", vault, "--default-action", "Deny",
+                                      "--output", "json").stdout)
     assert shown["properties"]["networkAcls"]["defaultAction"] == "Deny"
     _refused_by_firewall(http("GET", "/secrets/before"), vault, "127.0.0.1")
     _refused_by_firewall(_put(http, "refused", "v1"), vault, "127.0.0.1")

@@ -101,7 +101,7 @@ def test_key_roles(server: DevServer, app_principal: dict) -> None:
 
 
 def test_assignment_refusals(server: DevServer, app_principal: dict) -> None:
-    for args in (["--role", "Owner", "--scope", "/"],
+    for args in (["--role", "Supreme Overlord", "--scope", "/"],
                  ["--role", "Key Vault Reader", "--scope", "/subscriptions/x"],
                  ["--role", "Key Vault Reader", "--scope", "/vaults/dev/things"]):
         done = server.okv("role", "assign", "--principal", app_principal["client_id"], *args)

@@ -61,6 +61,22 @@ ROLE_DEFINITIONS_READ = f"{_A}/roleDefinitions/read"
 ROLE_DEFINITIONS_WRITE = f"{_A}/roleDefinitions/write"
 ROLE_DEFINITIONS_DELETE = f"{_A}/roleDefinitions/delete"
 
+# The control plane (ARM): vaults as resources. Granted by a role's `actions`, like role
+# management; Azure's operation names (Microsoft.KeyVault resource provider operations).
+_KV = "Microsoft.KeyVault"
+VAULTS_READ = f"{_V}/read"
+VAULTS_WRITE = f"{_V}/write"
+VAULTS_DELETE = f"{_V}/delete"
+VAULTS_ACCESS_POLICIES_WRITE = f"{_V}/accessPolicies/write"
+DELETED_VAULTS_READ = f"{_KV}/deletedVaults/read"
+LOCATIONS_DELETED_VAULTS_READ = f"{_KV}/locations/deletedVaults/read"
+DELETED_VAULTS_PURGE = f"{_KV}/locations/deletedVaults/purge/action"
+CHECK_NAME_AVAILABILITY = f"{_KV}/checkNameAvailability/read"
+LOCATIONS_OPERATION_RESULTS_READ = f"{_KV}/locations/operationResults/read"
+_ARM = frozenset({VAULTS_READ, VAULTS_WRITE, VAULTS_DELETE, VAULTS_ACCESS_POLICIES_WRITE,
+                  DELETED_VAULTS_READ, LOCATIONS_DELETED_VAULTS_READ, DELETED_VAULTS_PURGE,
+                  CHECK_NAME_AVAILABILITY, LOCATIONS_OPERATION_RESULTS_READ})
+
 # Managed HSM: role management is made of data actions (rbac.json's DataAction enum).
 _H = "Microsoft.KeyVault/managedHsm"
 HSM_ROLE_ASSIGNMENTS_READ = f"{_H}/roleAssignments/read/action"
@@ -103,8 +119,11 @@ _NAMED = frozenset(
     v for k, v in dict(globals()).items()
     if k.isupper() and not k.startswith("_") and isinstance(v, str)
 )
-CONTROL = frozenset(v for v in _NAMED if v.startswith(f"{_A}/"))
-"""Control-plane actions: a role grants them through `actions`/`notActions`."""
+CONTROL = frozenset(v for v in _NAMED if v.startswith(f"{_A}/")) | _ARM
+"""Control-plane actions (role management, vault management): a role grants them through
+`actions`/`notActions`."""
+VAULT_MANAGEMENT = _ARM
+"""The control-plane actions on vaults as ARM resources."""
 DATA = (_NAMED - CONTROL) | frozenset(_HSM_OTHER)
 """Data actions: a role grants them through `dataActions`/`notDataActions`."""
 ALL = DATA | CONTROL

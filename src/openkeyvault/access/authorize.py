@@ -3,7 +3,9 @@
 Deny by default: a principal may do a data action at a scope only if one of its
 role assignments covers the scope and the assigned role grants the action.
 Scopes are paths: `/` (the deployment), `/vaults/NAME`, `/vaults/NAME/secrets`,
-`/vaults/NAME/secrets/SECRET` (and likewise for keys).
+`/vaults/NAME/secrets/SECRET` (and likewise for keys). An assignment at a subscription or
+resource-group scope (`/subscriptions/S[/resourceGroups/RG]`, access/control.py) covers
+the vaults placed there, as the optional `placement` lookup reports.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ class Authorizer:
     memoises them until anything is written, so a change applies from the next request)."""
 
     def __init__(self, lookup: Callable[[str], Iterable[RoleAssignment]],
-                 generation: Callable[[], object] | None = None) -> None:
+                 generation: Callable[[], object] | None = None,
+                 placement: Callable[[str], tuple[str, str] | None] | None = None) -> None:
         """`generation()` returns the same object for as long as nothing `lookup` reads has
         changed (storage's snapshot); decisions are memoised under it, per thread, so a
         repeated decision costs one dict lookup and a change applies from the next request."""
         self._lookup = lookup
         self._generation = generation
+        self._placement = placement
         self._local = threading.local()
 
     @classmethod
@@ -81,8 +85,21 @@ class Authorizer:
         if data_action not in ALL:
             return False
         resource = scope.resource
-        return any(a.covers(resource) and permits(a.role, data_action)
-                   for a in self._lookup(object_id))
+        found = self._lookup(object_id)
+        return any((a.covers(resource) or self._placed_under(a, resource))
+                   and permits(a.role, data_action) for a in found)
+
+    def _placed_under(self, a: RoleAssignment, resource: str) -> bool:
+        """True if `a` is at the subscription or resource group of the resource's vault."""
+        if self._placement is None or not a.scope.startswith("/subscriptions/") \
+                or not resource.startswith("/vaults/"):
+            return False
+        where = self._placement(resource.split("/", 3)[2])
+        if where is None:
+            return False
+        sub = f"/subscriptions/{where[0]}".lower()
+        scope = a.scope.lower().rstrip("/")
+        return scope == sub or scope == f"{sub}/resourcegroups/{where[1].lower()}"
 
     def allowed_at(self, principal: Principal, action: str, resource: str,
                    assigning: str | None = None) -> bool:
@@ -93,7 +110,8 @@ class Authorizer:
         if action not in ALL:
             return False
         resource = resource.lower()
-        return any(a.covers(resource) and permits(a.role, action)
+        return any((a.covers(resource) or self._placed_under(a, resource))
+                   and permits(a.role, action)
                    and (assigning is None or a.role.assignable_roles is None
                         or assigning.lower() in a.role.assignable_roles)
                    for a in self._lookup(principal.object_id))

@@ -4,7 +4,9 @@ The rules for a new assignment live here once, for the REST API and `okv role`
 alike: a known scope, a known role definition assignable there, an existing
 principal, a GUID name, and no second assignment with the same content.
 Scopes are paths: `/` (the deployment), `/vaults/NAME`, `/vaults/NAME/keys`,
-`/vaults/NAME/keys/KEY` (likewise secrets, certificates).
+`/vaults/NAME/keys/KEY` (likewise secrets, certificates), and the placement scopes
+`/subscriptions/S` and `/subscriptions/S/resourceGroups/RG`; ARM scopes are accepted and
+stored in this internal form (access/control.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import uuid
 
 from openkeyvault.access.authorize import RoleAssignment
+from openkeyvault.access.control import arm_to_internal, is_placement_scope
 from openkeyvault.access.definitions import (
     GUID,
     RbacConflict,
@@ -31,6 +34,8 @@ SCOPE = re.compile(
     r"/|/vaults/[a-z0-9-]{3,24}(/(secrets|keys|certificates)(/[0-9a-z-]{1,127})?)?",
     re.IGNORECASE,
 )
+# ARM scopes (`/subscriptions/...`) are stored in their internal form (access/control.py):
+# a vault scope as `/vaults/NAME...`, a subscription or resource group as itself.
 _VAULT_PREFIX = re.compile(r"/vaults/[^/]+", re.IGNORECASE)
 
 
@@ -63,13 +68,18 @@ class RoleAssignments:
                  ) -> tuple[RoleAssignmentRecord, RoleDefinition]:
         if not isinstance(name, str) or not GUID.fullmatch(name):
             raise RbacError("The role assignment name must be a GUID.")
-        if not isinstance(scope, str) or len(scope) > 512 \
-                or not SCOPE.fullmatch(scope.rstrip("/") or "/"):
+        internal: str | None = scope
+        if isinstance(scope, str) and scope.lower().startswith("/subscriptions/"):
+            internal = arm_to_internal(scope)
+        if not isinstance(internal, str) or len(internal) > 512 or not (
+                SCOPE.fullmatch(internal.rstrip("/") or "/") or is_placement_scope(internal)):
             raise RbacError(
                 f"Invalid scope '{str(scope)[:200]}': use /, /vaults/NAME, "
-                "/vaults/NAME/secrets, /vaults/NAME/secrets/NAME (or keys, certificates)."
+                "/vaults/NAME/secrets, /vaults/NAME/secrets/NAME (or keys, certificates), "
+                "or an ARM scope: /subscriptions/ID[/resourceGroups/RG[/providers/"
+                "Microsoft.KeyVault/vaults/NAME[/secrets[/NAME]]]]."
             )
-        scope = scope.rstrip("/") or "/"
+        scope = internal.rstrip("/") or "/"
         definition = self.definitions.find(role) if isinstance(role, str) else None
         if definition is None:
             raise RbacError(f"The role definition '{str(role)[:120]}' does not exist.")

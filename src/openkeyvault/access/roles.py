@@ -1,4 +1,6 @@
-"""Azure's built-in data-plane roles for Key Vault and Managed HSM, as data (one home).
+"""Azure's built-in roles for Key Vault and Managed HSM, as data (one home): the data-plane
+roles, and the control-plane roles that manage vaults (Owner, Contributor, Reader, Key Vault
+Contributor: `actions` only, no data access).
 
 GUIDs, data actions and the `Microsoft.Authorization/*` part of `actions` are
 Azure's own (ROLES, azure-behavior.md §3.1), with one deliberate difference:
@@ -144,6 +146,37 @@ BUILT_IN: tuple[RoleDefinition, ...] = (
                                 "Microsoft.Management/managementGroups/read",
                                 "Microsoft.Support/*", f"{_V}/*/read"),
                    assignable_roles=DATA_ACCESS_ASSIGNABLE),
+    # Azure's control-plane roles: vaults as ARM resources (access/control.py decides with
+    # them). No dataActions, so they grant no access to keys, secrets or certificates.
+    RoleDefinition("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner",
+                   "Grants full access to manage all resources, including the ability to assign "
+                   "roles in Azure RBAC.", (), actions=("*",)),
+    RoleDefinition("b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor",
+                   "Grants full access to manage all resources, but does not allow you to "
+                   "assign roles in Azure RBAC, manage assignments in Azure Blueprints, or share "
+                   "image galleries.", (), actions=("*",),
+                   not_actions=(f"{_A}/*/Delete", f"{_A}/*/Write", f"{_A}/elevateAccess/Action",
+                                "Microsoft.Blueprint/blueprintAssignments/write",
+                                "Microsoft.Blueprint/blueprintAssignments/delete",
+                                "Microsoft.Compute/galleries/share/action",
+                                "Microsoft.Purview/consents/write",
+                                "Microsoft.Purview/consents/delete",
+                                "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+                                "Microsoft.Subscription/cancel/action",
+                                "Microsoft.Subscription/enable/action")),
+    RoleDefinition("acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader",
+                   "View all resources, but does not allow you to make any changes.", (),
+                   actions=("*/read",)),
+    RoleDefinition("f25e0fa2-a7c8-4377-a976-54943a77a395", "Key Vault Contributor",
+                   "Manage key vaults, but does not allow you to assign roles in Azure RBAC, "
+                   "and does not allow you to access secrets, keys, or certificates.", (),
+                   actions=(f"{_A}/*/read", "Microsoft.Insights/alertRules/*",
+                            "Microsoft.KeyVault/*", "Microsoft.Resources/deployments/*",
+                            "Microsoft.Resources/subscriptions/resourceGroups/read",
+                            "Microsoft.Support/*"),
+                   not_actions=("Microsoft.KeyVault/locations/deletedVaults/purge/action",
+                                "Microsoft.KeyVault/hsmPools/*",
+                                "Microsoft.KeyVault/managedHsms/*")),
     # Managed HSM local roles
     RoleDefinition("a290e904-7015-4bba-90c8-60543313cdb4", "Managed HSM Administrator",
                    "Manage security domain, full backup and restore, and role management.",
@@ -197,6 +230,7 @@ BUILT_IN: tuple[RoleDefinition, ...] = (
 BY_ID = {r.id: r for r in BUILT_IN}
 BY_NAME = {r.name.lower(): r for r in BUILT_IN}
 KEY_VAULT_ADMINISTRATOR = BY_NAME["key vault administrator"]
+OWNER = BY_NAME["owner"]
 
 
 @functools.lru_cache(maxsize=1024)

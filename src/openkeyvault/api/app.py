@@ -2,6 +2,7 @@
 
 Order: request id → non-data-plane endpoints (health, identity, dev, the
 issuing CA's root at /ca.pem) →
+the management API (ARM paths on the bare host, api/management.py) →
 challenge auth (401 + WWW-Authenticate before any routing or body check) →
 vault routing by Host → the vault's network rules → api-version → route
 handler. Handlers only translate between wire JSON and domain calls; domain
@@ -39,6 +40,7 @@ from openkeyvault.api.http import (
     json_response,
     read_body,
 )
+from openkeyvault.api.management import Management, is_management_path
 from openkeyvault.api.router import Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
@@ -69,6 +71,7 @@ class KeyVaultApp:
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
         self.sts = oidc.TokenEndpoints(deployment)
+        self.management = Management(deployment)
         self.client_addresses = ClientAddresses(deployment.settings.trusted_proxies)
         self._queries: dict[bytes, dict[str, str]] = {}
         self.access_log = AccessLog()
@@ -188,6 +191,8 @@ class KeyVaultApp:
         host = request.headers.get("host", "")
         if not valid_host(host):
             raise BadParameter("The Host header is missing or malformed.")
+        if is_management_path(path) and self.management.serves_host(host, self.hosts.domain):
+            return await self.management.handle(request)
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -35,3 +35,28 @@ def map_error(exc: e.DomainError) -> tuple[int, dict[str, object]]:
     if isinstance(exc, e.NotFound):
         code = exc.code
     return status, error_body(code, exc.message, exc.inner)
+
+
+# The management API (ARM) speaks ARM's codes: a domain error's `inner` code when it has
+# one (VaultAlreadyExists, ConflictError, VaultNameNotValid...), else the class default.
+ARM_CODES: dict[type[e.DomainError], str] = {
+    e.BadParameter: "BadRequest",
+    e.Unauthorized: "AuthenticationFailed",
+    e.Forbidden: "AuthorizationFailed",
+    e.NotFound: "ResourceNotFound",
+    e.VaultNotFound: "ResourceNotFound",
+    e.Conflict: "Conflict",
+    e.TooLarge: "RequestEntityTooLarge",
+}
+
+
+def arm_error(exc: e.DomainError) -> tuple[int, dict[str, object]]:
+    """(status, ARM error body {"error": {"code", "message"}}) for a domain error."""
+    status, _ = map_error(exc)
+    code = next((ARM_CODES[c] for c in type(exc).__mro__ if c in ARM_CODES),
+                "InternalServerError")
+    if isinstance(exc, e.NotFound) and exc.code != "NotFound":
+        code = exc.code
+    elif exc.inner:
+        code = exc.inner
+    return status, {"error": {"code": code, "message": exc.message}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from openkeyvault.cli import ca, trust
+from openkeyvault.cli import ca, trust, vaults
 from openkeyvault.config import DEFAULT_PORT, Settings, default_data_dir, default_trusted_proxies
 
 app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_is_help=True,
@@ -41,6 +40,9 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory
 
 def _settings(data_dir: Path | None, **kw: object) -> Settings:
     return Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve(), **kw)  # type: ignore[arg-type]
+
+
+vaults.register(vault_app, _settings)
 
 
 @app.command()
@@ -74,56 +76,6 @@ def server(
                   trusted_proxies=proxies, token_key_days=max(0, token_key_days)))
 
 
-@vault_app.command("create")
-def vault_create(
-    name: str,
-    data_dir: DataDir = None,
-    sku: Annotated[str, typer.Option(help="standard or premium.")] = "standard",
-    retention_days: Annotated[int, typer.Option(help="Soft-delete retention, 7-90 days.")] = 90,
-    purge_protection: Annotated[bool, typer.Option(help="Refuse purges.")] = False,
-) -> None:
-    """Create a vault, reachable at https://NAME.vault.localhost:PORT."""
-    from openkeyvault.deployment import Deployment
-    from openkeyvault.vault.errors import DomainError
-
-    d = Deployment.open(_settings(data_dir))
-    try:
-        v = d.vaults.create(name, sku=sku, retention_days=retention_days,
-                            purge_protection=purge_protection)
-    except DomainError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        d.close()
-    typer.echo(json.dumps({"name": v.name, "sku": v.sku, "retentionDays": v.retention_days,
-                           "purgeProtection": v.purge_protection}))
-
-
-@vault_app.command("list")
-def vault_list(
-    data_dir: DataDir = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
-) -> None:
-    """List the vaults."""
-    from openkeyvault.deployment import Deployment
-
-    d = Deployment.open(_settings(data_dir))
-    try:
-        vaults = d.vaults.list()
-    finally:
-        d.close()
-    if output == "json":
-        typer.echo(json.dumps([{"name": v.name, "sku": v.sku, "retentionDays": v.retention_days,
-                                "purgeProtection": v.purge_protection,
-                                "created": v.created} for v in vaults]))
-        return
-    table = Table("name", "sku", "retention (days)", "purge protection", "created")
-    for v in vaults:
-        table.add_row(v.name, v.sku, str(v.retention_days), "yes" if v.purge_protection else "no",
-                      dt.datetime.fromtimestamp(v.created, dt.UTC).isoformat(timespec="seconds"))
-    Console().print(table)
-
-
 def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
     """Run `fn(d.vault_properties)` and print the vault with its properties as JSON."""
     from openkeyvault.deployment import Deployment
@@ -143,30 +95,6 @@ def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
         "sku": {"family": "A", "name": v.sku}, "enableSoftDelete": True,
         "softDeleteRetentionInDays": v.retention_days,
         "enablePurgeProtection": v.purge_protection, **props.to_wire()}}, indent=2))
-
-
-@vault_app.command("show")
-def vault_show(name: str, data_dir: DataDir = None) -> None:
-    """Show a vault and its access settings (JSON, ARM property names)."""
-    _properties_call(data_dir, name, lambda s: s.get(name))
-
-
-@vault_app.command("update")
-def vault_update(
-    name: str,
-    data_dir: DataDir = None,
-    rbac: Annotated[bool | None, typer.Option(
-        "--rbac/--access-policies",
-        help="Authorize by role assignments (enableRbacAuthorization) or by the vault's "
-        "access policies.")] = None,
-    default_action: Annotated[str | None, typer.Option(
-        help="Network rules' default action: Allow or Deny.")] = None,
-    bypass: Annotated[str | None, typer.Option(
-        help="AzureServices or None (stored; no effect here).")] = None,
-) -> None:
-    """Change how a vault authorizes requests and its network default action."""
-    _properties_call(data_dir, name, lambda s: s.update(
-        name, enable_rbac_authorization=rbac, default_action=default_action, bypass=bypass))
 
 
 @network_app.command("add-rule")
@@ -342,11 +270,14 @@ def secret_remove(principal: str, secret_id: str, data_dir: DataDir = None) -> N
 def role_assign(
     principal: Annotated[str, typer.Option(help="Object id, client id or name.")],
     role: Annotated[str, typer.Option(help="Role name or GUID, e.g. 'Key Vault Secrets User'.")],
-    scope: Annotated[str, typer.Option(help="/, /vaults/NAME, /vaults/NAME/secrets[/NAME]...")
+    scope: Annotated[str, typer.Option(
+        help="/, /vaults/NAME, /vaults/NAME/secrets[/NAME]..., or an ARM scope: "
+        "/subscriptions/ID[/resourceGroups/RG[/providers/Microsoft.KeyVault/vaults/NAME...]]")
                      ] = "/",
     data_dir: DataDir = None,
 ) -> None:
-    """Give a principal a role at a scope."""
+    """Give a principal a role at a scope (an ARM scope is stored in its internal form)."""
+    from openkeyvault.access.control import internal_to_arm
     from openkeyvault.access.rbac import RbacError
     from openkeyvault.deployment import Deployment
 
@@ -355,13 +286,14 @@ def role_assign(
         p = _find(d.directory, principal)
         r = d.rbac.assign(p.object_id, role, scope)
         found = d.rbac.definitions.get(r.role_definition_id)
+        arm = internal_to_arm(r.scope, d.vaults.placement_of)
     except RbacError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         d.close()
     typer.echo(json.dumps({"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
-                           "role_definition_id": r.role_definition_id,
+                           "arm_scope": arm, "role_definition_id": r.role_definition_id,
                            "role": found.name if found else None}, indent=2))
 
 
@@ -370,13 +302,15 @@ def role_list(
     data_dir: DataDir = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
-    """List role assignments."""
+    """List role assignments: each scope in its internal and its ARM form."""
+    from openkeyvault.access.control import internal_to_arm
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
         find = d.rbac.definitions.get
         rows = [{"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
+                 "arm_scope": internal_to_arm(r.scope, d.vaults.placement_of),
                  "role_definition_id": r.role_definition_id,
                  "role": (f.name if (f := find(r.role_definition_id)) else None)}
                 for r in d.rbac.all()]
@@ -385,9 +319,10 @@ def role_list(
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("id", "principal", "role", "scope")
+    table = Table("id", "principal", "role", "scope", "ARM scope")
     for r in rows:
-        table.add_row(r["id"], r["principal_id"], r["role"] or r["role_definition_id"], r["scope"])
+        table.add_row(r["id"], r["principal_id"], r["role"] or r["role_definition_id"], r["scope"],
+                      r["arm_scope"])
     Console().print(table)
 
 

@@ -1,10 +1,24 @@
 """The barrier: the single point of encryption between storage and everything above.
 
-Root key → per-owner data keys (an owner is a vault, or `system` for the
-deployment's own secrets) → sealed values. Data keys are stored wrapped by
-the root key; each sealed value records which data-key version sealed it, so
-the keyring can gain versions without rewriting rows. Unwrapped data keys are
-cached in memory (as ready cipher objects): a given (owner, version) never changes.
+Root key → per-owner key-encryption key (KEK, in the keyring, outside the database)
+→ per-owner data keys (in the database, wrapped by the KEK) → sealed values. An
+owner is a vault, or `system` for the deployment's own secrets.
+
+- A vault owner's data keys are wrapped by its KEK (storage/keyring.py), and the KEK
+  is sealed by the root key. `destroy_owner` destroys the KEK: nothing the vault
+  sealed opens again, also not from a copy of the database taken before.
+- `system` keeps its data keys wrapped by the root key alone: it is never purged, and
+  the deployment's own identity should not depend on a keyring file.
+- Data keys stored before KEKs existed (wrapped by the root key alone) keep working;
+  the owner gets a KEK at `rotate_owner` (a new data-key version), which also rewraps
+  its earlier versions under the KEK. The two formats are told apart by length and
+  a marker (`KEK_WRAPPED`).
+
+Each sealed value records which data-key version sealed it, so an owner can gain
+versions without rewriting rows. Unwrapped data keys are cached in memory (as ready
+cipher objects); the cache is dropped whenever the barrier generation in storage
+changes (a data key destroyed or added), so every worker process stops using a
+destroyed owner's keys at its next request.
 """
 
 from __future__ import annotations
@@ -12,38 +26,154 @@ from __future__ import annotations
 import threading
 
 from openkeyvault.crypto import aead
+from openkeyvault.storage.keyring import Kek, KeyRing, KeyRingError
 from openkeyvault.storage.repository import Repository
 
 SYSTEM = "system"
+# A data key wrapped by its owner's KEK: KEK_WRAPPED || nonce || wrapped key || tag.
+KEK_WRAPPED = b"okv:kek:1:"
+# A data key wrapped by the root key alone (no marker): nonce || wrapped key || tag.
+_ROOT_WRAPPED_BYTES = aead.NONCE_BYTES + aead.KEY_BYTES + 16
 
 
 class BarrierError(Exception):
-    """A sealed value could not be opened (tampered, swapped or foreign)."""
+    """A sealed value could not be opened (tampered, swapped, foreign or shredded)."""
 
 
 def vault_owner(vault_id: int) -> str:
     return f"vault:{vault_id}"
 
 
+def kek_wrapped(wrapped: bytes) -> bool:
+    """Whether a stored data key is wrapped by its owner's KEK (else by the root key alone)."""
+    return len(wrapped) != _ROOT_WRAPPED_BYTES and wrapped.startswith(KEK_WRAPPED)
+
+
 class Barrier:
-    def __init__(self, root_key: bytes, repo: Repository) -> None:
-        self._root = root_key
+    def __init__(self, root_key: bytes, repo: Repository, keyring: KeyRing | None = None) -> None:
+        """Without a keyring every owner's data keys are wrapped by the root key alone, and
+        KEK-wrapped ones do not open."""
+        self._root = aead.Sealer(root_key)
         self._repo = repo
+        self._keyring = keyring
         self._cache: dict[tuple[str, int], aead.Sealer] = {}
         self._current: dict[str, int] = {}
+        self._generation = -1  # the storage generation the cache was filled under
         self._lock = threading.Lock()
+        self._local = threading.local()  # per thread: the snapshot the generation was read in
 
     @staticmethod
     def _wrap_aad(owner: str, version: int) -> bytes:
         return f"okv/data-key/{owner}/{version}".encode()
 
+    @staticmethod
+    def _kek_aad(owner: str, version: int) -> bytes:
+        return f"okv/data-key/{owner}/{version}/kek".encode()
+
+    def _uses_kek(self, owner: str) -> bool:
+        return self._keyring is not None and owner != SYSTEM
+
+    def _kek(self, owner: str) -> Kek | None:
+        """The KEK to wrap `owner`'s new data keys with (created if absent), or None for an
+        owner whose data keys are wrapped by the root key alone."""
+        if not self._uses_kek(owner):
+            return None
+        assert self._keyring is not None
+        try:
+            return self._keyring.create(owner)
+        except KeyRingError as e:
+            raise BarrierError(f"no key-encryption key for {owner}: {e}") from None
+
+    def _wrap(self, owner: str, version: int, key: bytes, kek: Kek | None) -> bytes:
+        if kek is None:
+            return self._root.seal(key, self._wrap_aad(owner, version))
+        return KEK_WRAPPED + kek.wrap(key, self._kek_aad(owner, version))
+
+    def _unwrap(self, owner: str, version: int, wrapped: bytes) -> bytes:
+        if not kek_wrapped(wrapped):
+            try:
+                return self._root.open(wrapped, self._wrap_aad(owner, version))
+            except aead.SealError:
+                raise BarrierError("data key does not open under the root key") from None
+        try:
+            kek = self._keyring.get(owner) if self._keyring is not None else None
+        except KeyRingError as e:
+            raise BarrierError(f"the key-encryption key of {owner} does not open: {e}") from None
+        if kek is None:
+            raise BarrierError(f"the key-encryption key of {owner} is gone")
+        try:
+            return kek.unwrap(wrapped[len(KEK_WRAPPED):], self._kek_aad(owner, version))
+        except KeyRingError:
+            raise BarrierError("data key does not open under its key-encryption key") from None
+
     def ensure_owner(self, owner: str, now: int) -> None:
         """Create version 1 of the owner's data key if it has none."""
+        if self._repo.data_key(owner) is not None:
+            return
+        kek = self._kek(owner)  # file I/O outside the write transaction
         self._repo.add_data_key_if_absent(
-            owner, lambda v: aead.seal(self._root, aead.new_key(), self._wrap_aad(owner, v)), now
-        )
+            owner, lambda v: self._wrap(owner, v, aead.new_key(), kek), now)
+
+    def rotate_owner(self, owner: str, now: int) -> int:
+        """Add a new data-key version for `owner` (new values are sealed with it; older
+        ones keep opening). A vault owner gets its KEK now if it has none, and data keys
+        wrapped by the root key alone are rewrapped under it. Returns the new version."""
+        kek = self._kek(owner)  # file I/O outside the write transaction
+
+        def rewrap(version: int, wrapped: bytes) -> bytes | None:
+            if kek is None or kek_wrapped(wrapped):
+                return None
+            return self._wrap(owner, version, self._unwrap(owner, version, wrapped), kek)
+
+        version = self._repo.add_data_key_version(
+            owner, lambda v: self._wrap(owner, v, aead.new_key(), kek), rewrap, now)
+        self._forget(owner)
+        return version
+
+    def destroy_owner(self, owner: str) -> None:
+        """Destroy the owner's key material irrecoverably: its KEK first (from then on
+        nothing it sealed opens, from this database or any copy of it), then its data keys
+        and every unwrapped copy in memory; other processes drop theirs when they see the
+        barrier generation change. Idempotent. The `system` owner cannot be destroyed."""
+        if owner == SYSTEM:
+            raise ValueError("the system owner's keys cannot be destroyed")
+        if self._keyring is not None:
+            try:
+                self._keyring.destroy(owner)
+            except KeyRingError as e:
+                raise BarrierError(f"the key-encryption key of {owner} was not destroyed: {e}"
+                                   ) from None
+        self._forget(owner)
+        self._repo.drop_data_keys(owner)
+        self._forget(owner)
+
+    def _forget(self, owner: str) -> None:
+        with self._lock:
+            for k in [k for k in self._cache if k[0] == owner]:
+                del self._cache[k]
+            self._current.pop(owner, None)
+
+    def _fresh(self) -> int:
+        """The storage generation; the cache is emptied when it grew. Read once per storage
+        snapshot (per request on the hot path, see FastReader.snapshot)."""
+        snapshot = self._repo.snapshot()
+        local = self._local
+        if getattr(local, "snapshot", None) is snapshot:
+            generation: int = local.generation
+        else:
+            generation = self._repo.barrier_generation()
+            local.snapshot, local.generation = snapshot, generation
+        if generation > self._generation:  # a thread still in an older snapshot changes nothing
+            with self._lock:
+                if generation > self._generation:
+                    self._cache.clear()
+                    self._current.clear()
+                    self._generation = generation
+        return generation
 
     def _key(self, owner: str, version: int | None) -> tuple[int, aead.Sealer]:
+        generation = self._fresh()
+        latest = version is None
         if version is None:
             version = self._current.get(owner)
         if version is not None:
@@ -54,13 +184,14 @@ class Barrier:
         if found is None:
             raise BarrierError(f"no data key for {owner}")
         v, wrapped = found
-        try:
-            sealer = aead.Sealer(aead.open_sealed(self._root, wrapped, self._wrap_aad(owner, v)))
-        except aead.SealError:
-            raise BarrierError("data key does not open under the root key") from None
+        sealer = aead.Sealer(self._unwrap(owner, v, wrapped))
         with self._lock:
-            self._cache[(owner, v)] = sealer
-            self._current.setdefault(owner, v)
+            # Only a key read under the generation the cache holds may enter it: a key read
+            # before a destroy that another thread has already seen stays out.
+            if generation == self._generation:
+                self._cache[(owner, v)] = sealer
+                if latest:
+                    self._current[owner] = v
         return v, sealer
 
     def seal(self, owner: str, context: bytes, plaintext: bytes) -> tuple[int, bytes]:

@@ -32,6 +32,7 @@ from openkeyvault.storage.schema import (
     principals,
     role_assignments,
     role_definitions,
+    vault_placement,
     vault_properties,
     vaults,
     versions,
@@ -133,9 +134,16 @@ def _same_assignment(a: RoleAssignmentRecord, b: RoleAssignmentRecord) -> bool:
 # Hot-path statements are built once; executions then hit SQLAlchemy's compiled cache
 # without rebuilding expression trees per request.
 # A vault comes with its access-governing properties (one query, memoised with it).
-_VAULT_WITH_PROPERTIES = select(vaults, vault_properties.c.properties).select_from(
-    vaults.outerjoin(vault_properties, vault_properties.c.vault_id == vaults.c.id))
-_GET_VAULT = _VAULT_WITH_PROPERTIES.where(vaults.c.name == bindparam("name"))
+# A soft-deleted vault (see storage/placement.py) is not found: its host answers like a
+# missing vault's.
+_LIVE_VAULTS = select(vaults, vault_properties.c.properties).select_from(
+    vaults.outerjoin(vault_properties, vault_properties.c.vault_id == vaults.c.id)
+    .outerjoin(vault_placement, vault_placement.c.vault_id == vaults.c.id)
+).where(vault_placement.c.deleted_date.is_(None))
+_GET_VAULT = _LIVE_VAULTS.where(vaults.c.name == bindparam("name"))
+# A deleted vault's objects are frozen: no scheduled purge, rotation or renewal touches them.
+_DELETED_VAULT_IDS = select(vault_placement.c.vault_id).where(
+    vault_placement.c.deleted_date.is_not(None))
 
 
 def _version_statement(latest: bool, deleted: bool) -> Any:
@@ -211,6 +219,53 @@ class Repository:
                     )
                 )
 
+    def add_data_key_version(self, owner: str, wrapped_for: Callable[[int], bytes],
+                             rewrap: Callable[[int, bytes], bytes | None], now: int) -> int:
+        """Add the next version of `owner`'s data key (wrapped by `wrapped_for(version)`),
+        replace the wrapping of earlier versions where `rewrap(version, wrapped)` gives a new
+        one, and bump the barrier generation — one transaction. Returns the new version."""
+        with self._write() as c:
+            rows = c.execute(select(data_keys.c.version, data_keys.c.wrapped)
+                             .where(data_keys.c.owner == owner)).all()
+            for row in rows:
+                rewrapped = rewrap(row.version, row.wrapped)
+                if rewrapped is not None:
+                    c.execute(update(data_keys).where(data_keys.c.owner == owner,
+                                                      data_keys.c.version == row.version)
+                              .values(wrapped=rewrapped))
+            version = max((r.version for r in rows), default=0) + 1
+            c.execute(insert(data_keys).values(owner=owner, version=version,
+                                               wrapped=wrapped_for(version), created=now))
+            self._bump_barrier_generation(c)
+            return version
+
+    def drop_data_keys(self, owner: str) -> None:
+        """Delete every data key of `owner` and bump the barrier generation (one transaction)."""
+        with self._write() as c:
+            c.execute(delete(data_keys).where(data_keys.c.owner == owner))
+            self._bump_barrier_generation(c)
+
+    # Bumped whenever a data key is destroyed or added after the first: worker processes
+    # drop their unwrapped data keys when they see it change (read memoised, see FastReader).
+    _BARRIER_GENERATION = select(meta.c.value).where(meta.c.key == "barrier_generation")
+
+    @staticmethod
+    def _bump_barrier_generation(c: Connection) -> None:
+        have = c.execute(Repository._BARRIER_GENERATION).scalar()
+        if have is None:
+            c.execute(insert(meta).values(key="barrier_generation", value="1"))
+        else:
+            c.execute(update(meta).where(meta.c.key == "barrier_generation")
+                      .values(value=str(int(have) + 1)))
+
+    def barrier_generation(self) -> int:
+        if self._fast is not None:
+            row = self._fast.first_cached(self._BARRIER_GENERATION, {})
+        else:
+            with self._r.connect() as c:
+                row = c.execute(self._BARRIER_GENERATION).first()
+        return int(row.value) if row is not None else 0
+
     # ---- vaults -----------------------------------------------------------
     def create_vault(self, name: str, kind: str, sku: str, retention_days: int,
                      purge_protection: bool, now: int) -> VaultRecord:
@@ -247,7 +302,7 @@ class Repository:
 
     def list_vaults(self) -> list[VaultRecord]:
         with self._r.connect() as c:
-            return [_vault(r) for r in c.execute(_VAULT_WITH_PROPERTIES.order_by(vaults.c.name))]
+            return [_vault(r) for r in c.execute(_LIVE_VAULTS.order_by(vaults.c.name))]
 
     def update_vault_properties(self, vault_id: int, change: Callable[[str | None], str],
                                 now: int) -> str | None:
@@ -416,7 +471,8 @@ class Repository:
         with self._write() as c:
             ids = list(c.execute(
                 select(objects.c.id).where(objects.c.scheduled_purge_date.is_not(None),
-                                           objects.c.scheduled_purge_date <= now)
+                                           objects.c.scheduled_purge_date <= now,
+                                           objects.c.vault_id.not_in(_DELETED_VAULT_IDS))
             ).scalars())
             self._remove(c, ids)
             return len(ids)
@@ -457,7 +513,8 @@ class Repository:
                          .join(vaults, objects.c.vault_id == vaults.c.id))
             .where(objects.c.collection == collection,
                    objects.c.policy.is_not(None) | versions.c.exp.is_not(None),
-                   objects.c.deleted_date.is_(None), versions.c.seq == _latest_seq)
+                   objects.c.deleted_date.is_(None), versions.c.seq == _latest_seq,
+                   objects.c.vault_id.not_in(_DELETED_VAULT_IDS))
         )
         with self._r.connect() as c:
             rows = c.execute(q).all()

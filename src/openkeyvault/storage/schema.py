@@ -162,6 +162,26 @@ vault_properties = Table(
     Column("updated", Integer, nullable=False),
 )
 
+# A vault's place in the control plane (ARM's subscription, resource group, location,
+# tenant, tags) and its soft-deleted state. A vault without a row (created before this
+# table) sits in the deployment's default subscription and resource group. A deleted
+# vault (`deleted_date` set) keeps its name, objects and key material until it is purged.
+vault_placement = Table(
+    "vault_placement",
+    metadata,
+    Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True),
+    Column("subscription", String(36), nullable=False),
+    Column("resource_group", String(90), nullable=False),
+    Column("resource_group_lc", String(90), nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("tenant_id", String(36), nullable=False),
+    Column("tags", Text, nullable=True),  # JSON
+    Column("deleted_date", Integer, nullable=True),
+    Column("scheduled_purge_date", Integer, nullable=True),
+)
+Index("ix_vault_placement_group", vault_placement.c.subscription,
+      vault_placement.c.resource_group_lc)
+
 
 # ---- the token service's trust: signing keys, external issuers, used assertions --------
 

@@ -1,28 +1,185 @@
-"""Vaults of the deployment (the full control plane comes later)."""
+"""Vaults of the deployment: the control plane's vault lifecycle.
+
+ARM's view of a vault: it sits in a subscription and resource group (namespaces inside
+the deployment, created by the first vault placed in them), at a location, in the
+deployment's tenant, with tags and ARM-shaped properties (`sku`, `tenantId`,
+`enableSoftDelete`, `softDeleteRetentionInDays`, `enablePurgeProtection`,
+`enableRbacAuthorization`, `accessPolicies`, `networkAcls`, `vaultUri`).
+
+Deletion is soft: a deleted vault keeps its name (no other vault may take it), its objects
+and its key material; the data plane no longer finds it. Recover (PUT with
+`createMode: recover`) brings it back; purge destroys its key material through the barrier
+(so nothing of it decrypts again, even from an older copy of the database) and then removes
+its rows. Under purge protection a purge is refused until the scheduled purge date, when
+the `deleted-vaults` scheduled job purges it.
+"""
 
 from __future__ import annotations
 
+import builtins
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, overload
+
+from openkeyvault.access.policies import (
+    KINDS,
+    AccessPolicies,
+    AccessPolicyEntry,
+    InvalidAccessPolicy,
+)
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, vault_owner
+from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
 from openkeyvault.storage.records import NameConflict, VaultRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import names
-from openkeyvault.vault.errors import BadParameter, Conflict
+from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
 from openkeyvault.vault.lifecycle import (
+    DAY,
     DEFAULT_RETENTION_DAYS,
     MAX_RETENTION_DAYS,
     MIN_RETENTION_DAYS,
 )
+from openkeyvault.vault.properties import MAX_PROPERTIES_CHARS, VaultProperties, properties_of
 
 SKUS = ("standard", "premium")
+DEFAULT_RESOURCE_GROUP = "default"
+DEFAULT_LOCATION = "local"
+VAULT_TYPE = "Microsoft.KeyVault/vaults"
+DELETED_VAULT_TYPE = "Microsoft.KeyVault/deletedVaults"
+MAX_TAGS = 50
+MAX_TAG_NAME = 512
+MAX_TAG_VALUE = 256
+_RESOURCE_GROUP = re.compile(r"[-\w._()]{1,90}")
+_LOCATION = re.compile(r"[A-Za-z0-9 ]{1,64}")
+_POLICY_OPERATIONS = ("add", "replace", "remove")
+
+
+def check_subscription(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise NotFound(f"The subscription '{value[:40]}' could not be found.",
+                       "InvalidSubscriptionId") from None
+
+
+def check_resource_group(value: str) -> str:
+    if not _RESOURCE_GROUP.fullmatch(value) or value.endswith("."):
+        raise BadParameter(f"Resource group '{value[:90]}' is invalid.",
+                           inner="InvalidResourceGroup")
+    return value
+
+
+def _iso(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bad(message: str, code: str = "BadRequest") -> BadParameter:
+    return BadParameter(message, inner=code)
+
+
+def _tags(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or len(value) > MAX_TAGS:
+        raise _bad(f"tags must be an object of at most {MAX_TAGS} string values.",
+                   "InvalidTag")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k \
+                or len(k) > MAX_TAG_NAME or len(v) > MAX_TAG_VALUE:
+            raise _bad(f"Tag names are 1-{MAX_TAG_NAME} characters, values at most "
+                       f"{MAX_TAG_VALUE}.", "InvalidTag")
+        out[k] = v
+    return out
+
+
+def _object(value: object, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(f"{what} must be a JSON object.")
+    return value
+
+
+def _sku(value: object) -> str:
+    sku = _object(value, "sku")
+    name, family = sku.get("name"), sku.get("family", "A")
+    if not isinstance(name, str) or name.lower() not in SKUS or family not in ("A", "a"):
+        raise _bad("sku must be {\"family\": \"A\", \"name\": \"standard\"|\"premium\"}.")
+    return name.lower()
+
+
+def _bool(props: Mapping[str, Any], key: str) -> bool | None:
+    value = props.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise _bad(f"{key} must be true or false.")
+    return value
+
+
+def _retention(props: Mapping[str, Any]) -> int | None:
+    value = props.get("softDeleteRetentionInDays")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
+        raise _bad(f"softDeleteRetentionInDays must be between {MIN_RETENTION_DAYS} and "
+                   f"{MAX_RETENTION_DAYS}.")
+    return value
+
+
+def _dump(props: VaultProperties) -> str:
+    text = json.dumps(props.to_wire(), separators=(",", ":"), sort_keys=True)
+    if len(text) > MAX_PROPERTIES_CHARS:
+        raise _bad("The vault properties are too large.")
+    return text
+
+
+def _access(base: VaultProperties, props: Mapping[str, Any]) -> VaultProperties:
+    """`base` with the access properties `props` names (the others kept)."""
+    wire = base.to_wire()
+    for key in ("enableRbacAuthorization", "accessPolicies", "networkAcls"):
+        if key in props and props[key] is not None:
+            wire[key] = props[key]
+    try:
+        return VaultProperties.from_wire(wire)
+    except BadParameter as exc:
+        raise _bad(exc.message) from None
 
 
 class VaultService:
-    def __init__(self, repo: Repository, barrier: Barrier, clock: Clock) -> None:
+    def __init__(self, repo: Repository, barrier: Barrier, clock: Clock,
+                 placements: PlacementStore | None = None, tenant_id: str = "",
+                 vault_uri: Callable[[str], str] | None = None) -> None:
         self._repo = repo
         self._barrier = barrier
         self._clock = clock
+        self._placements = placements
+        self._tenant_id = tenant_id
+        self._vault_uri = vault_uri or (lambda name: f"https://{name}.vault.localhost/")
+        self._default_subscription: str | None = None
 
+    # ---- the default place ------------------------------------------------
+    def default_subscription(self) -> str:
+        if self._default_subscription is None:
+            self._default_subscription = self._repo.set_meta_if_absent(
+                "default_subscription_id", str(uuid.uuid4()))
+        return self._default_subscription
+
+    def _default(self) -> Placement:
+        return Placement(self.default_subscription(), DEFAULT_RESOURCE_GROUP, DEFAULT_LOCATION,
+                         self._tenant_id)
+
+    def _store(self) -> PlacementStore:
+        if self._placements is None:
+            raise RuntimeError("VaultService was built without placement storage.")
+        return self._placements
+
+    # ---- the simple interface (CLI, deployment) ---------------------------
     def create(self, name: str, sku: str = "standard",
                retention_days: int = DEFAULT_RETENTION_DAYS,
                purge_protection: bool = False) -> VaultRecord:
@@ -35,21 +192,367 @@ class VaultService:
                 f"{MAX_RETENTION_DAYS}."
             )
         now = int(self._clock.now())
-        try:
-            vault = self._repo.create_vault(name, "vault", sku, retention_days, purge_protection,
-                                            now)
-        except NameConflict:
-            raise Conflict(f"A vault named '{name}' already exists.",
-                           inner="VaultAlreadyExists") from None
+        if self._placements is None:
+            try:
+                vault = self._repo.create_vault(name, "vault", sku, retention_days,
+                                                purge_protection, now)
+            except NameConflict:
+                raise Conflict(f"A vault named '{name}' already exists.",
+                               inner="VaultAlreadyExists") from None
+        else:
+            self._insert(name, sku, retention_days, purge_protection, now, self._default(),
+                         None)
+            found = self._repo.get_vault(name)
+            assert found is not None
+            vault = found
         self._barrier.ensure_owner(vault_owner(vault.id), now)
         return vault
+
+    def _insert(self, name: str, sku: str, retention_days: int, purge_protection: bool,
+                now: int, placement: Placement, properties: str | None) -> None:
+        try:
+            self._store().create(name, sku, retention_days, purge_protection, now, placement,
+                                 properties)
+        except NameConflict as exc:
+            if exc.deleted:
+                raise Conflict(f"The vault name '{name}' is already in use by a deleted "
+                               "vault; recover or purge it first.",
+                               inner="ConflictError") from None
+            raise Conflict(f"The vault name '{name}' is already in use.",
+                           inner="VaultAlreadyExists") from None
 
     def ensure(self, name: str) -> VaultRecord:
         vault = self._repo.get_vault(name.lower())
         return vault if vault is not None else self.create(name)
 
-    def get(self, name: str) -> VaultRecord | None:
-        return self._repo.get_vault(name.lower())
+    @overload
+    def get(self, name: str, /) -> VaultRecord | None: ...
+    @overload
+    def get(self, subscription: str, resource_group: str, name: str, /) -> dict[str, Any]: ...
 
-    def list(self) -> list[VaultRecord]:
-        return self._repo.list_vaults()
+    def get(self, *args: str) -> Any:
+        """get(name) -> VaultRecord | None (the data plane's view, live vaults only);
+        get(subscription, resource_group, name) -> the ARM vault resource (dict)."""
+        if len(args) == 1:
+            return self._repo.get_vault(args[0].lower())
+        subscription, resource_group, name = args
+        return self._render(self._placed(subscription, resource_group, name))
+
+    @overload
+    def list(self) -> builtins.list[VaultRecord]: ...
+    @overload
+    def list(self, subscription: str, resource_group: str | None = None, /
+             ) -> builtins.list[dict[str, Any]]: ...
+
+    def list(self, *args: str | None) -> Any:
+        """list() -> live VaultRecords; list(subscription, resource_group | None) -> ARM
+        vault resources in that subscription (and resource group)."""
+        if not args:
+            return self._repo.list_vaults()
+        subscription = check_subscription(str(args[0]))
+        group = args[1] if len(args) > 1 else None
+        return [self._render(p) for p in self._store().list(self._default(), deleted=False)
+                if p.placement.subscription == subscription
+                and (group is None or p.placement.resource_group.lower() == group.lower())]
+
+    def adopt_unplaced(self) -> int:
+        """Place vaults created before placement storage in the default place."""
+        return self._store().place_unplaced(self._default()) if self._placements else 0
+
+    def placement_of(self, name: str) -> tuple[str, str] | None:
+        """(subscription, resource group) of the vault named `name`, live or deleted."""
+        if self._placements is None or not names.VAULT_NAME.fullmatch(name):
+            return None
+        found = self._placements.place(name.lower())
+        if found is None:
+            return None
+        subscription, resource_group = found
+        if subscription is None or resource_group is None:
+            return self.default_subscription(), DEFAULT_RESOURCE_GROUP
+        return subscription, resource_group
+
+    # ---- ARM --------------------------------------------------------------
+    def _find(self, name: str) -> PlacedVault | None:
+        if not names.VAULT_NAME.fullmatch(name):
+            return None
+        return self._store().get(name.lower(), self._default())
+
+    def _placed(self, subscription: str, resource_group: str, name: str) -> PlacedVault:
+        subscription = check_subscription(subscription)
+        found = self._find(name)
+        if found is None or found.placement.deleted_date is not None \
+                or found.placement.subscription != subscription \
+                or found.placement.resource_group.lower() != resource_group.lower():
+            raise NotFound(f"The Resource '{VAULT_TYPE}/{name[:24]}' under resource group "
+                           f"'{resource_group[:90]}' was not found.", "ResourceNotFound")
+        return found
+
+    def _render(self, p: PlacedVault) -> dict[str, Any]:
+        v, pl = p.vault, p.placement
+        props = properties_of(v)
+        properties: dict[str, Any] = {
+            "tenantId": pl.tenant_id,
+            "sku": {"family": "A", "name": v.sku},
+            "accessPolicies": [e.to_wire() for e in props.access_policies.entries],
+            "vaultUri": self._vault_uri(v.name),
+            "enabledForDeployment": False,
+            "enabledForDiskEncryption": False,
+            "enabledForTemplateDeployment": False,
+            "enableSoftDelete": True,
+            "softDeleteRetentionInDays": v.retention_days,
+            "enableRbacAuthorization": props.enable_rbac_authorization,
+            "networkAcls": props.network_acls.to_wire(),
+            "provisioningState": "Succeeded",
+            "publicNetworkAccess": "Enabled",
+        }
+        if v.purge_protection:
+            properties["enablePurgeProtection"] = True
+        created = _iso(v.created)
+        return {
+            "id": f"/subscriptions/{pl.subscription}/resourceGroups/{pl.resource_group}"
+                  f"/providers/{VAULT_TYPE}/{v.name}",
+            "name": v.name, "type": VAULT_TYPE, "location": pl.location,
+            "tags": dict(pl.tags or {}),
+            "systemData": {"createdAt": created, "lastModifiedAt": created},
+            "properties": properties,
+        }
+
+    def create_or_update(self, subscription: str, resource_group: str, name: str,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        subscription = check_subscription(subscription)
+        resource_group = check_resource_group(resource_group)
+        try:
+            lc = names.check_vault_name(name)
+        except BadParameter as exc:
+            raise BadParameter(exc.message, inner="VaultNameNotValid") from None
+        body = dict(_object(body, "The request body"))
+        props = _object(body.get("properties"), "properties")
+        if not isinstance(body.get("properties"), Mapping):
+            raise _bad("The request body must hold 'properties'.")
+        location = body.get("location")
+        if not isinstance(location, str) or not _LOCATION.fullmatch(location):
+            raise _bad("location is required: a region name.", "LocationRequired")
+        mode = props.get("createMode", "default")
+        if mode not in ("default", "recover"):
+            raise _bad("createMode must be 'default' or 'recover'.")
+        existing = self._store().get(lc, self._default())
+        if mode == "recover":
+            return self._recover(subscription, resource_group, lc, existing, body), False
+        tenant = props.get("tenantId")
+        if not isinstance(tenant, str) or tenant.lower() != self._tenant_id.lower():
+            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        sku = _sku(props.get("sku"))
+        if _bool(props, "enableSoftDelete") is False:
+            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
+        retention = _retention(props)
+        purge_protection = _bool(props, "enablePurgeProtection")
+        tags = _tags(body.get("tags"))
+        if existing is not None:
+            pl = existing.placement
+            if pl.deleted_date is not None:
+                self._insert(lc, sku, 0, False, 0, pl, None)  # raises the deleted-name conflict
+            if pl.subscription != subscription or pl.resource_group.lower() != \
+                    resource_group.lower():
+                raise Conflict(f"The vault name '{lc}' is already in use.",
+                               inner="VaultAlreadyExists")
+            return self._apply(existing, sku, retention, purge_protection, props,
+                               replace(pl, tags=tags, location=pl.location)), False
+        new_props = _access(VaultProperties(), props)
+        now = int(self._clock.now())
+        placement = Placement(subscription, resource_group, location.lower(), self._tenant_id,
+                              tags)
+        self._insert(lc, sku, retention or DEFAULT_RETENTION_DAYS, bool(purge_protection),
+                     now, placement, _dump(new_props))
+        created = self._store().get(lc, self._default())
+        assert created is not None
+        self._barrier.ensure_owner(vault_owner(created.vault.id), now)
+        return self._render(created), True
+
+    def _apply(self, p: PlacedVault, sku: str | None, retention: int | None,
+               purge_protection: bool | None, props: Mapping[str, Any],
+               placement: Placement) -> dict[str, Any]:
+        v = p.vault
+        if retention is not None and retention != v.retention_days:
+            raise _bad("softDeleteRetentionInDays cannot be changed after the vault is "
+                       "created.")
+        if purge_protection is False and v.purge_protection:
+            raise _bad("Purge protection cannot be turned off once it is on.")
+        if "tenantId" in props and props["tenantId"] is not None and (
+                not isinstance(props["tenantId"], str)
+                or props["tenantId"].lower() != self._tenant_id.lower()):
+            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        new_props = _access(properties_of(v), props)
+        self._store().update(v.id, placement=placement, properties=_dump(new_props),
+                             sku=sku, purge_protection=True if purge_protection else None,
+                             now=int(self._clock.now()))
+        found = self._store().get(v.name, self._default())
+        assert found is not None
+        return self._render(found)
+
+    def update(self, subscription: str, resource_group: str, name: str,
+               patch: dict[str, Any]) -> dict[str, Any]:
+        p = self._placed(subscription, resource_group, name)
+        body = _object(patch, "The request body")
+        props = _object(body.get("properties"), "properties")
+        if _bool(props, "enableSoftDelete") is False:
+            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
+        if props.get("createMode") not in (None, "default"):
+            raise _bad("createMode is only meaningful on PUT.")
+        sku = _sku(props["sku"]) if props.get("sku") is not None else None
+        tags = _tags(body["tags"]) if "tags" in body else p.placement.tags
+        return self._apply(p, sku, _retention(props), _bool(props, "enablePurgeProtection"),
+                           props, replace(p.placement, tags=tags))
+
+    def delete(self, subscription: str, resource_group: str, name: str) -> None:
+        p = self._placed(subscription, resource_group, name)
+        now = int(self._clock.now())
+        self._store().update(p.vault.id, placement=replace(
+            p.placement, deleted_date=now,
+            scheduled_purge_date=now + p.vault.retention_days * DAY), now=now)
+
+    def _recover(self, subscription: str, resource_group: str, name: str,
+                 existing: PlacedVault | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        if existing is None or existing.placement.subscription != subscription:
+            raise NotFound(f"No deleted vault named '{name}' was found.",
+                           "DeletedVaultNotFound")
+        pl = existing.placement
+        if pl.deleted_date is None:
+            raise Conflict(f"The vault '{name}' is not deleted: there is nothing to recover.",
+                           inner="ConflictError")
+        if pl.resource_group.lower() != resource_group.lower():
+            raise _bad(f"The deleted vault '{name}' belonged to resource group "
+                       f"'{pl.resource_group}'; recover it there.")
+        tags = _tags(body["tags"]) if "tags" in body else pl.tags
+        self._store().update(existing.vault.id, placement=replace(
+            pl, tags=tags, deleted_date=None, scheduled_purge_date=None),
+            now=int(self._clock.now()))
+        found = self._store().get(name, self._default())
+        assert found is not None
+        return self._render(found)
+
+    def recover(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+        subscription = check_subscription(subscription)
+        lc = name.lower()
+        return self._recover(subscription, resource_group, lc,
+                             self._find(lc), {})
+
+    # ---- deleted vaults ---------------------------------------------------
+    def _deleted(self, location: str | None, name: str, subscription: str) -> PlacedVault:
+        subscription = check_subscription(subscription)
+        found = self._find(name)
+        if found is None or found.placement.deleted_date is None \
+                or found.placement.subscription != subscription \
+                or (location is not None and found.placement.location != location.lower()):
+            raise NotFound(f"No deleted vault named '{name[:24]}' was found.",
+                           "DeletedVaultNotFound")
+        return found
+
+    def _render_deleted(self, p: PlacedVault) -> dict[str, Any]:
+        v, pl = p.vault, p.placement
+        assert pl.deleted_date is not None and pl.scheduled_purge_date is not None
+        vault_id = (f"/subscriptions/{pl.subscription}/resourceGroups/{pl.resource_group}"
+                    f"/providers/{VAULT_TYPE}/{v.name}")
+        return {
+            "id": f"/subscriptions/{pl.subscription}/providers/Microsoft.KeyVault/locations/"
+                  f"{pl.location}/deletedVaults/{v.name}",
+            "name": v.name, "type": DELETED_VAULT_TYPE,
+            "properties": {
+                "vaultId": vault_id, "location": pl.location,
+                "deletionDate": _iso(pl.deleted_date),
+                "scheduledPurgeDate": _iso(pl.scheduled_purge_date),
+                "tags": dict(pl.tags or {}),
+                "purgeProtectionEnabled": v.purge_protection,
+            },
+        }
+
+    def get_deleted(self, location: str, name: str, subscription: str) -> dict[str, Any]:
+        return self._render_deleted(self._deleted(location, name, subscription))
+
+    def list_deleted(self, subscription: str) -> builtins.list[dict[str, Any]]:
+        subscription = check_subscription(subscription)
+        return [self._render_deleted(p)
+                for p in self._store().list(self._default(), deleted=True)
+                if p.placement.subscription == subscription]
+
+    def purge_deleted(self, location: str, name: str, subscription: str) -> None:
+        p = self._deleted(location, name, subscription)
+        now = int(self._clock.now())
+        assert p.placement.scheduled_purge_date is not None
+        if p.vault.purge_protection and now < p.placement.scheduled_purge_date:
+            raise Forbidden(
+                f"Operation 'DeletedVaultPurge' is not allowed on the vault '{p.vault.name}': "
+                "purge protection is enabled. It will be purged on "
+                f"{_iso(p.placement.scheduled_purge_date)}.",
+                inner="MethodNotAllowedWithPurgeProtection")
+        self._purge(p.vault.id)
+
+    def _purge(self, vault_id: int) -> None:
+        # Key material first: from here on nothing the vault sealed opens, also not from
+        # an older copy of the database; a failure after this leaves rows a retry removes.
+        self._barrier.destroy_owner(vault_owner(vault_id))
+        self._store().remove(vault_id)
+
+    def purge_expired(self) -> int:
+        """Purge every deleted vault past its scheduled purge date (a scheduled job)."""
+        due = self._store().expired(int(self._clock.now())) if self._placements else []
+        for vault_id, _ in due:
+            self._purge(vault_id)
+        return len(due)
+
+    def check_name_availability(self, name: str) -> dict[str, Any]:
+        if not isinstance(name, str) or not names.VAULT_NAME.fullmatch(name) or "--" in name:
+            return {"nameAvailable": False, "reason": "AccountNameInvalid",
+                    "message": f"The vault name '{str(name)[:40]}' is invalid. A vault's "
+                               "name must be between 3-24 alphanumeric characters. The name "
+                               "must begin with a letter, end with a letter or digit, and not "
+                               "contain consecutive hyphens."}
+        found = self._store().get(name.lower(), self._default())
+        if found is None:
+            return {"nameAvailable": True}
+        return {"nameAvailable": False, "reason": "AlreadyExists",
+                "message": f"The vault name '{name}' is already in use."}
+
+    def update_access_policy(self, subscription: str, resource_group: str, name: str,
+                             operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        if operation not in _POLICY_OPERATIONS:
+            raise NotFound(f"Unknown access policy operation '{operation[:16]}'.",
+                           "ResourceNotFound")
+        p = self._placed(subscription, resource_group, name)
+        props = _object(_object(body, "The request body").get("properties"), "properties")
+        given = props.get("accessPolicies")
+        if not isinstance(given, list) or not given:
+            raise _bad("properties.accessPolicies must be a non-empty list.")
+        try:
+            entries = [AccessPolicyEntry.from_wire(e) for e in given]
+        except InvalidAccessPolicy as exc:
+            raise _bad(str(exc)) from None
+        current = properties_of(p.vault)
+        held = {(e.tenant_id, e.object_id): e for e in current.access_policies.entries}
+        for e in entries:
+            key = (e.tenant_id, e.object_id)
+            old = held.get(key)
+            if operation == "replace" or old is None:
+                if operation != "remove":
+                    held[key] = e
+                continue
+            lists: dict[str, tuple[str, ...]] = {}
+            for kind in KINDS:
+                have: tuple[str, ...] = getattr(old, kind)
+                named: tuple[str, ...] = getattr(e, kind)
+                lists[kind] = tuple(x for x in have if x not in named) \
+                    if operation == "remove" else (*have, *(x for x in named if x not in have))
+            if operation == "remove" and not any(lists.values()):
+                del held[key]
+            else:
+                held[key] = AccessPolicyEntry(e.tenant_id, e.object_id, **lists)
+        try:
+            new = replace(current, access_policies=AccessPolicies(tuple(held.values())))
+        except InvalidAccessPolicy as exc:
+            raise _bad(str(exc)) from None
+        self._store().update(p.vault.id, placement=p.placement, properties=_dump(new),
+                             now=int(self._clock.now()))
+        vault = self._render(self._placed(subscription, resource_group, name))
+        return {"id": f"{vault['id']}/accessPolicies/{operation}", "type":
+                f"{VAULT_TYPE}/accessPolicies", "name": operation,
+                "location": vault["location"],
+                "properties": {"accessPolicies": vault["properties"]["accessPolicies"]}}

@@ -1,0 +1,337 @@
+"""`okv vault create|list|show|update|delete|recover|purge`: the control plane's vault
+lifecycle (vault/vaults.py, the service behind the management API) from the command line.
+
+Each command opens the deployment's storage (safe while the server runs: the server sees
+the change on its next request) and prints a Rich table, or with `--output json` the ARM
+resource shapes the management API answers. A vault is named by its name alone (unique in
+the deployment); its subscription and resource group are looked up. A refusal prints
+`error: ...` on stderr and exits with code 2, changing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from openkeyvault.config import Settings
+
+SettingsFor = Callable[[Path | None], Settings]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
+Tags = Annotated[list[str] | None, typer.Option(
+    "--tag", help="A tag KEY=VALUE (repeatable).")]
+MAX_CLI_TAGS = 50
+REFUSED = 2
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(REFUSED)
+
+
+def parse_tags(given: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in given or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--tag takes KEY=VALUE, not '{item[:80]}'")
+        out[key.strip()] = value
+    if len(out) > MAX_CLI_TAGS:
+        fail(f"at most {MAX_CLI_TAGS} tags")
+    return out
+
+
+def _output(value: str) -> str:
+    if value not in ("table", "json"):
+        fail(f"--output is table or json, not '{value[:20]}'")
+    return value
+
+
+class Vaults:
+    """The deployment's VaultService, with a vault found by name alone."""
+
+    def __init__(self, d: Any) -> None:
+        self.d = d
+        self.service = d.vaults
+
+    def place(self, name: str) -> tuple[str, str]:
+        from openkeyvault.vault import names
+
+        where = self.service.placement_of(name) if names.VAULT_NAME.fullmatch(name) else None
+        if where is None:
+            fail(f"no vault named '{name[:24]}'")
+        return str(where[0]), str(where[1])
+
+    def live(self, name: str) -> dict[str, Any]:
+        sub, rg = self.place(name)
+        return self.service.get(sub, rg, name)  # type: ignore[no-any-return]
+
+    def deleted(self, name: str) -> dict[str, Any] | None:
+        sub, _ = self.place(name)
+        return next((v for v in self.service.list_deleted(sub)
+                     if v["name"].lower() == name.lower()), None)
+
+    def all(self, deleted: bool, subscription: str | None,
+            resource_group: str | None) -> list[dict[str, Any]]:
+        from openkeyvault.storage.placement import Placement, PlacementStore
+        from openkeyvault.vault.vaults import DEFAULT_LOCATION, DEFAULT_RESOURCE_GROUP
+
+        if subscription is not None:
+            if deleted:
+                found = self.service.list_deleted(subscription)
+                return [v for v in found if resource_group is None
+                        or _group_of(v["properties"]["vaultId"]).lower() == resource_group.lower()]
+            return self.service.list(subscription, resource_group)  # type: ignore[no-any-return]
+        default = Placement(self.service.default_subscription(), DEFAULT_RESOURCE_GROUP,
+                            DEFAULT_LOCATION, self.d.tenant_id)
+        placed = PlacementStore(self.d.engines).list(default, deleted=deleted)
+        out = []
+        for p in placed:
+            pl = p.placement
+            if resource_group is not None and pl.resource_group.lower() != \
+                    resource_group.lower():
+                continue
+            if deleted:
+                out.append(self.service.get_deleted(pl.location, p.vault.name, pl.subscription))
+            else:
+                out.append(self.service.get(pl.subscription, pl.resource_group, p.vault.name))
+        return out
+
+
+def _group_of(vault_id: str) -> str:
+    parts = vault_id.split("/")
+    return parts[4] if len(parts) > 4 else ""
+
+
+@contextmanager
+def opened(settings_for: SettingsFor, data_dir: Path | None) -> Iterator[Vaults]:
+    """The deployment's vaults; a domain refusal becomes `error: ...` and exit code 2."""
+    from openkeyvault.deployment import Deployment
+    from openkeyvault.vault.errors import DomainError
+
+    d = Deployment.open(settings_for(data_dir))
+    try:
+        yield Vaults(d)
+    except DomainError as exc:
+        fail(exc.message)
+    finally:
+        d.close()
+
+
+def _yes(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def show_vaults(found: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table("name", "resource group", "location", "sku", "permission model",
+                  "retention (days)", "purge protection", "vault URI")
+    for v in found:
+        p = v["properties"]
+        rg = v["id"].split("/")[4]
+        table.add_row(v["name"], rg, v["location"], p["sku"]["name"],
+                      "RBAC" if p.get("enableRbacAuthorization") else "access policies",
+                      str(p["softDeleteRetentionInDays"]),
+                      _yes(p.get("enablePurgeProtection")), p["vaultUri"])
+    Console(width=200).print(table)
+
+
+def show_deleted(found: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table("name", "resource group", "location", "deleted", "scheduled purge",
+                  "purge protection")
+    for v in found:
+        p = v["properties"]
+        table.add_row(v["name"], _group_of(p["vaultId"]), p["location"], p["deletionDate"],
+                      p["scheduledPurgeDate"], _yes(p.get("purgeProtectionEnabled")))
+    Console(width=200).print(table)
+
+
+def show_vault(v: dict[str, Any], output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(v, indent=2))
+        return
+    p = v["properties"]
+    acls = p.get("networkAcls") or {}
+    table = Table("property", "value", show_header=False)
+    for key, value in (
+        ("name", v["name"]), ("id", v["id"]), ("location", v["location"]),
+        ("vault URI", p["vaultUri"]), ("tenant", p["tenantId"]), ("sku", p["sku"]["name"]),
+        ("permission model",
+         "RBAC" if p.get("enableRbacAuthorization") else "access policies"),
+        ("access policies", str(len(p.get("accessPolicies") or []))),
+        ("network default action", str(acls.get("defaultAction", "Allow"))),
+        ("IP rules", ", ".join(r["value"] for r in acls.get("ipRules") or []) or "-"),
+        ("soft-delete retention (days)", str(p["softDeleteRetentionInDays"])),
+        ("purge protection", _yes(p.get("enablePurgeProtection"))),
+        ("tags", ", ".join(f"{k}={val}" for k, val in (v.get("tags") or {}).items()) or "-"),
+    ):
+        table.add_row(key, value)
+    Console(width=200).print(table)
+
+
+def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
+    """Add the lifecycle commands to `okv vault`."""
+
+    @vault_app.command("create")
+    def vault_create(
+        name: str,
+        data_dir: DataDir = None,
+        sku: Annotated[str, typer.Option(help="standard or premium.")] = "standard",
+        retention_days: Annotated[int, typer.Option(
+            help="Soft-delete retention, 7-90 days (fixed once created).")] = 90,
+        purge_protection: Annotated[bool, typer.Option(
+            "--purge-protection", help="Refuse purges until the retention ends (cannot be "
+            "turned off).")] = False,
+        access_policies: Annotated[bool, typer.Option(
+            "--access-policies", help="Authorize by access policies instead of role "
+            "assignments.")] = False,
+        subscription: Annotated[str | None, typer.Option(
+            help="Subscription id (default: the deployment's default subscription).")] = None,
+        resource_group: Annotated[str, typer.Option(help="Resource group.")] = "default",
+        location: Annotated[str, typer.Option(help="Location.")] = "local",
+        tag: Tags = None,
+        output: Output = "table",
+    ) -> None:
+        """Create a vault, reachable at https://NAME.vault.DOMAIN:PORT/."""
+        output = _output(output)
+        tags = parse_tags(tag)
+        with opened(settings_for, data_dir) as vaults:
+            s = vaults.service
+            free = s.check_name_availability(name)
+            if not free["nameAvailable"]:
+                fail(free["message"])
+            properties: dict[str, Any] = {
+                "tenantId": vaults.d.tenant_id, "sku": {"family": "A", "name": sku},
+                "softDeleteRetentionInDays": retention_days,
+                "enableRbacAuthorization": not access_policies,
+            }
+            if purge_protection:
+                properties["enablePurgeProtection"] = True
+            body: dict[str, Any] = {"location": location, "properties": properties}
+            if tags:
+                body["tags"] = tags
+            created, _ = s.create_or_update(subscription or s.default_subscription(),
+                                            resource_group, name, body)
+        show_vault(created, output)
+
+    @vault_app.command("list")
+    def vault_list(
+        data_dir: DataDir = None,
+        deleted: Annotated[bool, typer.Option(
+            "--deleted", help="List soft-deleted vaults instead.")] = False,
+        subscription: Annotated[str | None, typer.Option(
+            help="Only this subscription's vaults.")] = None,
+        resource_group: Annotated[str | None, typer.Option(
+            help="Only this resource group's vaults.")] = None,
+        output: Output = "table",
+    ) -> None:
+        """List the vaults (or the deleted vaults) of the deployment."""
+        output = _output(output)
+        with opened(settings_for, data_dir) as vaults:
+            found = vaults.all(deleted, subscription, resource_group)
+        (show_deleted if deleted else show_vaults)(found, output)
+
+    @vault_app.command("show")
+    def vault_show(name: str, data_dir: DataDir = None, output: Output = "table") -> None:
+        """Show a vault: its ARM resource (placement, SKU, access settings, retention)."""
+        output = _output(output)
+        with opened(settings_for, data_dir) as vaults:
+            sub, rg = vaults.place(name)
+            gone = vaults.deleted(name)
+            if gone is not None:
+                fail(f"vault '{gone['name']}' is deleted: 'okv vault recover {gone['name']}' "
+                     "brings it back")
+            v = vaults.service.get(sub, rg, name)
+        show_vault(v, output)
+
+    @vault_app.command("update")
+    def vault_update(
+        name: str,
+        data_dir: DataDir = None,
+        purge_protection: Annotated[bool, typer.Option(
+            "--purge-protection", help="Turn purge protection on (it cannot be turned "
+            "off).")] = False,
+        rbac: Annotated[bool | None, typer.Option(
+            "--rbac/--access-policies",
+            help="Authorize by role assignments (enableRbacAuthorization) or by the vault's "
+            "access policies.")] = None,
+        default_action: Annotated[str | None, typer.Option(
+            help="Network rules' default action: Allow or Deny.")] = None,
+        bypass: Annotated[str | None, typer.Option(
+            help="AzureServices or None (stored; no effect here).")] = None,
+        tag: Annotated[list[str] | None, typer.Option(
+            "--tag", help="Set a tag KEY=VALUE (repeatable; other tags are kept).")] = None,
+        output: Output = "table",
+    ) -> None:
+        """Change a vault: purge protection, permission model, network action, tags."""
+        output = _output(output)
+        tags = parse_tags(tag)
+        with opened(settings_for, data_dir) as vaults:
+            current = vaults.live(name)
+            sub, rg = vaults.place(name)
+            props: dict[str, Any] = {}
+            if purge_protection:
+                props["enablePurgeProtection"] = True
+            if rbac is not None:
+                props["enableRbacAuthorization"] = rbac
+            if default_action is not None or bypass is not None:
+                acls = dict(current["properties"]["networkAcls"])
+                if default_action is not None:
+                    acls["defaultAction"] = default_action
+                if bypass is not None:
+                    acls["bypass"] = bypass
+                props["networkAcls"] = acls
+            patch: dict[str, Any] = {"properties": props}
+            if tags:
+                patch["tags"] = {**(current.get("tags") or {}), **tags}
+            v = vaults.service.update(sub, rg, name, patch)
+        show_vault(v, output)
+
+    @vault_app.command("delete")
+    def vault_delete(name: str, data_dir: DataDir = None, output: Output = "table") -> None:
+        """Delete a vault (soft: recoverable until its retention ends)."""
+        output = _output(output)
+        with opened(settings_for, data_dir) as vaults:
+            sub, rg = vaults.place(name)
+            if vaults.deleted(name) is not None:
+                fail(f"vault '{name}' is already deleted")
+            vaults.service.delete(sub, rg, name)
+            gone = vaults.deleted(name)
+        assert gone is not None
+        show_deleted([gone], output)
+
+    @vault_app.command("recover")
+    def vault_recover(name: str, data_dir: DataDir = None, output: Output = "table") -> None:
+        """Recover a deleted vault with all its objects."""
+        output = _output(output)
+        with opened(settings_for, data_dir) as vaults:
+            sub, rg = vaults.place(name)
+            v = vaults.service.recover(sub, rg, name)
+        show_vault(v, output)
+
+    @vault_app.command("purge")
+    def vault_purge(name: str, data_dir: DataDir = None, output: Output = "table") -> None:
+        """Purge a deleted vault: destroy its key material and remove it, for good."""
+        output = _output(output)
+        with opened(settings_for, data_dir) as vaults:
+            gone = vaults.deleted(name)
+            if gone is None:
+                fail(f"vault '{name[:24]}' is not deleted: delete it first")
+            sub, _ = vaults.place(name)
+            vaults.service.purge_deleted(gone["properties"]["location"], name, sub)
+        if output == "json":
+            typer.echo(json.dumps({"purged": gone["name"]}))
+        else:
+            typer.echo(f"purged {gone['name']}")

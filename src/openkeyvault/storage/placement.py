@@ -1,0 +1,210 @@
+"""Storage for the control plane: where each vault sits (subscription, resource group,
+location, tenant, tags) and its soft-deleted state.
+
+A vault without a `vault_placement` row sits in the default place handed to each call.
+Every change is one write transaction; creating a vault writes the vault, its properties
+and its placement together, so a half-created vault is never visible.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from openkeyvault.storage.db import Engines
+from openkeyvault.storage.records import NameConflict, VaultRecord
+from openkeyvault.storage.schema import (
+    certificate_contacts,
+    certificate_issuers,
+    events,
+    objects,
+    vault_placement,
+    vault_properties,
+    vaults,
+    versions,
+)
+
+_P = vault_placement
+
+
+@dataclass(frozen=True)
+class Placement:
+    subscription: str
+    resource_group: str
+    location: str
+    tenant_id: str
+    tags: dict[str, str] | None = None
+    deleted_date: int | None = None
+    scheduled_purge_date: int | None = None
+
+
+@dataclass(frozen=True)
+class PlacedVault:
+    vault: VaultRecord
+    placement: Placement
+
+
+_SELECT = select(
+    vaults, vault_properties.c.properties,
+    _P.c.subscription, _P.c.resource_group, _P.c.location, _P.c.tenant_id, _P.c.tags,
+    _P.c.deleted_date, _P.c.scheduled_purge_date,
+).select_from(
+    vaults.outerjoin(vault_properties, vault_properties.c.vault_id == vaults.c.id)
+    .outerjoin(_P, _P.c.vault_id == vaults.c.id)
+)
+
+
+_PLACE = select(vaults.c.id, _P.c.subscription, _P.c.resource_group).select_from(
+    vaults.outerjoin(_P, _P.c.vault_id == vaults.c.id)).where(vaults.c.name == bindparam("name"))
+
+
+def _placed(row: Any, default: Placement) -> PlacedVault:
+    vault = VaultRecord(id=row.id, name=row.name, kind=row.kind, sku=row.sku,
+                        retention_days=row.retention_days,
+                        purge_protection=bool(row.purge_protection), created=row.created,
+                        properties=row.properties)
+    if row.subscription is None:
+        return PlacedVault(vault, default)
+    return PlacedVault(vault, Placement(
+        row.subscription, row.resource_group, row.location, row.tenant_id,
+        json.loads(row.tags) if row.tags else None, row.deleted_date,
+        row.scheduled_purge_date))
+
+
+def _values(p: Placement) -> dict[str, Any]:
+    return {"subscription": p.subscription, "resource_group": p.resource_group,
+            "resource_group_lc": p.resource_group.lower(), "location": p.location,
+            "tenant_id": p.tenant_id,
+            "tags": json.dumps(p.tags, separators=(",", ":")) if p.tags is not None else None,
+            "deleted_date": p.deleted_date, "scheduled_purge_date": p.scheduled_purge_date}
+
+
+class PlacementStore:
+    def __init__(self, engines: Engines) -> None:
+        self._r = engines.read
+        self._w = engines.write
+        self._fast = engines.fast
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._w.begin() as c:
+                yield c
+        finally:
+            if self._fast is not None:
+                self._fast.invalidate()
+
+    def get(self, name: str, default: Placement) -> PlacedVault | None:
+        """The vault named `name`, live or deleted."""
+        with self._r.connect() as c:
+            row = c.execute(_SELECT.where(vaults.c.name == name)).first()
+        return _placed(row, default) if row else None
+
+    def place(self, name: str) -> tuple[str | None, str | None] | None:
+        """(subscription, resource group) of the vault named `name`, live or deleted
+        (None, None when it has no placement row; None when there is no such vault),
+        memoised while storage is unchanged: authorization decisions ask this."""
+        params = {"name": name}
+        if self._fast is not None:
+            row = self._fast.first_cached(_PLACE, params)
+        else:
+            with self._r.connect() as c:
+                row = c.execute(_PLACE, params).first()
+        return None if row is None else (row.subscription, row.resource_group)
+
+    def list(self, default: Placement, *, deleted: bool) -> list[PlacedVault]:
+        """Every live (or every deleted) vault; callers filter by place (few vaults)."""
+        q = _SELECT.where(_P.c.deleted_date.is_not(None) if deleted
+                          else _P.c.deleted_date.is_(None))
+        with self._r.connect() as c:
+            return [_placed(r, default) for r in c.execute(q.order_by(vaults.c.name))]
+
+    def create(self, name: str, sku: str, retention_days: int, purge_protection: bool,
+               now: int, placement: Placement, properties: str | None) -> None:
+        """Insert the vault, its properties and placement; NameConflict if the name is
+        taken (`deleted` True when a soft-deleted vault holds it)."""
+        try:
+            with self._write() as c:
+                vault_id = c.execute(insert(vaults).values(
+                    name=name, kind="vault", sku=sku, retention_days=retention_days,
+                    purge_protection=purge_protection, created=now)).inserted_primary_key
+                assert vault_id is not None
+                vault_id = vault_id[0]
+                if properties is not None:
+                    c.execute(insert(vault_properties).values(
+                        vault_id=vault_id, properties=properties, updated=now))
+                c.execute(insert(_P).values(vault_id=vault_id, **_values(placement)))
+        except IntegrityError:
+            with self._r.connect() as c:
+                deleted = c.execute(
+                    select(_P.c.deleted_date).select_from(vaults.join(_P, _P.c.vault_id ==
+                                                                      vaults.c.id))
+                    .where(vaults.c.name == name)).scalar()
+            raise NameConflict(deleted=deleted is not None) from None
+
+    def place_unplaced(self, default: Placement) -> int:
+        """Give every vault without a placement row the default one (idempotent)."""
+        with self._write() as c:
+            ids = c.execute(select(vaults.c.id).where(
+                ~select(_P.c.vault_id).where(_P.c.vault_id == vaults.c.id).exists())).scalars()
+            count = 0
+            for vault_id in list(ids):
+                c.execute(insert(_P).values(vault_id=vault_id, **_values(default)))
+                count += 1
+            return count
+
+    def update(self, vault_id: int, *, placement: Placement,
+               properties: str | None = None, sku: str | None = None,
+               purge_protection: bool | None = None, now: int) -> None:
+        with self._write() as c:
+            changes: dict[str, Any] = {}
+            if sku is not None:
+                changes["sku"] = sku
+            if purge_protection is not None:
+                changes["purge_protection"] = purge_protection
+            if changes:
+                c.execute(update(vaults).where(vaults.c.id == vault_id).values(**changes))
+            if properties is not None:
+                have = c.execute(select(func.count()).select_from(vault_properties)
+                                 .where(vault_properties.c.vault_id == vault_id)).scalar()
+                if have:
+                    c.execute(update(vault_properties)
+                              .where(vault_properties.c.vault_id == vault_id)
+                              .values(properties=properties, updated=now))
+                else:
+                    c.execute(insert(vault_properties).values(
+                        vault_id=vault_id, properties=properties, updated=now))
+            have = c.execute(select(func.count()).select_from(_P)
+                             .where(_P.c.vault_id == vault_id)).scalar()
+            if have:
+                c.execute(update(_P).where(_P.c.vault_id == vault_id)
+                          .values(**_values(placement)))
+            else:
+                c.execute(insert(_P).values(vault_id=vault_id, **_values(placement)))
+
+    def expired(self, now: int) -> builtins.list[tuple[int, str]]:
+        """(id, name) of deleted vaults whose scheduled purge date has passed."""
+        with self._r.connect() as c:
+            return [(r.id, r.name) for r in c.execute(
+                select(vaults.c.id, vaults.c.name).join(_P, _P.c.vault_id == vaults.c.id)
+                .where(_P.c.scheduled_purge_date.is_not(None),
+                       _P.c.scheduled_purge_date <= now))]
+
+    def remove(self, vault_id: int) -> None:
+        """Delete the vault and every row of it (objects, versions, settings); its data
+        keys are the barrier's to destroy (`Barrier.destroy_owner`), first."""
+        with self._write() as c:
+            object_ids = select(objects.c.id).where(objects.c.vault_id == vault_id)
+            c.execute(delete(versions).where(versions.c.object_id.in_(object_ids)))
+            c.execute(delete(objects).where(objects.c.vault_id == vault_id))
+            for table in (events, certificate_issuers, certificate_contacts, vault_properties,
+                          _P):
+                c.execute(delete(table).where(table.c.vault_id == vault_id))
+            c.execute(delete(vaults).where(vaults.c.id == vault_id))
