@@ -7,16 +7,16 @@ queue and none is lost.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from openkeyvault.storage.db import Engines
 from openkeyvault.storage.records import IssuerRecord
 from openkeyvault.storage.schema import certificate_contacts, certificate_issuers
+from openkeyvault.storage.store import Store
 
 _I = certificate_issuers
 
@@ -39,20 +39,9 @@ def _values(rec: IssuerRecord) -> dict[str, Any]:
     }
 
 
-class CertificateIssuerStore:
+class CertificateIssuerStore(Store):
     def __init__(self, engines: Engines) -> None:
-        self._r = engines.read
-        self._w = engines.write
-        self._fast = engines.fast
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        try:
-            with self._w.begin() as c:
-                yield c
-        finally:
-            if self._fast is not None:
-                self._fast.invalidate()
+        super().__init__(engines)
 
     @staticmethod
     def _where(vault_id: int, name_lc: str) -> Any:

@@ -8,11 +8,9 @@ so a change made by the CLI or another worker applies from the next request.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
@@ -24,6 +22,7 @@ from openkeyvault.storage.schema import (
     trusted_issuers,
     used_assertions,
 )
+from openkeyvault.storage.store import Store
 
 _PRINCIPAL_EXISTS = select(principals.c.object_id).where(
     principals.c.object_id == bindparam("object_id"))
@@ -40,11 +39,9 @@ class IssuerConflict(Exception):
     """An issuer with that name or issuer URL is already trusted."""
 
 
-class IdentityStore:
+class IdentityStore(Store):
     def __init__(self, engines: Engines) -> None:
-        self._r = engines.read
-        self._w = engines.write
-        self._fast = engines.fast
+        super().__init__(engines)
         # Records converted from the memoised rows, reused while the rows are the same object
         # (the memo hands out the same tuple until storage changes).
         self._converted: dict[int, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
@@ -58,15 +55,6 @@ class IdentityStore:
         self._converted[id(statement)] = (rows, records)
         return records
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        try:
-            with self._w.begin() as c:
-                yield c
-        finally:
-            if self._fast is not None:
-                self._fast.invalidate()
-
     def _all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         if self._fast is not None:
             return self._fast.all_cached(statement, params)
@@ -78,10 +66,6 @@ class IdentityStore:
             return self._fast.first_cached(statement, params)
         with self._r.connect() as c:
             return c.execute(statement, params).first()
-
-    def snapshot(self) -> object:
-        """The same object while storage is unchanged (for this thread); see FastReader."""
-        return self._fast.snapshot() if self._fast is not None else object()
 
     # ---- principals on the hot path ---------------------------------------------
     def principal_exists(self, object_id: str) -> bool:

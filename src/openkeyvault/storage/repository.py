@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, select, update
@@ -37,6 +36,7 @@ from openkeyvault.storage.schema import (
     vaults,
     versions,
 )
+from openkeyvault.storage.store import Store
 
 _VERSION_COLS = (
     objects.c.name,
@@ -165,23 +165,10 @@ _GET_VERSION = {(latest, deleted): _version_statement(latest, deleted)
                 for latest in (True, False) for deleted in (True, False)}
 
 
-class Repository:
+class Repository(Store):
     def __init__(self, engines: Engines) -> None:
-        self._r = engines.read
-        self._w = engines.write
-        self._fast = engines.fast
+        super().__init__(engines)
         self._local = threading.local()  # per-thread memo of decoded role definitions
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A write transaction; afterwards this thread's memoised reads are re-checked, so a
-        request that writes and then reads sees its own write."""
-        try:
-            with self._w.begin() as c:
-                yield c
-        finally:
-            if self._fast is not None:
-                self._fast.invalidate()
 
     # ---- meta -------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -288,10 +275,6 @@ class Repository:
             return self._fast.first(statement, params)
         with self._r.connect() as c:
             return c.execute(statement, params).first()
-
-    def snapshot(self) -> object:
-        """The same object while storage is unchanged (for this thread); see FastReader."""
-        return self._fast.snapshot() if self._fast is not None else object()
 
     def get_vault(self, name: str) -> VaultRecord | None:
         if self._fast is not None:
