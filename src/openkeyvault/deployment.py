@@ -25,7 +25,7 @@ from openkeyvault.access.issuers import TrustedIssuers
 from openkeyvault.access.jwks import JwksCache
 from openkeyvault.access.principals import Principal
 from openkeyvault.access.rbac import RoleAssignments
-from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR, OWNER
+from openkeyvault.access.roles import KEY_VAULT_ADMINISTRATOR, MANAGED_HSM_ADMINISTRATOR, OWNER
 from openkeyvault.access.signing_keys import SigningKeys
 from openkeyvault.access.tokens import RETAIN_SECONDS, TokenService
 from openkeyvault.config import Settings
@@ -49,6 +49,7 @@ from openkeyvault.vault.contacts import ContactService
 from openkeyvault.vault.issuers import IssuerService
 from openkeyvault.vault.keys import KeyService
 from openkeyvault.vault.lifecycle import purge_expired
+from openkeyvault.vault.managedhsms import ManagedHsmService
 from openkeyvault.vault.properties import VaultPropertiesService
 from openkeyvault.vault.secrets import SecretService
 from openkeyvault.vault.vaults import VaultService
@@ -74,6 +75,7 @@ class Deployment:
     rbac: RoleAssignments
     access_control: AccessControlService
     vaults: VaultService
+    managed_hsms: ManagedHsmService
     vault_properties: VaultPropertiesService
     secrets: SecretService
     keys: KeyService
@@ -144,6 +146,11 @@ class Deployment:
         vaults = VaultService(repo, barrier, clock, PlacementStore(engines), tenant_id,
                               lambda name: f"https://{name}.vault.{settings.domain}{port}/")
         vaults.adopt_unplaced()
+        managed_hsms = ManagedHsmService(
+            repo, barrier, clock, PlacementStore(engines), tenant_id,
+            lambda name: f"https://{name}.managedhsm.{settings.domain}{port}/",
+            lambda object_id, scope: rbac.assign(object_id, MANAGED_HSM_ADMINISTRATOR.id,
+                                                 scope))
         backups = BackupCodec(barrier, deployment_id)
         cert_store = CertificateIssuerStore(engines)
         cert_issuers = IssuerService(cert_store, barrier, authorizer, clock)
@@ -167,6 +174,7 @@ class Deployment:
             directory=directory, rbac=rbac,
             access_control=AccessControlService(authorizer, rbac, rbac.definitions),
             vaults=vaults,
+            managed_hsms=managed_hsms,
             vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
             keys=KeyService(

@@ -309,3 +309,41 @@ def test_network_acls_take_effect(server: DevServer) -> None:
     client.vaults.update("rg1", name, VaultPatchParameters(properties=VaultPatchProperties(
         network_acls=NetworkRuleSet(default_action="Allow"))))
     assert secrets.get_secret("s").value == "v"
+
+
+def test_put_replaces_and_patch_keeps_access_settings(server: DevServer) -> None:
+    client = mgmt(server)
+    name = unique()
+    p, _ = _principal(server)
+    policy = AccessPolicyEntry(tenant_id=tenant(server), object_id=p["object_id"],
+                               permissions=Permissions(secrets=["get"]))
+    deny = NetworkRuleSet(default_action="Deny", bypass="None",
+                          ip_rules=[{"value": "203.0.113.0/24"}])
+    create(client, server, name, enable_rbac_authorization=False, access_policies=[policy],
+           network_acls=deny)
+    # A PATCH naming only tags keeps the access settings.
+    kept = client.vaults.update("rg1", name, VaultPatchParameters(tags={"a": "b"}))
+    assert kept.properties.enable_rbac_authorization is False
+    assert [e.object_id for e in kept.properties.access_policies] == [p["object_id"]]
+    assert kept.properties.network_acls.default_action == "Deny"
+    # A PUT is a full replacement: what the body leaves out goes back to its default.
+    put = create(client, server, name)
+    assert put.properties.enable_rbac_authorization is True
+    assert put.properties.access_policies == []
+    assert put.properties.network_acls.default_action == "Allow"
+    assert put.properties.network_acls.ip_rules == []
+    assert put.tags == {}
+    got = client.vaults.get("rg1", name)
+    assert got.properties.enable_rbac_authorization is True
+    assert got.properties.access_policies == []
+    assert got.properties.network_acls.default_action == "Allow"
+    # What a PUT names, it sets; retention it cannot change, and a refused PUT changes
+    # nothing.
+    again = create(client, server, name, enable_rbac_authorization=False,
+                   access_policies=[policy])
+    assert [e.object_id for e in again.properties.access_policies] == [p["object_id"]]
+    refused(lambda: create(client, server, name, soft_delete_retention_in_days=30), 400,
+            "BadRequest")
+    after = client.vaults.get("rg1", name)
+    assert after.properties.enable_rbac_authorization is False
+    assert [e.object_id for e in after.properties.access_policies] == [p["object_id"]]

@@ -123,7 +123,7 @@ def test_api_version_is_checked(rest: Rest, mgmt_token: str, deployment: Deploym
 
 
 @pytest.mark.parametrize("path", [
-    "/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.KeyVault/managedHSMs/x",
+    "/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.KeyVault/managedHSMs/x/y/z",
     "/subscriptions/{sub}/providers/Microsoft.KeyVault/nothing",
     "/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/{name}/x/y",
     "/providers/Microsoft.KeyVault/unknown",
@@ -258,3 +258,136 @@ def test_a_principal_without_control_roles_is_refused(rest: Rest, mgmt_token: st
     r = call(rest, theirs, "GET", f"/subscriptions/{sub}/providers/Microsoft.KeyVault/vaults")
     assert r.status_code == 200 and r.json() == {"value": []}
     assert call(rest, mgmt_token, "GET", vault_path(sub, name)).json() == before
+
+
+def hsm_path(sub: str, name: str, rg: str = "rg1") -> str:
+    return (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/"
+            f"managedHSMs/{name}")
+
+
+def hsm_body(deployment: Deployment, **props: Any) -> dict[str, Any]:
+    return {"location": "local", "sku": {"family": "B", "name": "Standard_B1"},
+            "properties": {"tenantId": deployment.tenant_id,
+                           "initialAdminObjectIds": [deployment.dev_principal.object_id],
+                           **props}}
+
+
+def test_a_managed_hsm_round_trip_over_raw_http(rest: Rest, mgmt_token: str,
+                                                deployment: Deployment) -> None:
+    sub, name = str(uuid.uuid4()), new_name()
+    # The SDK's long-running create accepts 200 or 202 (not 201), purge 202 only.
+    r = call(rest, mgmt_token, "PUT", hsm_path(sub, name), json=hsm_body(deployment))
+    assert r.status_code == 200, r.text
+    assert r.json()["properties"]["provisioningState"] == "Succeeded"
+    assert "Location" not in r.headers and "Azure-AsyncOperation" not in r.headers
+    assert call(rest, mgmt_token, "DELETE", hsm_path(sub, name)).status_code == 200
+    assert call(rest, mgmt_token, "DELETE", hsm_path(sub, name)).status_code == 204
+    purge = f"/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/local/" \
+            f"deletedManagedHSMs/{name}/purge"
+    r = call(rest, mgmt_token, "POST", purge)
+    assert r.status_code == 202, r.text
+    r = call(rest, mgmt_token, "POST", purge)
+    assert r.status_code == 404
+    assert deployment.vaults.placement_of(name) is None
+
+
+@pytest.mark.parametrize("change", [
+    {"initialAdminObjectIds": None},
+    {"initialAdminObjectIds": []},
+    {"initialAdminObjectIds": ["00000000-0000-0000-0000-00000000000z"]},
+    {"initialAdminObjectIds": "00000000-0000-0000-0000-000000000000"},
+    {"softDeleteRetentionInDays": 91},
+    {"enableSoftDelete": False},
+    {"tenantId": "00000000-0000-0000-0000-000000000000"},
+])
+def test_invalid_managed_hsm_bodies_are_refused(rest: Rest, mgmt_token: str,
+                                                deployment: Deployment,
+                                                change: dict[str, Any]) -> None:
+    sub, name = str(uuid.uuid4()), new_name()
+    body = hsm_body(deployment)
+    body["properties"].update(change)
+    body["properties"] = {k: v for k, v in body["properties"].items() if v is not None}
+    r = call(rest, mgmt_token, "PUT", hsm_path(sub, name), json=body)
+    assert r.status_code == 400, r.text
+    assert error_code(r) in ("BadRequest", "InvalidTenantId")
+    assert deployment.vaults.placement_of(name) is None
+
+
+@pytest.mark.parametrize("sku", [None, {"family": "A", "name": "Standard_B1"},
+                                 {"family": "B", "name": "premium"}])
+def test_managed_hsm_sku_is_checked(rest: Rest, mgmt_token: str, deployment: Deployment,
+                                    sku: dict[str, str] | None) -> None:
+    sub, name = str(uuid.uuid4()), new_name()
+    body = hsm_body(deployment)
+    body["sku"] = sku
+    r = call(rest, mgmt_token, "PUT", hsm_path(sub, name), json=body)
+    assert r.status_code == 400, r.text
+    assert error_code(r) == "BadRequest"
+    assert deployment.vaults.placement_of(name) is None
+
+
+def test_a_managed_hsm_answers_no_data_plane(rest: Rest, mgmt_token: str,
+                                            deployment: Deployment,
+                                            server: DevServer) -> None:
+    sub, name = str(uuid.uuid4()), new_name()
+    assert call(rest, mgmt_token, "PUT", hsm_path(sub, name),
+                json=hsm_body(deployment)).status_code == 200
+    url = f"https://127.0.0.1:{server.port}/secrets?api-version=7.5"
+
+    def answer(host: str) -> tuple[int, str | None]:
+        r = rest.session.get(url, headers={"Host": f"{host}:{server.port}",
+                                           "Authorization": f"Bearer {rest.token}"})
+        try:
+            code = r.json()["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = None
+        return r.status_code, code
+    # Its vault-style and managedhsm hosts answer exactly like a name nobody holds.
+    missing = new_name()
+    assert answer(f"{name}.vault.localhost") == answer(f"{missing}.vault.localhost") \
+        == (404, "VaultNotFound")
+    assert answer(f"{name}.managedhsm.localhost") == answer(f"{missing}.managedhsm.localhost")
+    assert answer(f"{name}.managedhsm.localhost")[0] >= 400
+
+
+def test_managed_hsm_refusals_change_nothing(rest: Rest, mgmt_token: str,
+                                            deployment: Deployment, server: DevServer) -> None:
+    sub, name = str(uuid.uuid4()), new_name()
+    assert call(rest, mgmt_token, "PUT", hsm_path(sub, name),
+                json=hsm_body(deployment)).status_code == 200
+    before = call(rest, mgmt_token, "GET", hsm_path(sub, name)).json()
+    # The vault paths do not reach a pool, and the pool's paths do not reach a vault.
+    r = call(rest, mgmt_token, "GET", vault_path(sub, name))
+    assert r.status_code == 404 and error_code(r) == "ResourceNotFound"
+    r = call(rest, mgmt_token, "PUT", vault_path(sub, name), json=put_body(deployment))
+    assert r.status_code == 409 and error_code(r) == "VaultAlreadyExists"
+    r = call(rest, mgmt_token, "DELETE", vault_path(sub, name))
+    assert r.status_code == 204
+    # Immutable settings and one-way switches.
+    for props in ({"softDeleteRetentionInDays": 7},
+                  {"initialAdminObjectIds": [str(uuid.uuid4())]}):
+        r = call(rest, mgmt_token, "PATCH", hsm_path(sub, name), json={"properties": props})
+        assert r.status_code == 400 and error_code(r) == "BadRequest", r.text
+    # A principal without control-plane roles.
+    done = server.okv("principal", "create", f"mgmt-hsm-{uuid.uuid4().hex[:8]}")
+    assert done.returncode == 0, done.stderr
+    p = json.loads(done.stdout)
+    r = rest.session.post(
+        f"{server.url}/{p['tenant_id']}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": p["client_id"],
+              "client_secret": p["client_secret"], "scope": f"{MANAGEMENT}/.default"})
+    theirs = r.json()["access_token"]
+    for method, path, body in (
+            ("GET", hsm_path(sub, name), None),
+            ("PATCH", hsm_path(sub, name), {"tags": {"x": "y"}}),
+            ("DELETE", hsm_path(sub, name), None),
+            ("PUT", hsm_path(sub, new_name()), hsm_body(deployment)),
+            ("POST", f"/subscriptions/{sub}/providers/Microsoft.KeyVault/"
+                     "checkMhsmNameAvailability", {"name": name})):
+        r = call(rest, theirs, method, path, json=body)
+        assert r.status_code == 403, (method, r.text)
+        assert error_code(r) == "AuthorizationFailed"
+    r = call(rest, theirs, "GET",
+             f"/subscriptions/{sub}/providers/Microsoft.KeyVault/managedHSMs")
+    assert r.status_code == 200 and r.json() == {"value": []}
+    assert call(rest, mgmt_token, "GET", hsm_path(sub, name)).json() == before

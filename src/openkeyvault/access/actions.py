@@ -73,9 +73,19 @@ LOCATIONS_DELETED_VAULTS_READ = f"{_KV}/locations/deletedVaults/read"
 DELETED_VAULTS_PURGE = f"{_KV}/locations/deletedVaults/purge/action"
 CHECK_NAME_AVAILABILITY = f"{_KV}/checkNameAvailability/read"
 LOCATIONS_OPERATION_RESULTS_READ = f"{_KV}/locations/operationResults/read"
+# Managed HSM pools as resources.
+MANAGED_HSMS_READ = f"{_KV}/managedHSMs/read"
+MANAGED_HSMS_WRITE = f"{_KV}/managedHSMs/write"
+MANAGED_HSMS_DELETE = f"{_KV}/managedHSMs/delete"
+DELETED_MANAGED_HSMS_READ = f"{_KV}/deletedManagedHsms/read"
+DELETED_MANAGED_HSMS_PURGE = f"{_KV}/locations/deletedManagedHsms/purge/action"
+CHECK_MHSM_NAME_AVAILABILITY = f"{_KV}/checkMhsmNameAvailability/read"
 _ARM = frozenset({VAULTS_READ, VAULTS_WRITE, VAULTS_DELETE, VAULTS_ACCESS_POLICIES_WRITE,
                   DELETED_VAULTS_READ, LOCATIONS_DELETED_VAULTS_READ, DELETED_VAULTS_PURGE,
-                  CHECK_NAME_AVAILABILITY, LOCATIONS_OPERATION_RESULTS_READ})
+                  CHECK_NAME_AVAILABILITY, LOCATIONS_OPERATION_RESULTS_READ,
+                  MANAGED_HSMS_READ, MANAGED_HSMS_WRITE, MANAGED_HSMS_DELETE,
+                  DELETED_MANAGED_HSMS_READ, DELETED_MANAGED_HSMS_PURGE,
+                  CHECK_MHSM_NAME_AVAILABILITY})
 
 # Managed HSM: role management is made of data actions (rbac.json's DataAction enum).
 _H = "Microsoft.KeyVault/managedHsm"
@@ -123,7 +133,7 @@ CONTROL = frozenset(v for v in _NAMED if v.startswith(f"{_A}/")) | _ARM
 """Control-plane actions (role management, vault management): a role grants them through
 `actions`/`notActions`."""
 VAULT_MANAGEMENT = _ARM
-"""The control-plane actions on vaults as ARM resources."""
+"""The control-plane actions on vaults and managed HSMs as ARM resources."""
 DATA = (_NAMED - CONTROL) | frozenset(_HSM_OTHER)
 """Data actions: a role grants them through `dataActions`/`notDataActions`."""
 ALL = DATA | CONTROL

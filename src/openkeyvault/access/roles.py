@@ -230,6 +230,7 @@ BUILT_IN: tuple[RoleDefinition, ...] = (
 BY_ID = {r.id: r for r in BUILT_IN}
 BY_NAME = {r.name.lower(): r for r in BUILT_IN}
 KEY_VAULT_ADMINISTRATOR = BY_NAME["key vault administrator"]
+MANAGED_HSM_ADMINISTRATOR = BY_NAME["managed hsm administrator"]
 OWNER = BY_NAME["owner"]
 
 

@@ -209,7 +209,7 @@ class KeyVaultApp:
 
         vault_name = self.hosts.vault_name(host)
         vault = self.d.repo.get_vault(vault_name) if vault_name else None
-        if vault is None:
+        if vault is None or vault.kind != "vault":  # a managed HSM is no vault
             raise VaultNotFound(f"No vault answers at host '{host[:255]}'.")
         acls = properties_of(vault).network_acls
         if not acls.open:

@@ -1,4 +1,5 @@
-"""The management API: vaults as ARM resources (what azure-mgmt-keyvault drives).
+"""The management API: vaults and managed HSM pools as ARM resources (what
+azure-mgmt-keyvault drives).
 
 Answered on the deployment's bare host (`localhost:PORT`, `127.0.0.1:PORT`, the domain
 itself) for paths under `/subscriptions/` and `/providers/Microsoft.KeyVault/`. Order:
@@ -27,6 +28,7 @@ from openkeyvault.api.hosts import DEFAULT_HOSTS, split_host
 from openkeyvault.api.http import empty_response, json_response, parse_json_object, read_body
 from openkeyvault.deployment import Deployment
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden
+from openkeyvault.vault.vaults import VaultService
 
 # The api-versions of Microsoft.KeyVault the management API accepts (azure-mgmt-keyvault
 # 14.x sends 2026-05-15).
@@ -41,6 +43,25 @@ _RG = r"/resourceGroups/(?P<rg>[^/]{1,90})"
 _KV = r"/providers/Microsoft\.KeyVault"
 _VAULT = rf"{_SUB}{_RG}{_KV}/vaults/(?P<name>[^/]{{1,64}})"
 _DELETED = rf"{_SUB}{_KV}/locations/(?P<location>[^/]{{1,64}})/deletedVaults/(?P<name>[^/]{{1,64}})"
+_HSM = rf"{_SUB}{_RG}{_KV}/managedHSMs/(?P<name>[^/]{{1,64}})"
+_DELETED_HSM = (rf"{_SUB}{_KV}/locations/(?P<location>[^/]{{1,64}})"
+                rf"/deletedManagedHSMs/(?P<name>[^/]{{1,64}})")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A resource type served by the same handlers: its service and Azure's actions."""
+
+    service: VaultService
+    type: str
+    read: str
+    write: str
+    delete: str
+    deleted_read: str
+    purge: str
+    check_name: str
+    created: int  # the status of a PUT that creates (the SDKs' LRO accept 200 for pools)
+    purge_status: int
 
 
 def is_management_path(path: str) -> bool:
@@ -58,6 +79,10 @@ class _Call:
 _Handler = Callable[["Management", _Call], Response]
 
 
+def _on(kind: str, fn: Callable[[Management, _Call, _Kind], Response]) -> _Handler:
+    return lambda m, call: fn(m, call, m.kinds[kind])
+
+
 def _list(items: list[dict[str, Any]]) -> Response:
     return json_response({"value": items})
 
@@ -66,6 +91,17 @@ class Management:
     def __init__(self, deployment: Deployment) -> None:
         self.d = deployment
         v = deployment.vaults
+        self.kinds = {
+            "vaults": _Kind(v, "Microsoft.KeyVault/vaults", a.VAULTS_READ, a.VAULTS_WRITE,
+                            a.VAULTS_DELETE, a.DELETED_VAULTS_READ, a.DELETED_VAULTS_PURGE,
+                            a.CHECK_NAME_AVAILABILITY, 201, 200),
+            "managedHSMs": _Kind(deployment.managed_hsms, "Microsoft.KeyVault/managedHSMs",
+                                 a.MANAGED_HSMS_READ, a.MANAGED_HSMS_WRITE,
+                                 a.MANAGED_HSMS_DELETE, a.DELETED_MANAGED_HSMS_READ,
+                                 a.DELETED_MANAGED_HSMS_PURGE, a.CHECK_MHSM_NAME_AVAILABILITY,
+                                 200, 202),
+        }
+        h = "managedHSMs"
         self.routes: list[tuple[re.Pattern[str], dict[str, tuple[_Handler, bool]]]] = [
             (re.compile(f"{_VAULT}/accessPolicies/(?P<op>[^/]{{1,16}})", re.I),
              {"PUT": (Management._access_policy, True)}),
@@ -80,6 +116,21 @@ class Management:
              {"GET": (Management._list_deleted, False)}),
             (re.compile(f"{_SUB}{_KV}/checkNameAvailability", re.I),
              {"POST": (Management._check_name, True)}),
+            (re.compile(_HSM, re.I), {
+                "GET": (_on(h, Management._get), False), "PUT": (_on(h, Management._put), True),
+                "PATCH": (_on(h, Management._patch), True),
+                "DELETE": (_on(h, Management._delete), False)}),
+            (re.compile(f"{_SUB}{_RG}{_KV}/managedHSMs", re.I),
+             {"GET": (_on(h, Management._list_rg), False)}),
+            (re.compile(f"{_SUB}{_KV}/managedHSMs", re.I),
+             {"GET": (_on(h, Management._list_sub), False)}),
+            (re.compile(f"{_DELETED_HSM}/purge", re.I),
+             {"POST": (_on(h, Management._purge), False)}),
+            (re.compile(_DELETED_HSM, re.I), {"GET": (_on(h, Management._get_deleted), False)}),
+            (re.compile(f"{_SUB}{_KV}/deletedManagedHSMs", re.I),
+             {"GET": (_on(h, Management._list_deleted), False)}),
+            (re.compile(f"{_SUB}{_KV}/checkMhsmNameAvailability", re.I),
+             {"POST": (_on(h, Management._check_name), True)}),
         ]
         self.vaults = v
 
@@ -172,71 +223,80 @@ class Management:
                 f"perform action '{action}' over this scope, or the scope is invalid.",
                 inner="AuthorizationFailed")
 
-    # ---- handlers -----------------------------------------------------------
-    def _get(self, call: _Call) -> Response:
-        p = call.params
-        self._allow(call, a.VAULTS_READ, p["name"])
-        return json_response(self.vaults.get(p["sub"], p["rg"], p["name"]))
+    # ---- handlers (vaults by default; managed HSMs through `_on`) ------------
+    def _vaults(self) -> _Kind:
+        return self.kinds["vaults"]
 
-    def _put(self, call: _Call) -> Response:
-        p = call.params
-        self._allow(call, a.VAULTS_WRITE, p["name"])
+    def _get(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        self._allow(call, k.read, p["name"])
+        return json_response(k.service.get(p["sub"], p["rg"], p["name"]))
+
+    def _put(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        self._allow(call, k.write, p["name"])
         assert call.body is not None
-        vault, created = self.vaults.create_or_update(p["sub"], p["rg"], p["name"], call.body)
-        return json_response(vault, 201 if created else 200)
+        vault, created = k.service.create_or_update(p["sub"], p["rg"], p["name"], call.body)
+        return json_response(vault, k.created if created else 200)
 
-    def _patch(self, call: _Call) -> Response:
-        p = call.params
-        self._allow(call, a.VAULTS_WRITE, p["name"])
+    def _patch(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        self._allow(call, k.write, p["name"])
         assert call.body is not None
-        return json_response(self.vaults.update(p["sub"], p["rg"], p["name"], call.body))
+        return json_response(k.service.update(p["sub"], p["rg"], p["name"], call.body))
 
-    def _delete(self, call: _Call) -> Response:
-        p = call.params
-        self._allow(call, a.VAULTS_DELETE, p["name"])
+    def _delete(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        self._allow(call, k.delete, p["name"])
         try:
-            self.vaults.delete(p["sub"], p["rg"], p["name"])
+            k.service.delete(p["sub"], p["rg"], p["name"])
         except DomainError as exc:
             if arm_error(exc)[0] == 404:
                 return empty_response(204)
             raise
         return empty_response(200)
 
-    def _readable(self, call: _Call, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _readable(self, call: _Call, items: list[dict[str, Any]], action: str
+                  ) -> list[dict[str, Any]]:
         return [v for v in items if self.d.control.allowed_control(
-            call.principal, a.VAULTS_READ, None, None, v["name"])]
+            call.principal, action, None, None, v["name"])]
 
-    def _list_rg(self, call: _Call) -> Response:
-        p = call.params
-        return _list(self._readable(call, self.vaults.list(p["sub"], p["rg"])))
+    def _list_rg(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        return _list(self._readable(call, k.service.list(p["sub"], p["rg"]), k.read))
 
-    def _list_sub(self, call: _Call) -> Response:
-        return _list(self._readable(call, self.vaults.list(call.params["sub"], None)))
+    def _list_sub(self, call: _Call, k: _Kind | None = None) -> Response:
+        k = k or self._vaults()
+        return _list(self._readable(call, k.service.list(call.params["sub"], None), k.read))
 
-    def _get_deleted(self, call: _Call) -> Response:
-        p = call.params
-        self._allow(call, a.DELETED_VAULTS_READ, p["name"])
-        return json_response(self.vaults.get_deleted(p["location"], p["name"], p["sub"]))
+    def _get_deleted(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        self._allow(call, k.deleted_read, p["name"])
+        return json_response(k.service.get_deleted(p["location"], p["name"], p["sub"]))
 
-    def _list_deleted(self, call: _Call) -> Response:
-        return _list([v for v in self.vaults.list_deleted(call.params["sub"])
-                      if self.d.control.allowed_control(call.principal, a.DELETED_VAULTS_READ,
-                                                        None, None, v["name"])])
+    def _list_deleted(self, call: _Call, k: _Kind | None = None) -> Response:
+        k = k or self._vaults()
+        return _list(self._readable(call, k.service.list_deleted(call.params["sub"]),
+                                    k.deleted_read))
 
-    def _purge(self, call: _Call) -> Response:
-        p = call.params
-        self._allow(call, a.DELETED_VAULTS_PURGE, p["name"])
-        self.vaults.purge_deleted(p["location"], p["name"], p["sub"])
-        return empty_response(200)
+    def _purge(self, call: _Call, k: _Kind | None = None) -> Response:
+        k, p = k or self._vaults(), call.params
+        self._allow(call, k.purge, p["name"])
+        k.service.purge_deleted(p["location"], p["name"], p["sub"])
+        return empty_response(k.purge_status)
 
-    def _check_name(self, call: _Call) -> Response:
-        self._allow(call, a.CHECK_NAME_AVAILABILITY)
+    def _check_name(self, call: _Call, k: _Kind | None = None) -> Response:
+        k = k or self._vaults()
+        self._allow(call, k.check_name)
         assert call.body is not None
-        name, kind = call.body.get("name"), call.body.get("type")
-        if not isinstance(name, str) or kind != "Microsoft.KeyVault/vaults":
-            raise BadParameter("The body must be {\"name\": NAME, \"type\": "
-                               "\"Microsoft.KeyVault/vaults\"}.")
-        return json_response(self.vaults.check_name_availability(name[:64]))
+        # checkMhsmNameAvailability's body is {"name"} alone; a vault's names its type.
+        name = call.body.get("name")
+        kind = call.body.get("type", None if k is self._vaults() else k.type)
+        if not isinstance(name, str) or not isinstance(kind, str) \
+                or kind.lower() != k.type.lower():
+            raise BadParameter(f"The body must be {{\"name\": NAME, \"type\": "
+                               f"\"{k.type}\"}}.")
+        return json_response(k.service.check_name_availability(name[:64]))
 
     def _access_policy(self, call: _Call) -> Response:
         p = call.params

@@ -95,6 +95,8 @@ class Vaults:
         out = []
         for p in placed:
             pl = p.placement
+            if p.vault.kind != self.service.KIND:  # managed HSM pools are not listed here
+                continue
             if resource_group is not None and pl.resource_group.lower() != \
                     resource_group.lower():
                 continue

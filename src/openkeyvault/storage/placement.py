@@ -127,13 +127,15 @@ class PlacementStore:
             return [_placed(r, default) for r in c.execute(q.order_by(vaults.c.name))]
 
     def create(self, name: str, sku: str, retention_days: int, purge_protection: bool,
-               now: int, placement: Placement, properties: str | None) -> None:
-        """Insert the vault, its properties and placement; NameConflict if the name is
-        taken (`deleted` True when a soft-deleted vault holds it)."""
+               now: int, placement: Placement, properties: str | None,
+               kind: str = "vault") -> None:
+        """Insert the vault (or another kind of vault row, e.g. a managed HSM), its
+        properties and placement; NameConflict if the name is taken by any kind (`deleted`
+        True when a soft-deleted one holds it)."""
         try:
             with self._write() as c:
                 vault_id = c.execute(insert(vaults).values(
-                    name=name, kind="vault", sku=sku, retention_days=retention_days,
+                    name=name, kind=kind, sku=sku, retention_days=retention_days,
                     purge_protection=purge_protection, created=now)).inserted_primary_key
                 assert vault_id is not None
                 vault_id = vault_id[0]

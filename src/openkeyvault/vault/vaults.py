@@ -57,6 +57,8 @@ MAX_TAG_VALUE = 256
 _RESOURCE_GROUP = re.compile(r"[-\w._()]{1,90}")
 _LOCATION = re.compile(r"[A-Za-z0-9 ]{1,64}")
 _POLICY_OPERATIONS = ("add", "replace", "remove")
+# Any name a vault or a managed HSM may hold (each kind checks its own rules on create).
+_ANY_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{2,23}")
 
 
 def check_subscription(value: str) -> str:
@@ -152,6 +154,15 @@ def _access(base: VaultProperties, props: Mapping[str, Any]) -> VaultProperties:
 
 
 class VaultService:
+    """The lifecycle of ARM resources stored as vault rows of kind `KIND` (a subclass
+    serves another kind: `vault/managedhsms.py`). Names are unique across every kind."""
+
+    KIND = "vault"
+    TYPE = VAULT_TYPE
+    DELETED_TYPE = DELETED_VAULT_TYPE
+    NOUN = "vault"
+    NOT_FOUND_DELETED = "DeletedVaultNotFound"
+
     def __init__(self, repo: Repository, barrier: Barrier, clock: Clock,
                  placements: PlacementStore | None = None, tenant_id: str = "",
                  vault_uri: Callable[[str], str] | None = None) -> None:
@@ -212,14 +223,17 @@ class VaultService:
                 now: int, placement: Placement, properties: str | None) -> None:
         try:
             self._store().create(name, sku, retention_days, purge_protection, now, placement,
-                                 properties)
+                                 properties, kind=self.KIND)
         except NameConflict as exc:
             if exc.deleted:
-                raise Conflict(f"The vault name '{name}' is already in use by a deleted "
-                               "vault; recover or purge it first.",
+                raise Conflict(f"The name '{name}' is already in use by a deleted "
+                               "vault or managed HSM; recover or purge it first.",
                                inner="ConflictError") from None
-            raise Conflict(f"The vault name '{name}' is already in use.",
-                           inner="VaultAlreadyExists") from None
+            raise self._taken(name) from None
+
+    def _taken(self, name: str) -> Conflict:
+        return Conflict(f"The {self.NOUN} name '{name}' is already in use.",
+                        inner="VaultAlreadyExists")
 
     def ensure(self, name: str) -> VaultRecord:
         vault = self._repo.get_vault(name.lower())
@@ -248,11 +262,11 @@ class VaultService:
         """list() -> live VaultRecords; list(subscription, resource_group | None) -> ARM
         vault resources in that subscription (and resource group)."""
         if not args:
-            return self._repo.list_vaults()
+            return [v for v in self._repo.list_vaults() if v.kind == self.KIND]
         subscription = check_subscription(str(args[0]))
         group = args[1] if len(args) > 1 else None
         return [self._render(p) for p in self._store().list(self._default(), deleted=False)
-                if p.placement.subscription == subscription
+                if p.vault.kind == self.KIND and p.placement.subscription == subscription
                 and (group is None or p.placement.resource_group.lower() == group.lower())]
 
     def adopt_unplaced(self) -> int:
@@ -261,7 +275,7 @@ class VaultService:
 
     def placement_of(self, name: str) -> tuple[str, str] | None:
         """(subscription, resource group) of the vault named `name`, live or deleted."""
-        if self._placements is None or not names.VAULT_NAME.fullmatch(name):
+        if self._placements is None or not _ANY_NAME.fullmatch(name):
             return None
         found = self._placements.place(name.lower())
         if found is None:
@@ -273,17 +287,23 @@ class VaultService:
 
     # ---- ARM --------------------------------------------------------------
     def _find(self, name: str) -> PlacedVault | None:
-        if not names.VAULT_NAME.fullmatch(name):
+        """The resource named `name`, live or deleted, of any kind."""
+        if not _ANY_NAME.fullmatch(name):
             return None
         return self._store().get(name.lower(), self._default())
 
+    def _mine(self, name: str) -> PlacedVault | None:
+        """The resource named `name`, live or deleted, if it is of this service's kind."""
+        found = self._find(name)
+        return found if found is not None and found.vault.kind == self.KIND else None
+
     def _placed(self, subscription: str, resource_group: str, name: str) -> PlacedVault:
         subscription = check_subscription(subscription)
-        found = self._find(name)
+        found = self._mine(name)
         if found is None or found.placement.deleted_date is not None \
                 or found.placement.subscription != subscription \
                 or found.placement.resource_group.lower() != resource_group.lower():
-            raise NotFound(f"The Resource '{VAULT_TYPE}/{name[:24]}' under resource group "
+            raise NotFound(f"The Resource '{self.TYPE}/{name[:24]}' under resource group "
                            f"'{resource_group[:90]}' was not found.", "ResourceNotFound")
         return found
 
@@ -351,12 +371,13 @@ class VaultService:
             pl = existing.placement
             if pl.deleted_date is not None:
                 self._insert(lc, sku, 0, False, 0, pl, None)  # raises the deleted-name conflict
-            if pl.subscription != subscription or pl.resource_group.lower() != \
-                    resource_group.lower():
-                raise Conflict(f"The vault name '{lc}' is already in use.",
-                               inner="VaultAlreadyExists")
+            if existing.vault.kind != self.KIND or pl.subscription != subscription \
+                    or pl.resource_group.lower() != resource_group.lower():
+                raise self._taken(lc)
+            # A PUT replaces: access settings the body leaves out go back to their defaults.
             return self._apply(existing, sku, retention, purge_protection, props,
-                               replace(pl, tags=tags, location=pl.location)), False
+                               replace(pl, tags=tags, location=pl.location),
+                               VaultProperties()), False
         new_props = _access(VaultProperties(), props)
         now = int(self._clock.now())
         placement = Placement(subscription, resource_group, location.lower(), self._tenant_id,
@@ -370,7 +391,9 @@ class VaultService:
 
     def _apply(self, p: PlacedVault, sku: str | None, retention: int | None,
                purge_protection: bool | None, props: Mapping[str, Any],
-               placement: Placement) -> dict[str, Any]:
+               placement: Placement, base: VaultProperties | None = None) -> dict[str, Any]:
+        """Change the vault: the access settings `props` names replace those of `base`
+        (a PUT: the defaults) or of the vault's current ones (a PATCH: `base` None)."""
         v = p.vault
         if retention is not None and retention != v.retention_days:
             raise _bad("softDeleteRetentionInDays cannot be changed after the vault is "
@@ -381,7 +404,7 @@ class VaultService:
                 not isinstance(props["tenantId"], str)
                 or props["tenantId"].lower() != self._tenant_id.lower()):
             raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
-        new_props = _access(properties_of(v), props)
+        new_props = _access(properties_of(v) if base is None else base, props)
         self._store().update(v.id, placement=placement, properties=_dump(new_props),
                              sku=sku, purge_protection=True if purge_protection else None,
                              now=int(self._clock.now()))
@@ -412,15 +435,16 @@ class VaultService:
 
     def _recover(self, subscription: str, resource_group: str, name: str,
                  existing: PlacedVault | None, body: Mapping[str, Any]) -> dict[str, Any]:
-        if existing is None or existing.placement.subscription != subscription:
-            raise NotFound(f"No deleted vault named '{name}' was found.",
-                           "DeletedVaultNotFound")
+        if existing is None or existing.vault.kind != self.KIND \
+                or existing.placement.subscription != subscription:
+            raise NotFound(f"No deleted {self.NOUN} named '{name}' was found.",
+                           self.NOT_FOUND_DELETED)
         pl = existing.placement
         if pl.deleted_date is None:
-            raise Conflict(f"The vault '{name}' is not deleted: there is nothing to recover.",
-                           inner="ConflictError")
+            raise Conflict(f"The {self.NOUN} '{name}' is not deleted: there is nothing to "
+                           "recover.", inner="ConflictError")
         if pl.resource_group.lower() != resource_group.lower():
-            raise _bad(f"The deleted vault '{name}' belonged to resource group "
+            raise _bad(f"The deleted {self.NOUN} '{name}' belonged to resource group "
                        f"'{pl.resource_group}'; recover it there.")
         tags = _tags(body["tags"]) if "tags" in body else pl.tags
         self._store().update(existing.vault.id, placement=replace(
@@ -434,17 +458,17 @@ class VaultService:
         subscription = check_subscription(subscription)
         lc = name.lower()
         return self._recover(subscription, resource_group, lc,
-                             self._find(lc), {})
+                             self._mine(lc), {})
 
     # ---- deleted vaults ---------------------------------------------------
     def _deleted(self, location: str | None, name: str, subscription: str) -> PlacedVault:
         subscription = check_subscription(subscription)
-        found = self._find(name)
+        found = self._mine(name)
         if found is None or found.placement.deleted_date is None \
                 or found.placement.subscription != subscription \
                 or (location is not None and found.placement.location != location.lower()):
-            raise NotFound(f"No deleted vault named '{name[:24]}' was found.",
-                           "DeletedVaultNotFound")
+            raise NotFound(f"No deleted {self.NOUN} named '{name[:24]}' was found.",
+                           self.NOT_FOUND_DELETED)
         return found
 
     def _render_deleted(self, p: PlacedVault) -> dict[str, Any]:
@@ -472,7 +496,7 @@ class VaultService:
         subscription = check_subscription(subscription)
         return [self._render_deleted(p)
                 for p in self._store().list(self._default(), deleted=True)
-                if p.placement.subscription == subscription]
+                if p.vault.kind == self.KIND and p.placement.subscription == subscription]
 
     def purge_deleted(self, location: str, name: str, subscription: str) -> None:
         p = self._deleted(location, name, subscription)
@@ -480,7 +504,8 @@ class VaultService:
         assert p.placement.scheduled_purge_date is not None
         if p.vault.purge_protection and now < p.placement.scheduled_purge_date:
             raise Forbidden(
-                f"Operation 'DeletedVaultPurge' is not allowed on the vault '{p.vault.name}': "
+                f"Operation 'DeletedVaultPurge' is not allowed on the {self.NOUN} "
+                f"'{p.vault.name}': "
                 "purge protection is enabled. It will be purged on "
                 f"{_iso(p.placement.scheduled_purge_date)}.",
                 inner="MethodNotAllowedWithPurgeProtection")

@@ -1,0 +1,295 @@
+"""Managed HSM pools as ARM resources (`Microsoft.KeyVault/managedHSMs`).
+
+A managed HSM is a vault row of kind `managedHsm`: it shares the vault lifecycle of
+`VaultService` (placement, soft delete, recover with `createMode: recover`, purge through
+`Barrier.destroy_owner`, the `deleted-vaults` scheduled purge) and the vaults' name space
+(a name is unique across vaults and managed HSMs, deleted ones included). What differs is
+the wire shape (`sku` beside `properties`, family "B"), the name rules, and that the
+principals of `initialAdminObjectIds` are given the Managed HSM Administrator role at the
+pool's scope (`/vaults/NAME`, the internal scope form shared with vaults).
+
+The pool's data plane (`NAME.managedhsm.DOMAIN`) is not served: the pool is always
+reported with its security domain `NotActivated`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from openkeyvault.access.network import InvalidNetworkRule, NetworkAcls
+from openkeyvault.access.policies import InvalidAccessPolicy, check_guid
+from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.barrier import Barrier, vault_owner
+from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
+from openkeyvault.storage.repository import Repository
+from openkeyvault.vault.errors import BadParameter
+from openkeyvault.vault.lifecycle import DEFAULT_RETENTION_DAYS
+from openkeyvault.vault.properties import MAX_PROPERTIES_CHARS
+from openkeyvault.vault.vaults import (
+    _LOCATION,
+    VaultService,
+    _bad,
+    _bool,
+    _iso,
+    _object,
+    _retention,
+    _tags,
+    check_resource_group,
+    check_subscription,
+)
+
+KIND = "managedHsm"
+HSM_TYPE = "Microsoft.KeyVault/managedHSMs"
+DELETED_HSM_TYPE = "Microsoft.KeyVault/deletedManagedHSMs"
+SKUS = ("Standard_B1", "Custom_B32", "Custom_B6")
+PUBLIC_NETWORK_ACCESS = ("Enabled", "Disabled")
+MAX_ADMINS = 64
+# Azure's managed HSM names: 3-24 letters, digits and hyphens, starting with a letter.
+HSM_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{2,23}")
+_NAME_RULES = ("A managed HSM's name must be between 3-24 characters: letters, digits and "
+               "hyphens, beginning with a letter.")
+STATUS_MESSAGE = "The Managed HSM is provisioned and ready to use."
+
+
+def _sku(value: object) -> str:
+    sku = _object(value, "sku")
+    name, family = sku.get("name"), sku.get("family", "B")
+    found = next((s for s in SKUS if isinstance(name, str) and s.lower() == name.lower()),
+                 None)
+    if found is None or family not in ("B", "b"):
+        raise _bad("sku must be {\"family\": \"B\", \"name\": \"Standard_B1\"|\"Custom_B32\"|"
+                   "\"Custom_B6\"}.")
+    return found
+
+
+def _admins(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_ADMINS:
+        raise _bad(f"properties.initialAdminObjectIds is required: a list of 1 to "
+                   f"{MAX_ADMINS} object ids.")
+    try:
+        ids = [check_guid(v, "initialAdminObjectIds") for v in value]
+    except InvalidAccessPolicy as exc:
+        raise _bad(str(exc)) from None
+    return tuple(dict.fromkeys(i.lower() for i in ids))
+
+
+def _network(value: object, base: NetworkAcls) -> NetworkAcls:
+    if value is None:
+        return base
+    try:
+        return NetworkAcls.from_wire(value)
+    except InvalidNetworkRule as exc:
+        raise _bad(str(exc)) from None
+
+
+def _public(value: object, base: str) -> str:
+    if value is None:
+        return base
+    found = next((p for p in PUBLIC_NETWORK_ACCESS
+                  if isinstance(value, str) and p.lower() == value.lower()), None)
+    if found is None:
+        raise _bad("publicNetworkAccess must be 'Enabled' or 'Disabled'.")
+    return found
+
+
+def _dump(admins: tuple[str, ...], acls: NetworkAcls, public: str) -> str:
+    # The access-settings document of a vault row: the keys a vault reads (RBAC on, no
+    # access policies, the network rules) plus the pool's own.
+    text = json.dumps({"enableRbacAuthorization": True, "accessPolicies": [],
+                       "networkAcls": acls.to_wire(), "initialAdminObjectIds": list(admins),
+                       "publicNetworkAccess": public}, separators=(",", ":"), sort_keys=True)
+    if len(text) > MAX_PROPERTIES_CHARS:
+        raise _bad("The managed HSM properties are too large.")
+    return text
+
+
+def _stored(p: PlacedVault) -> tuple[tuple[str, ...], NetworkAcls, str]:
+    doc = json.loads(p.vault.properties) if p.vault.properties else {}
+    return (tuple(doc.get("initialAdminObjectIds") or ()),
+            NetworkAcls.from_wire(doc.get("networkAcls")),
+            str(doc.get("publicNetworkAccess") or "Enabled"))
+
+
+class ManagedHsmService(VaultService):
+    KIND = KIND
+    TYPE = HSM_TYPE
+    DELETED_TYPE = DELETED_HSM_TYPE
+    NOUN = "managed HSM"
+    NOT_FOUND_DELETED = "ResourceNotFound"
+
+    def __init__(self, repo: Repository, barrier: Barrier, clock: Clock,
+                 placements: PlacementStore, tenant_id: str,
+                 hsm_uri: Callable[[str], str],
+                 assign_admin: Callable[[str, str], object]) -> None:
+        super().__init__(repo, barrier, clock, placements, tenant_id, hsm_uri)
+        self._assign_admin = assign_admin
+
+    def _render(self, p: PlacedVault) -> dict[str, Any]:
+        v, pl = p.vault, p.placement
+        admins, acls, public = _stored(p)
+        properties: dict[str, Any] = {
+            "tenantId": pl.tenant_id,
+            "initialAdminObjectIds": list(admins),
+            "hsmUri": self._vault_uri(v.name),
+            "enableSoftDelete": True,
+            "softDeleteRetentionInDays": v.retention_days,
+            "enablePurgeProtection": v.purge_protection,
+            "networkAcls": acls.to_wire(),
+            "publicNetworkAccess": public,
+            "provisioningState": "Succeeded",
+            "statusMessage": STATUS_MESSAGE,
+            "securityDomainProperties": {
+                "activationStatus": "NotActivated",
+                "activationStatusMessage": "Your HSM has not yet been activated: download "
+                                           "its security domain to activate it."},
+            "regions": [],
+            "privateEndpointConnections": [],
+        }
+        created = _iso(v.created)
+        return {
+            "id": f"/subscriptions/{pl.subscription}/resourceGroups/{pl.resource_group}"
+                  f"/providers/{HSM_TYPE}/{v.name}",
+            "name": v.name, "type": HSM_TYPE, "location": pl.location,
+            "sku": {"family": "B", "name": v.sku},
+            "tags": dict(pl.tags or {}),
+            "systemData": {"createdAt": created, "lastModifiedAt": created},
+            "properties": properties,
+        }
+
+    def _render_deleted(self, p: PlacedVault) -> dict[str, Any]:
+        v, pl = p.vault, p.placement
+        assert pl.deleted_date is not None and pl.scheduled_purge_date is not None
+        return {
+            "id": f"/subscriptions/{pl.subscription}/providers/Microsoft.KeyVault/locations/"
+                  f"{pl.location}/deletedManagedHSMs/{v.name}",
+            "name": v.name, "type": DELETED_HSM_TYPE,
+            "properties": {
+                "mhsmId": f"/subscriptions/{pl.subscription}/resourceGroups/"
+                          f"{pl.resource_group}/providers/{HSM_TYPE}/{v.name}",
+                "location": pl.location,
+                "deletionDate": _iso(pl.deleted_date),
+                "scheduledPurgeDate": _iso(pl.scheduled_purge_date),
+                "purgeProtectionEnabled": v.purge_protection,
+                "tags": dict(pl.tags or {}),
+            },
+        }
+
+    def create_or_update(self, subscription: str, resource_group: str, name: str,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        subscription = check_subscription(subscription)
+        resource_group = check_resource_group(resource_group)
+        if not isinstance(name, str) or not HSM_NAME.fullmatch(name):
+            raise BadParameter(f"The managed HSM name '{str(name)[:40]}' is invalid. "
+                               f"{_NAME_RULES}", inner="InvalidResourceName")
+        lc = name.lower()
+        body = dict(_object(body, "The request body"))
+        if not isinstance(body.get("properties"), Mapping):
+            raise _bad("The request body must hold 'properties'.")
+        props = _object(body.get("properties"), "properties")
+        location = body.get("location")
+        if not isinstance(location, str) or not _LOCATION.fullmatch(location):
+            raise _bad("location is required: a region name.", "LocationRequired")
+        mode = props.get("createMode", "default")
+        if mode not in ("default", "recover"):
+            raise _bad("createMode must be 'default' or 'recover'.")
+        existing = self._find(lc)
+        if mode == "recover":
+            return self._recover(subscription, resource_group, lc, existing, body), False
+        tenant = props.get("tenantId")
+        if not isinstance(tenant, str) or tenant.lower() != self._tenant_id.lower():
+            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        sku = _sku(body.get("sku"))
+        if _bool(props, "enableSoftDelete") is False:
+            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
+        retention = _retention(props)
+        purge_protection = _bool(props, "enablePurgeProtection")
+        tags = _tags(body.get("tags"))
+        admins = _admins(props.get("initialAdminObjectIds"))
+        if existing is None:
+            for object_id in admins:
+                if self._repo.get_principal(object_id=object_id) is None:
+                    raise _bad(f"initialAdminObjectIds: principal '{object_id}' does not "
+                               "exist in the directory.")
+        if existing is not None:
+            pl = existing.placement
+            if pl.deleted_date is not None:
+                self._insert(lc, sku, 0, False, 0, pl, None)  # raises the deleted-name conflict
+            if existing.vault.kind != self.KIND or pl.subscription != subscription \
+                    or pl.resource_group.lower() != resource_group.lower():
+                raise self._taken(lc)
+            if tuple(sorted(admins)) != tuple(sorted(_stored(existing)[0])):
+                raise _bad("initialAdminObjectIds cannot be changed after the managed HSM is "
+                           "created: manage its roles instead.")
+            # A PUT replaces: settings the body leaves out go back to their defaults.
+            return self._change(existing, sku, retention, purge_protection, props,
+                                replace(pl, tags=tags), NetworkAcls(), "Enabled"), False
+        now = int(self._clock.now())
+        properties = _dump(admins, _network(props.get("networkAcls"), NetworkAcls()),
+                           _public(props.get("publicNetworkAccess"), "Enabled"))
+        placement = Placement(subscription, resource_group, location.lower(), self._tenant_id,
+                              tags)
+        self._insert(lc, sku, retention or DEFAULT_RETENTION_DAYS, bool(purge_protection),
+                     now, placement, properties)
+        created = self._store().get(lc, self._default())
+        assert created is not None
+        self._barrier.ensure_owner(vault_owner(created.vault.id), now)
+        for object_id in admins:
+            self._assign_admin(object_id, f"/vaults/{lc}")
+        return self._render(created), True
+
+    def _change(self, p: PlacedVault, sku: str | None, retention: int | None,
+                purge_protection: bool | None, props: Mapping[str, Any],
+                placement: Placement, acls: NetworkAcls | None = None,
+                public: str | None = None) -> dict[str, Any]:
+        v = p.vault
+        if retention is not None and retention != v.retention_days:
+            raise _bad("softDeleteRetentionInDays cannot be changed after the managed HSM "
+                       "is created.")
+        if purge_protection is False and v.purge_protection:
+            raise _bad("Purge protection cannot be turned off once it is on.")
+        tenant = props.get("tenantId")
+        if tenant is not None and (not isinstance(tenant, str)
+                                   or tenant.lower() != self._tenant_id.lower()):
+            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        admins, stored_acls, stored_public = _stored(p)
+        properties = _dump(admins,
+                           _network(props.get("networkAcls"), acls or stored_acls),
+                           _public(props.get("publicNetworkAccess"), public or stored_public))
+        self._store().update(v.id, placement=placement, properties=properties, sku=sku,
+                             purge_protection=True if purge_protection else None,
+                             now=int(self._clock.now()))
+        found = self._store().get(v.name, self._default())
+        assert found is not None
+        return self._render(found)
+
+    def update(self, subscription: str, resource_group: str, name: str,
+               patch: dict[str, Any]) -> dict[str, Any]:
+        p = self._placed(subscription, resource_group, name)
+        body = _object(patch, "The request body")
+        props = _object(body.get("properties"), "properties")
+        if _bool(props, "enableSoftDelete") is False:
+            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
+        if props.get("createMode") not in (None, "default"):
+            raise _bad("createMode is only meaningful on PUT.")
+        if props.get("initialAdminObjectIds") is not None and tuple(sorted(
+                _admins(props["initialAdminObjectIds"]))) != tuple(sorted(_stored(p)[0])):
+            raise _bad("initialAdminObjectIds cannot be changed after the managed HSM is "
+                       "created: manage its roles instead.")
+        sku = _sku(body["sku"]) if body.get("sku") is not None else None
+        tags = _tags(body["tags"]) if "tags" in body else p.placement.tags
+        return self._change(p, sku, _retention(props), _bool(props, "enablePurgeProtection"),
+                            props, replace(p.placement, tags=tags))
+
+    def check_name_availability(self, name: str) -> dict[str, Any]:
+        if not isinstance(name, str) or not HSM_NAME.fullmatch(name):
+            return {"nameAvailable": False, "reason": "AccountNameInvalid",
+                    "message": f"The managed HSM name '{str(name)[:40]}' is invalid. "
+                               f"{_NAME_RULES}"}
+        if self._find(name.lower()) is None:
+            return {"nameAvailable": True}
+        return {"nameAvailable": False, "reason": "AlreadyExists",
+                "message": f"The name '{name}' is already in use."}
