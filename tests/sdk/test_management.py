@@ -347,3 +347,29 @@ def test_put_replaces_and_patch_keeps_access_settings(server: DevServer) -> None
     after = client.vaults.get("rg1", name)
     assert after.properties.enable_rbac_authorization is False
     assert [e.object_id for e in after.properties.access_policies] == [p["object_id"]]
+
+
+def test_purge_protection_refuses_object_purge_on_the_data_plane(server: DevServer) -> None:
+    """A vault created with purge protection refuses to purge a deleted secret or key (403),
+    and the deleted objects stay recoverable."""
+    client = mgmt(server)
+    name = unique()
+    vault = create(client, server, name, enable_purge_protection=True)
+    uri = vault.properties.vault_uri
+    secrets = SecretClient(uri, ManagedIdentityCredential())
+    keys = KeyClient(uri, ManagedIdentityCredential())
+    secrets.set_secret("guarded", "kept")
+    keys.create_ec_key("guarded-key")
+    secrets.begin_delete_secret("guarded").wait()
+    keys.begin_delete_key("guarded-key").wait()
+    for purge in (lambda: secrets.purge_deleted_secret("guarded"),
+                  lambda: keys.purge_deleted_key("guarded-key")):
+        with pytest.raises(HttpResponseError) as info:
+            purge()
+        assert info.value.status_code == 403
+        assert "purge protection" in str(info.value.message).lower()
+    assert secrets.get_deleted_secret("guarded").name == "guarded"
+    secrets.begin_recover_deleted_secret("guarded").wait()
+    assert secrets.get_secret("guarded").value == "kept"
+    keys.begin_recover_deleted_key("guarded-key").wait()
+    assert keys.get_key("guarded-key").name == "guarded-key"
