@@ -9,16 +9,13 @@ and its placement together, so a half-created vault is never visible.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from openkeyvault.storage.db import Engines
 from openkeyvault.storage.records import NameConflict, VaultRecord
 from openkeyvault.storage.schema import (
     certificate_contacts,
@@ -30,6 +27,7 @@ from openkeyvault.storage.schema import (
     vaults,
     versions,
 )
+from openkeyvault.storage.store import Store
 
 _P = vault_placement
 
@@ -86,21 +84,7 @@ def _values(p: Placement) -> dict[str, Any]:
             "deleted_date": p.deleted_date, "scheduled_purge_date": p.scheduled_purge_date}
 
 
-class PlacementStore:
-    def __init__(self, engines: Engines) -> None:
-        self._r = engines.read
-        self._w = engines.write
-        self._fast = engines.fast
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        try:
-            with self._w.begin() as c:
-                yield c
-        finally:
-            if self._fast is not None:
-                self._fast.invalidate()
-
+class PlacementStore(Store):
     def get(self, name: str, default: Placement) -> PlacedVault | None:
         """The vault named `name`, live or deleted."""
         with self._r.connect() as c:

@@ -245,26 +245,12 @@ class ManagedHsmService(VaultService):
                 purge_protection: bool | None, props: Mapping[str, Any],
                 placement: Placement, acls: NetworkAcls | None = None,
                 public: str | None = None) -> dict[str, Any]:
-        v = p.vault
-        if retention is not None and retention != v.retention_days:
-            raise _bad("softDeleteRetentionInDays cannot be changed after the managed HSM "
-                       "is created.")
-        if purge_protection is False and v.purge_protection:
-            raise _bad("Purge protection cannot be turned off once it is on.")
-        tenant = props.get("tenantId")
-        if tenant is not None and (not isinstance(tenant, str)
-                                   or tenant.lower() != self._tenant_id.lower()):
-            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        self._check_change(p, retention, purge_protection, props)
         admins, stored_acls, stored_public = _stored(p)
         properties = _dump(admins,
                            _network(props.get("networkAcls"), acls or stored_acls),
                            _public(props.get("publicNetworkAccess"), public or stored_public))
-        self._store().update(v.id, placement=placement, properties=properties, sku=sku,
-                             purge_protection=True if purge_protection else None,
-                             now=int(self._clock.now()))
-        found = self._store().get(v.name, self._default())
-        assert found is not None
-        return self._render(found)
+        return self._store_change(p, placement, properties, sku, purge_protection)
 
     def update(self, subscription: str, resource_group: str, name: str,
                patch: dict[str, Any]) -> dict[str, Any]:

@@ -394,19 +394,30 @@ class VaultService:
                placement: Placement, base: VaultProperties | None = None) -> dict[str, Any]:
         """Change the vault: the access settings `props` names replace those of `base`
         (a PUT: the defaults) or of the vault's current ones (a PATCH: `base` None)."""
+        self._check_change(p, retention, purge_protection, props)
+        new_props = _access(properties_of(p.vault) if base is None else base, props)
+        return self._store_change(p, placement, _dump(new_props), sku, purge_protection)
+
+    def _check_change(self, p: PlacedVault, retention: int | None,
+                      purge_protection: bool | None, props: Mapping[str, Any]) -> None:
+        """What no change may do, whatever the kind: retention is fixed at creation, purge
+        protection is one-way, and the tenant is the deployment's."""
         v = p.vault
         if retention is not None and retention != v.retention_days:
-            raise _bad("softDeleteRetentionInDays cannot be changed after the vault is "
-                       "created.")
+            raise _bad(f"softDeleteRetentionInDays cannot be changed after the {self.NOUN} "
+                       "is created.")
         if purge_protection is False and v.purge_protection:
             raise _bad("Purge protection cannot be turned off once it is on.")
-        if "tenantId" in props and props["tenantId"] is not None and (
-                not isinstance(props["tenantId"], str)
-                or props["tenantId"].lower() != self._tenant_id.lower()):
+        tenant = props.get("tenantId")
+        if tenant is not None and (not isinstance(tenant, str)
+                                   or tenant.lower() != self._tenant_id.lower()):
             raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
-        new_props = _access(properties_of(v) if base is None else base, props)
-        self._store().update(v.id, placement=placement, properties=_dump(new_props),
-                             sku=sku, purge_protection=True if purge_protection else None,
+
+    def _store_change(self, p: PlacedVault, placement: Placement, properties: str,
+                      sku: str | None, purge_protection: bool | None) -> dict[str, Any]:
+        v = p.vault
+        self._store().update(v.id, placement=placement, properties=properties, sku=sku,
+                             purge_protection=True if purge_protection else None,
                              now=int(self._clock.now()))
         found = self._store().get(v.name, self._default())
         assert found is not None
