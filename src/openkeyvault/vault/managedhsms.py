@@ -30,12 +30,12 @@ from openkeyvault.vault.errors import BadParameter
 from openkeyvault.vault.lifecycle import DEFAULT_RETENTION_DAYS
 from openkeyvault.vault.properties import MAX_PROPERTIES_CHARS
 from openkeyvault.vault.vaults import (
-    _LOCATION,
     VaultService,
     _bad,
     _bool,
     _iso,
     _object,
+    _put_request,
     _retention,
     _tags,
     check_resource_group,
@@ -186,27 +186,12 @@ class ManagedHsmService(VaultService):
             raise BadParameter(f"The managed HSM name '{str(name)[:40]}' is invalid. "
                                f"{_NAME_RULES}", inner="InvalidResourceName")
         lc = name.lower()
-        body = dict(_object(body, "The request body"))
-        if not isinstance(body.get("properties"), Mapping):
-            raise _bad("The request body must hold 'properties'.")
-        props = _object(body.get("properties"), "properties")
-        location = body.get("location")
-        if not isinstance(location, str) or not _LOCATION.fullmatch(location):
-            raise _bad("location is required: a region name.", "LocationRequired")
-        mode = props.get("createMode", "default")
-        if mode not in ("default", "recover"):
-            raise _bad("createMode must be 'default' or 'recover'.")
+        body, props, location, mode = _put_request(body)
         existing = self._find(lc)
         if mode == "recover":
             return self._recover(subscription, resource_group, lc, existing, body), False
-        tenant = props.get("tenantId")
-        if not isinstance(tenant, str) or tenant.lower() != self._tenant_id.lower():
-            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        retention, purge_protection = self._put_settings(props)
         sku = _sku(body.get("sku"))
-        if _bool(props, "enableSoftDelete") is False:
-            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
-        retention = _retention(props)
-        purge_protection = _bool(props, "enablePurgeProtection")
         tags = _tags(body.get("tags"))
         admins = _admins(props.get("initialAdminObjectIds"))
         if existing is None:
@@ -215,12 +200,7 @@ class ManagedHsmService(VaultService):
                     raise _bad(f"initialAdminObjectIds: principal '{object_id}' does not "
                                "exist in the directory.")
         if existing is not None:
-            pl = existing.placement
-            if pl.deleted_date is not None:
-                self._insert(lc, sku, 0, False, 0, pl, None)  # raises the deleted-name conflict
-            if existing.vault.kind != self.KIND or pl.subscription != subscription \
-                    or pl.resource_group.lower() != resource_group.lower():
-                raise self._taken(lc)
+            pl = self._same_place(existing, lc, sku, subscription, resource_group)
             if tuple(sorted(admins)) != tuple(sorted(_stored(existing)[0])):
                 raise _bad("initialAdminObjectIds cannot be changed after the managed HSM is "
                            "created: manage its roles instead.")

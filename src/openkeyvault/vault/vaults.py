@@ -108,6 +108,22 @@ def _object(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
+def _put_request(body: object) -> tuple[dict[str, Any], Mapping[str, Any], str, str]:
+    """A PUT body's parts every resource kind checks alike: (body, properties, location,
+    createMode)."""
+    checked = dict(_object(body, "The request body"))
+    props = _object(checked.get("properties"), "properties")
+    if not isinstance(checked.get("properties"), Mapping):
+        raise _bad("The request body must hold 'properties'.")
+    location = checked.get("location")
+    if not isinstance(location, str) or not _LOCATION.fullmatch(location):
+        raise _bad("location is required: a region name.", "LocationRequired")
+    mode = props.get("createMode", "default")
+    if mode not in ("default", "recover"):
+        raise _bad("createMode must be 'default' or 'recover'.")
+    return checked, props, location, mode
+
+
 def _sku(value: object) -> str:
     sku = _object(value, "sku")
     name, family = sku.get("name"), sku.get("family", "A")
@@ -345,35 +361,15 @@ class VaultService:
             lc = names.check_vault_name(name)
         except BadParameter as exc:
             raise BadParameter(exc.message, inner="VaultNameNotValid") from None
-        body = dict(_object(body, "The request body"))
-        props = _object(body.get("properties"), "properties")
-        if not isinstance(body.get("properties"), Mapping):
-            raise _bad("The request body must hold 'properties'.")
-        location = body.get("location")
-        if not isinstance(location, str) or not _LOCATION.fullmatch(location):
-            raise _bad("location is required: a region name.", "LocationRequired")
-        mode = props.get("createMode", "default")
-        if mode not in ("default", "recover"):
-            raise _bad("createMode must be 'default' or 'recover'.")
+        body, props, location, mode = _put_request(body)
         existing = self._store().get(lc, self._default())
         if mode == "recover":
             return self._recover(subscription, resource_group, lc, existing, body), False
-        tenant = props.get("tenantId")
-        if not isinstance(tenant, str) or tenant.lower() != self._tenant_id.lower():
-            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        retention, purge_protection = self._put_settings(props)
         sku = _sku(props.get("sku"))
-        if _bool(props, "enableSoftDelete") is False:
-            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
-        retention = _retention(props)
-        purge_protection = _bool(props, "enablePurgeProtection")
         tags = _tags(body.get("tags"))
         if existing is not None:
-            pl = existing.placement
-            if pl.deleted_date is not None:
-                self._insert(lc, sku, 0, False, 0, pl, None)  # raises the deleted-name conflict
-            if existing.vault.kind != self.KIND or pl.subscription != subscription \
-                    or pl.resource_group.lower() != resource_group.lower():
-                raise self._taken(lc)
+            pl = self._same_place(existing, lc, sku, subscription, resource_group)
             # A PUT replaces: access settings the body leaves out go back to their defaults.
             return self._apply(existing, sku, retention, purge_protection, props,
                                replace(pl, tags=tags, location=pl.location),
@@ -388,6 +384,27 @@ class VaultService:
         assert created is not None
         self._barrier.ensure_owner(vault_owner(created.vault.id), now)
         return self._render(created), True
+
+    def _put_settings(self, props: Mapping[str, Any]) -> tuple[int | None, bool | None]:
+        """What every PUT checks: the tenant, soft delete on; (retention, purge protection)."""
+        tenant = props.get("tenantId")
+        if not isinstance(tenant, str) or tenant.lower() != self._tenant_id.lower():
+            raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
+        if _bool(props, "enableSoftDelete") is False:
+            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
+        return _retention(props), _bool(props, "enablePurgeProtection")
+
+    def _same_place(self, existing: PlacedVault, lc: str, sku: str, subscription: str,
+                    resource_group: str) -> Placement:
+        """The placement of `existing` if a PUT may update it: a live resource of this kind
+        in the same subscription and resource group; else the name's conflict."""
+        pl = existing.placement
+        if pl.deleted_date is not None:
+            self._insert(lc, sku, 0, False, 0, pl, None)  # raises the deleted-name conflict
+        if existing.vault.kind != self.KIND or pl.subscription != subscription \
+                or pl.resource_group.lower() != resource_group.lower():
+            raise self._taken(lc)
+        return pl
 
     def _apply(self, p: PlacedVault, sku: str | None, retention: int | None,
                purge_protection: bool | None, props: Mapping[str, Any],
