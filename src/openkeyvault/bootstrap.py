@@ -4,6 +4,10 @@
 - `server.pem` / `server.key`: the TLS certificate for every dev host name;
 - `ca-bundle.pem`: the system CA bundle plus the local CA (what clients trust);
 - `dev.env`: the environment that makes an unmodified SDK application work.
+
+Each is written only when its content changes, so a restart writes nothing and a server
+starts from a full or read-only disk as long as nothing is due (a certificate to renew,
+a new system CA bundle).
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ def server_names(domain: str) -> list[str]:
             "host.docker.internal"]
 
 
+def _unchanged(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def _write_private(path: Path, data: bytes) -> None:
+    if _unchanged(path, data):
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -36,6 +49,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _write_public(path: Path, data: bytes) -> None:
+    if _unchanged(path, data):
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.chmod(tmp, 0o644)

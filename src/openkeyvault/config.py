@@ -10,6 +10,9 @@ from pathlib import Path
 ENV_VAR = "OKV_SETTINGS"
 DEFAULT_PORT = 8443
 DEFAULT_VAULT = "dev"
+DEFAULT_IDLE_TIMEOUT = 5.0
+# The HTTP server takes whole milliseconds, up to one minute.
+IDLE_TIMEOUT_RANGE = (0.001, 60.0)
 
 
 def default_data_dir() -> Path:
@@ -35,11 +38,17 @@ class Settings:
     default_vault: str = DEFAULT_VAULT
     dev: bool = True
     workers: int = 1
+    # Seconds a connection may stay silent: after the TLS handshake until a request's head
+    # has arrived, and on a keep-alive connection between a response and the next request.
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     # Days between automatic rotations of the token signing key (0: never).
     token_key_days: int = 30
     # CIDR ranges of reverse proxies whose X-Forwarded-For names the client address
     # (checked against vault network rules); empty: the socket peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    # The IMDS-style token endpoint (no secret, loopback callers only): None serves it
+    # when `host` is a loopback address; True/False turn it on or off (`--imds/--no-imds`).
+    imds: bool | None = None
 
     @property
     def db_path(self) -> Path:

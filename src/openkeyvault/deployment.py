@@ -35,13 +35,12 @@ from openkeyvault.keystore.software import SoftwareKeyStore
 from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
-from openkeyvault.storage.db import Engines, open_sqlite
+from openkeyvault.storage.datadir import open_storage
+from openkeyvault.storage.db import Engines
 from openkeyvault.storage.identities import IdentityStore
-from openkeyvault.storage.keyring import KEYRING_DIR, FileKeyRing
 from openkeyvault.storage.placement import PlacementStore
 from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
-from openkeyvault.storage.seal import dev_seal_root_key
 from openkeyvault.vault.accesscontrol import AccessControlService
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.certificates import CertificateService
@@ -89,14 +88,10 @@ class Deployment:
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Checks permissions and key material first; StartupRefused names what is wrong.
+        engines, repo, barrier = open_storage(data, settings.db_path)
         if clock is None:
             clock = OffsetClock(data / CLOCK_FILE) if settings.dev else SystemClock()
-        engines = open_sqlite(settings.db_path)
-        repo = Repository(engines)
-        root_key = dev_seal_root_key(data / "root.key")
-        # Per-vault key-encryption keys live outside the database (destroyed at purge).
-        barrier = Barrier(root_key, repo, FileKeyRing(data / KEYRING_DIR, root_key))
         now = int(clock.now())
         barrier.ensure_owner(SYSTEM, now)
 
@@ -126,7 +121,9 @@ class Deployment:
 
         dev_principal = Principal(dev_oid, tenant_id, dev_app)
         issuer = f"https://localhost:{settings.port}/{tenant_id}/v2.0"
-        directory = Directory(repo, barrier, clock, tenant_id, identities)
+        # Client secrets are checked by one HMAC under this key (kept behind the barrier).
+        directory = Directory(repo, barrier, clock, tenant_id, identities, secret_key=sealed_meta(
+            "client_secret_key", lambda: secrets.token_bytes(32)))
         ca_bundle = data / "ca-bundle.pem" if settings.dev else None
         issuers = TrustedIssuers(identities, clock, JwksCache(clock, ca_bundle))
         tokens = TokenService(signing_keys, issuer, tenant_id, clock, identities, issuers,

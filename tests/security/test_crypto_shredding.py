@@ -35,6 +35,7 @@ from openkeyvault.vault import keys as keys_module
 from openkeyvault.vault import secrets as secrets_module
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import Forbidden, NotFound
+from openkeyvault.vault.requests import KeyCreate
 from tests.sdk.clients import vault_client
 from tests.security.conftest import open_deployment
 from tests.support.server import DevServer
@@ -115,8 +116,8 @@ def fill(d: Deployment, caller: Caller, mark: str) -> None:
     for i in range(3):
         d.secrets.set(caller, f"secret-{i}", f"VALUE-{mark}-{i}")
     d.secrets.set(caller, "secret-0", f"VALUE-{mark}-0-v2")  # a second version
-    d.keys.create(caller, "key-ec", {"kty": "EC", "crv": "P-256"})
-    d.keys.create(caller, "key-rsa", {"kty": "RSA", "key_size": 2048})
+    d.keys.create(caller, "key-ec", KeyCreate(kty="EC", crv="P-256"))
+    d.keys.create(caller, "key-rsa", KeyCreate(kty="RSA", key_size=2048))
 
 
 def purge(d: Deployment, name: str) -> None:

@@ -1,9 +1,14 @@
 """The deployment's directory: principals and their credentials.
 
-A client secret is shown once, at creation. What is stored is its scrypt hash
-and salt, sealed by the barrier; checking a secret is constant-time. Certificates
-(public certificate and thumbprints) and federated credentials (issuer, subject,
-audience) are sealed the same way, so a row edited in the database does not open.
+A client secret is shown once, at creation. It is `ID~RANDOM`: the credential's id
+(16 bytes, base64url) and 240 random bits. What is stored is an HMAC-SHA256 of it under
+the deployment's secret key (itself kept behind the barrier), sealed by the barrier. A
+check reads the one credential the secret names and computes one keyed hash, whether the
+client id is unknown, a managed identity, or a principal with any number of secrets, so
+neither the answer nor the work tells them apart. Secrets stored before this format
+(scrypt) still work; each is re-stored as a keyed hash the first time it is used.
+Certificates (public certificate and thumbprints) and federated credentials (issuer,
+subject, audience) are sealed the same way, so a row edited in the database does not open.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from openkeyvault.access.principals import Principal
+from openkeyvault.crypto import kdf
 from openkeyvault.crypto.certinfo import CertificateError, certificate_info
 from openkeyvault.crypto.encoding import b64url_decode, b64url_encode
-from openkeyvault.crypto.kdf import hash_secret, secret_matches
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import SYSTEM, Barrier, BarrierError
 from openkeyvault.storage.identities import IdentityStore
@@ -31,6 +36,18 @@ DEFAULT_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 MAX_FEDERATED_PER_PRINCIPAL = 20
 MAX_CERTIFICATES_PER_PRINCIPAL = 20
 MAX_CLAIM_CHARS = 600
+# A client secret: base64url(credential id bytes) "~" base64url(240 random bits).
+ID_SEPARATOR = "~"
+_SECRET_ID_CHARS = 22
+_SECRET_RANDOM_BYTES = 30
+_SECRET_RANDOM_CHARS = 40
+MAX_SECRET_CHARS = 256
+# What the checks run against when the client id or the credential named is not there.
+_NO_OBJECT = "00000000-0000-0000-0000-000000000000"
+_NO_CREDENTIAL = "00000000-0000-0000-0000-000000000000"
+_NO_CREDENTIAL_CONTEXT = b"okv/credential/none"
+_B64URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_KEYED_IDS_MAX = 100_000
 
 
 class DirectoryError(ValueError):
@@ -70,14 +87,59 @@ def _context(object_id: str, credential_id: str) -> bytes:
     return f"okv/credential/{object_id}/{credential_id}".encode()
 
 
+def _mac_context(object_id: str, credential_id: str) -> bytes:
+    return f"okv/client-secret/v2/{object_id}/{credential_id}".encode()
+
+
+def _legacy_mac_context(object_id: str) -> bytes:
+    """An earlier-format secret names no credential: its keyed hash is bound to the
+    principal, so one hash checks it against all of the principal's upgraded secrets."""
+    return f"okv/client-secret/legacy/{object_id}".encode()
+
+
+def _b64url_chars(value: str) -> bool:
+    return all(c in _B64URL_CHARS for c in value)
+
+
+def secret_credential_id(client_secret: str) -> str | None:
+    """The credential id a client secret of the current format names, else None."""
+    head, sep, tail = client_secret.partition(ID_SEPARATOR)
+    if not sep or len(head) != _SECRET_ID_CHARS or len(tail) != _SECRET_RANDOM_CHARS \
+            or not _b64url_chars(head) or not _b64url_chars(tail):
+        return None
+    try:
+        return str(uuid.UUID(bytes=b64url_decode(head)))
+    except ValueError:
+        return None
+
+
+def _scrypt_matches(payload: dict[str, object], secret: str) -> bool:
+    salt, digest = payload.get("salt"), payload.get("hash")
+    return isinstance(salt, str) and isinstance(digest, str) and kdf.secret_matches(
+        secret, b64url_decode(salt), b64url_decode(digest))
+
+
+def _legacy_shape(client_secret: str) -> bool:
+    """Whether a secret looks like one made before the current format (40 base64url)."""
+    return len(client_secret) == _SECRET_RANDOM_CHARS and _b64url_chars(client_secret)
+
+
 class Directory:
     def __init__(self, repo: Repository, barrier: Barrier, clock: Clock, tenant_id: str,
-                 identities: IdentityStore | None = None) -> None:
+                 identities: IdentityStore | None = None, *, secret_key: bytes) -> None:
+        if len(secret_key) != kdf.KEYED_HASH_KEY_BYTES:
+            raise ValueError("the client secret key must be 32 bytes")
         self._repo = repo
         self._barrier = barrier
         self._clock = clock
         self.tenant_id = tenant_id
         self._identities = identities
+        self._secret_key = secret_key
+        self._no_credential: tuple[int, bytes] | None = None  # a sealed stand-in, made once
+        self._stand_in_mac = secrets.token_bytes(32)
+        # Credential ids known to hold a current-format secret (that never changes), so
+        # an earlier-format attempt need not open them.
+        self._keyed_ids: set[str] = set()
 
     def create(self, display_name: str, days: int = DEFAULT_SECRET_DAYS
                ) -> tuple[PrincipalRecord, NewSecret]:
@@ -134,11 +196,13 @@ class Directory:
             raise DirectoryError("No such principal.")
         if found.kind != "servicePrincipal":
             raise DirectoryError("Only service principals have client secrets.")
-        secret = secrets.token_urlsafe(30)
-        salt, digest = hash_secret(secret)
-        credential_id = str(uuid.uuid4())
+        credential = uuid.uuid4()
+        credential_id = str(credential)
+        secret = (b64url_encode(credential.bytes) + ID_SEPARATOR
+                  + secrets.token_urlsafe(_SECRET_RANDOM_BYTES))
+        mac = kdf.keyed_hash(self._secret_key, _mac_context(object_id, credential_id), secret)
         now = int(self._clock.now())
-        payload = json.dumps({"salt": b64url_encode(salt), "hash": b64url_encode(digest)})
+        payload = json.dumps({"mac": b64url_encode(mac)})
         key_version, sealed = self._barrier.seal(SYSTEM, _context(object_id, credential_id),
                                                  payload.encode())
         expires = now + days * 86_400
@@ -155,27 +219,107 @@ class Directory:
         return self.remove_credential(object_id, credential_id, "secret")
 
     def authenticate_secret(self, client_id: str, client_secret: str) -> Principal | None:
-        """The principal whose unexpired secret this is, or None (never says which part failed)."""
-        record = self._repo.get_principal(client_id=client_id)
-        if record is None or len(client_secret) > 256:
-            hash_secret(client_secret[:256])  # same cost either way
-            return None
-        now = int(self._clock.now())
-        matched = False
-        for cred in self._repo.list_credentials(record.object_id):
-            if cred.kind != "secret" or cred.expires <= now:
-                continue
-            try:
-                stored = json.loads(self._barrier.open(
-                    SYSTEM, cred.key_version, _context(record.object_id, cred.id), cred.sealed))
-            except BarrierError:
-                continue
-            if secret_matches(client_secret, b64url_decode(stored["salt"]),
-                              b64url_decode(stored["hash"])):
-                matched = True
-        if not matched:
+        """The principal whose unexpired secret this is, or None (never says which part failed).
+
+        The same work whatever is wrong (unknown client id, a managed identity, another
+        principal's credential, a wrong, malformed or expired secret): one principal read,
+        one credential read, one barrier open and one keyed hash. Only a secret of the
+        earlier format costs one scrypt per stored earlier-format secret of that principal
+        not yet upgraded (see `_legacy_matches`)."""
+        store = self._store()
+        record = store.principal_by_client_id(client_id)
+        if record is not None and record.kind != "servicePrincipal":
+            record = None  # a managed identity has no secret
+        secret = client_secret[:MAX_SECRET_CHARS]
+        credential_id = secret_credential_id(secret)
+        object_id = record.object_id if record is not None else _NO_OBJECT
+        if credential_id is None and _legacy_shape(secret):
+            matched = self._legacy_matches(object_id, secret)
+        else:
+            matched = self._keyed_matches(object_id, credential_id, secret)
+        if record is None or not matched or len(client_secret) > MAX_SECRET_CHARS:
             return None
         return Principal(record.object_id, record.tenant_id, record.client_id)
+
+    def _store(self) -> IdentityStore:
+        if self._identities is None:
+            raise DirectoryError("Client secrets cannot be checked here.")
+        return self._identities
+
+    def _open_payload(self, object_id: str, cred: CredentialRecord | None
+                      ) -> dict[str, object] | None:
+        """A credential's opened payload; without one, the sealed stand-in is opened instead
+        (the same barrier work)."""
+        if cred is None:
+            if self._no_credential is None:
+                self._no_credential = self._barrier.seal(
+                    SYSTEM, _NO_CREDENTIAL_CONTEXT,
+                    json.dumps({"mac": b64url_encode(self._stand_in_mac)}).encode())
+            version, sealed, context = (*self._no_credential, _NO_CREDENTIAL_CONTEXT)
+        else:
+            version, sealed = cred.key_version, cred.sealed
+            context = _context(object_id, cred.id)
+        try:
+            payload = json.loads(self._barrier.open(SYSTEM, version, context, sealed))
+        except (BarrierError, ValueError):
+            return None
+        return payload if isinstance(payload, dict) and cred is not None else None
+
+    def _keyed_matches(self, object_id: str, credential_id: str | None, secret: str) -> bool:
+        cred = self._store().credential(credential_id or _NO_CREDENTIAL)
+        if cred is not None and (cred.object_id != object_id or cred.kind != "secret"
+                                 or cred.expires <= int(self._clock.now())):
+            cred = None
+        payload = self._open_payload(object_id, cred)
+        expected = self._stand_in_mac
+        stored = payload.get("mac") if payload is not None else None
+        if isinstance(stored, str):
+            try:
+                expected = b64url_decode(stored)
+            except ValueError:
+                stored = None
+        actual = kdf.keyed_hash(self._secret_key,
+                                _mac_context(object_id, credential_id or _NO_CREDENTIAL), secret)
+        return kdf.digests_match(actual, expected) and isinstance(stored, str)
+
+    def _legacy_matches(self, object_id: str, secret: str) -> bool:
+        """Check a secret of the earlier format (no credential id in it) against the
+        principal's earlier-format secrets: one keyed hash against those already upgraded,
+        and scrypt against each not yet upgraded; a match by scrypt upgrades that one."""
+        mac = kdf.keyed_hash(self._secret_key, _legacy_mac_context(object_id), secret)
+        now = int(self._clock.now())
+        matched, opened = False, 0
+        store = self._store()
+        for credential_id, expires in store.secret_credentials(object_id):
+            if expires <= now or credential_id in self._keyed_ids:
+                continue
+            cred = store.credential(credential_id)
+            if cred is None or cred.object_id != object_id:
+                continue
+            payload = self._open_payload(object_id, cred)
+            opened += 1
+            if payload is None:
+                continue
+            if "mac" in payload:
+                if len(self._keyed_ids) >= _KEYED_IDS_MAX:
+                    self._keyed_ids.clear()
+                self._keyed_ids.add(cred.id)
+            elif isinstance(payload.get("legacy_mac"), str):
+                matched |= kdf.digests_match(mac, b64url_decode(str(payload["legacy_mac"])))
+            elif _scrypt_matches(payload, secret):
+                matched = True
+                self._upgrade(object_id, cred, mac)
+        if opened == 0:
+            self._open_payload(object_id, None)
+        return matched
+
+    def _upgrade(self, object_id: str, cred: CredentialRecord, mac: bytes) -> None:
+        """Re-store an earlier-format secret as a keyed hash (compare-and-set: a concurrent
+        upgrade of the same row by another worker wins, with the same result)."""
+        version, sealed = self._barrier.seal(SYSTEM, _context(object_id, cred.id),
+                                             json.dumps({"legacy_mac": b64url_encode(mac)}
+                                                        ).encode())
+        self._store().replace_credential_sealed(object_id, cred.id, cred.sealed, version, sealed)
 
     # ---- external identities ----------------------------------------------------
     def create_external(self, display_name: str, issuer_name: str,

@@ -4,8 +4,10 @@ Order: request id → non-data-plane endpoints (health, identity, dev, the
 issuing CA's root at /ca.pem) →
 the management API (ARM paths on the bare host, api/management.py) →
 challenge auth (401 + WWW-Authenticate before any routing or body check) →
-vault routing by Host → the vault's network rules → api-version → route
-handler. Handlers only translate between wire JSON and domain calls; domain
+vault routing by Host → the vault's network rules → api-version → route →
+the route's guard (the operation's authorization, before any of the body is
+read) → the body (the route's limit; large ones a few at a time, api/bodies.py)
+→ handler. Handlers only translate between wire JSON and domain calls; domain
 errors map to wire errors in `api/errors.py`.
 """
 
@@ -31,7 +33,8 @@ from openkeyvault.access.network import ClientAddresses
 from openkeyvault.access.tokens import InvalidToken, WouldBlock
 from openkeyvault.api import dev, firewall, identity, oidc
 from openkeyvault.api import issuers as issuers_api
-from openkeyvault.api.errors import error_body, map_error
+from openkeyvault.api.bodies import RETRY_AFTER_SECONDS, Busy, LargeBodies
+from openkeyvault.api.errors import FAULT_LOG, error_body, map_error, map_fault, storage_fault
 from openkeyvault.api.hosts import HostMap, valid_host
 from openkeyvault.api.http import (
     DEFAULT_BODY_LIMIT,
@@ -39,13 +42,14 @@ from openkeyvault.api.http import (
     discard_body,
     json_response,
     read_body,
+    read_body_buffer,
 )
 from openkeyvault.api.management import Management, is_management_path
-from openkeyvault.api.router import Router
+from openkeyvault.api.router import Route, Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
-from openkeyvault.ops import requestscope
+from openkeyvault.ops import memory, requestscope
 from openkeyvault.ops.logs import AccessLog
 from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.vault.context import Caller
@@ -60,6 +64,18 @@ _COMMON_HEADERS = [(b"x-ms-keyvault-service-version", f"openkeyvault/{__version_
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
+def _repeated_host(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request names its host twice: which one a vault id would carry, and which
+    one a proxy in front checked, would be anyone's guess."""
+    seen = False
+    for name, _ in headers:
+        if name == b"host":
+            if seen:
+                return True
+            seen = True
+    return False
+
+
 class _Challenge(Exception):
     def __init__(self, message: str) -> None:
         self.message = message
@@ -70,6 +86,7 @@ class KeyVaultApp:
         self.d = deployment
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
+        self.large_bodies = LargeBodies()
         self.sts = oidc.TokenEndpoints(deployment)
         self.management = Management(deployment)
         self.client_addresses = ClientAddresses(deployment.settings.trusted_proxies)
@@ -122,16 +139,24 @@ class KeyVaultApp:
         request = Request(scope, receive)
         try:
             response = await self._dispatch(request)
-        except DomainError as exc:
-            status, body = map_error(exc)
-            response = json_response(body, status)
         except _Challenge as exc:
             response = self._challenge(request, exc.message)
-        except Exception:
-            log.exception("rid=%s unhandled error", request_id)
-            response = json_response(
-                error_body("InternalServerError", "The server hit an unexpected error."), 500
-            )
+        except Exception as exc:
+            # A fault of the deployment (also behind a domain error): its status, one log line.
+            fault = storage_fault(exc)
+            if fault is not None:
+                host = request.headers.get("host", "")
+                FAULT_LOG.report(fault, self.hosts.vault_name(host) if valid_host(host) else None)
+                status, body, headers = map_fault(fault)
+                response = json_response(body, status, headers)
+            elif isinstance(exc, DomainError):
+                status, body = map_error(exc)
+                response = json_response(body, status)
+            else:
+                log.exception("rid=%s unhandled error", request_id)
+                response = json_response(
+                    error_body("InternalServerError", "The server hit an unexpected error."), 500
+                )
         response.raw_headers.append((b"x-ms-request-id", request_id.encode()))
         response.raw_headers.extend(_COMMON_HEADERS)
         await response(scope, receive, send)
@@ -178,6 +203,9 @@ class KeyVaultApp:
         )
 
     async def _dispatch(self, request: Request) -> Response:
+        if _repeated_host(request.scope["headers"]):  # RFC 9112 §3.2: answer 400
+            await discard_body(request)
+            raise BadParameter("The request has more than one Host header.")
         path: str = request.scope["path"]
         special = self.special.get(path)
         if special is not None:
@@ -238,10 +266,33 @@ class KeyVaultApp:
                 headers={"Allow": ", ".join(self.router.methods(path))})
         assert isinstance(resolved, tuple)
         route, params = resolved
-        ctx = Ctx(caller=Caller(principal, vault), base=f"https://{host}", path=path,
+        caller = Caller(principal, vault)
+        if route.guard is not None:  # authorization first: no body is read for a refusal
+            try:
+                route.guard.check(self.d.authorizer, caller, params)
+            except Exception:  # a refusal, or a fault on the way to the decision
+                await discard_body(request)
+                raise
+        ctx = Ctx(caller=caller, base=f"https://{host}", path=path,
                   api_version=api_version, query=query, params=params)
-        if request.method in _BODY_METHODS:
-            ctx.raw_body = await read_body(request, route.body_limit or DEFAULT_BODY_LIMIT)
+        if request.method not in _BODY_METHODS:
+            return await self._call(route, ctx)
+        limit = route.body_limit or DEFAULT_BODY_LIMIT
+        if not self.large_bodies.is_large(request, limit):
+            ctx.raw_body = await read_body_buffer(request, limit)
+            return await self._call(route, ctx)
+        try:
+            async with self.large_bodies.admitted():
+                ctx.raw_body = await read_body_buffer(request, limit)
+                return await self._call(route, ctx)
+        except Busy:
+            await discard_body(request)
+            return json_response(
+                error_body("ServiceUnavailable", "The server is busy with other large "
+                           "requests; retry later."), 503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    async def _call(self, route: Route, ctx: Ctx) -> Response:
         if route.inline:
             return route.handler(ctx)
         return await run_in_threadpool(route.handler, ctx)
@@ -253,6 +304,7 @@ def create_app() -> KeyVaultApp:
     from openkeyvault.ops.logs import configure_logging
 
     configure_logging()
+    memory.tune()  # large blocks go back to the system when freed (glibc; ops/memory.py)
     app = KeyVaultApp(Deployment.open(Settings.from_env()))
     gc.collect()
     gc.freeze()  # start-up objects live for the whole process: keep them out of GC passes

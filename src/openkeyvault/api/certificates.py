@@ -8,11 +8,11 @@ from typing import Any
 
 from starlette.responses import Response
 
+from openkeyvault.access import actions as a
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
 from openkeyvault.api.objects import ObjectRoutes
-from openkeyvault.api.router import Route, pattern
-from openkeyvault.api.secrets import RESTORE_BODY_LIMIT
+from openkeyvault.api.router import CERTIFICATE_RESTORE_BODY_LIMIT, DataGuard, Route, pattern
 from openkeyvault.crypto.encoding import b64url_encode
 from openkeyvault.vault.certificates import (
     CertificateBundle,
@@ -150,25 +150,35 @@ class CertificateRoutes(ObjectRoutes):
 
 def certificate_routes(d: Any) -> list[Route]:
     c = CertificateRoutes(d.certificates)
+    g, read, one, all_ = DataGuard, a.CERTIFICATES_READ, "/certificates/{name}", "/certificates"
     table = [
-        ("GET", "/certificates", c.list, 0),
-        ("POST", "/certificates/{name}/create", c.create, 0),
-        ("POST", "/certificates/{name}/import", c.import_certificate, IMPORT_BODY_LIMIT),
-        ("DELETE", "/certificates/{name}", c.delete, 0),
-        ("GET", "/certificates/{name}/versions", c.list_versions, 0),
-        ("GET", "/certificates/{name}/policy", c.get_policy, 0),
-        ("PATCH", "/certificates/{name}/policy", c.update_policy, 0),
-        ("GET", "/certificates/{name}/pending", c.get_operation, 0),
-        ("PATCH", "/certificates/{name}/pending", c.cancel_operation, 0),
-        ("DELETE", "/certificates/{name}/pending", c.delete_operation, 0),
-        ("POST", "/certificates/{name}/pending/merge", c.merge, IMPORT_BODY_LIMIT),
-        ("POST", "/certificates/{name}/backup", c.backup, 0),
-        ("POST", "/certificates/restore", c.restore, RESTORE_BODY_LIMIT),
-        ("GET", "/certificates/{name}/{version?}", c.get, 0),
-        ("PATCH", "/certificates/{name}/{version?}", c.update, 0),
-        ("GET", "/deletedcertificates", c.list_deleted, 0),
-        ("GET", "/deletedcertificates/{name}", c.get_deleted, 0),
-        ("DELETE", "/deletedcertificates/{name}", c.purge, 0),
-        ("POST", "/deletedcertificates/{name}/recover", c.recover, 0),
+        ("GET", "/certificates", c.list, 0, g(read, all_, "list")),
+        ("POST", "/certificates/{name}/create", c.create, 0, g(a.CERTIFICATES_CREATE, one)),
+        ("POST", "/certificates/{name}/import", c.import_certificate, IMPORT_BODY_LIMIT,
+         g(a.CERTIFICATES_IMPORT, one)),
+        ("DELETE", "/certificates/{name}", c.delete, 0, g(a.CERTIFICATES_DELETE, one)),
+        ("GET", "/certificates/{name}/versions", c.list_versions, 0, g(read, one, "list")),
+        ("GET", "/certificates/{name}/policy", c.get_policy, 0, g(read, one, "get")),
+        ("PATCH", "/certificates/{name}/policy", c.update_policy, 0,
+         g(a.CERTIFICATES_UPDATE, one)),
+        ("GET", "/certificates/{name}/pending", c.get_operation, 0, g(read, one, "get")),
+        ("PATCH", "/certificates/{name}/pending", c.cancel_operation, 0,
+         g(a.CERTIFICATES_UPDATE, one)),
+        ("DELETE", "/certificates/{name}/pending", c.delete_operation, 0,
+         g(a.CERTIFICATES_DELETE, one)),
+        ("POST", "/certificates/{name}/pending/merge", c.merge, IMPORT_BODY_LIMIT,
+         g(a.CERTIFICATES_CREATE, one)),
+        ("POST", "/certificates/{name}/backup", c.backup, 0, g(a.CERTIFICATES_BACKUP, one)),
+        ("POST", "/certificates/restore", c.restore, CERTIFICATE_RESTORE_BODY_LIMIT,
+         g(a.CERTIFICATES_RESTORE, all_)),
+        ("GET", "/certificates/{name}/{version?}", c.get, 0, g(read, one, "get")),
+        ("PATCH", "/certificates/{name}/{version?}", c.update, 0,
+         g(a.CERTIFICATES_UPDATE, one)),
+        ("GET", "/deletedcertificates", c.list_deleted, 0, g(read, all_, "list")),
+        ("GET", "/deletedcertificates/{name}", c.get_deleted, 0, g(read, one, "get")),
+        ("DELETE", "/deletedcertificates/{name}", c.purge, 0, g(a.CERTIFICATES_PURGE, one)),
+        ("POST", "/deletedcertificates/{name}/recover", c.recover, 0,
+         g(a.CERTIFICATES_RECOVER, one)),
     ]
-    return [Route(m, pattern(p), h, limit, inline=(m == "GET")) for m, p, h, limit in table]
+    return [Route(m, pattern(p), h, limit, inline=(m == "GET"), guard=guard)
+            for m, p, h, limit, guard in table]

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openkeyvault.api.jsondepth import TOO_DEEP, too_deep
 from openkeyvault.crypto.encoding import b64url_decode as _b64url_decode
 from openkeyvault.crypto.encoding import b64url_encode as b64url_encode
 from openkeyvault.vault.context import Caller
@@ -23,6 +24,8 @@ DEFAULT_BODY_LIMIT = 256 * 1024
 # surrogate: a str that cannot be encoded as UTF-8 downstream.
 _MAY_HOLD_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
 DRAIN_LIMIT = 4 * 1024 * 1024  # the most of a refused body read (and dropped) before the 413
+_BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
+_BLANK = re.compile(rb"\s*")
 
 
 # json.dumps with any non-default argument builds a new encoder per call; build it once.
@@ -54,13 +57,44 @@ def empty_response(status: int = 204) -> Response:
     return Response(b"", status_code=status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def declared_length(request: Request) -> int | None:
+    """The Content-Length the client declared, or None (absent, malformed: chunked)."""
     declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body as bytes, at most `limit` bytes (TooLarge beyond it)."""
+    raw = await read_body_buffer(request, limit)
+    return raw if isinstance(raw, bytes) else bytes(raw)
+
+
+async def read_body_buffer(request: Request, limit: int) -> bytes | bytearray:
+    """The whole body, at most `limit` bytes (TooLarge beyond it), without copies.
+
+    A declared Content-Length within the limit is read into one buffer of exactly that
+    size: no list of chunks and no join, so a body costs its own size once, not twice.
+    A body without one (chunked) is gathered chunk by chunk up to the limit.
+    """
+    declared = declared_length(request)
     stream = request.stream()
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        if int(declared) <= DRAIN_LIMIT:
+    if declared is not None and declared > limit:
+        if declared <= DRAIN_LIMIT:
             await _discard(stream, 0)
         raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
+    if declared is not None:
+        buf = bytearray(declared)
+        size = 0
+        async for chunk in stream:
+            end = size + len(chunk)
+            if end > declared:
+                await _discard(stream, end)
+                raise BadParameter("The request body is longer than its Content-Length.")
+            buf[size:end] = chunk
+            size = end
+        if size != declared:
+            raise BadParameter("The request body is shorter than its Content-Length.")
+        return buf
     chunks: list[bytes] = []
     size = 0
     async for chunk in stream:
@@ -69,14 +103,18 @@ async def read_body(request: Request, limit: int) -> bytes:
             await _discard(stream, size)
             raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def discard_body(request: Request) -> None:
     """Drop the body of a request refused before its body was read (up to DRAIN_LIMIT
-    bytes), so that the client reads the refusal rather than a reset connection."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
+    bytes), so that the client reads the refusal rather than a reset connection. A body
+    declared larger than that is not read at all: the server answers and the connection
+    closes, which costs the client its connection rather than this worker its time."""
+    if request.method not in _BODY_METHODS:
+        return
+    declared = declared_length(request)
+    if declared == 0 or (declared is not None and declared > DRAIN_LIMIT):
         return
     await _discard(request.stream(), 0)
 
@@ -94,13 +132,19 @@ async def _discard(stream: AsyncIterator[bytes], seen: int) -> None:
             return
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
+def parse_json_object(raw: bytes | bytearray) -> dict[str, Any]:
+    """The body's JSON object. Its size is bounded by the body limit read_body applied,
+    its nesting by api/jsondepth.py (checked before parsing)."""
+    if _BLANK.fullmatch(raw):  # (no stripped copy of a large body)
         raise BadParameter("The request body is empty; a JSON object is required.")
+    if too_deep(raw):
+        raise BadParameter(TOO_DEEP)
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadParameter("The request body is not valid JSON.") from None
+    except RecursionError:  # (too_deep should have caught it first)
+        raise BadParameter(TOO_DEEP) from None
     if not isinstance(value, dict):
         raise BadParameter("The request body must be a JSON object.")
     if _MAY_HOLD_SURROGATE.search(raw):
@@ -123,20 +167,32 @@ class Ctx:
     api_version: str
     query: dict[str, str]
     params: dict[str, str]
-    raw_body: bytes = b""
+    raw_body: bytes | bytearray = b""
     _json: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def body(self) -> dict[str, Any]:
         if self._json is None:
             self._json = parse_json_object(self.raw_body)
+            self.raw_body = b""  # parsed: the bytes need not stay alive while the call runs
         return self._json
 
 
+_B64_SLICE = 1024 * 1024  # characters decoded at a time (a multiple of 4)
+
+
 def b64url_decode(value: Any, field: str) -> bytes:
+    """Decode a base64url field. A large value (a restore blob) is decoded slice by slice:
+    decoding it whole makes three full-size copies of the text (padded, ASCII-encoded,
+    translated) on the way to the bytes."""
     if not isinstance(value, str) or not value:
         raise BadParameter(f"'{field}' must be a non-empty base64url string.")
     try:
-        return _b64url_decode(value)
+        if len(value) <= _B64_SLICE:
+            return _b64url_decode(value)
+        if value.find("=", 0, len(value) - 2) != -1:  # padding only at the very end
+            raise ValueError("not base64url")
+        return b"".join(_b64url_decode(value[i:i + _B64_SLICE])
+                        for i in range(0, len(value), _B64_SLICE))
     except ValueError:
         raise BadParameter(f"'{field}' is not valid base64url.") from None

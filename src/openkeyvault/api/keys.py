@@ -1,4 +1,4 @@
-"""Keys routes: wire JSON ⇄ KeyService calls."""
+"""Keys routes: wire JSON → request model → KeyService call → wire JSON."""
 
 from __future__ import annotations
 
@@ -8,12 +8,37 @@ from starlette.responses import Response
 
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, b64url_encode, json_response
+from openkeyvault.api.models import decode_body
+from openkeyvault.api.models.keys import (
+    GetRandomBytesRequest,
+    KeyCreateParameters,
+    KeyImportParameters,
+    KeyOperationsParameters,
+    KeyRestoreParameters,
+    KeyRotationPolicy,
+    KeySignParameters,
+    KeyUpdateParameters,
+    KeyVerifyParameters,
+)
 from openkeyvault.api.objects import ObjectRoutes
 from openkeyvault.vault.keys import KeyService
 from openkeyvault.vault.models import KeyOperationResult
 
+# operation (as in the path) → its body's model
+OPERATION_MODELS: dict[str, type[KeyOperationsParameters | KeySignParameters |
+                                 KeyVerifyParameters]] = {
+    "encrypt": KeyOperationsParameters,
+    "decrypt": KeyOperationsParameters,
+    "wrapkey": KeyOperationsParameters,
+    "unwrapkey": KeyOperationsParameters,
+    "sign": KeySignParameters,
+    "verify": KeyVerifyParameters,
+}
+
 
 class KeyRoutes(ObjectRoutes):
+    restore_model = KeyRestoreParameters
+
     def __init__(self, service: KeyService) -> None:
         self.s = service
 
@@ -24,11 +49,13 @@ class KeyRoutes(ObjectRoutes):
         return render.key_item(base, b, versioned=versioned)
 
     def create(self, ctx: Ctx) -> Response:
+        p = decode_body(ctx, KeyCreateParameters)
         return json_response(render.key(ctx.base, self.s.create(ctx.caller, ctx.params["name"],
-                                                                ctx.body)))
+                                                                p.to_request())))
 
     def import_key(self, ctx: Ctx) -> Response:
-        b = self.s.import_key(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, KeyImportParameters)
+        b = self.s.import_key(ctx.caller, ctx.params["name"], p.to_request())
         return json_response(render.key(ctx.base, b))
 
     def get(self, ctx: Ctx) -> Response:
@@ -36,7 +63,9 @@ class KeyRoutes(ObjectRoutes):
         return json_response(render.key(ctx.base, b))
 
     def update(self, ctx: Ctx) -> Response:
-        b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"), ctx.body)
+        p = decode_body(ctx, KeyUpdateParameters)
+        b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),
+                          p.to_request())
         return json_response(render.key(ctx.base, b))
 
     def rotate(self, ctx: Ctx) -> Response:
@@ -47,13 +76,17 @@ class KeyRoutes(ObjectRoutes):
         return json_response(render.rotation_policy(ctx.base, p))
 
     def set_rotation_policy(self, ctx: Ctx) -> Response:
-        p = self.s.set_rotation_policy(ctx.caller, ctx.params["name"], ctx.body)
+        body = decode_body(ctx, KeyRotationPolicy)
+        p = self.s.set_rotation_policy(ctx.caller, ctx.params["name"], body.to_request())
         return json_response(render.rotation_policy(ctx.base, p))
 
     def operation(self, op: str) -> Any:
+        model = OPERATION_MODELS[op]
+
         def handler(ctx: Ctx) -> Response:
+            request = decode_body(ctx, model).to_request()
             result = self.s.operate(ctx.caller, ctx.params["name"], ctx.params.get("version"),
-                                    op, ctx.body)
+                                    op, request)
             if isinstance(result, bool):
                 return json_response({"value": result})
             assert isinstance(result, KeyOperationResult)
@@ -64,5 +97,5 @@ class KeyRoutes(ObjectRoutes):
         return handler
 
     def rng(self, ctx: Ctx) -> Response:
-        return json_response({"value": b64url_encode(self.s.random_bytes(ctx.caller,
-                                                                         ctx.body.get("count")))})
+        count = decode_body(ctx, GetRandomBytesRequest).count
+        return json_response({"value": b64url_encode(self.s.random_bytes(ctx.caller, count))})

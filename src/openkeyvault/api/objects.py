@@ -12,11 +12,14 @@ from starlette.responses import Response
 
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, b64url_decode, b64url_encode, empty_response, json_response
+from openkeyvault.api.models import decode_body
+from openkeyvault.api.models.common import RestoreParameters
 from openkeyvault.vault.models import Page
 
 
 class ObjectRoutes:
     s: Any  # an ObjectService with backup/restore
+    restore_model: type[RestoreParameters] = RestoreParameters  # the collection's spec name
 
     def bundle(self, base: str, b: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -65,5 +68,5 @@ class ObjectRoutes:
                                                                    ctx.params["name"]))})
 
     def restore(self, ctx: Ctx) -> Response:
-        blob = b64url_decode(ctx.body.get("value"), "value")
+        blob = b64url_decode(decode_body(ctx, self.restore_model).value, "value")
         return self._one(ctx, self.s.restore(ctx.caller, blob))

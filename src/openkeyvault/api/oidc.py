@@ -5,6 +5,10 @@ Paths, per tenant: `/{tenant}/v2.0/.well-known/openid-configuration`,
 credentials grant is accepted with a client secret or a client assertion (a
 certificate credential's signed JWT, or a trusted issuer's token for a federated
 credential); errors use Entra's shape (`error`, `error_description`, `error_codes`).
+
+Failed client-secret attempts are counted per client address and per client id
+(access/attempts.py); past the allowance the answer is 429 with `Retry-After`, before
+the secret is looked at. Every wrong secret gets the same 401 bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openkeyvault.access.assertions import JWT_BEARER, AssertionRefused
+from openkeyvault.access.attempts import SignInAttempts
+from openkeyvault.access.network import ClientAddresses, IPAddress
 from openkeyvault.access.principals import Principal
 from openkeyvault.api.hosts import DEFAULT_HOSTS, split_host, valid_host
 from openkeyvault.api.http import json_response
@@ -28,10 +34,19 @@ TOKEN_BODY_LIMIT = 64 * 1024
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
 
-def _oauth_error(status: int, error: str, description: str) -> Response:
+def _oauth_error(status: int, error: str, description: str,
+                 headers: dict[str, str] | None = None) -> Response:
     codes = [int(c) for c in _AADSTS.findall(description)[:4]]
     return json_response({"error": error, "error_description": description,
-                          "error_codes": codes}, status)
+                          "error_codes": codes}, status, headers)
+
+
+_INVALID_CLIENT = ("AADSTS7000215: Invalid client secret provided, or the client is unknown "
+                   "or its secret has expired.")
+_LOCKED_ADDRESS = ("AADSTS50053: Too many failed sign-in attempts from this client address. "
+                   "Try again in {} seconds.")
+_LOCKED_CLIENT = ("AADSTS50053: Too many failed sign-in attempts for this client id from "
+                  "unfamiliar addresses. Try again in {} seconds.")
 
 
 def route(path: str) -> tuple[str, str] | None:
@@ -49,6 +64,8 @@ def route(path: str) -> tuple[str, str] | None:
 class TokenEndpoints:
     def __init__(self, deployment: Deployment) -> None:
         self.d = deployment
+        self.addresses = ClientAddresses(deployment.settings.trusted_proxies)
+        self.attempts = SignInAttempts(deployment.clock)
 
     def handler(self, endpoint: str) -> Callable[[Request, str, bytes], Response]:
         return {"openid-configuration": self.configuration, "keys": self.keys,
@@ -127,12 +144,25 @@ class TokenEndpoints:
                 return _oauth_error(refused.status, refused.error, refused.description)
             return self._issue(principal, resource)
         assert secret is not None
+        address = self._client_address(request)
+        locked = self.attempts.check(client_id, address)
+        if locked is not None:
+            text = _LOCKED_ADDRESS if locked.address else _LOCKED_CLIENT
+            return _oauth_error(429, "temporarily_unavailable",
+                                text.format(locked.retry_after),
+                                {"Retry-After": str(locked.retry_after)})
         found = self.d.directory.authenticate_secret(client_id, secret)
         if found is None:
-            return _oauth_error(401, "invalid_client",
-                                "AADSTS7000215: Invalid client secret provided, or the client "
-                                "is unknown or its secret has expired.")
+            self.attempts.failed(client_id, address)
+            return _oauth_error(401, "invalid_client", _INVALID_CLIENT)
+        self.attempts.succeeded(client_id, address)
         return self._issue(found, resource)
+
+    def _client_address(self, request: Request) -> IPAddress | None:
+        client = request.scope.get("client")
+        peer = client[0] if client else None
+        forwarded = request.headers.getlist("x-forwarded-for") if self.addresses.trusted else []
+        return self.addresses.resolve(peer if isinstance(peer, str) else None, forwarded)
 
     def _endpoint_audiences(self, request: Request, tenant: str) -> frozenset[str]:
         """What a certificate assertion's `aud` may be: this token endpoint (v2.0 or v1) or

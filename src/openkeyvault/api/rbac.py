@@ -17,7 +17,7 @@ from openkeyvault.access.definitions import definition_id
 from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
-from openkeyvault.api.router import Route, pattern
+from openkeyvault.api.router import RoleGuard, Route, pattern
 from openkeyvault.vault.accesscontrol import AccessControlService, Assignment
 from openkeyvault.vault.models import Page
 
@@ -122,23 +122,31 @@ def _bind(fn: Callable[[Ctx, str | None], Response],
 
 def rbac_routes(service: AccessControlService) -> list[Route]:
     h = RbacRoutes(service)
-    scopes: list[tuple[str, str | None]] = [("", None)]
+    scopes: list[tuple[str, str | None, str]] = [("", None, "/")]
     for c in COLLECTIONS:
-        scopes += [(f"/{c}", c), (f"/{c}/{{object}}", c)]
+        scopes += [(f"/{c}", c, f"/{c}"), (f"/{c}/{{object}}", c, f"/{c}/{{object}}")]
     routes = []
-    for prefix, collection in scopes:
-        for kind, ops in (
-            ("roleassignments", (h.list_assignments, h.get_assignment, h.create_assignment,
-                                 h.delete_assignment)),
-            ("roledefinitions", (h.list_definitions, h.get_definition, h.set_definition,
-                                 h.delete_definition)),
+    for prefix, collection, scope in scopes:
+        for kind, what, ops in (
+            ("roleassignments", "roleAssignments",
+             (h.list_assignments, h.get_assignment, h.create_assignment, h.delete_assignment)),
+            ("roledefinitions", "roleDefinitions",
+             (h.list_definitions, h.get_definition, h.set_definition, h.delete_definition)),
         ):
             base = f"{prefix}/{PROVIDER.lower()}/{kind}"
             listing, get, put, delete = ops
+            # Definitions are written at the deployment scope: a custom role is shared by
+            # every vault of the deployment (vault/accesscontrol.py).
+            shared = what == "roleDefinitions"
+            read = RoleGuard(what, "read", scope)
             routes += [
-                Route("GET", pattern(base), _bind(listing, collection), inline=True),
-                Route("GET", pattern(base + "/{name}"), _bind(get, collection), inline=True),
-                Route("PUT", pattern(base + "/{name}"), _bind(put, collection)),
-                Route("DELETE", pattern(base + "/{name}"), _bind(delete, collection)),
+                Route("GET", pattern(base), _bind(listing, collection), inline=True,
+                      guard=read),
+                Route("GET", pattern(base + "/{name}"), _bind(get, collection), inline=True,
+                      guard=read),
+                Route("PUT", pattern(base + "/{name}"), _bind(put, collection),
+                      guard=RoleGuard(what, "write", scope, deployment=shared)),
+                Route("DELETE", pattern(base + "/{name}"), _bind(delete, collection),
+                      guard=RoleGuard(what, "delete", scope, deployment=shared)),
             ]
     return routes

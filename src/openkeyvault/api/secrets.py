@@ -1,4 +1,4 @@
-"""Secrets routes: wire JSON ⇄ SecretService calls."""
+"""Secrets routes: wire JSON → request model → SecretService call → wire JSON."""
 
 from __future__ import annotations
 
@@ -8,26 +8,20 @@ from starlette.responses import Response
 
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
+from openkeyvault.api.models import decode_body
+from openkeyvault.api.models.common import attributes
+from openkeyvault.api.models.secrets import (
+    SecretRestoreParameters,
+    SecretSetParameters,
+    SecretUpdateParameters,
+)
 from openkeyvault.api.objects import ObjectRoutes
-from openkeyvault.vault.backup import MAX_BLOB_BYTES
-from openkeyvault.vault.errors import BadParameter
 from openkeyvault.vault.secrets import SecretService
-
-RESTORE_BODY_LIMIT = MAX_BLOB_BYTES * 4 // 3 + 1024
-
-_ATTRIBUTE_FIELDS = ("enabled", "nbf", "exp")
-
-
-def _attributes(body: dict[str, Any]) -> dict[str, Any]:
-    attrs = body.get("attributes")
-    if attrs is None:
-        return {}
-    if not isinstance(attrs, dict):
-        raise BadParameter("attributes must be a JSON object.")
-    return attrs
 
 
 class SecretRoutes(ObjectRoutes):
+    restore_model = SecretRestoreParameters
+
     def __init__(self, service: SecretService) -> None:
         self.s = service
 
@@ -38,11 +32,9 @@ class SecretRoutes(ObjectRoutes):
         return render.secret(base, b, versioned=versioned)
 
     def set(self, ctx: Ctx) -> Response:
-        body = ctx.body
-        if "value" not in body:
-            raise BadParameter("The request body must contain 'value'.")
-        b = self.s.set(ctx.caller, ctx.params["name"], body["value"], body.get("contentType"),
-                       _attributes(body), body.get("tags"))
+        p = decode_body(ctx, SecretSetParameters)
+        b = self.s.set(ctx.caller, ctx.params["name"], p.value, p.content_type,
+                       attributes(p.attributes), p.tags)
         return json_response(render.secret(ctx.base, b))
 
     def get(self, ctx: Ctx) -> Response:
@@ -50,10 +42,7 @@ class SecretRoutes(ObjectRoutes):
         return json_response(render.secret(ctx.base, b))
 
     def update(self, ctx: Ctx) -> Response:
-        body = ctx.body
-        attrs = _attributes(body)
-        sent: set[str] = {k for k in ("contentType", "tags") if k in body}
-        sent |= {k for k in _ATTRIBUTE_FIELDS if k in attrs}
+        p = decode_body(ctx, SecretUpdateParameters)
         b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),
-                          body.get("contentType"), attrs, body.get("tags"), frozenset(sent))
+                          p.to_request())
         return json_response(render.secret(ctx.base, b))

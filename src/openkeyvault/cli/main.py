@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from openkeyvault.cli import ca, trust, vaults
-from openkeyvault.config import DEFAULT_PORT, Settings, default_data_dir, default_trusted_proxies
+from openkeyvault.config import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PORT,
+    IDLE_TIMEOUT_RANGE,
+    Settings,
+    default_data_dir,
+    default_trusted_proxies,
+)
 
 app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_show_locals=False)
@@ -58,6 +65,14 @@ def server(
         "client address (repeatable; default: $OKV_TRUSTED_PROXIES).")] = None,
     token_key_days: Annotated[int, typer.Option(
         help="Days between automatic rotations of the token signing key (0: never).")] = 30,
+    imds: Annotated[bool | None, typer.Option(
+        "--imds/--no-imds", help="Serve the IMDS-style token endpoint (no secret; callers on "
+        "this machine only). Default: on when --host is a loopback address.")] = None,
+    idle_timeout: Annotated[float, typer.Option(
+        min=IDLE_TIMEOUT_RANGE[0], max=IDLE_TIMEOUT_RANGE[1],
+        help="Seconds a connection may stay silent before the server closes it: after the "
+        "TLS handshake until a request's headers arrive, and between keep-alive "
+        "requests.")] = DEFAULT_IDLE_TIMEOUT,
 ) -> None:
     """Run the server."""
     if not dev:
@@ -73,7 +88,8 @@ def server(
         typer.echo(f"error: trusted proxy: {exc}", err=True)
         raise typer.Exit(2) from None
     run(_settings(data_dir, host=host, port=port, workers=max(1, workers), dev=True,
-                  trusted_proxies=proxies, token_key_days=max(0, token_key_days)))
+                  trusted_proxies=proxies, token_key_days=max(0, token_key_days), imds=imds,
+                  idle_timeout=idle_timeout))
 
 
 def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
@@ -410,4 +426,13 @@ def role_definition_delete(definition_id: str, data_dir: DataDir = None) -> None
 
 
 def main() -> None:
-    app()
+    from openkeyvault.storage.errors import StartupRefused, StorageError
+
+    try:
+        app()
+    except StartupRefused as exc:  # the data directory is not fit to use: one line
+        typer.echo(f"okv: cannot open the deployment: {exc}", err=True)
+        raise SystemExit(78) from None  # EX_CONFIG: the operator must act
+    except StorageError as exc:  # full, read-only or failing disk
+        typer.echo(f"okv: storage: {exc}", err=True)
+        raise SystemExit(75) from None  # EX_TEMPFAIL: may work once the disk does

@@ -2,32 +2,75 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import ipaddress
 import os
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, NoReturn
 
 from openkeyvault import bootstrap
+from openkeyvault.api.identity import imds_notice
 from openkeyvault.config import ENV_VAR, Settings
 from openkeyvault.deployment import Deployment
+from openkeyvault.storage.barrier import vault_owner
+from openkeyvault.storage.errors import StartupRefused, StorageError
+from openkeyvault.storage.keyring import KEYRING_DIR, SUFFIX
+
+# Exit statuses of a refused start (sysexits.h): a supervisor should not restart-loop on
+# the first (the operator must act), and may retry the second (the disk may recover).
+EXIT_REFUSED = 78  # EX_CONFIG
+EXIT_UNAVAILABLE = 75  # EX_TEMPFAIL
 
 
 def prepare(settings: Settings) -> dict[str, str]:
-    """Create or reuse everything a dev server needs; return the client environment."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    bootstrap.ensure_tls(settings)
-    d = Deployment.open(settings)
+    """Create or reuse everything a dev server needs; return the client environment.
+
+    The data directory is checked before anything is created (Deployment.open); a start
+    that must not go on ends the process with one line saying what was found and what
+    to do. A restart writes nothing, so it also works from a full or read-only disk."""
     try:
-        d.vaults.ensure(settings.default_vault)
-        env = bootstrap.dev_environment(settings, d.identity_header)
-    finally:
-        d.close()
-    bootstrap.write_env_file(settings, env)
+        d = Deployment.open(settings)
+        try:
+            _warn_unusable_vaults(d)
+            bootstrap.ensure_tls(settings)
+            d.vaults.ensure(settings.default_vault)
+            env = bootstrap.dev_environment(settings, d.identity_header)
+        finally:
+            d.close()
+        bootstrap.write_env_file(settings, env)
+    except StartupRefused as exc:
+        _refuse(f"okv: cannot start: {exc}", EXIT_REFUSED)
+    except StorageError as exc:  # full, read-only or failing disk
+        _refuse(f"okv: cannot start: {exc}, in {settings.data_dir}: start again once the "
+                "disk is usable", EXIT_UNAVAILABLE)
+    except OSError as exc:  # the TLS files or dev.env
+        _refuse(f"okv: cannot start: cannot write {exc.filename}: {exc.strerror}",
+                EXIT_UNAVAILABLE)
     return env
+
+
+def _refuse(line: str, status: int) -> NoReturn:
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
+def _warn_unusable_vaults(d: Deployment) -> None:
+    """One line per vault whose key-encryption key is lost or damaged: it is served (its
+    objects answer 500), but the operator should hear of it before the first request."""
+    names = {vault_owner(v.id): v.name for v in d.repo.list_vaults()}
+    for owner, reason in d.barrier.unusable_owners(list(names)):
+        print(f"okv: warning: vault '{names[owner]}': {reason}; its keys, secrets and "
+              f"certificates cannot be opened until {KEYRING_DIR}/{owner.replace(':', '.')}"
+              f"{SUFFIX} is restored from backup", file=sys.stderr, flush=True)
 
 
 def _resolves(host: str) -> bool:
@@ -39,7 +82,12 @@ def _resolves(host: str) -> bool:
 
 
 def _announce_when_ready(settings: Settings, env: dict[str, str]) -> None:
+    if (notice := imds_notice(settings)) is not None:  # at once, ready or not
+        print(f"okv: {notice}", file=sys.stderr, flush=True)
     ctx = ssl.create_default_context(cafile=str(settings.data_dir / "ca.pem"))
+    # The certificate names localhost and the dev host names, not every address the server
+    # may be bound to: the probe checks the chain up to the local CA, not the name.
+    ctx.check_hostname = False
     probe_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
     if ":" in probe_host:
         probe_host = f"[{probe_host}]"
@@ -69,14 +117,185 @@ def _announce_when_ready(settings: Settings, env: dict[str, str]) -> None:
     print("\n".join(lines) + "\n", flush=True)
 
 
-def run(settings: Settings) -> None:
-    env = prepare(settings)
-    os.environ[ENV_VAR] = settings.to_env()
+class ListenError(Exception):
+    """The server cannot own its address; the message says why and what to do."""
+
+
+# Seconds a stopping worker may take to finish its requests before it is killed.
+SHUTDOWN_GRACE_SECONDS = 10
+
+# Connections the kernel queues for each listening socket (granian's default).
+LISTEN_BACKLOG = 1024
+SO_ATTACH_REUSEPORT_CBPF = 51  # Linux
+
+
+def open_listeners(host: str, port: int, count: int,
+                   backlog: int = LISTEN_BACKLOG) -> list[socket.socket]:
+    """Listening sockets for `count` workers on an address this deployment alone serves.
+
+    granian's own sockets set SO_REUSEPORT, so a second server on a taken port binds
+    silently and the kernel splits connections between the two. Here the port is first
+    bound without SO_REUSEPORT: a taken port fails before anything is served. One worker
+    (or a system other than Linux) keeps that socket, which nobody can join; several
+    workers on Linux get one SO_REUSEPORT socket each, so that the kernel spreads new
+    connections over them (workers sharing one socket do not share the load: the first
+    to wake accepts nearly every connection of a burst), and `_only_first_sockets` keeps
+    any socket that joins the group later from receiving connections.
+    """
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        raise ListenError(f"--host must be an IP address, not {host!r}") from None
+    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    first = _listen(family, host, port, backlog, where, reuseport=False)
+    if count == 1 or not sys.platform.startswith("linux"):
+        return [first]
+    first.close()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_listen(family, host, port, backlog, where, reuseport=True))
+    except ListenError:
+        for s in socks:
+            s.close()
+        raise
+    _only_first_sockets(socks[0], count)
+    return socks
+
+
+def _listen(family: int, host: str, port: int, backlog: int, where: str,
+            reuseport: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR only lets a restart bind while old connections sit in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as granian's sockets
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"cannot listen on {where}: the address is already in use (another "
+                              "server is listening on this port). Stop it or choose another "
+                              "--port.") from None
+        if exc.errno == errno.EACCES:
+            raise ListenError(f"cannot listen on {where}: permission denied (ports below 1024 "
+                              "need privileges). Choose another --port.") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ListenError(f"cannot listen on {where}: {host} is not an address of this "
+                              "machine. Choose another --host.") from None
+        raise ListenError(f"cannot listen on {where}: {exc.strerror}") from None
+    return sock
+
+
+def _only_first_sockets(member: socket.socket, count: int) -> None:
+    """Send each new connection of `member`'s SO_REUSEPORT group to one of its first
+    `count` sockets, at random.
+
+    Those are this server's, held open by the supervising process for as long as it runs,
+    so their places in the group never change; a socket that another process of the same
+    user adds later takes a place after them and is never chosen. A kernel without this
+    option leaves the kernel's own spreading (by connection hash), which would include it.
+    """
+    # Classic BPF: A = random u32; A %= count; return A (the socket's place in the group).
+    program = [(0x20, 0, 0, 0xFFFFF000 + 56),  # ld [SKF_AD_OFF + SKF_AD_RANDOM]
+               (0x94, 0, 0, count),             # mod #count
+               (0x16, 0, 0, 0)]                 # ret a
+    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *op) for op in program))
+    fprog = struct.pack("HP", len(program), ctypes.addressof(code))
+    with contextlib.suppress(OSError):
+        member.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def _raise_open_file_limit() -> None:
+    """Let each worker hold as many connections as its backpressure allows.
+
+    A soft limit of 1024 open files (a common default) runs out before granian's
+    per-worker connection limit does, and a worker out of descriptors cannot accept.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _granian_on(listeners: list[socket.socket]) -> type[Any]:
+    """granian's server class, made to serve on `listeners` instead of sockets of its own.
+
+    Worker N accepts from socket N (all from the one socket when there is one). The
+    supervising process holds every socket open: a worker that dies loses no queued
+    connection, and while it is being replaced its new connections wait in the listen
+    queue instead of being refused.
+    """
     from granian import Granian
-    from granian.constants import Interfaces, RuntimeModes, SSLProtocols
+    from granian._granian import SocketHolder
+
+    holder_cls: Any = SocketHolder  # its stub lists no constructor arguments
+
+    def holder(sock: socket.socket) -> Any:
+        if sys.platform.startswith(("linux", "freebsd")):
+            return holder_cls(sock.fileno(), False, LISTEN_BACKLOG)
+        return holder_cls(sock.fileno(), False)
+
+    class OwnSocketsGranian(Granian):  # type: ignore[misc, valid-type]
+        _sso: socket.socket | None
+
+        def _use(self, idx: int) -> None:
+            sock = listeners[idx % len(listeners)]
+            self._ssp = None
+            self._shd = holder(sock)
+            self._sfd = sock.fileno()
+            self._sso = sock  # passed to the worker
+
+        def _init_shared_socket(self) -> None:
+            for sock in listeners:
+                sock.set_inheritable(True)
+            self._use(0)
+
+        def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+            self._use(idx)
+            return super()._spawn_worker(idx=idx, target=target, callback_loader=callback_loader)
+
+        def _drop_shared_socket(self) -> None:
+            for sock in listeners:
+                sock.close()
+            self._sso = None
+
+    return OwnSocketsGranian
+
+
+def run(settings: Settings) -> None:
+    """Own the port (or exit with a clear message), prepare the data directory, then serve.
+
+    The supervising process replaces any worker that dies; one that dies again within a
+    few seconds of being replaced is a crash loop, and the server exits non-zero.
+    """
+    try:
+        listeners = open_listeners(settings.host, settings.port, settings.workers)
+    except ListenError as exc:
+        # The operator must act (stop the other server or choose another port).
+        print(f"okv: cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_REFUSED) from None
+    try:
+        env = prepare(settings)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    os.environ[ENV_VAR] = settings.to_env()
+    _raise_open_file_limit()
+    from granian.constants import HTTPModes, Interfaces, RuntimeModes, SSLProtocols
+    from granian.http import HTTP1Settings
 
     threading.Thread(target=_announce_when_ready, args=(settings, env), daemon=True).start()
-    server = Granian(
+    server = _granian_on(listeners)(
         "openkeyvault.api.app:create_app",
         address=settings.host,
         port=settings.port,
@@ -91,5 +310,19 @@ def run(settings: Settings) -> None:
         # multi-threaded runtime spends more on GIL hand-offs than it gains
         # (RSA-2048 sign via the API: 53% -> 59% of the raw rate, 2 workers on 2 cores).
         runtime_mode=RuntimeModes.st,
+        # HTTP/1.1 only: in "auto" mode granian first waits, without any time limit, for
+        # bytes telling HTTP/1 from HTTP/2, so a client that completes the TLS handshake
+        # and stays silent holds a connection (and one of the worker's `backpressure`
+        # connection slots) forever. HTTP/1's header read timeout starts when the
+        # connection is ready and again after each response: it bounds both the wait for
+        # a request's head and a keep-alive connection's idle time.
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.idle_timeout * 1000))),
+        backlog=LISTEN_BACKLOG,
+        respawn_failed_workers=True,
+        # On shutdown a worker finishes its requests; one still holding a connection open
+        # after this long is killed, so that Ctrl-C or a supervisor's stop always ends.
+        workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     server.serve()

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
+from openkeyvault.storage.errors import StorageError
+
 log = logging.getLogger("openkeyvault.scheduler")
 INTERVAL_SECONDS = 30.0
+# A storage fault (full or read-only disk) fails every job on every tick: say so once in
+# this many seconds per job, in one line, rather than a traceback each time.
+FAULT_LOG_SECONDS = 600.0
 
 Job = Callable[[], int]
 
@@ -22,12 +28,18 @@ class Scheduler:
     def __init__(self, jobs: dict[str, Job], interval: float = INTERVAL_SECONDS) -> None:
         self.jobs = jobs
         self.interval = interval
+        self._fault_logged: dict[str, float] = {}
 
     def tick(self) -> dict[str, int]:
         done: dict[str, int] = {}
         for name, job in self.jobs.items():
             try:
                 done[name] = job()
+            except StorageError as exc:
+                now = time.monotonic()  # a log-rate limit, not domain time
+                if now - self._fault_logged.get(name, -FAULT_LOG_SECONDS) >= FAULT_LOG_SECONDS:
+                    self._fault_logged[name] = now
+                    log.warning("scheduled job %s skipped: %s", name, exc)
             except Exception:
                 log.exception("scheduled job %s failed", name)
         return done

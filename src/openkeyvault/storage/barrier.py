@@ -26,18 +26,18 @@ from __future__ import annotations
 import threading
 
 from openkeyvault.crypto import aead
-from openkeyvault.storage.keyring import Kek, KeyRing, KeyRingError
+from openkeyvault.storage.errors import BarrierError, ForeignRootKey, KeyMaterialMissing
+from openkeyvault.storage.keyring import Kek, KeyRing, KeyRingError, KeyRingUnavailable
 from openkeyvault.storage.repository import Repository
+
+__all__ = ["KEK_WRAPPED", "SYSTEM", "Barrier", "BarrierError", "KeyMaterialMissing",
+           "kek_wrapped", "vault_owner"]
 
 SYSTEM = "system"
 # A data key wrapped by its owner's KEK: KEK_WRAPPED || nonce || wrapped key || tag.
 KEK_WRAPPED = b"okv:kek:1:"
 # A data key wrapped by the root key alone (no marker): nonce || wrapped key || tag.
 _ROOT_WRAPPED_BYTES = aead.NONCE_BYTES + aead.KEY_BYTES + 16
-
-
-class BarrierError(Exception):
-    """A sealed value could not be opened (tampered, swapped, foreign or shredded)."""
 
 
 def vault_owner(vault_id: int) -> str:
@@ -81,8 +81,10 @@ class Barrier:
         assert self._keyring is not None
         try:
             return self._keyring.create(owner)
+        except KeyRingUnavailable as e:  # the disk's fault: kept as the cause
+            raise BarrierError(f"no key-encryption key for {owner}: {e}") from e
         except KeyRingError as e:
-            raise BarrierError(f"no key-encryption key for {owner}: {e}") from None
+            raise KeyMaterialMissing(owner, f"cannot be used ({e})") from None
 
     def _wrap(self, owner: str, version: int, key: bytes, kek: Kek | None) -> bytes:
         if kek is None:
@@ -97,14 +99,48 @@ class Barrier:
                 raise BarrierError("data key does not open under the root key") from None
         try:
             kek = self._keyring.get(owner) if self._keyring is not None else None
+        except KeyRingUnavailable as e:  # the disk's fault: kept as the cause
+            raise BarrierError(f"the key-encryption key of {owner} cannot be read: {e}") from e
         except KeyRingError as e:
-            raise BarrierError(f"the key-encryption key of {owner} does not open: {e}") from None
+            raise KeyMaterialMissing(owner, f"does not open ({e})") from None
         if kek is None:
-            raise BarrierError(f"the key-encryption key of {owner} is gone")
+            # Its data keys are still stored, so the owner was not destroyed: the file was
+            # lost. Also without a keyring (a barrier built without one cannot open it).
+            raise KeyMaterialMissing(owner, "is gone from the keyring")
         try:
             return kek.unwrap(wrapped[len(KEK_WRAPPED):], self._kek_aad(owner, version))
         except KeyRingError:
             raise BarrierError("data key does not open under its key-encryption key") from None
+
+    def verify_root(self) -> None:
+        """ForeignRootKey (a StartupRefused) unless the root key opens the stored `system`
+        data key: a root key of another deployment must stop the server before it serves."""
+        found = self._repo.data_key(SYSTEM)
+        if found is None:
+            return
+        try:
+            self._unwrap(SYSTEM, *found)
+        except BarrierError:
+            raise ForeignRootKey(
+                "root.key does not open the data keys stored in okv.db: it is not the root "
+                "key this database was sealed with. Restore the matching root.key from your "
+                "backup (nothing was changed)") from None
+
+    def unusable_owners(self, owners: list[str]) -> list[tuple[str, str]]:
+        """(owner, reason) for each of `owners` whose newest data key does not open: a KEK
+        file lost or damaged. Read at start-up to name such owners before any request."""
+        out: list[tuple[str, str]] = []
+        for owner in owners:
+            found = self._repo.data_key(owner)
+            if found is None or not kek_wrapped(found[1]):
+                continue
+            try:
+                self._unwrap(owner, *found)
+            except KeyMaterialMissing as e:
+                out.append((owner, str(e)))
+            except BarrierError:
+                out.append((owner, f"the data key of {owner} does not open"))
+        return out
 
     def ensure_owner(self, owner: str, now: int) -> None:
         """Create version 1 of the owner's data key if it has none."""
@@ -142,7 +178,7 @@ class Barrier:
                 self._keyring.destroy(owner)
             except KeyRingError as e:
                 raise BarrierError(f"the key-encryption key of {owner} was not destroyed: {e}"
-                                   ) from None
+                                   ) from (e if isinstance(e, KeyRingUnavailable) else None)
         self._forget(owner)
         self._repo.drop_data_keys(owner)
         self._forget(owner)

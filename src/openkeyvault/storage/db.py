@@ -4,24 +4,68 @@ Two engines share one file: reads run in SQLite's autocommit mode (no lock
 held between statements, readers never wait for writers in WAL), writes run
 in `BEGIN IMMEDIATE` transactions so concurrent writers from several worker
 processes queue on the busy timeout instead of failing on lock upgrade.
+
+SQLite's faults of the disk (full, read-only, I/O error, locked) leave this module as
+the storage error family (storage/errors.py), never as driver exceptions. On a
+read-only file system the database is opened read-only: reads are served, writes
+fail as StorageUnavailable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from openkeyvault.ops import requestscope
+from openkeyvault.storage.errors import (
+    StartupRefused,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 from openkeyvault.storage.schema import metadata
 
 BUSY_TIMEOUT_MS = 15_000
+
+# SQLite result codes (the primary code is the low byte of an extended one).
+_FULL = 13
+_IOERR_SHMSIZE = 10 | (19 << 8)  # the shared-memory file could not grow: no space
+_UNAVAILABLE = {5: "is locked", 6: "is locked", 7: "is out of memory",
+                8: "is read-only", 10: "hit an I/O error", 11: "is damaged",
+                14: "cannot be opened", 15: "is locked", 26: "is not a database"}
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The storage fault an SQLite error stands for, or None for an error of the caller
+    (a constraint, a syntax error), which stays what it is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return None
+    if code & 0xFF == _FULL or code == _IOERR_SHMSIZE:
+        return StorageFull("the database's disk is full (no space left on device)")
+    what = _UNAVAILABLE.get(code & 0xFF)
+    if what is None:
+        return None
+    return StorageUnavailable(f"the database {what} ({getattr(exc, 'sqlite_errorname', code)})")
+
+
+def _reraise(e: sqlite3.Error) -> NoReturn:
+    """Raise the storage fault `e` stands for, else `e` itself. (A plain try/except at
+    each call: no context manager on the hot path.)"""
+    fault = storage_error(e)
+    if fault is None:
+        raise e
+    raise fault from None
 
 
 @dataclass(frozen=True)
@@ -33,6 +77,8 @@ class Engines:
     def dispose(self) -> None:
         self.read.dispose()
         self.write.dispose()
+        if self.fast is not None:
+            self.fast.close()
 
 
 def configure_sqlite(conn: sqlite3.Connection) -> None:
@@ -57,20 +103,35 @@ class FastReader:
     run here instead, from the same Core statements, so the SQL has one source.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, uri: str | None = None) -> None:
         self._path = path
+        self._uri = uri  # a `file:` URI (read-only mode) to open instead of the path
         self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []  # every thread's, for close()
         self._dialect = sqlite_dialect.dialect(paramstyle="qmark")
         self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   check_same_thread=False)
-            configure_sqlite(conn)
+            try:
+                conn = sqlite3.connect(self._uri or self._path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       check_same_thread=False, uri=self._uri is not None)
+                configure_sqlite(conn)
+            except sqlite3.Error as e:
+                _reraise(e)
             self._local.conn = conn
+            self._opened.append(conn)
         return conn
+
+    def close(self) -> None:
+        """Close every thread's connection (the last one closed lets SQLite fold the
+        write-ahead log into the database and remove its side files)."""
+        opened, self._opened = self._opened, []
+        for conn in opened:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
 
     def invalidate(self) -> None:
         """Make this thread's next memoised read re-check the database (after a write)."""
@@ -107,7 +168,10 @@ class FastReader:
         request = requestscope.current.get()
         # Check once per request (outside a request, on every call).
         if memo is None or not request or getattr(local, "checked_for", None) != request:
-            version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+            try:
+                version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as e:
+                _reraise(e)
             local.checked_for = request
             if memo is None or local.memo_version != version or len(memo) > 1024:
                 memo = local.memo = {}
@@ -116,7 +180,11 @@ class FastReader:
 
     def all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         sql, values, row_type = self._prepare(statement, params)
-        return tuple(row_type(*r) for r in self._conn().execute(sql, values).fetchall())
+        try:
+            rows = self._conn().execute(sql, values).fetchall()
+        except sqlite3.Error as e:
+            _reraise(e)
+        return tuple(row_type(*r) for r in rows)
 
     def _prepare(self, statement: Any, params: dict[str, Any]) -> tuple[str, tuple[Any, ...], Any]:
         entry = self._compiled.get(id(statement))
@@ -132,13 +200,16 @@ class FastReader:
     def first(self, statement: Any, params: dict[str, Any]) -> Any:
         """The first row of `statement` (a Core select with bindparams), as a named tuple."""
         sql, values, row_type = self._prepare(statement, params)
-        row = self._conn().execute(sql, values).fetchone()
+        try:
+            row = self._conn().execute(sql, values).fetchone()
+        except sqlite3.Error as e:
+            _reraise(e)
         return row_type(*row) if row is not None else None
 
 
-def _sqlite_engine(path: Path, immediate: bool) -> Engine:
+def _sqlite_engine(target: str, immediate: bool) -> Engine:
     engine = create_engine(
-        f"sqlite:///{path}",
+        f"sqlite:///{target}",
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
         pool_size=8,
         max_overflow=16,
@@ -149,6 +220,12 @@ def _sqlite_engine(path: Path, immediate: bool) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         configure_sqlite(dbapi_conn)
 
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        fault = storage_error(context.original_exception)
+        if fault is not None:
+            raise fault from None
+
     if immediate:
 
         @event.listens_for(engine, "begin")
@@ -158,10 +235,55 @@ def _sqlite_engine(path: Path, immediate: bool) -> Engine:
     return engine
 
 
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _has_pending_wal(path: Path) -> bool:
+    try:
+        return os.stat(f"{path}-wal").st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _read_only_uri(path: Path) -> str:
+    """`immutable`: SQLite needs no -shm file (which a read-only disk cannot hold) and
+    takes no locks: right only where no one can write, i.e. on a read-only file system."""
+    return f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1"
+
+
+def _open(target: str, immediate: bool, path: Path, uri: str | None) -> Engines:
+    engines = Engines(read=_sqlite_engine(target, False),
+                      write=_sqlite_engine(target, immediate), fast=FastReader(path, uri))
+    try:
+        metadata.create_all(engines.write)
+    except BaseException:
+        engines.dispose()
+        raise
+    return engines
+
+
 def open_sqlite(path: Path) -> Engines:
+    """Open (or create) the database. On a read-only file system an existing database
+    opens read-only; StorageError when it cannot be opened at all."""
+    if _read_only_fs(path.parent):
+        if not path.exists():
+            raise StartupRefused(f"{path} does not exist and its file system is read-only")
+        if _has_pending_wal(path):
+            # Recent commits still in the write-ahead log: reading around them would serve
+            # stale data, and a read-only disk cannot fold them into the database.
+            try:
+                return _open(str(path), False, path, None)
+            except StorageError:
+                raise StartupRefused(
+                    f"{path.name}-wal holds changes not yet written to {path.name}, and the "
+                    "file system is read-only: mount it read-write once (start the server "
+                    "and stop it cleanly), then read-only again") from None
+        uri = _read_only_uri(path)
+        return _open(f"{uri}&uri=true", False, path, uri)
     if not path.exists():
         path.touch(mode=0o600)
-    engines = Engines(read=_sqlite_engine(path, False), write=_sqlite_engine(path, True),
-                      fast=FastReader(path))
-    metadata.create_all(engines.write)
-    return engines
+    return _open(str(path), True, path, None)

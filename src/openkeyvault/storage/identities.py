@@ -3,7 +3,8 @@ used client assertions, and the principal checks on the token hot path.
 
 Reads on the hot path (is this principal still there, which signing keys verify, which
 issuers are trusted) are memoised by the FastReader until anything is written anywhere,
-so a change made by the CLI or another worker applies from the next request.
+so a change made by the CLI or another worker applies from the next request. The reads
+that check a client secret are not memoised (see "client secrets on the token path").
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
-from openkeyvault.storage.records import SigningKeyRecord, TrustedIssuerRecord
+from openkeyvault.storage.records import (
+    CredentialRecord,
+    PrincipalRecord,
+    SigningKeyRecord,
+    TrustedIssuerRecord,
+)
 from openkeyvault.storage.schema import (
     external_identities,
+    principal_credentials,
     principals,
     token_signing_keys,
     trusted_issuers,
@@ -30,6 +37,13 @@ _SIGNING_KEYS = select(token_signing_keys.c.kid, token_signing_keys.c.created,
                        token_signing_keys.c.retired, token_signing_keys.c.public_jwk
                        ).order_by(token_signing_keys.c.created, token_signing_keys.c.kid)
 _TRUSTED_ISSUERS = select(trusted_issuers).order_by(trusted_issuers.c.name)
+_PRINCIPAL_BY_CLIENT_ID = select(principals).where(
+    principals.c.client_id == bindparam("client_id"))
+_CREDENTIAL = select(principal_credentials).where(
+    principal_credentials.c.id == bindparam("credential_id"))
+_SECRETS_OF = select(principal_credentials.c.id, principal_credentials.c.expires).where(
+    principal_credentials.c.object_id == bindparam("object_id"),
+    principal_credentials.c.kind == "secret").order_by(principal_credentials.c.created)
 _EXTERNAL_IDENTITY = select(external_identities.c.object_id).where(
     external_identities.c.issuer_name == bindparam("issuer_name"),
     external_identities.c.subject == bindparam("subject"))
@@ -70,6 +84,43 @@ class IdentityStore(Store):
     # ---- principals on the hot path ---------------------------------------------
     def principal_exists(self, object_id: str) -> bool:
         return self._first(_PRINCIPAL_EXISTS, {"object_id": object_id}) is not None
+
+    # ---- client secrets on the token path ---------------------------------------
+    # Not memoised: a flood of distinct client ids must not churn the hot-path memo.
+    def _fresh_first(self, statement: Any, params: dict[str, Any]) -> Any:
+        if self._fast is not None:
+            return self._fast.first(statement, params)
+        with self._r.connect() as c:
+            return c.execute(statement, params).first()
+
+    def _fresh_all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        if self._fast is not None:
+            return self._fast.all(statement, params)
+        with self._r.connect() as c:
+            return tuple(c.execute(statement, params).all())
+
+    def principal_by_client_id(self, client_id: str) -> PrincipalRecord | None:
+        row = self._fresh_first(_PRINCIPAL_BY_CLIENT_ID, {"client_id": client_id})
+        return PrincipalRecord(**row._asdict()) if row is not None else None
+
+    def credential(self, credential_id: str) -> CredentialRecord | None:
+        row = self._fresh_first(_CREDENTIAL, {"credential_id": credential_id})
+        return CredentialRecord(**row._asdict()) if row is not None else None
+
+    def secret_credentials(self, object_id: str) -> list[tuple[str, int]]:
+        """(id, expires) of a principal's client secrets, oldest first."""
+        return [(r.id, r.expires)
+                for r in self._fresh_all(_SECRETS_OF, {"object_id": object_id})]
+
+    def replace_credential_sealed(self, object_id: str, credential_id: str, old: bytes,
+                                  key_version: int, sealed: bytes) -> bool:
+        """Swap a credential's sealed payload if it is still `old` (compare-and-set)."""
+        with self._write() as c:
+            return c.execute(update(principal_credentials).where(
+                principal_credentials.c.object_id == object_id,
+                principal_credentials.c.id == credential_id,
+                principal_credentials.c.sealed == old,
+            ).values(sealed=sealed, key_version=key_version)).rowcount == 1
 
     # ---- signing keys -----------------------------------------------------------
     def signing_keys(self) -> tuple[SigningKeyRecord, ...]:

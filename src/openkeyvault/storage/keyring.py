@@ -15,6 +15,7 @@ and a file copied to another owner's name does not open.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from openkeyvault.crypto import aead
+from openkeyvault.storage.errors import StorageFull, StorageUnavailable
 
 # A keyring file: MAGIC || nonce || sealed KEK || tag.
 MAGIC = b"OKVKEK\x00\x01"
@@ -34,7 +36,17 @@ _OWNER = re.compile(r"[a-z]{1,16}(?::[A-Za-z0-9-]{1,64})?")
 
 
 class KeyRingError(Exception):
-    """A KEK could not be created, read or used (never carries key material)."""
+    """A KEK is unusable: a file that is not a keyring file, does not open under the root
+    key, or is readable by others (never carries key material). A disk that cannot be
+    read or written raises KeyRingUnavailable (a StorageUnavailable) instead."""
+
+
+class KeyRingUnavailable(KeyRingError, StorageUnavailable):
+    """The keyring's disk cannot be read or written now; the KEKs themselves may be fine."""
+
+
+class KeyRingFull(KeyRingUnavailable, StorageFull):
+    """No space left for a keyring file."""
 
 
 class Kek(Protocol):
@@ -78,15 +90,18 @@ class _SealedKek:
             raise KeyRingError("wrapped key does not open under the owner's KEK") from None
 
 
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 @contextlib.contextmanager
 def _os_errors(what: str) -> Iterator[None]:
-    """File system failures as KeyRingError (the message names no key material)."""
+    """File system failures as storage faults (the message names no key material)."""
     try:
         yield
-    except KeyRingError:
-        raise
     except OSError as e:
-        raise KeyRingError(f"the keyring could not {what} a key ({e.strerror})") from None
+        if e.errno in _FULL:
+            raise KeyRingFull(f"the keyring could not {what} a key: its disk is full") from None
+        raise KeyRingUnavailable(f"the keyring could not {what} a key ({e.strerror})") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -142,7 +157,9 @@ class FileKeyRing:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise KeyRingError(f"{path.name} cannot be opened ({e.strerror})") from None
+            if e.errno != errno.ELOOP:
+                raise  # the disk's fault (see _os_errors)
+            raise KeyRingError(f"{path.name} is a symbolic link") from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) & 0o077:
@@ -215,7 +232,9 @@ class FileKeyRing:
             except FileNotFoundError:
                 continue
             except OSError as e:
-                raise KeyRingError(f"{path.name} cannot be destroyed ({e.strerror})") from None
+                if e.errno != errno.ELOOP:
+                    raise  # the disk's fault (see _os_errors)
+                raise KeyRingError(f"{path.name} is a symbolic link") from None
             try:
                 _overwrite(fd)
             finally:

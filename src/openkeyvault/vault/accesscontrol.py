@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from openkeyvault.access.actions import ROLE_MANAGEMENT
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.access.definitions import (
     GUID,
@@ -44,7 +43,7 @@ from openkeyvault.access.rbac import RoleAssignments, relative
 from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.storage.records import RoleAssignmentRecord
 from openkeyvault.vault import paging
-from openkeyvault.vault.context import Caller, rbac_refusal
+from openkeyvault.vault.context import Caller, authorize_control
 from openkeyvault.vault.errors import (
     BadParameter,
     NotFound,
@@ -118,11 +117,7 @@ class AccessControlService:
 
     def _authorize(self, caller: Caller, what: str, verb: str, resource: str,
                    assigning: str | None = None) -> None:
-        action = ROLE_MANAGEMENT.get((caller.vault.kind.lower(), what, verb))
-        if action is not None and self._authz.allowed_at(caller.principal, action, resource,
-                                                         assigning):
-            return
-        raise rbac_refusal(caller, action or f"{what}/{verb}", resource)
+        authorize_control(self._authz, caller, what, verb, resource, assigning)
 
     @staticmethod
     def _name(name: str, what: str) -> str:

@@ -46,11 +46,57 @@ _USAGE_OPS: dict[str, tuple[str, ...]] = {
 _OPS_ORDER = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
 
 
+# The JSON type of every policy field this module reads, as the request gives it: a
+# Python type for a value, {field: ...} for an object, [...] for an array of such values.
+# A request is checked against it before any field is read, so that a wrong type is a 400
+# with the field's name, never a TypeError deep inside a rule. null means "not given".
+_STRINGS = [str]
+POLICY_TYPES: dict[str, Any] = {
+    "key_props": {"kty": str, "key_size": int, "crv": str, "exportable": bool,
+                  "reuse_key": bool},
+    "secret_props": {"contentType": str},
+    "x509_props": {"subject": str, "ekus": _STRINGS, "key_usage": _STRINGS,
+                   "validity_months": int,
+                   "sans": {"emails": _STRINGS, "dns_names": _STRINGS, "upns": _STRINGS,
+                            "ipAddresses": _STRINGS, "uris": _STRINGS}},
+    "issuer": {"name": str, "cty": str, "cert_transparency": bool},
+    "lifetime_actions": [{"trigger": {"lifetime_percentage": int, "days_before_expiry": int},
+                          "action": {"action_type": str}}],
+    "attributes": {"enabled": bool},
+}
+_KIND = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def _invalid(field: str, kind: str) -> BadParameter:
+    return BadParameter(f"Property {field} has invalid value: it must be {kind}.")
+
+
+def check_types(value: Any, shape: Any, field: str) -> None:
+    """Refuse a value whose JSON type differs from `shape` (see POLICY_TYPES); `field`
+    names it in the message ("" for the policy itself)."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise _invalid(field, "a JSON object")
+        for key, inner in shape.items():
+            if value.get(key) is not None:
+                check_types(value[key], inner, f"{field}.{key}" if field else key)
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise _invalid(field, "an array")
+        for i, item in enumerate(value):
+            if item is None:
+                raise _invalid(f"{field}[{i}]", "a JSON object" if isinstance(shape[0], dict)
+                               else _KIND[shape[0]])
+            check_types(item, shape[0], f"{field}[{i}]")
+    elif not isinstance(value, shape) or (shape is int and isinstance(value, bool)):
+        raise _invalid(field, _KIND[shape])
+
+
 def _obj(value: Any, field: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadParameter(f"{field} must be a JSON object.")
+        raise _invalid(field, "a JSON object")
     return value
 
 
@@ -58,7 +104,7 @@ def _bool(value: Any, field: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise BadParameter(f"{field} must be true or false.")
+        raise _invalid(field, "true or false")
     return value
 
 
@@ -66,7 +112,13 @@ def _int(value: Any, field: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadParameter(f"{field} must be an integer.")
+        raise _invalid(field, "an integer")
+    return value
+
+
+def _str(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _invalid(field, "a string")
     return value
 
 
@@ -74,7 +126,7 @@ def _strings(value: Any, field: str, limit: int, chars: int = MAX_SAN_CHARS) -> 
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadParameter(f"{field} must be a list of strings.")
+        raise _invalid(field, "an array of strings")
     if len(value) > limit:
         raise BadParameter(f"{field} holds more than {limit} entries.")
     for v in value:
@@ -86,11 +138,12 @@ def _strings(value: Any, field: str, limit: int, chars: int = MAX_SAN_CHARS) -> 
 def key_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     given = _obj(raw, "key_props")
     base = dict(base or {})
-    if given.get("kty") is not None and str(given["kty"])[:2] != str(base.get("kty", ""))[:2]:
+    given_kty = _str(given.get("kty"), "key_props.kty")
+    if given_kty is not None and given_kty[:2] != str(base.get("kty", ""))[:2]:
         base.pop("key_size", None)  # another key family: the old size or curve is moot
         base.pop("crv", None)
     p = {**base, **given}
-    kty = p.get("kty")
+    kty = _str(p.get("kty"), "key_props.kty")
     kty = "RSA" if kty is None else kty
     if kty not in KEY_TYPES:
         raise BadParameter(f"The key type '{str(kty)[:16]}' is not supported for certificates; "
@@ -99,7 +152,7 @@ def key_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         "exportable": _bool(p.get("exportable"), "key_props.exportable", True), "kty": kty,
     }
     size = _int(p.get("key_size"), "key_props.key_size")
-    crv = p.get("crv")
+    crv = _str(p.get("crv"), "key_props.crv")
     if kty.startswith("RSA"):
         if crv is not None:
             raise BadParameter("key_props.crv is only for EC keys.")
@@ -122,7 +175,7 @@ def key_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def secret_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     p = {**(base or {}), **_obj(raw, "secret_props")}
-    ct = p.get("contentType")
+    ct = _str(p.get("contentType"), "secret_props.contentType")
     ct = PKCS12 if ct is None else ct
     if ct not in CONTENT_TYPES:
         raise BadParameter(f"secret_props.contentType must be {PKCS12} or {PEM}.")
@@ -221,8 +274,8 @@ def lifetime_actions(raw: Any, months: int, issuer_name: str) -> list[dict[str, 
         if not isinstance(item, dict) or not isinstance(item.get("trigger"), dict) or \
                 not isinstance(item.get("action"), dict):
             raise BadParameter("Each lifetime action needs a 'trigger' and an 'action'.")
-        kind = {a.lower(): a for a in ACTIONS}.get(str(item["action"].get("action_type",
-                                                                          "")).lower())
+        action_type = _str(item["action"].get("action_type"), "action.action_type")
+        kind = {a.lower(): a for a in ACTIONS}.get((action_type or "").lower())
         if kind is None:
             raise BadParameter("A lifetime action's action_type must be AutoRenew or "
                                "EmailContacts.")
@@ -257,6 +310,7 @@ def validate(raw: Any, base: dict[str, Any] | None = None, now: int = 0,
     """The stored policy for a request's policy JSON, merged section by section over
     `base` (the stored policy, for updates)."""
     body = _obj(raw, "policy")
+    check_types(body, POLICY_TYPES, "")
     base = base or {}
     kp = key_props(body.get("key_props"), base.get("key_props"))
     sp = secret_props(body.get("secret_props"), base.get("secret_props"))
@@ -311,6 +365,7 @@ def from_certificate(x509_read: dict[str, Any], key_read: dict[str, Any],
                      given: Any, content_type: str, now: int) -> dict[str, Any]:
     """An import's policy: what the request gave, the rest read from the certificate."""
     body = dict(_obj(given, "policy"))
+    check_types(body, POLICY_TYPES, "")  # before the certificate's own values replace some
     kp = dict(_obj(body.get("key_props"), "key_props"))
     for k in ("kty", "key_size", "crv"):
         if key_read.get(k) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openkeyvault.access.actions import ROLE_MANAGEMENT
 from openkeyvault.access.authorize import Authorizer, Scope
 from openkeyvault.access.policies import required
 from openkeyvault.access.principals import Principal
@@ -44,6 +45,20 @@ def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: st
     if authorizer.allowed(caller.principal, data_action, Scope(caller.vault.name, path)):
         return
     raise rbac_refusal(caller, data_action, f"/vaults/{caller.vault.name}{path}")
+
+
+def authorize_control(authorizer: Authorizer, caller: Caller, what: str, verb: str,
+                      resource: str, assigning: str | None = None) -> None:
+    """Deny by default for role management: `what` ("roleAssignments" | "roleDefinitions")
+    and `verb` ("read" | "write" | "delete") name the action for the vault's kind
+    (`ROLE_MANAGEMENT`); `resource` is an internal scope (`/vaults/V/keys`, `/`). With
+    `assigning`, the GUID of the role being assigned, an assignment condition must admit
+    it. Roles decide whatever the vault's permission model."""
+    action = ROLE_MANAGEMENT.get((caller.vault.kind.lower(), what, verb))
+    if action is not None and authorizer.allowed_at(caller.principal, action, resource,
+                                                    assigning):
+        return
+    raise rbac_refusal(caller, action or f"{what}/{verb}", resource)
 
 
 def rbac_refusal(caller: Caller, action: str, resource: str) -> Forbidden:

@@ -33,6 +33,16 @@ from openkeyvault.vault.context import Caller, authorize
 from openkeyvault.vault.errors import BadParameter, Forbidden
 from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
 from openkeyvault.vault.objects import Kind, ObjectService
+from openkeyvault.vault.requests import (
+    UNSET,
+    KeyCreate,
+    KeyImport,
+    KeyOperation,
+    KeyReleasePolicy,
+    KeyRotationPolicy,
+    KeyUpdate,
+    ObjectAttributes,
+)
 
 KIND = Kind(
     collection="keys", label="Key", read=actions.KEYS_READ, delete=actions.KEYS_DELETE,
@@ -131,49 +141,46 @@ class KeyService(ObjectService[KeyBundle]):
             raise KIND.deleted_conflict(rec.name) from None
 
     @staticmethod
-    def _attrs(body: dict[str, Any]) -> tuple[bool, int | None, int | None]:
-        attrs = body.get("attributes") or {}
-        if not isinstance(attrs, dict):
-            raise BadParameter("attributes must be a JSON object.")
-        if attrs.get("exportable"):
+    def _attrs(attributes: ObjectAttributes) -> tuple[bool, int | None, int | None]:
+        if attributes.exportable:
             raise BadParameter(
                 "The exportable attribute is only supported with premium vaults and HSM keys.",
                 inner="AKV.SKR.1001",
             )
-        enabled = names.check_bool(attrs.get("enabled"), "enabled")
-        return (True if enabled is None else enabled, names.check_time(attrs.get("nbf"), "nbf"),
-                names.check_time(attrs.get("exp"), "exp"))
+        return attributes.initial()
 
     @staticmethod
-    def _no_release_policy(body: dict[str, Any]) -> None:
-        if body.get("release_policy") is not None:
+    def _no_release_policy(policy: KeyReleasePolicy | None) -> None:
+        if policy is not None:
             raise BadParameter("Non-exportable keys must not have release policy.",
                                inner="AKV.SKR.1005")
 
     # ---- create / import ---------------------------------------------------------------
-    def create(self, caller: Caller, name: str, body: dict[str, Any]) -> KeyBundle:
+    def create(self, caller: Caller, name: str, request: KeyCreate) -> KeyBundle:
         names.check_object_name(name)
         self._check(caller, actions.KEYS_CREATE, name)
-        kty, family, hardware = self._kty(caller, body.get("kty"))
-        spec = self._spec(family, body)
-        key_ops = keytypes.check_key_ops(body.get("key_ops"), family)
-        return self._add_key(caller, name, kty, hardware, key_ops, body,
+        kty, family, hardware = self._kty(caller, request.kty)
+        spec = self._spec(family, request)
+        key_ops = keytypes.check_key_ops(request.key_ops, family)
+        return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
+                             request.tags, request.release_policy,
                              lambda store: store.generate(spec), "")
 
-    def _kty(self, caller: Caller, kty: Any, hsm: bool = False) -> tuple[str, str, bool]:
+    def _kty(self, caller: Caller, kty: str | None, hsm: bool = False) -> tuple[str, str, bool]:
         kty, family, hardware = keytypes.check_kty(kty, caller.vault.sku, hsm)
         if family == "oct":
             raise BadParameter("Symmetric (oct) keys are not available in this vault.")
         return kty, family, hardware
 
     def _add_key(self, caller: Caller, name: str, kty: str, hardware: bool,
-                 key_ops: list[str], body: dict[str, Any],
+                 key_ops: list[str], attributes: ObjectAttributes,
+                 tags_in: dict[str, str] | None, release_policy: KeyReleasePolicy | None,
                  make: Callable[[KeyStore], StoredKey], error_prefix: str) -> KeyBundle:
         """What create and import share once the key type and operations are checked."""
         self._refuse_certificate_name(caller, name)
-        enabled, nbf, exp = self._attrs(body)
-        self._no_release_policy(body)
-        tags = names.check_tags(body.get("tags"), MAX_KEY_TAG_CHARS)
+        enabled, nbf, exp = self._attrs(attributes)
+        self._no_release_policy(release_policy)
+        tags = names.check_tags(tags_in, MAX_KEY_TAG_CHARS)
         store = self._keystore(hardware)
         try:
             stored = make(store)
@@ -185,35 +192,28 @@ class KeyService(ObjectService[KeyBundle]):
         return self._bundle(caller, rec)
 
     @staticmethod
-    def _spec(family: str, body: dict[str, Any]) -> KeySpec:
+    def _spec(family: str, request: KeyCreate) -> KeySpec:
         if family == "RSA":
-            if body.get("crv") is not None:
+            if request.crv is not None:
                 raise BadParameter("crv is only for EC keys.")
-            size = body.get("key_size")
-            size = keytypes.DEFAULT_RSA_SIZE if size is None else size
-            exponent = body.get("public_exponent")
-            exponent = 65537 if exponent is None else exponent
-            if isinstance(size, bool) or not isinstance(size, int):
-                raise BadParameter("key_size must be an integer.")
-            if isinstance(exponent, bool) or not isinstance(exponent, int):
-                raise BadParameter("public_exponent must be an integer.")
-            return KeySpec("RSA", size=size, public_exponent=exponent)
-        if body.get("key_size") is not None and body.get("crv") is None:
+            size = request.key_size
+            exponent = request.public_exponent
+            return KeySpec("RSA", size=keytypes.DEFAULT_RSA_SIZE if size is None else size,
+                           public_exponent=65537 if exponent is None else exponent)
+        if request.key_size is not None and request.crv is None:
             raise BadParameter("EC keys take a curve (crv), not key_size.")
-        crv = body.get("crv") or keytypes.DEFAULT_CURVE
-        return KeySpec("EC", curve=crv if isinstance(crv, str) else None)
+        return KeySpec("EC", curve=request.crv or keytypes.DEFAULT_CURVE)
 
-    def import_key(self, caller: Caller, name: str, body: dict[str, Any]) -> KeyBundle:
+    def import_key(self, caller: Caller, name: str, request: KeyImport) -> KeyBundle:
         names.check_object_name(name)
         self._check(caller, actions.KEYS_IMPORT, name)
-        jwk = body.get("key")
-        if not isinstance(jwk, dict):
-            raise BadParameter("The request body must contain the key to import as 'key' (JWK).")
-        hsm = names.check_bool(body.get("Hsm"), "Hsm") or False
-        kty, family, hardware = self._kty(caller, jwk.get("kty"), hsm)
-        key_ops = keytypes.check_key_ops(jwk.get("key_ops"), family)
-        return self._add_key(caller, name, kty, hardware, key_ops, body,
-                             lambda store: store.import_jwk(jwk, family),
+        jwk = request.key
+        kty, family, hardware = self._kty(caller, jwk.kty, bool(request.hsm))
+        key_ops = keytypes.check_key_ops(jwk.key_ops, family)
+        members = jwk.members()
+        return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
+                             request.tags, request.release_policy,
+                             lambda store: store.import_jwk(members, family),
                              "The key could not be imported: ")
 
     # ---- read / update ------------------------------------------------------------------
@@ -222,26 +222,22 @@ class KeyService(ObjectService[KeyBundle]):
         return self._bundle(caller, self._find(caller, name, version))
 
     def update(self, caller: Caller, name: str, version: str | None,
-               body: dict[str, Any]) -> KeyBundle:
+               request: KeyUpdate) -> KeyBundle:
         self._check(caller, actions.KEYS_UPDATE, name)
         rec = self._find(caller, name, version)
-        attrs = body.get("attributes") or {}
-        if not isinstance(attrs, dict):
-            raise BadParameter("attributes must be a JSON object.")
-        sent = frozenset(k for k in ("enabled", "nbf", "exp") if k in attrs)
-        changes = names.attribute_changes(attrs, sent)
-        if "tags" in body:
-            changes["tags"] = names.check_tags(body["tags"], MAX_KEY_TAG_CHARS)
-        if body.get("key_ops") is not None:
+        changes = request.attributes.changes()
+        if request.tags is not UNSET:
+            changes["tags"] = names.check_tags(request.tags, MAX_KEY_TAG_CHARS)
+        if request.key_ops is not None:
             family = keytypes.KTY[rec.props["kty"]][0]
             changes["props"] = {**rec.props,
-                                "key_ops": keytypes.check_key_ops(body["key_ops"], family)}
-        self._no_release_policy(body)
+                                "key_ops": keytypes.check_key_ops(request.key_ops, family)}
+        self._no_release_policy(request.release_policy)
         return self._bundle(caller, self._update(caller, rec, changes))
 
     # ---- cryptographic operations ----------------------------------------------------------
     def operate(self, caller: Caller, name: str, version: str | None, operation: str,
-                body: dict[str, Any]) -> KeyOperationResult | bool:
+                request: KeyOperation) -> KeyOperationResult | bool:
         """encrypt, decrypt, wrapkey, unwrapkey, sign (→ bytes) and verify (→ bool)."""
         data_action, key_op, windowed = OPERATIONS[operation]
         self._check(caller, data_action, name)
@@ -264,15 +260,17 @@ class KeyService(ObjectService[KeyBundle]):
             if rec.nbf is not None and now < rec.nbf:
                 raise Forbidden(f"Operation {verb} is not allowed on a key that is not yet "
                                 "valid.", inner="KeyNotYetValid")
-        alg = body.get("alg")
-        if not isinstance(alg, str) or not alg:
+        alg = request.alg
+        if not alg:
             raise BadParameter("The request must name an algorithm ('alg').")
-        value = _bytes(body.get("value"), "value")
+        value = _bounded(request.value, "value")
         store = self._keystore(keytypes.KTY[rec.props["kty"]][1])
         ref = self._ref(caller.vault, rec)
         try:
             if operation == "verify":
-                digest = _bytes(body.get("digest"), "digest")
+                if request.digest is None:
+                    raise BadParameter("A verify request needs the 'digest'.")
+                digest = _bounded(request.digest, "digest")
                 return store.verify(ref, alg, digest, value)
             if operation == "sign":
                 out = store.sign(ref, alg, value)
@@ -284,11 +282,11 @@ class KeyService(ObjectService[KeyBundle]):
             raise BadParameter(str(exc)) from None
         return KeyOperationResult(rec.name, rec.version, out)
 
-    def random_bytes(self, caller: Caller, count: Any) -> bytes:
+    def random_bytes(self, caller: Caller, count: int) -> bytes:
         # Random bytes belong to the vault, not to its keys collection: only an assignment on
         # the vault (or above) covers them.
         authorize(self._authz, caller, actions.RNG, "/")
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 128:
+        if not 1 <= count <= 128:
             raise BadParameter("count must be an integer from 1 to 128.")
         return os.urandom(count)
 
@@ -375,11 +373,11 @@ class KeyService(ObjectService[KeyBundle]):
         return _policy(name, stored)
 
     def set_rotation_policy(self, caller: Caller, name: str,
-                            body: dict[str, Any]) -> RotationPolicy:
+                            request: KeyRotationPolicy) -> RotationPolicy:
         self._check(caller, actions.KEY_ROTATION_POLICIES_WRITE, name)
         latest = self._find(caller, name, None)
         self._refuse_managed(latest, "setRotationPolicy")
-        actions_in, expiry = _validate_policy(body)
+        actions_in, expiry = _validate_policy(request)
         now = self._now()
         old = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
         stored = {
@@ -433,15 +431,10 @@ class KeyService(ObjectService[KeyBundle]):
         return done
 
 
-def _bytes(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise BadParameter(f"'{field}' must be a base64url string.")
-    if len(value) > MAX_OPERATION_BYTES * 4 // 3 + 4:
+def _bounded(value: bytes, field: str) -> bytes:
+    if len(value) > MAX_OPERATION_BYTES:
         raise BadParameter(f"'{field}' is too large.")
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError:
-        raise BadParameter(f"'{field}' is not valid base64url.") from None
+    return value
 
 
 def _policy(name: str, stored: dict[str, Any]) -> RotationPolicy:
@@ -450,36 +443,27 @@ def _policy(name: str, stored: dict[str, Any]) -> RotationPolicy:
                           attrs.get("created"), attrs.get("updated"))
 
 
-def _validate_policy(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+def _validate_policy(request: KeyRotationPolicy) -> tuple[list[dict[str, Any]], str | None]:
     """Azure's rules for a rotation policy; returns (lifetime actions, expiryTime)."""
-    attrs = body.get("attributes") or {}
-    if not isinstance(attrs, dict):
-        raise BadParameter("attributes must be a JSON object.")
-    expiry = attrs.get("expiryTime")
+    expiry = request.expiry_time
     expiry_s = None
     if expiry is not None:
         expiry_s = durations.parse(expiry, "expiryTime")
         if expiry_s < MIN_EXPIRY_TIME:
             raise BadParameter("expiryTime must be at least 28 days (P28D).")
-    raw = body.get("lifetimeActions")
-    raw = [] if raw is None else raw
-    if not isinstance(raw, list):
-        raise BadParameter("lifetimeActions must be a list.")
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("trigger"), dict) or \
-                not isinstance(item.get("action"), dict):
+    for item in request.lifetime_actions:
+        if item.trigger is None or not item.has_action:
             raise BadParameter("Each lifetime action needs a 'trigger' and an 'action'.")
-        kind = str(item["action"].get("type", "")).lower()
+        kind = (item.action or "").lower()
         if kind not in ("rotate", "notify"):
             raise BadParameter("A lifetime action's type must be Rotate or Notify.")
         kind = "Rotate" if kind == "rotate" else "Notify"
         if kind in seen:
             raise BadParameter(f"A policy may hold at most one {kind} action.")
         seen.add(kind)
-        trig = item["trigger"]
-        after, before = trig.get("timeAfterCreate"), trig.get("timeBeforeExpiry")
+        after, before = item.trigger.time_after_create, item.trigger.time_before_expiry
         if (after is None) == (before is None):
             raise BadParameter(
                 "A trigger needs exactly one of timeAfterCreate and timeBeforeExpiry."

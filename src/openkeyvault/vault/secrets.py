@@ -17,6 +17,7 @@ from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, Forbidden
 from openkeyvault.vault.models import SecretBundle
 from openkeyvault.vault.objects import Kind, ObjectService
+from openkeyvault.vault.requests import NO_ATTRIBUTES, UNSET, ObjectAttributes, SecretUpdate
 
 KIND = Kind(
     collection="secrets", label="Secret", read=actions.SECRETS_READ_METADATA,
@@ -53,21 +54,19 @@ class SecretService(ObjectService[SecretBundle]):
             managed=bool(rec.props.get("managed")),
         )
 
-    def set(self, caller: Caller, name: str, value: Any, content_type: Any = None,
-            attributes: dict[str, Any] | None = None, tags: Any = None) -> SecretBundle:
+    def set(self, caller: Caller, name: str, value: str, content_type: str | None = None,
+            attributes: ObjectAttributes = NO_ATTRIBUTES, tags: dict[str, str] | None = None
+            ) -> SecretBundle:
         names.check_object_name(name)
         self._check(caller, actions.SECRETS_SET, name)
         self._refuse_certificate_name(caller, name)
-        if not isinstance(value, str):
-            raise BadParameter("The secret value must be a string.")
         raw = value.encode("utf-8")
         if len(raw) > names.MAX_SECRET_VALUE_BYTES:
             raise BadParameter(
                 f"The secret value is too large: {len(raw)} bytes; the limit is "
                 f"{names.MAX_SECRET_VALUE_BYTES} bytes."
             )
-        attributes = attributes or {}
-        enabled = names.check_bool(attributes.get("enabled"), "enabled")
+        enabled, nbf, exp = attributes.initial()
         now = self._now()
         version = uuid.uuid4().hex
         key_version, sealed = self._barrier.seal(
@@ -75,9 +74,7 @@ class SecretService(ObjectService[SecretBundle]):
         )
         rec = VersionRecord(
             name=name, version=version, created=now, updated=now,
-            enabled=True if enabled is None else enabled,
-            nbf=names.check_time(attributes.get("nbf"), "nbf"),
-            exp=names.check_time(attributes.get("exp"), "exp"),
+            enabled=enabled, nbf=nbf, exp=exp,
             content_type=names.check_content_type(content_type),
             tags=names.check_tags(tags, names.MAX_SECRET_TAG_CHARS),
             sealed=sealed, key_version=key_version,
@@ -97,18 +94,16 @@ class SecretService(ObjectService[SecretBundle]):
         return self._bundle(caller, rec, with_value=True)
 
     def update(self, caller: Caller, name: str, version: str | None,
-               content_type: Any = None, attributes: dict[str, Any] | None = None,
-               tags: Any = None, sent: frozenset[str] = frozenset()) -> SecretBundle:
-        """Update the fields named in `sent` ("contentType", "tags", "enabled", "nbf", "exp")."""
+               request: SecretUpdate) -> SecretBundle:
+        """Change what the request sent: contentType, tags, enabled, nbf, exp."""
         self._check(caller, actions.SECRETS_UPDATE, name)
         rec = self._find(caller, name, version)
-        attributes = attributes or {}
         changes: dict[str, Any] = {}
-        if "contentType" in sent:
-            changes["content_type"] = names.check_content_type(content_type)
-        if "tags" in sent:
-            changes["tags"] = names.check_tags(tags, names.MAX_SECRET_TAG_CHARS)
-        changes.update(names.attribute_changes(attributes, sent))
+        if request.content_type is not UNSET:
+            changes["content_type"] = names.check_content_type(request.content_type)
+        if request.tags is not UNSET:
+            changes["tags"] = names.check_tags(request.tags, names.MAX_SECRET_TAG_CHARS)
+        changes.update(request.attributes.changes())
         return self._bundle(caller, self._update(caller, rec, changes))
 
     def backup(self, caller: Caller, name: str) -> bytes:

@@ -1,0 +1,105 @@
+"""Log lines cannot be forged: control characters are escaped, a request is one line."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from openkeyvault.ops.logs import CONTINUATION, AccessLog, LineFormatter, escape, escape_field
+
+FORGED = "\r\n2026-01-01 00:00:00,000 INFO openkeyvault.request rid=x GET /admin 200 0.1ms"
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("/secrets/plain", "/secrets/plain"),
+    ("a\r\nb", "a\\r\\nb"),
+    ("tab\there", "tab\\there"),
+    ("esc\x1b[31mred", "esc\\x1b[31mred"),
+    ("nul\x00del\x7f", "nul\\x00del\\x7f"),
+    ("c1\x85\x9b", "c1\\x85\\x9b"),  # NEL, CSI
+    ("sep\u2028\u2029", "sep\\u2028\\u2029"),  # line and paragraph separators
+    ("bidi\u202e", "bidi\\u202e"),
+    ("back\\slash", "back\\\\slash"),
+    ("lone\udcff", "lone\\udcff"),
+    ("caf\u00e9", "caf\u00e9"),  # printable text stays as it is
+])
+def test_escape(raw: str, shown: str) -> None:
+    assert escape(raw) == shown
+    assert escape(raw).isprintable()
+
+
+def test_escape_is_unambiguous() -> None:
+    """A literal backslash sequence and a control character are logged differently."""
+    assert escape("\\n") != escape("\n")
+
+
+def test_escape_field_escapes_spaces() -> None:
+    assert escape_field("/a b") == "/a\\x20b"
+    assert escape_field("/a\nb c") == "/a\\nb\\x20c"
+    assert escape_field("/plain") == "/plain"
+
+
+def _access_line(method: str, path: str) -> str:
+    stream = io.StringIO()
+    log = AccessLog(stream)
+    log.enabled = True
+    log.write("rid-1", method, path, 401, 0.25)
+    return stream.getvalue()
+
+
+def test_access_log_writes_one_line_with_five_fields() -> None:
+    out = _access_line("GET", "/secrets/x" + FORGED + "\x1b[2J \u2028")
+    assert out.endswith("\n") and out.count("\n") == 1
+    assert "\r" not in out and "\x1b" not in out and "\u2028" not in out
+    fields = out.split(" ")
+    assert fields[3:5] == ["openkeyvault.request", "rid=rid-1"]
+    assert fields[5] == "GET"
+    assert fields[6].startswith("/secrets/x\\r\\n2026-01-01\\x2000:00:00")
+    assert fields[7:] == ["401", "0.2ms\n"]
+
+
+def test_access_log_escapes_the_method() -> None:
+    out = _access_line("GET\r\nX", "/")
+    assert out.count("\n") == 1 and "GET\\r\\nX /" in out
+
+
+def _formatted(record: logging.LogRecord) -> str:
+    return LineFormatter("%(levelname)s %(name)s %(message)s").format(record)
+
+
+def _record(msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("bad value" + FORGED)
+        except ValueError as e:
+            exc_info = (type(e), e, e.__traceback__)
+    return logging.LogRecord("openkeyvault.test", logging.WARNING, __file__, 1, msg, args,
+                             exc_info)
+
+
+def test_formatter_keeps_a_message_on_one_line() -> None:
+    out = _formatted(_record("path %s refused", "/x" + FORGED + "\x1b]0;title\x07"))
+    assert "\n" not in out and "\r" not in out and "\x1b" not in out and "\x07" not in out
+    assert out.startswith("WARNING openkeyvault.test path /x\\r\\n2026-01-01")
+    assert "\\x1b]0;title\\x07" in out
+
+
+def test_formatter_marks_every_traceback_line() -> None:
+    out = _formatted(_record("unhandled error", exc=True))
+    first, *rest = out.split("\n")
+    assert first == "WARNING openkeyvault.test unhandled error"
+    assert rest and all(line.startswith(CONTINUATION) for line in rest)
+    # A line break inside the exception's message starts a continuation line, marked too.
+    at = next(i for i, line in enumerate(rest) if "ValueError: bad value\\r" in line)
+    assert rest[at + 1].startswith(CONTINUATION + "2026-01-01")
+    assert not any(line.startswith("2026-01-01") for line in out.split("\n"))
+
+
+def test_formatter_marks_stack_lines() -> None:
+    record = _record("look")
+    record.stack_info = "Stack (most recent call last):\n  File x\n2026-01-01 forged"
+    rest = _formatted(record).split("\n")[1:]
+    assert len(rest) == 3 and all(line.startswith(CONTINUATION) for line in rest)
