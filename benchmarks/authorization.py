@@ -25,33 +25,33 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from secret_get import (  # noqa: E402  (a sibling script, not a package)
+from support import (
     API_VERSION,
-    SECRET_NAME,
-    SECRET_VALUE,
     BenchError,
     Server,
     WrkResult,
+    add_load_options,
+    bearer,
+    check_load_options,
     code_under_test,
+    dev_server,
     find_or_install_wrk,
+    guarded,
     run_wrk,
 )
 
-from openkeyvault.access.authorize import Scope  # noqa: E402
-from openkeyvault.access.principals import Principal  # noqa: E402
-from openkeyvault.access.roles import find  # noqa: E402
-from openkeyvault.config import Settings  # noqa: E402
-from openkeyvault.deployment import Deployment  # noqa: E402
-from openkeyvault.ops import requestscope  # noqa: E402
+from openkeyvault.access.authorize import Scope
+from openkeyvault.access.principals import Principal
+from openkeyvault.access.roles import find
+from openkeyvault.config import Settings
+from openkeyvault.deployment import Deployment
+from openkeyvault.ops import requestscope
 
+SECRET_NAME = "bench-secret"
+SECRET_VALUE = "s" * 32
 ACTION = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
 SECRETS_USER = "Key Vault Secrets User"
 
@@ -98,76 +98,55 @@ def per_request_cpu_us(r: WrkResult) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
-    ap.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="server worker processes (default: CPU count)")
-    ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    add_load_options(ap, warmup=False)
     ap.add_argument("--assignments", type=int, default=200,
                     help="role assignments of the heavy principal (200)")
     args = ap.parse_args()
-    if min(args.duration, args.connections, args.workers, args.threads) <= 0 \
-            or args.assignments < 0:
-        ap.error("duration, connections, workers and threads must be positive")
-    signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        wrk = find_or_install_wrk()
-        with tempfile.TemporaryDirectory(prefix="okv-bench-authz-") as tmp:
-            server = Server(Path(tmp) / "data", args.workers)
-            try:
-                return run(args, wrk, server)
-            finally:
-                server.stop()
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    check_load_options(ap, args)
+    if args.assignments < 0:
+        ap.error("assignments must not be negative")
+    return guarded(lambda: measure(args), failed=2)
+
+
+def measure(args: argparse.Namespace) -> int:
+    wrk = find_or_install_wrk()
+    with dev_server(args.workers, prefix="okv-bench-authz-") as server:
+        return run(args, wrk, server)
 
 
 def run(args: argparse.Namespace, wrk: str, server: Server) -> int:
     server.start()
-    env = server.env()
-    _, token_body = server.request(
-        "GET", f"/msi/token?api-version=2019-08-01&resource=https://vault.localhost:{server.port}",
-        headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
-    dev_token = str(token_body["access_token"])
+    dev_token = server.token()
     path = f"/secrets/{SECRET_NAME}/?api-version={API_VERSION}"
     server.request("PUT", f"/secrets/{SECRET_NAME}?api-version={API_VERSION}",
                    {"value": SECRET_VALUE},
-                   headers={"Authorization": f"Bearer {dev_token}"})
+                   headers=bearer(dev_token))
 
     deployment = Deployment.open(Settings(data_dir=server.data_dir, port=server.port))
     try:
         heavy = heavy_principal(deployment, args.assignments)
-        heavy_token = deployment.tokens.issue(
-            heavy, f"https://vault.localhost:{server.port}").access_token
+        heavy_token = deployment.tokens.issue(heavy, server.resource).access_token
         scope = Scope("dev", f"/secrets/{SECRET_NAME}")
         light_s = decision_time(deployment, deployment.dev_principal, scope)
         heavy_s = decision_time(deployment, heavy, scope)
     finally:
         deployment.close()
 
-    status, body = server.request("GET", path, headers={"Authorization": f"Bearer {heavy_token}"})
+    status, body = server.request("GET", path, headers=bearer(heavy_token))
     if status != 200 or body.get("value") != SECRET_VALUE:
         raise BenchError("the heavy principal cannot read the benchmark secret")
 
-    assert server.proc is not None
-    pgid = server.proc.pid
-    common = dict(threads=args.threads, connections=args.connections, server_pgid=pgid)
+    common = {"threads": args.threads, "connections": args.connections,
+              "server_pgid": server.pgid}
     url = server.base + path
-    run_wrk(wrk, "warm-up", url, duration=2, headers={"Authorization": f"Bearer {dev_token}"},
-            **common)  # type: ignore[arg-type]
-    run_wrk(wrk, "warm-up", url, duration=2, headers={"Authorization": f"Bearer {heavy_token}"},
-            **common)  # type: ignore[arg-type]
+    run_wrk(wrk, "warm-up", url, duration=2, headers=bearer(dev_token), **common)
+    run_wrk(wrk, "warm-up", url, duration=2, headers=bearer(heavy_token), **common)
     light = run_wrk(wrk, "secret GET, 1 assignment", url, duration=args.duration,
-                    headers={"Authorization": f"Bearer {dev_token}"},
-                    **common)  # type: ignore[arg-type]
+                    headers=bearer(dev_token), **common)
     heavy_r = run_wrk(wrk, f"secret GET, {args.assignments + 1} asg.", url,
-                      duration=args.duration, headers={"Authorization": f"Bearer {heavy_token}"},
-                      **common)  # type: ignore[arg-type]
+                      duration=args.duration, headers=bearer(heavy_token), **common)
     noop = run_wrk(wrk, "no-op /healthz", server.base + "/healthz", duration=args.duration,
-                   **common)  # type: ignore[arg-type]
+                   **common)
 
     ncpu = os.cpu_count() or 1
     print()

@@ -24,98 +24,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
-import os
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
+from support import LOOPBACK, BenchError, dev_server, guarded
+
+# tests/support is importable once `support` has put the repository root on sys.path.
+from tests.support.tls import healthz
+
 REQUEST_TIMEOUT = 2.0
 HANDSHAKE_TIMEOUT = 10.0
 CONCURRENT_HANDSHAKES = 64
 WINDOW = 5.0  # seconds per bucket of the served-over-time line
-
-
-class BenchError(Exception):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`okv server --dev` in its own process group, on a loopback port."""
-
-    def __init__(self, data_dir: Path, workers: int, pythonpath: str | None,
-                 extra: list[str]) -> None:
-        self.data_dir, self.workers, self.extra = data_dir, workers, extra
-        self.env = dict(os.environ)
-        if pythonpath:
-            self.env["PYTHONPATH"] = pythonpath
-        self.port = free_port()
-        self.log_path = data_dir.parent / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ca(self) -> str:
-        return str(self.data_dir / "ca.pem")
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "openkeyvault", "server", "--dev",
-                 "--data-dir", str(self.data_dir), "--host", LOOPBACK,
-                 "--port", str(self.port), "--workers", str(self.workers), *self.extra],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=self.env,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the server exited early:\n{self.log_path.read_text()[-3000:]}")
-            if (self.data_dir / "dev.env").exists() and healthz(self.port, self.ca, 2.0):
-                return
-            time.sleep(0.2)
-        raise BenchError(f"the server did not become ready in {START_TIMEOUT:.0f}s")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-
-def healthz(port: int, ca: str, timeout: float) -> bool:
-    """One GET /healthz on a new TLS connection."""
-    ctx = ssl.create_default_context(cafile=ca)
-    try:
-        with urllib.request.urlopen(f"https://{LOOPBACK}:{port}/healthz",  # noqa: S310
-                                    context=ctx, timeout=timeout) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @dataclass
@@ -194,30 +119,27 @@ def _flood_process(port: int, ca: str, count: int, hold: float, reconnect: bool,
     results.put(out)
 
 
-def measure(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="okv-idle-tls-") as tmp:
-        server = Server(Path(tmp) / "data", args.workers, args.pythonpath, args.server_arg)
+def measure(args: argparse.Namespace) -> int:
+    with dev_server(args.workers, prefix="okv-idle-tls-", pythonpath=args.pythonpath,
+                    extra_args=args.server_arg) as server:
         server.start()
-        try:
-            baseline = ClientRun()
-            client_loop(server.port, server.ca, args.baseline, baseline)
+        baseline = ClientRun()
+        client_loop(server.port, server.ca, args.baseline, baseline)
 
-            during = ClientRun()
-            # The flood runs in a process of its own, so that its handshakes do not take
-            # the client's interpreter lock; both still share the machine with the server.
-            results: multiprocessing.SimpleQueue[FloodRun] = multiprocessing.SimpleQueue()
-            flooder = multiprocessing.Process(target=_flood_process, args=(
-                server.port, server.ca, args.flood, args.duration, args.reconnect, results))
-            flooder.start()
-            client_loop(server.port, server.ca, args.duration, during)
-            flooder.join(args.duration + HANDSHAKE_TIMEOUT + 30)
-            if flooder.is_alive():
-                flooder.kill()
-                raise BenchError("the flood did not stop")
-            flood = results.get()
-            alive = server.proc is not None and server.proc.poll() is None
-        finally:
-            server.stop()
+        during = ClientRun()
+        # The flood runs in a process of its own, so that its handshakes do not take
+        # the client's interpreter lock; both still share the machine with the server.
+        results: multiprocessing.SimpleQueue[FloodRun] = multiprocessing.SimpleQueue()
+        flooder = multiprocessing.Process(target=_flood_process, args=(
+            server.port, server.ca, args.flood, args.duration, args.reconnect, results))
+        flooder.start()
+        client_loop(server.port, server.ca, args.duration, during)
+        flooder.join(args.duration + HANDSHAKE_TIMEOUT + 30)
+        if flooder.is_alive():
+            flooder.kill()
+            raise BenchError("the flood did not stop")
+        flood = results.get()
+        alive = server.proc is not None and server.proc.poll() is None
 
     source = args.pythonpath or "this tree"
     print(f"server: {source}, {args.workers} worker(s), extra args: {args.server_arg or '-'}")
@@ -239,6 +161,7 @@ def measure(args: argparse.Namespace) -> None:
         print(f"  closed by the server after: median {statistics.median(c):.1f}s, "
               f"max {c[-1]:.1f}s (after the handshake)")
     print(f"  server still running at the end: {'yes' if alive else 'NO'}")
+    return 0
 
 
 def main() -> int:
@@ -258,12 +181,7 @@ def main() -> int:
     args.flood = max(1, min(args.flood, 5000))
     args.duration = max(1.0, min(args.duration, 300.0))
     args.baseline = max(1.0, min(args.baseline, 60.0))
-    try:
-        measure(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return guarded(lambda: measure(args))
 
 
 if __name__ == "__main__":

@@ -20,19 +20,19 @@ import hashlib
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from secret_get import (  # noqa: E402
+from support import (
     API_VERSION,
     BenchError,
-    Server,
     WrkResult,
+    add_load_options,
+    bearer,
+    body_script,
+    check_load_options,
+    dev_server,
     find_or_install_wrk,
-    machine_busy,
+    guarded,
     run_wrk,
 )
 
@@ -74,16 +74,6 @@ def raw_rate(kind: str, processes: int, seconds: float) -> float:
     return sum(rates)
 
 
-def lua_script(directory: Path, name: str, body: str) -> Path:
-    path = directory / f"{name}.lua"
-    path.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = '{body}'\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
-    return path
-
-
 def row(label: str, r: WrkResult) -> str:
     return (f"  {label:<26}{r.rps:>9,.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
             f"{r.server_cores:>11.2f}{r.wrk_cores:>9.2f}")
@@ -91,55 +81,47 @@ def row(label: str, r: WrkResult) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    add_load_options(ap, warmup=False)
     args = ap.parse_args()
-    wrk = find_or_install_wrk()
-    with tempfile.TemporaryDirectory(prefix="okv-bench-") as tmp:
-        server = Server(Path(tmp) / "data", args.workers)
-        try:
-            server.start()
-            env = server.env()
-            resource = f"https://vault.localhost:{server.port}"
-            _, tok = server.request("GET", f"/msi/token?api-version=2019-08-01&resource={resource}",
-                                    headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
-            auth = {"Authorization": f"Bearer {tok['access_token']}"}
-            digest = base64.urlsafe_b64encode(DIGEST).rstrip(b"=").decode()
-            targets = []
-            for name, body, alg in (("bench-rsa", {"kty": "RSA", "key_size": 2048}, "RS256"),
-                                    ("bench-ec", {"kty": "EC", "crv": "P-256"}, "ES256")):
-                _, key = server.request("POST", f"/keys/{name}/create?api-version={API_VERSION}",
-                                        body, headers=auth)
-                version = str(key["key"]["kid"]).rsplit("/", 1)[1]  # type: ignore[index]
-                path = f"/keys/{name}/{version}/sign?api-version={API_VERSION}"
-                status, out = server.request("POST", path, {"alg": alg, "value": digest},
-                                             headers=auth)
-                if status != 200 or "value" not in out:
-                    raise BenchError(f"sign through the API failed: {status} {out}")
-                script = lua_script(Path(tmp), name, f'{{"alg":"{alg}","value":"{digest}"}}')
-                targets.append((name, alg, server.base + path, script))
+    check_load_options(ap, args)
+    return guarded(lambda: measure(args))
 
-            pgid = server.proc.pid if server.proc else 0
-            common = {"threads": args.threads, "connections": args.connections,
-                      "server_pgid": pgid}
-            print(f"bench: warm-up, then wrk -t{args.threads} -c{args.connections} "
-                  f"-d{args.duration:.0f}s per endpoint", file=sys.stderr)
-            results = {}
-            for name, alg, url, script in targets:
-                run_wrk(wrk, f"{alg} warm-up", url, duration=2, headers=auth,
-                        extra_args=["-s", str(script)], **common)
-                results[name] = run_wrk(wrk, f"{alg} sign", url, duration=args.duration,
-                                        headers=auth, extra_args=["-s", str(script)], **common)
-            noop = run_wrk(wrk, "no-op", server.base + "/healthz", duration=args.duration,
-                           **common)
-        finally:
-            server.stop()
-    busy0 = machine_busy()
+
+def measure(args: argparse.Namespace) -> int:
+    wrk = find_or_install_wrk()
+    with dev_server(args.workers) as server:
+        server.start()
+        auth = bearer(server.token())
+        digest = base64.urlsafe_b64encode(DIGEST).rstrip(b"=").decode()
+        targets = []
+        for name, body, alg in (("bench-rsa", {"kty": "RSA", "key_size": 2048}, "RS256"),
+                                ("bench-ec", {"kty": "EC", "crv": "P-256"}, "ES256")):
+            _, key = server.request("POST", f"/keys/{name}/create?api-version={API_VERSION}",
+                                    body, headers=auth)
+            version = str(key["key"]["kid"]).rsplit("/", 1)[1]
+            path = f"/keys/{name}/{version}/sign?api-version={API_VERSION}"
+            status, out = server.request("POST", path, {"alg": alg, "value": digest},
+                                         headers=auth)
+            if status != 200 or "value" not in out:
+                raise BenchError(f"sign through the API failed: {status} {out}")
+            script = body_script(server.work_dir, name, "POST",
+                                 f'{{"alg":"{alg}","value":"{digest}"}}')
+            targets.append((name, alg, server.base + path, script))
+
+        common = {"threads": args.threads, "connections": args.connections,
+                  "server_pgid": server.pgid}
+        print(f"bench: warm-up, then wrk -t{args.threads} -c{args.connections} "
+              f"-d{args.duration:.0f}s per endpoint", file=sys.stderr)
+        results = {}
+        for name, alg, url, script in targets:
+            run_wrk(wrk, f"{alg} warm-up", url, duration=2, headers=auth,
+                    extra_args=["-s", str(script)], **common)
+            results[name] = run_wrk(wrk, f"{alg} sign", url, duration=args.duration,
+                                    headers=auth, extra_args=["-s", str(script)], **common)
+        noop = run_wrk(wrk, "no-op", server.base + "/healthz", duration=args.duration,
+                       **common)
     rsa_raw = raw_rate("rsa", args.workers, min(args.duration, 5.0))
     ec_raw = raw_rate("ec", args.workers, min(args.duration, 5.0))
-    del busy0
 
     rsa_api, ec_api = results["bench-rsa"], results["bench-ec"]
     print(f"\nkey sign benchmark: {args.workers} worker(s), {args.connections} connections, "
@@ -163,8 +145,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

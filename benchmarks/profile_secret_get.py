@@ -24,8 +24,6 @@ import cProfile
 import gc
 import inspect
 import io
-import logging
-import os
 import pstats
 import sys
 import tempfile
@@ -34,43 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from support import REPEATS, Driver, asgi_scope, dev_headers, in_process_app, per_request_us
+
 SECRET_NAME = "bench-secret"
 SECRET_VALUE = "s" * 32
-PORT = 8443
-
-
-def _scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
-           ) -> dict[str, Any]:
-    return {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1", "method": method, "scheme": "https", "path": path,
-        "raw_path": path.encode(), "query_string": query, "root_path": "",
-        "headers": headers, "server": ("127.0.0.1", PORT), "client": ("127.0.0.1", 50000),
-    }
-
-
-class Driver:
-    """Calls the ASGI app the way a server would, and keeps the last response."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.status = 0
-        self.body = b""
-
-    async def call(self, scope: dict[str, Any], body: bytes = b"") -> None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                self.status = message["status"]
-            elif message["type"] == "http.response.body":
-                self.body = message.get("body", b"")
-
-        await self.app(scope, receive, send)
-
-
-REPEATS = 5  # best of 5 batches: the machine is shared, the minimum is the stable figure
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:
@@ -81,18 +46,6 @@ def per_call_us(fn: Callable[[], object], n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(batch):
             fn()
-        best = min(best, (time.perf_counter() - t0) / batch)
-    return best * 1e6
-
-
-async def per_request_us(driver: Driver, scope: dict[str, Any], n: int) -> float:
-    for _ in range(min(200, n)):
-        await driver.call(scope)
-    batch, best = max(1, n // REPEATS), float("inf")
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        for _ in range(batch):
-            await driver.call(scope)
         best = min(best, (time.perf_counter() - t0) / batch)
     return best * 1e6
 
@@ -202,33 +155,19 @@ async def gc_effect(driver: Driver, scope: dict[str, Any], n: int, total: float)
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> None:
-    from openkeyvault.cli.server import prepare
-    from openkeyvault.config import ENV_VAR, Settings
-
-    settings = Settings(data_dir=tmp / "data", port=PORT, dev=True)
-    prepare(settings)
-    os.environ[ENV_VAR] = settings.to_env()
-    from openkeyvault.api.app import create_app
-
-    app = create_app()
-    log_file = open(tmp / "server.log", "w")  # noqa: SIM115
-    for h in logging.getLogger("openkeyvault").handlers:
-        if isinstance(h, logging.StreamHandler):
-            h.setStream(log_file)
+    app, log_file = in_process_app(tmp)
     d = app.d
-    host = f"127.0.0.1:{PORT}"
-    token = d.tokens.issue(d.dev_principal, f"https://vault.localhost:{PORT}").access_token
-    headers = [(b"host", host.encode()), (b"authorization", f"Bearer {token}".encode())]
+    headers = dev_headers(app)
     driver = Driver(app)
 
-    put = _scope("PUT", f"/secrets/{SECRET_NAME}", b"api-version=7.5",
-                 [*headers, (b"content-type", b"application/json")])
+    put = asgi_scope("PUT", f"/secrets/{SECRET_NAME}", b"api-version=7.5",
+                     [*headers, (b"content-type", b"application/json")])
     await driver.call(put, f'{{"value": "{SECRET_VALUE}"}}'.encode())
     assert driver.status == 200, driver.body
-    get = _scope("GET", f"/secrets/{SECRET_NAME}/", b"api-version=7.5", headers)
+    get = asgi_scope("GET", f"/secrets/{SECRET_NAME}/", b"api-version=7.5", headers)
     await driver.call(get)
     assert driver.status == 200 and SECRET_VALUE.encode() in driver.body, driver.body
-    health = _scope("GET", "/healthz", b"", [(b"host", host.encode())])
+    health = asgi_scope("GET", "/healthz", b"", headers[:1])
 
     n = args.requests
     warm_until = time.monotonic() + 2.0  # caches, allocator and CPU clocks settle first
@@ -251,7 +190,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     # The two queries without SQLAlchemy: what the raw driver costs for the same SQL.
     import sqlite3
 
-    raw = sqlite3.connect(settings.db_path, check_same_thread=False, isolation_level=None)
+    raw = sqlite3.connect(d.settings.db_path, check_same_thread=False, isolation_level=None)
     q_vault = "SELECT id, name, kind, sku, retention_days, purge_protection, created " \
               "FROM vaults WHERE name = ?"
     q_secret = ("SELECT o.name, v.version, v.created, v.updated, v.enabled, v.nbf, v.exp, "

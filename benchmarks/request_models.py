@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/request_models.py [--number 20000] [--repeat 7]
 
-Times, in one process, for a SecretSetParameters body and a KeySignParameters body:
+Times, in one process, for a SecretSetParameters body, a KeySignParameters body and a
+CertificateCreateParameters body (a full policy, as the SDKs send one):
 
   json.loads           the reference (what the handlers did before, with no checks at all)
   hand-written         json.loads plus isinstance checks of every field (and, for sign,
@@ -11,6 +12,8 @@ Times, in one process, for a SecretSetParameters body and a KeySignParameters bo
                        (with the base64url decode): what the server runs now
   msgspec (bare)       a msgspec.json.Decoder of the model alone
   pydantic v2          strict BaseModel.model_validate_json (if pydantic is installed)
+  models + policy rules  (certificate only) the model, then vault/certpolicy.validate: the
+                       policy's rules of meaning and defaults, as the service runs them
 
 The "bare" and "pydantic" rows only decode and check types; compare them with each
 other to choose a library, and "models" with "hand-written" for the cost on the server.
@@ -29,13 +32,30 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from openkeyvault.api.models import decode
+from openkeyvault.api.models.certificates import CertificateCreateParameters
 from openkeyvault.api.models.common import attributes
 from openkeyvault.api.models.keys import KeySignParameters
 from openkeyvault.api.models.secrets import SecretSetParameters
+from openkeyvault.vault import certpolicy
 
 SECRET_SET = json.dumps({
     "value": "s" * 32, "contentType": "text/plain", "tags": {"env": "prod", "team": "payments"},
     "attributes": {"enabled": True, "exp": 1900000000},
+}).encode()
+CERT_CREATE = json.dumps({
+    "policy": {
+        "key_props": {"exportable": True, "kty": "RSA", "key_size": 2048, "reuse_key": False},
+        "secret_props": {"contentType": "application/x-pkcs12"},
+        "x509_props": {"subject": "CN=www.example.com",
+                       "sans": {"dns_names": ["www.example.com", "example.com"]},
+                       "ekus": ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"],
+                       "key_usage": ["digitalSignature", "keyEncipherment"],
+                       "validity_months": 12},
+        "lifetime_actions": [{"trigger": {"lifetime_percentage": 80},
+                              "action": {"action_type": "AutoRenew"}}],
+        "issuer": {"name": "Self"}, "attributes": {"enabled": True},
+    },
+    "attributes": {"enabled": True}, "tags": {"env": "prod"},
 }).encode()
 KEY_SIGN = json.dumps({
     "alg": "ES256", "value": base64.urlsafe_b64encode(b"\x01" * 32).rstrip(b"=").decode(),
@@ -126,6 +146,11 @@ def main() -> int:
     import msgspec
     bare_secret = msgspec.json.Decoder(SecretSetParameters)
     bare_sign = msgspec.json.Decoder(KeySignParameters)
+    bare_cert = msgspec.json.Decoder(CertificateCreateParameters)
+
+    def cert_rules() -> Any:
+        request = decode(CERT_CREATE, CertificateCreateParameters).to_request()
+        return certpolicy.validate(request.policy, None, 0)
 
     def models_secret() -> Any:
         p = decode(SECRET_SET, SecretSetParameters)
@@ -146,6 +171,13 @@ def main() -> int:
             "msgspec (models)": lambda: decode(KEY_SIGN, KeySignParameters).to_request(),
             "msgspec (bare)": lambda: bare_sign.decode(KEY_SIGN),
             **({"pydantic v2": lambda: pyd[1](KEY_SIGN)} if pyd else {}),
+        },
+        f"CertificateCreateParameters ({len(CERT_CREATE)} B)": {
+            "json.loads": lambda: json.loads(CERT_CREATE),
+            "msgspec (models)":
+                lambda: decode(CERT_CREATE, CertificateCreateParameters).to_request(),
+            "msgspec (bare)": lambda: bare_cert.decode(CERT_CREATE),
+            "models + policy rules": cert_rules,
         },
     }
     print(f"decode + validate, best of {args.repeat} x {args.number} calls "

@@ -29,111 +29,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import json
 import multiprocessing
-import os
 import secrets
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-LOOPBACK = "127.0.0.1"
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
+from support import LOOPBACK, BenchError, Server, dev_server, guarded
+
 HTTP_TIMEOUT = 30.0
 PER_ROUND = 8  # wrong secrets per kind per round: below every attempt limit
 HERE = Path(__file__).resolve().parent.parent / "src"
+CLOCK = "/_okv/dev/clock"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+def connect(port: int, ca: str, source: str) -> http.client.HTTPSConnection:
+    """A keep-alive connection to the server from loopback address `source`."""
+    ctx = ssl.create_default_context(cafile=ca)
+    return http.client.HTTPSConnection(LOOPBACK, port, context=ctx, timeout=HTTP_TIMEOUT,
+                                       source_address=(source, 0))
 
 
-@dataclass
-class Server:
-    src: Path
-    data_dir: Path
-    workers: int
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.src)}
-
-    def okv(self, *args: str) -> dict[str, str]:
-        done = subprocess.run([sys.executable, "-m", "openkeyvault", *args,
-                               "--data-dir", str(self.data_dir)],
-                              capture_output=True, text=True, timeout=60, env=self._env())
-        if done.returncode != 0:
-            raise RuntimeError(f"okv {' '.join(args)}: {done.stderr.strip()[-500:]}")
-        out: dict[str, str] = json.loads(done.stdout)
-        return out
-
-    def start(self) -> None:
-        log = open(self.data_dir.parent / "server.log", "ab")  # noqa: SIM115 (kept by the child)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openkeyvault", "server", "--dev", "--data-dir",
-             str(self.data_dir), "--host", LOOPBACK, "--port", str(self.port),
-             "--workers", str(self.workers)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=self._env())
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the server exited early")
-            if (self.data_dir / "ca.pem").exists() and (self.data_dir / "dev.env").exists():
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    c = self.connect(LOOPBACK)
-                    c.request("GET", "/healthz")
-                    if c.getresponse().status == 200:
-                        c.close()
-                        return
-            time.sleep(0.2)
-        raise RuntimeError("the server did not become ready")
-
-    def connect(self, source: str) -> http.client.HTTPSConnection:
-        ctx = ssl.create_default_context(cafile=str(self.data_dir / "ca.pem"))
-        return http.client.HTTPSConnection(LOOPBACK, self.port, context=ctx,
-                                           timeout=HTTP_TIMEOUT, source_address=(source, 0))
-
-    def advance_clock(self, seconds: int) -> None:
-        env = dict(line.split("=", 1) for line in
-                   (self.data_dir / "dev.env").read_text().splitlines()
-                   if line and not line.startswith("#"))
-        c = self.connect(LOOPBACK)
-        c.request("POST", "/_okv/dev/clock", body=json.dumps({"advanceSeconds": seconds}),
-                  headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"],
-                           "Content-Type": "application/json"})
-        r = c.getresponse()
-        r.read()
-        c.close()
-        if r.status != 200:
-            raise RuntimeError(f"moving the dev clock failed: {r.status}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+def advance_clock(server: Server, seconds: int) -> None:
+    server.request("POST", CLOCK, {"advanceSeconds": seconds}, headers=server.identity())
 
 
 def token(conn: http.client.HTTPSConnection, port: int, tenant: str, client_id: str,
@@ -186,7 +110,8 @@ def latencies(server: Server, s: Setup, samples: int) -> dict[str, list[float]]:
             for k in kinds:  # fresh addresses each round: no lock carries over
                 with contextlib.suppress(Exception):
                     conns[k].close()
-                conns[k] = server.connect(f"127.0.{rnd + 10}.{list(kinds).index(k) + 1}")
+                conns[k] = connect(server.port, server.ca,
+                                   f"127.0.{rnd + 10}.{list(kinds).index(k) + 1}")
                 token(conns[k], server.port, s.tenant, s.one["client_id"],
                       s.one["client_secret"])  # connect + warm (a success: counts nothing)
             for i in range(PER_ROUND):
@@ -198,8 +123,8 @@ def latencies(server: Server, s: Setup, samples: int) -> dict[str, list[float]]:
                     out[k].append((time.perf_counter() - t0) * 1000)
                     want = 200 if k == "good secret" else 401
                     if status != want:
-                        raise RuntimeError(f"{k}: expected {want}, got {status}")
-            server.advance_clock(120)
+                        raise BenchError(f"{k}: expected {want}, got {status}")
+            advance_clock(server, 120)
     finally:
         for c in conns.values():
             c.close()
@@ -208,9 +133,7 @@ def latencies(server: Server, s: Setup, samples: int) -> dict[str, list[float]]:
 
 def _guesser(port: int, ca: str, tenant: str, target: str, source: str, until: float,
              counts: dict[int, int], lock: threading.Lock) -> None:
-    ctx = ssl.create_default_context(cafile=ca)
-    conn = http.client.HTTPSConnection(LOOPBACK, port, context=ctx, timeout=HTTP_TIMEOUT,
-                                       source_address=(source, 0))
+    conn = connect(port, ca, source)
     i = 0
     try:
         while time.monotonic() < until:
@@ -245,7 +168,7 @@ def flood(port: int, ca: str, tenant: str, target: str, guessers: int, seconds: 
 
 def legit_rate(server: Server, s: Setup, seconds: float) -> tuple[float, int, int]:
     """(requests/s, good answers, others) of one client with a good secret."""
-    conn = server.connect("127.0.0.2")
+    conn = connect(server.port, server.ca, "127.0.0.2")
     good = other = 0
     try:
         token(conn, server.port, s.tenant, s.one["client_id"], s.one["client_secret"])
@@ -270,28 +193,24 @@ class Result:
 
 
 def measure(label: str, src: Path, args: argparse.Namespace) -> Result:
-    with tempfile.TemporaryDirectory(prefix="okv-bench-guess-") as tmp:
-        server = Server(src, Path(tmp) / "data", args.workers)
-        try:
-            server.start()
-            s = prepare(server)
-            lat = latencies(server, s, args.samples)
-            server.advance_clock(120)
-            alone, _, _ = legit_rate(server, s, args.duration)
-            queue: multiprocessing.Queue[dict[int, int]] = multiprocessing.Queue()
-            child = multiprocessing.Process(target=flood, args=(
-                server.port, str(server.data_dir / "ca.pem"), s.tenant,
-                s.three["client_id"], args.guessers, args.duration + 2, queue))
-            child.start()
-            time.sleep(1.0)  # let the guessers get going
-            flooded, _, refused = legit_rate(server, s, args.duration)
-            child.join(args.duration + HTTP_TIMEOUT + 10)
-            if child.is_alive():
-                child.kill()
-            guesses = queue.get(timeout=5) if not queue.empty() else {}
-            return Result(label, lat, alone, flooded, refused, guesses)
-        finally:
-            server.stop()
+    with dev_server(args.workers, prefix="okv-bench-guess-", pythonpath=str(src)) as server:
+        server.start()
+        s = prepare(server)
+        lat = latencies(server, s, args.samples)
+        advance_clock(server, 120)
+        alone, _, _ = legit_rate(server, s, args.duration)
+        queue: multiprocessing.Queue[dict[int, int]] = multiprocessing.Queue()
+        child = multiprocessing.Process(target=flood, args=(
+            server.port, server.ca, s.tenant, s.three["client_id"], args.guessers,
+            args.duration + 2, queue))
+        child.start()
+        time.sleep(1.0)  # let the guessers get going
+        flooded, _, refused = legit_rate(server, s, args.duration)
+        child.join(args.duration + HTTP_TIMEOUT + 10)
+        if child.is_alive():
+            child.kill()
+        guesses = queue.get(timeout=5) if not queue.empty() else {}
+        return Result(label, lat, alone, flooded, refused, guesses)
 
 
 def report(r: Result, duration: float) -> None:
@@ -321,6 +240,10 @@ def main() -> int:
     if not 1 <= args.duration <= 120 or not 1 <= args.guessers <= 200 \
             or not 1 <= args.samples <= 400:
         ap.error("--duration 1-120, --guessers 1-200, --samples 1-400")
+    return guarded(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     runs = [("this tree", HERE)]
     if args.compare is not None:
         runs.append((f"compare: {args.compare}", args.compare.resolve()))

@@ -25,6 +25,7 @@ from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
 
 from openkeyvault.deployment import Deployment
+from openkeyvault.vault.controlrequests import NetworkRules, VaultSettings
 from openkeyvault.vault.errors import BadParameter, DomainError, NotFound, VaultNotFound
 from tests.support.server import DevServer
 
@@ -242,7 +243,8 @@ def test_policy_and_mode_refusals_change_nothing(server: DevServer,
         (BadParameter, lambda: props.update(vault, bypass="Everyone")),
         (BadParameter, lambda: props.add_ip_rule(vault, "10.0.0.1/8")),
         (BadParameter, lambda: props.add_ip_rule(vault, "localhost")),
-        (BadParameter, lambda: props.replace(vault, {"enableRbacAuthorization": "no"})),
+        (BadParameter, lambda: props.replace(vault, VaultSettings(
+            network_acls=NetworkRules(default_action="Block")))),
         (VaultNotFound, lambda: props.get("no-such-vault")),
         (VaultNotFound, lambda: props.update("no-such-vault", enable_rbac_authorization=False)),
     ]

@@ -20,19 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import json
-import re
-import select
-import socket
-import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,7 +49,9 @@ from openkeyvault.deployment import Deployment
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden
 from tests.security.conftest import open_deployment, resource
+from tests.support.procfs import PeakRss, worker_rss
 from tests.support.server import DevServer, running
+from tests.support.tls import post_large as send_large
 
 MIB = 1024 * 1024
 API = "api-version=7.5"
@@ -281,84 +276,10 @@ def test_restore_limits_are_per_kind(routes: list[Route]) -> None:
 
 # ---- 2. memory under bursts -------------------------------------------------------------------
 def post_large(srv: DevServer, path: str, token: str, size: int) -> tuple[int | None, int]:
-    """POST a `size`-byte `{"value": "AAA..."}` body, sending it while watching for the
-    answer and stopping once it begins, as a client that reads early would; (status or
-    None if the connection was closed first, bytes of body sent)."""
-    ctx = ssl.create_default_context(cafile=srv.ca)
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port), timeout=120),
-                        server_hostname="localhost")
-    prefix, suffix, filler = b'{"value":"', b'"}', b"A" * (256 * 1024)
-    sent, got = 0, b""
-    deadline = time.monotonic() + 120
-    with contextlib.closing(s):
-        s.sendall((f"POST {path}?{API} HTTP/1.1\r\nHost: localhost:{srv.port}\r\n"
-                   f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {size}\r\n\r\n").encode())
-        s.setblocking(False)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    data = s.recv(65536)
-                    if not data:
-                        break
-                    got += data
-                    head, sep, rest = got.partition(b"\r\n\r\n")
-                    m = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-                    if sep and (m is None or len(rest) >= int(m.group(1))):
-                        break
-                    continue
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    pass
-                if sent < size and not got:
-                    tail = size - len(suffix)
-                    piece = (prefix[sent:] if sent < len(prefix) else
-                             suffix[sent - tail:] if sent >= tail else filler[: tail - sent])
-                    try:
-                        sent += s.send(piece)
-                    except (ssl.SSLWantWriteError, BlockingIOError):
-                        select.select([s], [s], [], 0.05)
-                else:
-                    select.select([s], [], [], 0.05)
-        except OSError:
-            pass  # closed by the server: the caller judges by what was sent
-    status = int(got.split(b" ", 2)[1]) if got.startswith(b"HTTP/1.1 ") else None
-    return status, sent
-
-
-def worker_rss(srv: DevServer) -> int:
-    """VmRSS (bytes) of the server process's children: its workers."""
-    assert srv.proc is not None
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rindex(")") + 2:].split()[1]) != srv.proc.pid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
-class PeakRss(threading.Thread):
-    def __init__(self, srv: DevServer) -> None:
-        super().__init__(daemon=True)
-        self.srv, self.peak, self.done = srv, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            self.peak = max(self.peak, worker_rss(self.srv))
-            self.done.wait(0.01)
-
-    def __enter__(self) -> PeakRss:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.join(5)
+    """POST a `size`-byte body to `path`, stopping once the answer begins; (status or None
+    if the connection was closed first, bytes of body sent)."""
+    done = send_large(srv.port, srv.ca, f"{path}?{API}", token, size)
+    return done.status, done.sent
 
 
 def burst(srv: DevServer, token: str, sizes: list[int]) -> list[tuple[int | None, int, int]]:

@@ -20,6 +20,7 @@ from cryptography import x509
 from openkeyvault.access.principals import Principal
 from openkeyvault.deployment import Deployment
 from openkeyvault.vault.contacts import MAX_CONTACTS
+from openkeyvault.vault.controlrequests import AccessPolicy, Permissions, VaultSettings
 from openkeyvault.vault.issuers import MAX_ISSUERS
 from tests.security.conftest import Rest, resource
 from tests.security.test_at_rest import assert_absent, database_files
@@ -205,9 +206,9 @@ def test_access_policy_permissions(rest: Rest, server: DevServer, deployment: De
     who = {k: principal_token(deployment, server) for k in perms}
     before = state(admin)
     props = deployment.vault_properties
-    props.replace(vault, {"enableRbacAuthorization": False, "accessPolicies": [
-        {"tenantId": who[k][0].tenant_id, "objectId": who[k][0].object_id,
-         "permissions": {"certificates": v}} for k, v in perms.items()]})
+    props.replace(vault, VaultSettings(enable_rbac_authorization=False, access_policies=[
+        AccessPolicy(tenant_id=who[k][0].tenant_id, object_id=who[k][0].object_id,
+                     permissions=Permissions(certificates=v)) for k, v in perms.items()]))
     c = {k: on(rest, server, vault, t) for k, (_, t) in who.items()}
     p = {k: pt[0] for k, pt in who.items()}
 

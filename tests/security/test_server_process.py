@@ -18,13 +18,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.support.procfs import children
 from tests.support.server import DevServer, free_port, running
+from tests.support.tls import healthz
 
 LOOPBACK = "127.0.0.1"
 FLOOD = 1100  # more than one worker's default connection slots (1024)
@@ -38,13 +39,7 @@ SERVED_WAIT = 60.0
 
 def _healthz(server: DevServer, timeout: float = 30.0) -> bool:
     """One request on a new TLS connection, as a client with no pooled connection."""
-    ctx = ssl.create_default_context(cafile=server.ca)
-    try:
-        with urllib.request.urlopen(f"https://{LOOPBACK}:{server.port}/healthz",  # noqa: S310
-                                    context=ctx, timeout=timeout) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    return healthz(server.port, server.ca, timeout)
 
 
 def _served_within(server: DevServer, wait: float) -> bool:
@@ -154,20 +149,6 @@ def test_idle_timeout_out_of_range_is_refused(tmp_path: Path) -> None:
 
 
 # ---- supervision ----------------------------------------------------------------------------
-def _children(pid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.add(int(entry))
-    return out
-
-
 def _gone(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -191,17 +172,17 @@ def test_worker_killed_is_replaced_and_service_continues(tmp_path: Path, workers
     with running(tmp_path / "data", workers=workers) as server:
         assert server.proc is not None
         master = server.proc.pid
-        assert _wait_for(lambda: len(_children(master)) == workers)
-        before = _children(master)
+        assert _wait_for(lambda: len(children(master)) == workers)
+        before = children(master)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         assert _wait_for(lambda: _gone(victim))
         # Sent while the worker is being replaced: it waits in the listen queue.
         assert _healthz(server, timeout=60), server.log()[-2000:]
-        assert _wait_for(lambda: len(_children(master)) == workers and victim not in
-                         _children(master)), server.log()[-2000:]
+        assert _wait_for(lambda: len(children(master)) == workers and victim not in
+                         children(master)), server.log()[-2000:]
         assert server.proc.poll() is None
-        replacement = _children(master) - before
+        replacement = children(master) - before
         assert len(replacement) == 1
         for _ in range(5):
             assert _healthz(server)

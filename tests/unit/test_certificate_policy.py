@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from openkeyvault.api.models import decode
+from openkeyvault.api.models.certificates import CertificatePolicy
 from openkeyvault.vault import certpolicy
+from openkeyvault.vault.certrequests import CertificatePolicy as PolicyRequest
 from openkeyvault.vault.errors import BadParameter
 
 SUBJECT = {"x509_props": {"subject": "CN=unit"}}
 
 
+def typed(policy: Any) -> PolicyRequest:
+    """The policy as the service gets it: decoded by the request model (which refuses
+    wrong JSON types with BadParameter)."""
+    return decode(json.dumps(policy).encode(), CertificatePolicy).to_request()
+
+
+def validate(policy: Any, base: dict[str, Any] | None, now: int) -> dict[str, Any]:
+    return certpolicy.validate(typed(policy), base, now)
+
+
 def test_defaults_for_a_self_signed_policy() -> None:
-    p = certpolicy.validate({**SUBJECT, "issuer": {"name": "self"}}, None, 100)
+    p = validate({**SUBJECT, "issuer": {"name": "self"}}, None, 100)
     assert p["issuer"] == {"name": "Self"}
     assert p["key_props"] == {"exportable": True, "kty": "RSA", "key_size": 2048,
                               "reuse_key": False}
@@ -27,23 +41,23 @@ def test_defaults_for_a_self_signed_policy() -> None:
 
 
 def test_unknown_issuer_defaults_to_email_contacts() -> None:
-    p = certpolicy.validate(SUBJECT, None, 0)
+    p = validate(SUBJECT, None, 0)
     assert p["issuer"] == {"name": "Unknown"}
     assert p["lifetime_actions"][0]["action"] == {"action_type": "EmailContacts"}
 
 
 def test_ec_defaults_and_curve_size() -> None:
-    p = certpolicy.validate({**SUBJECT, "key_props": {"kty": "EC"}}, None, 0)
+    p = validate({**SUBJECT, "key_props": {"kty": "EC"}}, None, 0)
     assert p["key_props"]["crv"] == "P-256" and p["key_props"]["key_size"] == 256
     assert p["x509_props"]["key_usage"] == ["digitalSignature"]
-    p = certpolicy.validate({**SUBJECT, "key_props": {"kty": "EC", "crv": "P-521",
+    p = validate({**SUBJECT, "key_props": {"kty": "EC", "crv": "P-521",
                                                       "key_size": 521}}, None, 0)
     assert p["key_props"]["key_size"] == 521
 
 
 def test_update_merges_sections_and_keeps_created() -> None:
-    base = certpolicy.validate({**SUBJECT, "issuer": {"name": "Self"}}, None, 10)
-    p = certpolicy.validate({"key_props": {"kty": "EC", "crv": "P-384"},
+    base = validate({**SUBJECT, "issuer": {"name": "Self"}}, None, 10)
+    p = validate({"key_props": {"kty": "EC", "crv": "P-384"},
                              "x509_props": {"validity_months": 3}}, base, 20)
     assert p["key_props"]["kty"] == "EC" and p["key_props"]["crv"] == "P-384"
     assert "key_size" in p["key_props"] and p["key_props"]["key_size"] == 384
@@ -61,13 +75,13 @@ def test_update_merges_sections_and_keeps_created() -> None:
     (["keyCertSign", "cRLSign"], "RSA", ["sign", "verify"]),
 ])
 def test_key_ops_follow_key_usage(usage: list[str], kty: str, ops: list[str]) -> None:
-    p = certpolicy.validate({"x509_props": {"subject": "CN=u", "key_usage": usage},
+    p = validate({"x509_props": {"subject": "CN=u", "key_usage": usage},
                              "key_props": {"kty": kty}}, None, 0)
     assert certpolicy.key_ops(p) == ops
 
 
 def test_request_carries_the_x509_props() -> None:
-    p = certpolicy.validate({"x509_props": {
+    p = validate({"x509_props": {
         "subject": "CN=r", "sans": {"dns_names": ["a.example"], "emails": ["e@example.com"],
                                     "upns": ["u@example.com"], "ipAddresses": ["10.0.0.1"]},
         "ekus": ["1.3.6.1.5.5.7.3.3"], "validity_months": 7}}, None, 0)
@@ -115,14 +129,14 @@ def _action(trigger: dict[str, Any], kind: str = "AutoRenew") -> dict[str, Any]:
 ], ids=lambda p: str(p)[:60])
 def test_refusals(policy: dict[str, Any]) -> None:
     with pytest.raises(BadParameter):
-        certpolicy.validate(policy, None, 0)
+        validate(policy, None, 0)
 
 
 def test_from_certificate_prefers_what_the_certificate_says() -> None:
     p = certpolicy.from_certificate(
         {"subject": "CN=imp", "sans": {"dns_names": ["imp.example"]},
          "key_usage": ["digitalSignature"], "validity_months": 3},
-        {"kty": "EC", "crv": "P-384"}, {"key_props": {"exportable": False}},
+        {"kty": "EC", "crv": "P-384"}, typed({"key_props": {"exportable": False}}),
         certpolicy.PEM, 5)
     assert p["key_props"] == {"exportable": False, "kty": "EC", "key_size": 384,
                               "crv": "P-384", "reuse_key": False}

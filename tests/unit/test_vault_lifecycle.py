@@ -5,6 +5,7 @@ a copy of the database taken before the purge."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import uuid
@@ -14,11 +15,14 @@ from typing import Any
 
 import pytest
 
+from openkeyvault.api.models import decode
+from openkeyvault.api.models.management import VaultCreateOrUpdateParameters
 from openkeyvault.config import Settings
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops.clock import ManualClock
 from openkeyvault.storage.barrier import BarrierError, vault_owner
 from openkeyvault.vault.context import Caller
+from openkeyvault.vault.controlrequests import VaultCreateOrUpdate
 from openkeyvault.vault.errors import Conflict, Forbidden, NotFound
 from openkeyvault.vault.lifecycle import DAY
 from openkeyvault.vault.secrets import _context
@@ -39,9 +43,11 @@ def deployment(tmp_path: Path, clock: ManualClock) -> Iterator[Deployment]:
     d.close()
 
 
-def body(d: Deployment, **props: Any) -> dict[str, Any]:
-    return {"location": "local", "properties": {
+def body(d: Deployment, **props: Any) -> VaultCreateOrUpdate:
+    """A vault PUT body as the management API decodes it."""
+    wire = {"location": "local", "properties": {
         "tenantId": d.tenant_id, "sku": {"family": "A", "name": "standard"}, **props}}
+    return decode(json.dumps(wire).encode(), VaultCreateOrUpdateParameters).to_request()
 
 
 def make(d: Deployment, name: str, **props: Any) -> Caller:

@@ -1,5 +1,5 @@
-"""Certificates routes: wire JSON ⇄ CertificateService calls (issuers and contacts have
-their own module)."""
+"""Certificates routes: wire JSON → request model → CertificateService call → wire JSON
+(issuers and contacts have their own module)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ from starlette.responses import Response
 from openkeyvault.access import actions as a
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
+from openkeyvault.api.models import decode_body
+from openkeyvault.api.models.certificates import (
+    CertificateCreateParameters,
+    CertificateImportParameters,
+    CertificateMergeParameters,
+    CertificateOperationUpdateParameter,
+    CertificatePolicy,
+    CertificateRestoreParameters,
+    CertificateUpdateParameters,
+)
 from openkeyvault.api.objects import ObjectRoutes
 from openkeyvault.api.router import CERTIFICATE_RESTORE_BODY_LIMIT, DataGuard, Route, pattern
 from openkeyvault.crypto.encoding import b64url_encode
@@ -89,6 +99,7 @@ def operation(base: str, op: CertificateOperation) -> dict[str, Any]:
 
 class CertificateRoutes(ObjectRoutes):
     s: CertificateService
+    restore_model = CertificateRestoreParameters
 
     def __init__(self, service: CertificateService) -> None:
         self.s = service
@@ -108,11 +119,13 @@ class CertificateRoutes(ObjectRoutes):
                           keep={"includePending": pending} if pending else None)
 
     def create(self, ctx: Ctx) -> Response:
-        op = self.s.create(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, CertificateCreateParameters)
+        op = self.s.create(ctx.caller, ctx.params["name"], p.to_request())
         return json_response(operation(ctx.base, op), status=202)
 
     def import_certificate(self, ctx: Ctx) -> Response:
-        b = self.s.import_certificate(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, CertificateImportParameters)
+        b = self.s.import_certificate(ctx.caller, ctx.params["name"], p.to_request())
         return json_response(certificate(ctx.base, b))
 
     def get(self, ctx: Ctx) -> Response:
@@ -120,7 +133,9 @@ class CertificateRoutes(ObjectRoutes):
         return json_response(certificate(ctx.base, b))
 
     def update(self, ctx: Ctx) -> Response:
-        b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"), ctx.body)
+        p = decode_body(ctx, CertificateUpdateParameters)
+        b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),
+                          p.to_request())
         return json_response(certificate(ctx.base, b))
 
     def get_policy(self, ctx: Ctx) -> Response:
@@ -128,7 +143,8 @@ class CertificateRoutes(ObjectRoutes):
                                                                 ctx.params["name"])))
 
     def update_policy(self, ctx: Ctx) -> Response:
-        p = self.s.update_policy(ctx.caller, ctx.params["name"], ctx.body)
+        given = decode_body(ctx, CertificatePolicy)
+        p = self.s.update_policy(ctx.caller, ctx.params["name"], given.to_request())
         return json_response(policy(ctx.base, p))
 
     def get_operation(self, ctx: Ctx) -> Response:
@@ -136,7 +152,8 @@ class CertificateRoutes(ObjectRoutes):
         return json_response(operation(ctx.base, op))
 
     def cancel_operation(self, ctx: Ctx) -> Response:
-        op = self.s.cancel_operation(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, CertificateOperationUpdateParameter)
+        op = self.s.cancel_operation(ctx.caller, ctx.params["name"], p.cancellation_requested)
         return json_response(operation(ctx.base, op))
 
     def delete_operation(self, ctx: Ctx) -> Response:
@@ -144,7 +161,8 @@ class CertificateRoutes(ObjectRoutes):
         return json_response(operation(ctx.base, op))
 
     def merge(self, ctx: Ctx) -> Response:
-        b = self.s.merge(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, CertificateMergeParameters)
+        b = self.s.merge(ctx.caller, ctx.params["name"], p.to_request())
         return json_response(certificate(ctx.base, b), status=201)
 
 

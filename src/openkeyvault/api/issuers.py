@@ -1,5 +1,5 @@
-"""Certificate issuer and contacts routes: wire JSON ⇄ IssuerService / ContactService calls,
-and the issuing CA's root certificate at GET /ca.pem."""
+"""Certificate issuer and contacts routes: wire JSON → request model → IssuerService /
+ContactService call → wire JSON, and the issuing CA's root certificate at GET /ca.pem."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from starlette.responses import Response
 from openkeyvault.access import actions as a
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
+from openkeyvault.api.models import decode_body
+from openkeyvault.api.models.issuers import (
+    CertificateIssuerSetParameters,
+    CertificateIssuerUpdateParameters,
+    Contacts,
+)
 from openkeyvault.api.router import DataGuard, Route, pattern
 from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.vault.contacts import PATH as CONTACTS_PATH
@@ -54,11 +60,13 @@ class IssuerRoutes:
         return json_response(issuer(ctx.base, self.s.get(ctx.caller, ctx.params["name"])))
 
     def set(self, ctx: Ctx) -> Response:
-        b = self.s.set(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, CertificateIssuerSetParameters)
+        b = self.s.set(ctx.caller, ctx.params["name"], p.to_request())
         return json_response(issuer(ctx.base, b))
 
     def update(self, ctx: Ctx) -> Response:
-        b = self.s.update(ctx.caller, ctx.params["name"], ctx.body)
+        p = decode_body(ctx, CertificateIssuerUpdateParameters)
+        b = self.s.update(ctx.caller, ctx.params["name"], p.to_request())
         return json_response(issuer(ctx.base, b))
 
     def delete(self, ctx: Ctx) -> Response:
@@ -73,7 +81,8 @@ class ContactRoutes:
         return json_response(contacts(ctx.base, self.s.get(ctx.caller)))
 
     def set(self, ctx: Ctx) -> Response:
-        return json_response(contacts(ctx.base, self.s.set(ctx.caller, ctx.body.get("contacts"))))
+        given = decode_body(ctx, Contacts).to_request()
+        return json_response(contacts(ctx.base, self.s.set(ctx.caller, given)))
 
     def delete(self, ctx: Ctx) -> Response:
         return json_response(contacts(ctx.base, self.s.delete(ctx.caller)))

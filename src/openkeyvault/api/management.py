@@ -4,15 +4,20 @@ azure-mgmt-keyvault drives).
 Answered on the deployment's bare host (`localhost:PORT`, `127.0.0.1:PORT`, the domain
 itself) for paths under `/subscriptions/` and `/providers/Microsoft.KeyVault/`. Order:
 bearer token for a management audience (401 + challenge otherwise) → api-version → route →
-control-plane authorization (`access/control.py`, Azure's action names) → domain call
-(`vault/vaults.py`). Errors have ARM's shape `{"error": {"code", "message"}}`.
+control-plane authorization (`access/control.py`, Azure's action names), before the body
+is read: a refused body is dropped unread (bounded) → body decoded into its request model
+(`api/models/management.py`; 400 InvalidRequestContent on a wrong JSON type) → domain call
+(`vault/vaults.py`, `vault/managedhsms.py`) with the typed request. Errors have ARM's
+shape `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,7 +30,16 @@ from openkeyvault.access.principals import Principal
 from openkeyvault.access.tokens import InvalidToken, WouldBlock
 from openkeyvault.api.errors import arm_error
 from openkeyvault.api.hosts import DEFAULT_HOSTS, split_host
-from openkeyvault.api.http import empty_response, json_response, parse_json_object, read_body
+from openkeyvault.api.http import discard_body, empty_response, json_response, read_body
+from openkeyvault.api.models import Model, decode
+from openkeyvault.api.models.management import (
+    CheckMhsmNameAvailabilityParameters,
+    ManagedHsm,
+    VaultAccessPolicyParameters,
+    VaultCheckNameAvailabilityParameters,
+    VaultCreateOrUpdateParameters,
+    VaultPatchParameters,
+)
 from openkeyvault.deployment import Deployment
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden
 from openkeyvault.vault.vaults import VaultService
@@ -62,6 +76,9 @@ class _Kind:
     check_name: str
     created: int  # the status of a PUT that creates (the SDKs' LRO accept 200 for pools)
     purge_status: int
+    put_model: builtins.type[Model]
+    patch_model: builtins.type[Model]
+    check_name_model: builtins.type[Model]
 
 
 def is_management_path(path: str) -> bool:
@@ -73,14 +90,28 @@ def is_management_path(path: str) -> bool:
 class _Call:
     principal: Principal
     params: dict[str, str]
-    body: dict[str, Any] | None
+    body: Any  # the decoded request model, for a route that takes a body
 
 
-_Handler = Callable[["Management", _Call], Response]
+_Handler = Callable[["Management", _Call, _Kind], Response]
 
 
-def _on(kind: str, fn: Callable[[Management, _Call, _Kind], Response]) -> _Handler:
-    return lambda m, call: fn(m, call, m.kinds[kind])
+@dataclass(frozen=True)
+class _Op:
+    """One method on one path: its handler; the control action checked before the body
+    is read (None for a listing, which filters what it shows); whether that action is
+    on the named resource (else the subscription); the body's model (None: no body);
+    the resource kind. Action and model are picked from the kind."""
+
+    handler: _Handler
+    action: Callable[[_Kind], str] | None = None
+    on_resource: bool = True
+    model: Callable[[_Kind], builtins.type[Model]] | None = None
+    kind: str = "vaults"
+
+
+def _ops(kind: str, **ops: _Op) -> dict[str, _Op]:
+    return {m: _Op(o.handler, o.action, o.on_resource, o.model, kind) for m, o in ops.items()}
 
 
 def _list(items: list[dict[str, Any]]) -> Response:
@@ -94,44 +125,47 @@ class Management:
         self.kinds = {
             "vaults": _Kind(v, "Microsoft.KeyVault/vaults", a.VAULTS_READ, a.VAULTS_WRITE,
                             a.VAULTS_DELETE, a.DELETED_VAULTS_READ, a.DELETED_VAULTS_PURGE,
-                            a.CHECK_NAME_AVAILABILITY, 201, 200),
+                            a.CHECK_NAME_AVAILABILITY, 201, 200, VaultCreateOrUpdateParameters,
+                            VaultPatchParameters, VaultCheckNameAvailabilityParameters),
             "managedHSMs": _Kind(deployment.managed_hsms, "Microsoft.KeyVault/managedHSMs",
                                  a.MANAGED_HSMS_READ, a.MANAGED_HSMS_WRITE,
                                  a.MANAGED_HSMS_DELETE, a.DELETED_MANAGED_HSMS_READ,
                                  a.DELETED_MANAGED_HSMS_PURGE, a.CHECK_MHSM_NAME_AVAILABILITY,
-                                 200, 202),
+                                 200, 202, ManagedHsm, ManagedHsm,
+                                 CheckMhsmNameAvailabilityParameters),
         }
-        h = "managedHSMs"
-        self.routes: list[tuple[re.Pattern[str], dict[str, tuple[_Handler, bool]]]] = [
+        m = Management
+        write = attrgetter("write")
+        resource = {
+            "GET": _Op(m._get, attrgetter("read")),
+            "PUT": _Op(m._put, write, model=attrgetter("put_model")),
+            "PATCH": _Op(m._patch, write, model=attrgetter("patch_model")),
+            "DELETE": _Op(m._delete, attrgetter("delete"))}
+        check_name = _Op(m._check_name, attrgetter("check_name"), on_resource=False,
+                         model=attrgetter("check_name_model"))
+        self.routes: list[tuple[re.Pattern[str], dict[str, _Op]]] = [
             (re.compile(f"{_VAULT}/accessPolicies/(?P<op>[^/]{{1,16}})", re.I),
-             {"PUT": (Management._access_policy, True)}),
-            (re.compile(_VAULT, re.I), {
-                "GET": (Management._get, False), "PUT": (Management._put, True),
-                "PATCH": (Management._patch, True), "DELETE": (Management._delete, False)}),
-            (re.compile(f"{_SUB}{_RG}{_KV}/vaults", re.I), {"GET": (Management._list_rg, False)}),
-            (re.compile(f"{_SUB}{_KV}/vaults", re.I), {"GET": (Management._list_sub, False)}),
-            (re.compile(f"{_DELETED}/purge", re.I), {"POST": (Management._purge, False)}),
-            (re.compile(_DELETED, re.I), {"GET": (Management._get_deleted, False)}),
-            (re.compile(f"{_SUB}{_KV}/deletedVaults", re.I),
-             {"GET": (Management._list_deleted, False)}),
-            (re.compile(f"{_SUB}{_KV}/checkNameAvailability", re.I),
-             {"POST": (Management._check_name, True)}),
-            (re.compile(_HSM, re.I), {
-                "GET": (_on(h, Management._get), False), "PUT": (_on(h, Management._put), True),
-                "PATCH": (_on(h, Management._patch), True),
-                "DELETE": (_on(h, Management._delete), False)}),
-            (re.compile(f"{_SUB}{_RG}{_KV}/managedHSMs", re.I),
-             {"GET": (_on(h, Management._list_rg), False)}),
-            (re.compile(f"{_SUB}{_KV}/managedHSMs", re.I),
-             {"GET": (_on(h, Management._list_sub), False)}),
-            (re.compile(f"{_DELETED_HSM}/purge", re.I),
-             {"POST": (_on(h, Management._purge), False)}),
-            (re.compile(_DELETED_HSM, re.I), {"GET": (_on(h, Management._get_deleted), False)}),
-            (re.compile(f"{_SUB}{_KV}/deletedManagedHSMs", re.I),
-             {"GET": (_on(h, Management._list_deleted), False)}),
-            (re.compile(f"{_SUB}{_KV}/checkMhsmNameAvailability", re.I),
-             {"POST": (_on(h, Management._check_name), True)}),
+             _ops("vaults", PUT=_Op(m._access_policy,
+                                    lambda _: a.VAULTS_ACCESS_POLICIES_WRITE,
+                                    model=lambda _: VaultAccessPolicyParameters))),
         ]
+        for kind, one, deleted, deleted_all, check in (
+            ("vaults", _VAULT, _DELETED, "deletedVaults", "checkNameAvailability"),
+            ("managedHSMs", _HSM, _DELETED_HSM, "deletedManagedHSMs",
+             "checkMhsmNameAvailability"),
+        ):
+            self.routes += [
+                (re.compile(one, re.I), _ops(kind, **resource)),
+                (re.compile(f"{_SUB}{_RG}{_KV}/{kind}", re.I), _ops(kind, GET=_Op(m._list_rg))),
+                (re.compile(f"{_SUB}{_KV}/{kind}", re.I), _ops(kind, GET=_Op(m._list_sub))),
+                (re.compile(f"{deleted}/purge", re.I),
+                 _ops(kind, POST=_Op(m._purge, attrgetter("purge")))),
+                (re.compile(deleted, re.I),
+                 _ops(kind, GET=_Op(m._get_deleted, attrgetter("deleted_read")))),
+                (re.compile(f"{_SUB}{_KV}/{deleted_all}", re.I),
+                 _ops(kind, GET=_Op(m._list_deleted))),
+                (re.compile(f"{_SUB}{_KV}/{check}", re.I), _ops(kind, POST=check_name)),
+            ]
         self.vaults = v
 
     # ---- pipeline -----------------------------------------------------------
@@ -200,54 +234,66 @@ class Management:
                     "code": "MethodNotAllowed",
                     "message": f"The method {request.method} is not allowed on this "
                                "path."}}, 405, headers={"Allow": ", ".join(methods)})
-            handler, has_body = found
-            body = None
-            if has_body:
-                raw = await read_body(request, BODY_LIMIT)
+            params = {k: v for k, v in m.groupdict().items() if v is not None}
+            kind = self.kinds[found.kind]
+            if found.action is not None:
                 try:
-                    body = parse_json_object(raw)
-                except BadParameter as exc:
-                    raise BadParameter(exc.message, inner="InvalidRequestContent") from None
-            call = _Call(principal, {k: v for k, v in m.groupdict().items() if v is not None},
-                         body)
-            return await run_in_threadpool(handler, self, call)
+                    self.authorize(principal, params, found.action(kind),
+                                   params.get("name") if found.on_resource else None)
+                except Forbidden:
+                    await discard_body(request)
+                    raise
+            body = None
+            if found.model is not None:
+                body = self._decode(await read_body(request, BODY_LIMIT), found.model(kind))
+            return await run_in_threadpool(found.handler, self, _Call(principal, params, body),
+                                           kind)
         return json_response({"error": {
             "code": "NotFound", "message": f"The path '{path[:200]}' was not found."}}, 404)
 
-    def _allow(self, call: _Call, action: str, vault: str | None = None) -> None:
-        p = call.params
-        if not self.d.control.allowed_control(call.principal, action, p.get("sub"),
-                                              p.get("rg"), vault):
+    def authorize(self, principal: Principal, params: dict[str, str], action: str,
+                  vault: str | None = None) -> None:
+        """Deny by default: Forbidden (AuthorizationFailed) unless `principal` may do
+        `action` over the path's subscription, resource group and resource."""
+        if not self.d.control.allowed_control(principal, action, params.get("sub"),
+                                              params.get("rg"), vault):
             raise Forbidden(
-                f"The client '{call.principal.object_id}' does not have authorization to "
+                f"The client '{principal.object_id}' does not have authorization to "
                 f"perform action '{action}' over this scope, or the scope is invalid.",
                 inner="AuthorizationFailed")
 
-    # ---- handlers (vaults by default; managed HSMs through `_on`) ------------
-    def _vaults(self) -> _Kind:
-        return self.kinds["vaults"]
+    @staticmethod
+    def _decode(raw: bytes, model: type[Model]) -> Any:
+        """The body as the route's request model. A body that is no JSON object is ARM's
+        400 InvalidRequestContent; a property of the wrong JSON type is 400 BadRequest
+        (InvalidTag for a tag), as when the service refuses its value."""
+        try:
+            return decode(raw, model)
+        except BadParameter as exc:
+            m = exc.message
+            code = "InvalidTag" if m.startswith("Property 'tags") \
+                else "BadRequest" if m.startswith("Property '") else "InvalidRequestContent"
+            raise BadParameter(m, inner=code) from None
 
-    def _get(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
-        self._allow(call, k.read, p["name"])
+    # ---- handlers: authorized before they run (`_Op.action`) -----------------
+    def _get(self, call: _Call, k: _Kind) -> Response:
+        p = call.params
         return json_response(k.service.get(p["sub"], p["rg"], p["name"]))
 
-    def _put(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
-        self._allow(call, k.write, p["name"])
-        assert call.body is not None
-        vault, created = k.service.create_or_update(p["sub"], p["rg"], p["name"], call.body)
+    def _put(self, call: _Call, k: _Kind) -> Response:
+        p, body = call.params, call.body
+        # (each kind's service takes its own request type)
+        request: Any = body.to_create() if isinstance(body, ManagedHsm) else body.to_request()
+        vault, created = k.service.create_or_update(p["sub"], p["rg"], p["name"], request)
         return json_response(vault, k.created if created else 200)
 
-    def _patch(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
-        self._allow(call, k.write, p["name"])
-        assert call.body is not None
-        return json_response(k.service.update(p["sub"], p["rg"], p["name"], call.body))
+    def _patch(self, call: _Call, k: _Kind) -> Response:
+        p, body = call.params, call.body
+        request: Any = body.to_patch() if isinstance(body, ManagedHsm) else body.to_request()
+        return json_response(k.service.update(p["sub"], p["rg"], p["name"], request))
 
-    def _delete(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
-        self._allow(call, k.delete, p["name"])
+    def _delete(self, call: _Call, k: _Kind) -> Response:
+        p = call.params
         try:
             k.service.delete(p["sub"], p["rg"], p["name"])
         except DomainError as exc:
@@ -261,46 +307,37 @@ class Management:
         return [v for v in items if self.d.control.allowed_control(
             call.principal, action, None, None, v["name"])]
 
-    def _list_rg(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
+    def _list_rg(self, call: _Call, k: _Kind) -> Response:
+        p = call.params
         return _list(self._readable(call, k.service.list(p["sub"], p["rg"]), k.read))
 
-    def _list_sub(self, call: _Call, k: _Kind | None = None) -> Response:
-        k = k or self._vaults()
+    def _list_sub(self, call: _Call, k: _Kind) -> Response:
         return _list(self._readable(call, k.service.list(call.params["sub"], None), k.read))
 
-    def _get_deleted(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
-        self._allow(call, k.deleted_read, p["name"])
+    def _get_deleted(self, call: _Call, k: _Kind) -> Response:
+        p = call.params
         return json_response(k.service.get_deleted(p["location"], p["name"], p["sub"]))
 
-    def _list_deleted(self, call: _Call, k: _Kind | None = None) -> Response:
-        k = k or self._vaults()
+    def _list_deleted(self, call: _Call, k: _Kind) -> Response:
         return _list(self._readable(call, k.service.list_deleted(call.params["sub"]),
                                     k.deleted_read))
 
-    def _purge(self, call: _Call, k: _Kind | None = None) -> Response:
-        k, p = k or self._vaults(), call.params
-        self._allow(call, k.purge, p["name"])
+    def _purge(self, call: _Call, k: _Kind) -> Response:
+        p = call.params
         k.service.purge_deleted(p["location"], p["name"], p["sub"])
         return empty_response(k.purge_status)
 
-    def _check_name(self, call: _Call, k: _Kind | None = None) -> Response:
-        k = k or self._vaults()
-        self._allow(call, k.check_name)
-        assert call.body is not None
+    def _check_name(self, call: _Call, k: _Kind) -> Response:
+        request = call.body.to_request()
         # checkMhsmNameAvailability's body is {"name"} alone; a vault's names its type.
-        name = call.body.get("name")
-        kind = call.body.get("type", None if k is self._vaults() else k.type)
-        if not isinstance(name, str) or not isinstance(kind, str) \
-                or kind.lower() != k.type.lower():
+        kind = request.type if request.type is not None \
+            else (None if k is self.kinds["vaults"] else k.type)
+        if kind is None or kind.lower() != k.type.lower():
             raise BadParameter(f"The body must be {{\"name\": NAME, \"type\": "
                                f"\"{k.type}\"}}.")
-        return json_response(k.service.check_name_availability(name[:64]))
+        return json_response(k.service.check_name_availability(request.name[:64]))
 
-    def _access_policy(self, call: _Call) -> Response:
+    def _access_policy(self, call: _Call, k: _Kind) -> Response:
         p = call.params
-        self._allow(call, a.VAULTS_ACCESS_POLICIES_WRITE, p["name"])
-        assert call.body is not None
-        return json_response(self.vaults.update_access_policy(
-            p["sub"], p["rg"], p["name"], p["op"], call.body))
+        return json_response(k.service.update_access_policy(
+            p["sub"], p["rg"], p["name"], p["op"], call.body.to_request()))

@@ -1,4 +1,5 @@
-"""Role management routes (rbac.json): wire JSON ⇄ AccessControlService calls.
+"""Role management routes (rbac.json): wire JSON → request model → AccessControlService
+call → wire JSON.
 
 Paths are `/{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]` and
 `.../roleDefinitions[/{name}]`, where scope is `/` (empty), `/keys`, `/keys/NAME`,
@@ -17,6 +18,11 @@ from openkeyvault.access.definitions import definition_id
 from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
+from openkeyvault.api.models import decode_body
+from openkeyvault.api.models.rbac import (
+    RoleAssignmentCreateParameters,
+    RoleDefinitionCreateParameters,
+)
 from openkeyvault.api.router import RoleGuard, Route, pattern
 from openkeyvault.vault.accesscontrol import AccessControlService, Assignment
 from openkeyvault.vault.models import Page
@@ -86,8 +92,9 @@ class RbacRoutes:
         return json_response(assignment(a))
 
     def create_assignment(self, ctx: Ctx, collection: str | None) -> Response:
+        p = decode_body(ctx, RoleAssignmentCreateParameters)
         a, _ = self.s.create_assignment(ctx.caller, _scope(ctx, collection), ctx.params["name"],
-                                        ctx.body.get("properties"))
+                                        p.to_request())
         return json_response(assignment(a), 201)
 
     def delete_assignment(self, ctx: Ctx, collection: str | None) -> Response:
@@ -104,8 +111,9 @@ class RbacRoutes:
         return json_response(definition(r))
 
     def set_definition(self, ctx: Ctx, collection: str | None) -> Response:
+        p = decode_body(ctx, RoleDefinitionCreateParameters)
         r = self.s.set_definition(ctx.caller, _scope(ctx, collection), ctx.params["name"],
-                                  ctx.body.get("properties"))
+                                  p.to_request())
         return json_response(definition(r), 201)
 
     def delete_definition(self, ctx: Ctx, collection: str | None) -> Response:

@@ -402,19 +402,30 @@ def role_definition_create(
     """Create or replace a custom role definition from a JSON file in the wire shape."""
     import uuid
 
+    from openkeyvault.api.models import decode
+    from openkeyvault.api.models.rbac import RoleDefinitionCreateParameters
     from openkeyvault.api.rbac import definition
+    from openkeyvault.vault.accesscontrol import definition_document
+    from openkeyvault.vault.errors import BadParameter
 
     try:
-        body = json.loads(file.read_text(encoding="utf-8"))
+        raw = file.read_bytes()
+        body = json.loads(raw)
     except (OSError, ValueError) as exc:
         typer.echo(f"error: cannot read {file}: {exc}", err=True)
         raise typer.Exit(1) from None
     if not isinstance(body, dict):
         typer.echo("error: the file must hold a JSON object", err=True)
         raise typer.Exit(1)
+    try:  # the same request model as the API's PUT roleDefinitions/{name}
+        request = decode(raw, RoleDefinitionCreateParameters).to_request()
+    except BadParameter as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     name = body.get("name") or str(uuid.uuid4())
     created = _definitions_call(
-        data_dir, lambda defs: definition(defs.set(str(name), body.get("properties"))[0]))
+        data_dir, lambda defs: definition(defs.set(str(name),
+                                                   definition_document(request))[0]))
     typer.echo(json.dumps(created, indent=2))
 
 

@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from openkeyvault.config import Settings
+from openkeyvault.vault import controlrequests as c
+from openkeyvault.vault.requests import UNSET
 
 SettingsFor = Callable[[Path | None], Settings]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
@@ -214,18 +216,13 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
             free = s.check_name_availability(name)
             if not free["nameAvailable"]:
                 fail(free["message"])
-            properties: dict[str, Any] = {
-                "tenantId": vaults.d.tenant_id, "sku": {"family": "A", "name": sku},
-                "softDeleteRetentionInDays": retention_days,
-                "enableRbacAuthorization": not access_policies,
-            }
-            if purge_protection:
-                properties["enablePurgeProtection"] = True
-            body: dict[str, Any] = {"location": location, "properties": properties}
-            if tags:
-                body["tags"] = tags
+            request = c.VaultCreateOrUpdate(location, tags or UNSET, c.VaultSettings(
+                tenant_id=vaults.d.tenant_id, sku=c.Sku("A", sku),
+                soft_delete_retention_in_days=retention_days,
+                enable_rbac_authorization=not access_policies,
+                enable_purge_protection=True if purge_protection else None))
             created, _ = s.create_or_update(subscription or s.default_subscription(),
-                                            resource_group, name, body)
+                                            resource_group, name, request)
         show_vault(created, output)
 
     @vault_app.command("list")
@@ -283,21 +280,17 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
         with opened(settings_for, data_dir) as vaults:
             current = vaults.live(name)
             sub, rg = vaults.place(name)
-            props: dict[str, Any] = {}
-            if purge_protection:
-                props["enablePurgeProtection"] = True
-            if rbac is not None:
-                props["enableRbacAuthorization"] = rbac
+            acls = None
             if default_action is not None or bypass is not None:
-                acls = dict(current["properties"]["networkAcls"])
-                if default_action is not None:
-                    acls["defaultAction"] = default_action
-                if bypass is not None:
-                    acls["bypass"] = bypass
-                props["networkAcls"] = acls
-            patch: dict[str, Any] = {"properties": props}
-            if tags:
-                patch["tags"] = {**(current.get("tags") or {}), **tags}
+                now = current["properties"]["networkAcls"]
+                acls = c.NetworkRules(
+                    bypass if bypass is not None else now["bypass"],
+                    default_action if default_action is not None else now["defaultAction"],
+                    [r["value"] for r in now["ipRules"]])
+            patch = c.VaultPatch(
+                {**(current.get("tags") or {}), **tags} if tags else UNSET,
+                c.VaultSettings(enable_purge_protection=True if purge_protection else None,
+                                enable_rbac_authorization=rbac, network_acls=acls))
             v = vaults.service.update(sub, rg, name, patch)
         show_vault(v, output)
 

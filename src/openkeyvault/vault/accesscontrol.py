@@ -44,6 +44,7 @@ from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.storage.records import RoleAssignmentRecord
 from openkeyvault.vault import paging
 from openkeyvault.vault.context import Caller, authorize_control
+from openkeyvault.vault.controlrequests import RoleAssignmentCreate, RoleDefinitionCreate
 from openkeyvault.vault.errors import (
     BadParameter,
     NotFound,
@@ -87,6 +88,22 @@ def _domain_errors() -> Iterator[None]:
         raise cls(str(exc)) from None
     except RbacError as exc:
         raise BadParameter(str(exc)) from None
+
+
+def definition_document(r: RoleDefinitionCreate | None) -> dict[str, Any] | None:
+    """The role definition store's input (access/definitions.py, which checks the action
+    names, scopes and limits): the typed request with its Azure names, and only the
+    fields the client sent."""
+    if r is None:
+        return None
+    doc: dict[str, Any] = {"roleName": r.role_name, "description": r.description,
+                           "type": r.type, "assignableScopes": r.assignable_scopes}
+    if r.permissions is not None:
+        doc["permissions"] = [{"actions": p.actions, "notActions": p.not_actions,
+                               "dataActions": p.data_actions,
+                               "notDataActions": p.not_data_actions}
+                              for p in r.permissions]
+    return {k: v for k, v in doc.items() if v is not None}
 
 
 def _filter(raw: str | None) -> str:
@@ -181,15 +198,14 @@ class AccessControlService:
         return self._lookup(caller, rel, self._name(name, "role assignment"))[0]
 
     def create_assignment(self, caller: Caller, rel: str, name: str,
-                          properties: Any) -> tuple[Assignment, bool]:
+                          request: RoleAssignmentCreate | None) -> tuple[Assignment, bool]:
+        """RoleAssignmentCreateParameters (None: the body had no `properties`)."""
         rel = self.scope(rel)
         internal = self._internal(caller, rel)
-        if not isinstance(properties, dict):
+        if request is None:
             raise BadParameter("The request body must contain 'properties', a JSON object.")
-        role = properties.get("roleDefinitionId")
-        principal = properties.get("principalId")
-        if not isinstance(role, str) or not role or not isinstance(principal, str) \
-                or not principal:
+        role, principal = request.role_definition_id, request.principal_id
+        if not role or not principal:
             raise BadParameter("'properties.roleDefinitionId' and 'properties.principalId' "
                                "are required strings.")
         self._authorize(caller, "roleAssignments", "write", internal,
@@ -255,12 +271,13 @@ class AccessControlService:
             raise BadParameter("Role definitions are created and deleted at scope '/' only.")
 
     def set_definition(self, caller: Caller, rel: str, name: str,
-                       properties: Any) -> RoleDefinition:
+                       request: RoleDefinitionCreate | None) -> RoleDefinition:
+        """RoleDefinitionCreateParameters (None: the body had no `properties`)."""
         self._definition_scope(rel)
         self._authorize(caller, "roleDefinitions", "write", DEPLOYMENT)
         guid = self._name(name, "role definition")
         with _domain_errors():
-            return self._definitions.set(guid, properties)[0]
+            return self._definitions.set(guid, definition_document(request))[0]
 
     def delete_definition(self, caller: Caller, rel: str, name: str) -> RoleDefinition:
         self._definition_scope(rel)

@@ -32,12 +32,21 @@ from openkeyvault.storage.records import EventRecord, NameConflict, VaultRecord,
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import certpolicy, keytypes, names, paging
 from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.certrequests import (
+    CertificateCreate,
+    CertificateImport,
+    CertificateMerge,
+    CertificatePolicy,
+    CertificateUpdate,
+    sent,
+)
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
 from openkeyvault.vault.keys import _context as key_context
 from openkeyvault.vault.lifecycle import recovery_level
 from openkeyvault.vault.models import Attributes, DeletedInfo, Page
 from openkeyvault.vault.objects import Kind, ObjectService
+from openkeyvault.vault.requests import ObjectAttributes, Unset
 from openkeyvault.vault.secrets import _context as secret_context
 
 KIND = Kind(
@@ -212,10 +221,11 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise KIND.not_found(name)
         return obj[2]
 
-    def update_policy(self, caller: Caller, name: str, body: dict[str, Any]) -> PolicyBundle:
+    def update_policy(self, caller: Caller, name: str, given: CertificatePolicy
+                      ) -> PolicyBundle:
         self._check(caller, actions.CERTIFICATES_UPDATE, name)
         state = self._live_state(caller, name)
-        policy = self._checked_policy(caller, body, state["policy"])
+        policy = self._checked_policy(caller, given, state["policy"])
         self._replace_state(caller, name, state, {**state, "policy": policy})
         obj = self._repo.get_object(caller.vault.id, KIND.collection, name.lower())
         return PolicyBundle(obj[0] if obj else name, policy)
@@ -229,9 +239,9 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise Conflict(f"Certificate {name} changed while this request was applied; "
                            "try again.")
 
-    def _checked_policy(self, caller: Caller, raw: Any, base: dict[str, Any] | None
-                        ) -> dict[str, Any]:
-        policy = certpolicy.validate(raw, base, self._now())
+    def _checked_policy(self, caller: Caller, given: CertificatePolicy,
+                        base: dict[str, Any] | None) -> dict[str, Any]:
+        policy = certpolicy.validate(given, base, self._now())
         kty = policy["key_props"]["kty"]
         keytypes.check_kty(kty, caller.vault.sku)
         if keytypes.KTY[kty][1]:
@@ -252,7 +262,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         return resolved.kind, resolved.name
 
     # ---- create, pending, merge -------------------------------------------------------
-    def create(self, caller: Caller, name: str, body: dict[str, Any]
+    def create(self, caller: Caller, name: str, request: CertificateCreate
                ) -> CertificateOperation:
         _check_certificate_name(name)
         self._check(caller, actions.CERTIFICATES_CREATE, name)
@@ -260,18 +270,17 @@ class CertificateService(ObjectService[CertificateBundle]):
         obj = self._repo.get_object(vid, KIND.collection, name.lower())
         self._check_name_free(vid, name, obj)
         state = (obj[2] if obj else None) or {}
-        raw_policy = body.get("policy")
-        if raw_policy is None and state.get("policy") is None:
+        given = request.policy
+        if given is None and state.get("policy") is None:
             raise BadParameter("The certificate policy is required to create a certificate.")
-        policy = self._checked_policy(caller, raw_policy, None) if raw_policy is not None \
+        policy = self._checked_policy(caller, given, None) if given is not None \
             else state["policy"]
-        enabled, tags = self._attrs_tags(body)
+        enabled, tags = self._attrs_tags(request.attributes, request.tags)
         pending = state.get("pending")
         if pending and pending.get("status") == IN_PROGRESS:
             raise self._in_progress(name)
         kind, _ = self._resolve(caller.vault, policy["issuer"]["name"])
-        extra = {"enabled": enabled, "tags": tags, "preserveCertOrder":
-                 names.check_bool(body.get("preserveCertOrder"), "preserveCertOrder")}
+        extra = {"enabled": enabled, "tags": tags, "preserveCertOrder": request.preserve_order}
         key = self._key_for(caller.vault, name, policy)
         request_id = uuid.uuid4().hex
         try:
@@ -337,13 +346,14 @@ class CertificateService(ObjectService[CertificateBundle]):
         return Conflict(f"The name {name} is in use by a key or secret; a certificate needs a "
                         "name that no key or secret uses.")
 
-    def _attrs_tags(self, body: dict[str, Any]) -> tuple[bool, dict[str, str] | None]:
-        attrs = body.get("attributes") or {}
-        if not isinstance(attrs, dict):
-            raise BadParameter("attributes must be a JSON object.")
-        enabled = names.check_bool(attrs.get("enabled"), "enabled")
-        return (True if enabled is None else enabled,
-                names.check_tags(body.get("tags"), MAX_TAG_CHARS))
+    @staticmethod
+    def _attrs_tags(attributes: ObjectAttributes | None, tags: dict[str, str] | None
+                    ) -> tuple[bool, dict[str, str] | None]:
+        """(enabled, tags) of a new version: enabled unless the client said false (the
+        validity comes from the certificate, not from nbf and exp)."""
+        enabled = attributes.enabled if attributes is not None else None
+        return (enabled if isinstance(enabled, bool) else True,
+                names.check_tags(tags, MAX_TAG_CHARS))
 
     def _key_for(self, vault: VaultRecord, name: str, policy: dict[str, Any]) -> Any:
         """The latest version's key when the policy reuses keys and it still fits the
@@ -482,12 +492,10 @@ class CertificateService(ObjectService[CertificateBundle]):
         stored, _, op = self._pending(caller, name)
         return self._operation(stored, op)
 
-    def cancel_operation(self, caller: Caller, name: str, body: dict[str, Any]
+    def cancel_operation(self, caller: Caller, name: str, flag: bool
                          ) -> CertificateOperation:
+        """CertificateOperationUpdateParameter: `flag` is its cancellation_requested."""
         self._check(caller, actions.CERTIFICATES_UPDATE, name)
-        flag = body.get("cancellation_requested")
-        if not isinstance(flag, bool):
-            raise BadParameter("cancellation_requested must be true or false.")
         stored, state, op = self._pending(caller, name)
         if not flag or op["status"] != IN_PROGRESS:
             return self._operation(stored, op)  # nothing left to cancel
@@ -515,15 +523,15 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise self._no_pending(name)
         return self._operation(stored, op)
 
-    def merge(self, caller: Caller, name: str, body: dict[str, Any]) -> CertificateBundle:
+    def merge(self, caller: Caller, name: str, request: CertificateMerge
+              ) -> CertificateBundle:
         self._check(caller, actions.CERTIFICATES_CREATE, name)
         stored, state, op = self._pending(caller, name)
         if op["status"] != IN_PROGRESS or not op.get("sealed_key"):
             raise BadParameter(f"The certificate operation of {stored} is {op['status']}; "
                                "only an operation in progress can be merged.")
-        x5c = body.get("x5c")
-        if not isinstance(x5c, list) or not x5c or len(x5c) > MAX_MERGE_CERTS or \
-                not all(isinstance(c, str) for c in x5c):
+        x5c = request.x5c
+        if not x5c or len(x5c) > MAX_MERGE_CERTS:
             raise BadParameter(f"x5c must be a list of 1 to {MAX_MERGE_CERTS} base64 "
                                "certificates.")
         try:
@@ -545,11 +553,11 @@ class CertificateService(ObjectService[CertificateBundle]):
             x5.check_chain(certs[0], certs[1:])
         except x5.CertificateInputError as exc:
             raise BadParameter(str(exc)) from None
-        enabled, tags = self._attrs_tags(body)
+        enabled, tags = self._attrs_tags(request.attributes, request.tags)
         extra = dict(op.get("extra") or {})
-        if body.get("attributes") is not None:
+        if request.attributes is not None:
             extra["enabled"] = enabled
-        if body.get("tags") is not None:
+        if request.tags is not None:
             extra["tags"] = tags
         made = _Made(blob, certs[0], tuple(certs[1:]), extra)
         version = self._store_version(caller.vault, stored, state["policy"], made, state,
@@ -561,7 +569,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         return self._full(caller, rec)
 
     # ---- import -----------------------------------------------------------------------
-    def import_certificate(self, caller: Caller, name: str, body: dict[str, Any]
+    def import_certificate(self, caller: Caller, name: str, request: CertificateImport
                            ) -> CertificateBundle:
         _check_certificate_name(name)
         self._check(caller, actions.CERTIFICATES_IMPORT, name)
@@ -572,20 +580,17 @@ class CertificateService(ObjectService[CertificateBundle]):
         if (state.get("pending") or {}).get("status") == IN_PROGRESS:
             raise Conflict(f"There is a pending certificate operation for certificate {name}; "
                            "delete it before importing.")
-        value = body.get("value")
-        if not isinstance(value, str) or not value:
+        value = request.value
+        if not value:
             raise BadParameter("The request body must contain the certificate as 'value'.")
         if len(value) > MAX_IMPORT_CHARS:
             raise BadParameter(f"The certificate is too large: at most {MAX_IMPORT_CHARS} "
                                "characters are accepted.")
-        pwd = body.get("pwd")
-        if pwd is not None and (not isinstance(pwd, str) or len(pwd) > MAX_PASSWORD_CHARS):
-            raise BadParameter("pwd must be a string.")
-        given = body.get("policy")
-        if given is not None and not isinstance(given, dict):
-            raise BadParameter("policy must be a JSON object.")
-        ct_given = ((given or {}).get("secret_props") or {}).get("contentType") \
-            if isinstance((given or {}).get("secret_props"), dict) else None
+        pwd = request.pwd
+        if pwd is not None and len(pwd) > MAX_PASSWORD_CHARS:
+            raise BadParameter(f"pwd must be at most {MAX_PASSWORD_CHARS} characters long.")
+        given = request.policy
+        ct_given = (sent(given).get("secret_props") or {}).get("contentType")
         loaded = _load(value, ct_given, pwd or None)
         if loaded.key is None:
             raise BadParameter("Private key is not specified in the specified X.509 "
@@ -602,7 +607,7 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise BadParameter(str(exc)) from None
         base_policy = state.get("policy") if given is None else None
         if base_policy is not None:
-            policy = certpolicy.validate({"x509_props": read_x509}, base_policy, self._now())
+            policy = certpolicy.merge({"x509_props": read_x509}, base_policy, self._now())
             policy["key_props"].update({k: v for k, v in read_key.items() if v is not None})
         else:
             policy = certpolicy.from_certificate(read_x509, read_key, given, content_type,
@@ -612,9 +617,8 @@ class CertificateService(ObjectService[CertificateBundle]):
         if keytypes.KTY[kty][1]:
             raise BadParameter("HSM-protected key types need an HSM keystore, and none is "
                                "configured for this deployment.")
-        enabled, tags = self._attrs_tags(body)
-        extra = {"enabled": enabled, "tags": tags, "preserveCertOrder":
-                 names.check_bool(body.get("preserveCertOrder"), "preserveCertOrder")}
+        enabled, tags = self._attrs_tags(request.attributes, request.tags)
+        extra = {"enabled": enabled, "tags": tags, "preserveCertOrder": request.preserve_order}
         made = _Made(ck.to_blob(loaded.key), loaded.certificate, tuple(loaded.chain), extra)
         version = self._store_version(caller.vault, name, policy, made, state, operation=False)
         assert version is not None
@@ -622,22 +626,21 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     # ---- update -----------------------------------------------------------------------
     def update(self, caller: Caller, name: str, version: str | None,
-               body: dict[str, Any]) -> CertificateBundle:
+               request: CertificateUpdate) -> CertificateBundle:
+        """CertificateUpdateParameters: `enabled` (null keeps it), tags (null clears them)
+        and the policy; nbf and exp are the certificate's and cannot change."""
         self._check(caller, actions.CERTIFICATES_UPDATE, name)
         rec = self._find(caller, name, version)
-        attrs = body.get("attributes") or {}
-        if not isinstance(attrs, dict):
-            raise BadParameter("attributes must be a JSON object.")
         changes: dict[str, Any] = {}
-        if attrs.get("enabled") is not None:
-            changes["enabled"] = names.check_bool(attrs["enabled"], "enabled")
-        if "tags" in body:
-            changes["tags"] = names.check_tags(body["tags"], MAX_TAG_CHARS)
+        if isinstance(request.attributes.enabled, bool):
+            changes["enabled"] = request.attributes.enabled
+        if not isinstance(request.tags, Unset):
+            changes["tags"] = names.check_tags(request.tags, MAX_TAG_CHARS)
         state: dict[str, Any] = {}
         new_state = None
-        if body.get("policy") is not None:
+        if request.policy is not None:
             state = self._live_state(caller, name)
-            new_state = {**state, "policy": self._checked_policy(caller, body["policy"],
+            new_state = {**state, "policy": self._checked_policy(caller, request.policy,
                                                                  state["policy"])}
         # every input is checked before anything changes
         if new_state is not None:

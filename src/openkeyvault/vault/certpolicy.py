@@ -8,10 +8,13 @@ the edge), with every default filled in.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from openkeyvault.crypto.certificates import CertificateInputError, X509Request, parse_subject
+from openkeyvault.vault.certrequests import CertificatePolicy, sent
 from openkeyvault.vault.errors import BadParameter
+
+T = TypeVar("T")
 
 PKCS12 = "application/x-pkcs12"
 PEM = "application/x-pem-file"
@@ -46,87 +49,20 @@ _USAGE_OPS: dict[str, tuple[str, ...]] = {
 _OPS_ORDER = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
 
 
-# The JSON type of every policy field this module reads, as the request gives it: a
-# Python type for a value, {field: ...} for an object, [...] for an array of such values.
-# A request is checked against it before any field is read, so that a wrong type is a 400
-# with the field's name, never a TypeError deep inside a rule. null means "not given".
-_STRINGS = [str]
-POLICY_TYPES: dict[str, Any] = {
-    "key_props": {"kty": str, "key_size": int, "crv": str, "exportable": bool,
-                  "reuse_key": bool},
-    "secret_props": {"contentType": str},
-    "x509_props": {"subject": str, "ekus": _STRINGS, "key_usage": _STRINGS,
-                   "validity_months": int,
-                   "sans": {"emails": _STRINGS, "dns_names": _STRINGS, "upns": _STRINGS,
-                            "ipAddresses": _STRINGS, "uris": _STRINGS}},
-    "issuer": {"name": str, "cty": str, "cert_transparency": bool},
-    "lifetime_actions": [{"trigger": {"lifetime_percentage": int, "days_before_expiry": int},
-                          "action": {"action_type": str}}],
-    "attributes": {"enabled": bool},
-}
-_KIND = {str: "a string", int: "an integer", bool: "true or false"}
+# The request models (api/models/certificates.py) give every field its JSON type; the rules
+# below check what the values mean. A field sent as null resets it to its default.
+def _obj(value: dict[str, Any] | None) -> dict[str, Any]:
+    return value or {}
 
 
-def _invalid(field: str, kind: str) -> BadParameter:
-    return BadParameter(f"Property {field} has invalid value: it must be {kind}.")
+def _default(value: T | None, default: T) -> T:
+    return default if value is None else value
 
 
-def check_types(value: Any, shape: Any, field: str) -> None:
-    """Refuse a value whose JSON type differs from `shape` (see POLICY_TYPES); `field`
-    names it in the message ("" for the policy itself)."""
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            raise _invalid(field, "a JSON object")
-        for key, inner in shape.items():
-            if value.get(key) is not None:
-                check_types(value[key], inner, f"{field}.{key}" if field else key)
-    elif isinstance(shape, list):
-        if not isinstance(value, list):
-            raise _invalid(field, "an array")
-        for i, item in enumerate(value):
-            if item is None:
-                raise _invalid(f"{field}[{i}]", "a JSON object" if isinstance(shape[0], dict)
-                               else _KIND[shape[0]])
-            check_types(item, shape[0], f"{field}[{i}]")
-    elif not isinstance(value, shape) or (shape is int and isinstance(value, bool)):
-        raise _invalid(field, _KIND[shape])
-
-
-def _obj(value: Any, field: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _invalid(field, "a JSON object")
-    return value
-
-
-def _bool(value: Any, field: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _invalid(field, "true or false")
-    return value
-
-
-def _int(value: Any, field: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(field, "an integer")
-    return value
-
-
-def _str(value: Any, field: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise _invalid(field, "a string")
-    return value
-
-
-def _strings(value: Any, field: str, limit: int, chars: int = MAX_SAN_CHARS) -> list[str]:
+def _strings(value: list[str] | None, field: str, limit: int,
+             chars: int = MAX_SAN_CHARS) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _invalid(field, "an array of strings")
     if len(value) > limit:
         raise BadParameter(f"{field} holds more than {limit} entries.")
     for v in value:
@@ -135,24 +71,23 @@ def _strings(value: Any, field: str, limit: int, chars: int = MAX_SAN_CHARS) -> 
     return list(value)
 
 
-def key_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    given = _obj(raw, "key_props")
+def key_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    given = _obj(raw)
     base = dict(base or {})
-    given_kty = _str(given.get("kty"), "key_props.kty")
+    given_kty = given.get("kty")
     if given_kty is not None and given_kty[:2] != str(base.get("kty", ""))[:2]:
         base.pop("key_size", None)  # another key family: the old size or curve is moot
         base.pop("crv", None)
     p = {**base, **given}
-    kty = _str(p.get("kty"), "key_props.kty")
-    kty = "RSA" if kty is None else kty
+    kty = _default(p.get("kty"), "RSA")
     if kty not in KEY_TYPES:
         raise BadParameter(f"The key type '{str(kty)[:16]}' is not supported for certificates; "
                            f"use one of {', '.join(KEY_TYPES)}.")
     out: dict[str, Any] = {
-        "exportable": _bool(p.get("exportable"), "key_props.exportable", True), "kty": kty,
+        "exportable": _default(p.get("exportable"), True), "kty": kty,
     }
-    size = _int(p.get("key_size"), "key_props.key_size")
-    crv = _str(p.get("crv"), "key_props.crv")
+    size, crv = p.get("key_size"), p.get("crv")
     if kty.startswith("RSA"):
         if crv is not None:
             raise BadParameter("key_props.crv is only for EC keys.")
@@ -169,21 +104,21 @@ def key_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
             raise BadParameter(f"key_props.key_size {size} does not match the curve {crv}.")
         out["key_size"] = CURVE_BITS[crv]
         out["crv"] = crv
-    out["reuse_key"] = _bool(p.get("reuse_key"), "key_props.reuse_key", False)
+    out["reuse_key"] = _default(p.get("reuse_key"), False)
     return out
 
 
-def secret_props(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    p = {**(base or {}), **_obj(raw, "secret_props")}
-    ct = _str(p.get("contentType"), "secret_props.contentType")
-    ct = PKCS12 if ct is None else ct
+def secret_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    p = {**(base or {}), **_obj(raw)}
+    ct = _default(p.get("contentType"), PKCS12)
     if ct not in CONTENT_TYPES:
         raise BadParameter(f"secret_props.contentType must be {PKCS12} or {PEM}.")
     return {"contentType": ct}
 
 
-def _sans(raw: Any) -> dict[str, list[str]]:
-    s = _obj(raw, "x509_props.sans")
+def _sans(raw: dict[str, Any] | None) -> dict[str, list[str]]:
+    s = _obj(raw)
     out = {k: _strings(s.get(k), f"x509_props.sans.{k}", MAX_SANS)
            for k in ("emails", "dns_names", "upns", "ipAddresses", "uris")}
     if sum(len(v) for v in out.values()) > MAX_SANS:
@@ -191,12 +126,11 @@ def _sans(raw: Any) -> dict[str, list[str]]:
     return {k: v for k, v in out.items() if v}
 
 
-def x509_props(raw: Any, base: dict[str, Any] | None = None, *,
+def x509_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None, *,
                kty: str = "RSA") -> dict[str, Any]:
-    p = {**(base or {}), **_obj(raw, "x509_props")}
+    p = {**(base or {}), **_obj(raw)}
     subject = p.get("subject")
-    if subject is not None and (not isinstance(subject, str) or
-                                len(subject) > MAX_SUBJECT_CHARS):
+    if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
         raise BadParameter(f"x509_props.subject must be a string of at most "
                            f"{MAX_SUBJECT_CHARS} characters.")
     sans = _sans(p.get("sans"))
@@ -227,8 +161,7 @@ def x509_props(raw: Any, base: dict[str, Any] | None = None, *,
     if not usage:
         usage = ["digitalSignature", "keyEncipherment"] if kty.startswith("RSA") \
             else ["digitalSignature"]
-    months = _int(p.get("validity_months"), "x509_props.validity_months")
-    months = 12 if months is None else months
+    months = _default(p.get("validity_months"), 12)
     if not 1 <= months <= MAX_VALIDITY_MONTHS:
         raise BadParameter(f"x509_props.validity_months must be between 1 and "
                            f"{MAX_VALIDITY_MONTHS}.")
@@ -239,11 +172,10 @@ def x509_props(raw: Any, base: dict[str, Any] | None = None, *,
     return out
 
 
-def issuer(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    p = {**(base or {}), **_obj(raw, "issuer")}
-    name = p.get("name")
-    name = UNKNOWN if name is None else name
-    if not isinstance(name, str) or not name or len(name) > 127:
+def issuer(raw: dict[str, Any] | None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = {**(base or {}), **_obj(raw)}
+    name = _default(p.get("name"), UNKNOWN)
+    if not name or len(name) > 127:
         raise BadParameter("issuer.name must be a non-empty string of at most 127 characters.")
     if name.lower() == "self":
         name = SELF
@@ -252,29 +184,26 @@ def issuer(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     cty = p.get("cty")
     if cty is not None:
-        if not isinstance(cty, str) or len(cty) > 64:
+        if len(cty) > 64:
             raise BadParameter("issuer.cty must be a string of at most 64 characters.")
         out["cty"] = cty
     if p.get("cert_transparency") is not None:
-        out["cert_transparency"] = _bool(p.get("cert_transparency"), "issuer.cert_transparency",
-                                         False)
+        out["cert_transparency"] = p["cert_transparency"]
     return out
 
 
-def lifetime_actions(raw: Any, months: int, issuer_name: str) -> list[dict[str, Any]]:
+def lifetime_actions(raw: list[dict[str, Any]] | None, months: int, issuer_name: str
+                     ) -> list[dict[str, Any]]:
     if raw is None:
         action = "EmailContacts" if issuer_name == UNKNOWN else "AutoRenew"
         return [{"trigger": {"lifetime_percentage": DEFAULT_RENEW_PERCENT},
                  "action": {"action_type": action}}]
-    if not isinstance(raw, list):
-        raise BadParameter("lifetime_actions must be a list.")
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("trigger"), dict) or \
-                not isinstance(item.get("action"), dict):
+        if item.get("trigger") is None or item.get("action") is None:
             raise BadParameter("Each lifetime action needs a 'trigger' and an 'action'.")
-        action_type = _str(item["action"].get("action_type"), "action.action_type")
+        action_type = item["action"].get("action_type")
         kind = {a.lower(): a for a in ACTIONS}.get((action_type or "").lower())
         if kind is None:
             raise BadParameter("A lifetime action's action_type must be AutoRenew or "
@@ -286,8 +215,7 @@ def lifetime_actions(raw: Any, months: int, issuer_name: str) -> list[dict[str, 
             raise BadParameter("AutoRenew is not supported for certificates whose issuer is "
                                "Unknown; use EmailContacts.")
         trig = item["trigger"]
-        pct = _int(trig.get("lifetime_percentage"), "trigger.lifetime_percentage")
-        days = _int(trig.get("days_before_expiry"), "trigger.days_before_expiry")
+        pct, days = trig.get("lifetime_percentage"), trig.get("days_before_expiry")
         if (pct is None) == (days is None):
             raise BadParameter("A trigger needs exactly one of lifetime_percentage and "
                                "days_before_expiry.")
@@ -305,12 +233,17 @@ def lifetime_actions(raw: Any, months: int, issuer_name: str) -> list[dict[str, 
     return out
 
 
-def validate(raw: Any, base: dict[str, Any] | None = None, now: int = 0,
-             require_x509: bool = True) -> dict[str, Any]:
-    """The stored policy for a request's policy JSON, merged section by section over
-    `base` (the stored policy, for updates)."""
-    body = _obj(raw, "policy")
-    check_types(body, POLICY_TYPES, "")
+def validate(given: CertificatePolicy | None, base: dict[str, Any] | None = None,
+             now: int = 0, require_x509: bool = True) -> dict[str, Any]:
+    """The stored policy for a request's policy, merged section by section over `base`
+    (the stored policy, for updates)."""
+    return merge(sent(given), base, now, require_x509)
+
+
+def merge(body: dict[str, Any], base: dict[str, Any] | None = None, now: int = 0,
+          require_x509: bool = True) -> dict[str, Any]:
+    """`validate` over the sections given as the stored policy names them (a request's
+    `sent()` fields, or what a certificate says): every rule is checked here."""
     base = base or {}
     kp = key_props(body.get("key_props"), base.get("key_props"))
     sp = secret_props(body.get("secret_props"), base.get("secret_props"))
@@ -322,10 +255,9 @@ def validate(raw: Any, base: dict[str, Any] | None = None, now: int = 0,
     months = xp.get("validity_months", 12)
     raw_actions = body.get("lifetime_actions", base.get("lifetime_actions"))
     la = lifetime_actions(raw_actions, months, iss["name"])
-    attrs = _obj(body.get("attributes"), "policy.attributes")
+    attrs = _obj(body.get("attributes"))
     old_attrs = base.get("attributes") or {}
-    enabled = _bool(attrs.get("enabled"), "policy.attributes.enabled",
-                    old_attrs.get("enabled", True))
+    enabled = _default(attrs.get("enabled"), old_attrs.get("enabled", True))
     return {
         "key_props": kp, "secret_props": sp, "x509_props": xp, "lifetime_actions": la,
         "issuer": iss,
@@ -362,25 +294,24 @@ def request(policy: dict[str, Any]) -> X509Request:
 
 
 def from_certificate(x509_read: dict[str, Any], key_read: dict[str, Any],
-                     given: Any, content_type: str, now: int) -> dict[str, Any]:
+                     given: CertificatePolicy | None, content_type: str, now: int
+                     ) -> dict[str, Any]:
     """An import's policy: what the request gave, the rest read from the certificate."""
-    body = dict(_obj(given, "policy"))
-    check_types(body, POLICY_TYPES, "")  # before the certificate's own values replace some
-    kp = dict(_obj(body.get("key_props"), "key_props"))
+    body = sent(given)
+    kp = _obj(body.get("key_props"))
     for k in ("kty", "key_size", "crv"):
         if key_read.get(k) is not None:
             kp[k] = key_read[k]
     if kp.get("kty") == "RSA":
         kp.pop("crv", None)
     body["key_props"] = kp
-    body["secret_props"] = {**_obj(body.get("secret_props"), "secret_props"),
-                            "contentType": content_type}
+    body["secret_props"] = {**_obj(body.get("secret_props")), "contentType": content_type}
     xp = {k: v for k, v in x509_read.items() if v not in (None, [], {}, "")}
-    body["x509_props"] = {**xp, **_obj(body.get("x509_props"), "x509_props")}
+    body["x509_props"] = {**xp, **_obj(body.get("x509_props"))}
     body["x509_props"].setdefault("ekus", x509_read.get("ekus") or [])
     months = body["x509_props"].get("validity_months")
-    if isinstance(months, int) and not isinstance(months, bool):
+    if months is not None:
         body["x509_props"]["validity_months"] = max(1, min(MAX_VALIDITY_MONTHS, months))
     if body.get("issuer") is None:
         body["issuer"] = {"name": UNKNOWN}
-    return validate(body, None, now)
+    return merge(body, None, now)

@@ -9,13 +9,13 @@ read action for contacts: reading them needs certificates/read under RBAC, and t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from openkeyvault.access import actions
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.records import VaultRecord
+from openkeyvault.vault.certrequests import CertificateContact
 from openkeyvault.vault.context import Caller, authorize
 from openkeyvault.vault.errors import BadParameter, NotFound
 from openkeyvault.vault.issuers import MAX_NAME_CHARS, MAX_PHONE_CHARS, check_email, text
@@ -44,20 +44,18 @@ def _contacts(stored: list[dict[str, str]]) -> list[Contact]:
     return [Contact(c["email"], c.get("name"), c.get("phone")) for c in stored]
 
 
-def parse_contacts(value: Any) -> list[Contact]:
+def parse_contacts(value: list[CertificateContact] | None) -> list[Contact]:
     """The `contacts` list of a Contacts body: 1 to MAX_CONTACTS entries, each with an email."""
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_CONTACTS:
+    if value is None or not 1 <= len(value) <= MAX_CONTACTS:
         raise BadParameter(f"'contacts' must be a list of 1 to {MAX_CONTACTS} contacts; "
                            "delete the contacts to clear them.")
     out = []
     for c in value:
-        if not isinstance(c, dict):
-            raise BadParameter("Each contact must be a JSON object.")
-        email = check_email(c.get("email"), "contacts[].email")
+        email = check_email(c.email, "contacts[].email")
         if email is None:
             raise BadParameter("Each contact must have an 'email'.")
-        out.append(Contact(email, text(c.get("name"), "contacts[].name", MAX_NAME_CHARS),
-                           text(c.get("phone"), "contacts[].phone", MAX_PHONE_CHARS)))
+        out.append(Contact(email, text(c.name, "contacts[].name", MAX_NAME_CHARS),
+                           text(c.phone, "contacts[].phone", MAX_PHONE_CHARS)))
     return out
 
 
@@ -80,7 +78,7 @@ class ContactService:
             raise not_found()
         return _contacts(stored)
 
-    def set(self, caller: Caller, contacts: Any) -> list[Contact]:
+    def set(self, caller: Caller, contacts: list[CertificateContact] | None) -> list[Contact]:
         authorize(self._authz, caller, actions.CERTIFICATE_CONTACTS_WRITE, PATH)
         parsed = parse_contacts(contacts)
         self._store.set_contacts(caller.vault.id, [c.to_dict() for c in parsed],

@@ -24,6 +24,11 @@ from openkeyvault.storage.barrier import Barrier, vault_owner
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.records import IssuerRecord, VaultRecord
 from openkeyvault.vault import names, paging
+from openkeyvault.vault.certrequests import (
+    CertificateIssuer,
+    IssuerCredentials,
+    OrganizationDetails,
+)
 from openkeyvault.vault.context import Caller, authorize
 from openkeyvault.vault.errors import BadParameter, NotFound
 from openkeyvault.vault.models import Page
@@ -41,6 +46,7 @@ MAX_NAME_CHARS = 256
 MAX_EMAIL_CHARS = 254
 MAX_PHONE_CHARS = 64
 NOT_FOUND_CODE = "CertificateIssuerNotFound"
+NO_CREDENTIALS = IssuerCredentials()
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
@@ -75,63 +81,48 @@ def _context(vault_id: int, name_lc: str) -> bytes:
     return f"okv/certificate-issuer/{vault_id}/{name_lc}".encode()
 
 
-def text(value: Any, field: str, limit: int, *, required: bool = False) -> str | None:
+def text(value: str | None, field: str, limit: int, *, required: bool = False) -> str | None:
     """A printable string of at most `limit` characters (None when absent and optional)."""
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > limit \
-            or not _PRINTABLE.fullmatch(value):
+    if not value or len(value) > limit or not _PRINTABLE.fullmatch(value):
         raise BadParameter(f"'{field}' must be a non-empty string of at most {limit} "
                            "printable characters.")
     return value
 
 
-def check_email(value: Any, field: str) -> str | None:
+def check_email(value: str | None, field: str) -> str | None:
     email = text(value, field, MAX_EMAIL_CHARS)
     if email is not None and not EMAIL.fullmatch(email):
         raise BadParameter(f"'{field}' is not a valid email address.")
     return email
 
 
-def _object(value: Any, field: str) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise BadParameter(f"'{field}' must be a JSON object.")
-    return value
-
-
-def _org_details(value: Any) -> dict[str, Any] | None:
-    body = _object(value, "org_details")
-    if body is None:
+def _org_details(org: OrganizationDetails | None) -> dict[str, Any] | None:
+    """The stored org_details: the fields given, each checked."""
+    if org is None:
         return None
     out: dict[str, Any] = {}
-    org_id = text(body.get("id"), "org_details.id", MAX_ORG_ID_CHARS)
+    org_id = text(org.id, "org_details.id", MAX_ORG_ID_CHARS)
     if org_id is not None:
         out["id"] = org_id
-    admins = body.get("admin_details")
+    admins = org.admin_details
     if admins is not None:
-        if not isinstance(admins, list) or len(admins) > MAX_ADMINS:
+        if len(admins) > MAX_ADMINS:
             raise BadParameter(f"'org_details.admin_details' must be a list of at most "
                                f"{MAX_ADMINS} administrators.")
         checked = []
         for a in admins:
-            a = _object(a, "org_details.admin_details[]") or {}
             entry: dict[str, str] = {}
             for key, limit in _ADMIN_FIELDS:
                 field = f"org_details.admin_details[].{key}"
-                v = check_email(a.get(key), field) if key == "email" \
-                    else text(a.get(key), field, limit)
+                v = check_email(getattr(a, key), field) if key == "email" \
+                    else text(getattr(a, key), field, limit)
                 if v is not None:
                     entry[key] = v
             checked.append(entry)
         out["admin_details"] = checked
     return out
-
-
-def _enabled(attributes: Any) -> bool | None:
-    attrs = _object(attributes, "attributes")
-    return names.check_bool(attrs.get("enabled"), "enabled") if attrs else None
 
 
 def _bundle(rec: IssuerRecord) -> IssuerBundle:
@@ -184,18 +175,17 @@ class IssuerService:
             raise not_found(name)
         return _bundle(rec)
 
-    def set(self, caller: Caller, name: str, body: dict[str, Any]) -> IssuerBundle:
+    def set(self, caller: Caller, name: str, request: CertificateIssuer) -> IssuerBundle:
         """SetCertificateIssuer: create the issuer, or replace every field of an existing one."""
         self._check(caller, actions.CERTIFICATE_CAS_WRITE, name)
         self._check_name(name)
-        provider = text(body.get("provider"), "provider", MAX_PROVIDER_CHARS, required=True)
+        provider = text(request.provider, "provider", MAX_PROVIDER_CHARS, required=True)
         assert provider is not None
-        creds = _object(body.get("credentials"), "credentials") or {}
-        account_id = text(creds.get("account_id"), "credentials.account_id",
-                          MAX_ACCOUNT_ID_CHARS)
-        password = text(creds.get("pwd"), "credentials.pwd", MAX_PASSWORD_CHARS)
-        org = _org_details(body.get("org_details"))
-        enabled = _enabled(body.get("attributes"))
+        creds = request.credentials or NO_CREDENTIALS
+        account_id = text(creds.account_id, "credentials.account_id", MAX_ACCOUNT_ID_CHARS)
+        password = text(creds.pwd, "credentials.pwd", MAX_PASSWORD_CHARS)
+        org = _org_details(request.org_details)
+        enabled = request.enabled
         vid, now = caller.vault.id, int(self._clock.now())
         sealed = self._seal(vid, name.lower(), password) if password is not None else None
         rec = IssuerRecord(
@@ -210,20 +200,20 @@ class IssuerService:
                                "delete one first.")
         return _bundle(stored)
 
-    def update(self, caller: Caller, name: str, body: dict[str, Any]) -> IssuerBundle:
+    def update(self, caller: Caller, name: str, request: CertificateIssuer) -> IssuerBundle:
         """UpdateCertificateIssuer: change only the fields sent (within `credentials` and
         `org_details` too: an absent `pwd` keeps the stored password)."""
         self._check(caller, actions.CERTIFICATE_CAS_WRITE, name)
         changes: dict[str, Any] = {}
-        if body.get("provider") is not None:
-            changes["provider"] = text(body["provider"], "provider", MAX_PROVIDER_CHARS)
-        creds = _object(body.get("credentials"), "credentials") or {}
-        if creds.get("account_id") is not None:
-            changes["account_id"] = text(creds["account_id"], "credentials.account_id",
+        if request.provider is not None:
+            changes["provider"] = text(request.provider, "provider", MAX_PROVIDER_CHARS)
+        creds = request.credentials or NO_CREDENTIALS
+        if creds.account_id is not None:
+            changes["account_id"] = text(creds.account_id, "credentials.account_id",
                                          MAX_ACCOUNT_ID_CHARS)
-        password = text(creds.get("pwd"), "credentials.pwd", MAX_PASSWORD_CHARS)
-        org = _org_details(body.get("org_details"))
-        enabled = _enabled(body.get("attributes"))
+        password = text(creds.pwd, "credentials.pwd", MAX_PASSWORD_CHARS)
+        org = _org_details(request.org_details)
+        enabled = request.enabled
         if enabled is not None:
             changes["enabled"] = enabled
         if not names.OBJECT_NAME.fullmatch(name):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,18 +26,18 @@ from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, vault_owner
 from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
 from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import controlrequests as c
 from openkeyvault.vault.errors import BadParameter
 from openkeyvault.vault.lifecycle import DEFAULT_RETENTION_DAYS
-from openkeyvault.vault.properties import MAX_PROPERTIES_CHARS
+from openkeyvault.vault.properties import MAX_PROPERTIES_CHARS, network_acls
 from openkeyvault.vault.vaults import (
     VaultService,
     _bad,
-    _bool,
     _iso,
-    _object,
+    _patch_settings,
     _put_request,
     _retention,
-    _tags,
+    _tags_or,
     check_resource_group,
     check_subscription,
 )
@@ -55,19 +55,18 @@ _NAME_RULES = ("A managed HSM's name must be between 3-24 characters: letters, d
 STATUS_MESSAGE = "The Managed HSM is provisioned and ready to use."
 
 
-def _sku(value: object) -> str:
-    sku = _object(value, "sku")
-    name, family = sku.get("name"), sku.get("family", "B")
-    found = next((s for s in SKUS if isinstance(name, str) and s.lower() == name.lower()),
-                 None)
+def _sku(sku: c.Sku | None) -> str:
+    name = sku.name if sku is not None else None
+    family = sku.family if sku is not None and sku.family is not None else "B"
+    found = next((s for s in SKUS if name is not None and s.lower() == name.lower()), None)
     if found is None or family not in ("B", "b"):
         raise _bad("sku must be {\"family\": \"B\", \"name\": \"Standard_B1\"|\"Custom_B32\"|"
                    "\"Custom_B6\"}.")
     return found
 
 
-def _admins(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_ADMINS:
+def _admins(value: list[str] | None) -> tuple[str, ...]:
+    if value is None or not 1 <= len(value) <= MAX_ADMINS:
         raise _bad(f"properties.initialAdminObjectIds is required: a list of 1 to "
                    f"{MAX_ADMINS} object ids.")
     try:
@@ -77,20 +76,19 @@ def _admins(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i.lower() for i in ids))
 
 
-def _network(value: object, base: NetworkAcls) -> NetworkAcls:
+def _network(value: c.NetworkRules | None, base: NetworkAcls) -> NetworkAcls:
     if value is None:
         return base
     try:
-        return NetworkAcls.from_wire(value)
+        return network_acls(value)
     except InvalidNetworkRule as exc:
         raise _bad(str(exc)) from None
 
 
-def _public(value: object, base: str) -> str:
+def _public(value: str | None, base: str) -> str:
     if value is None:
         return base
-    found = next((p for p in PUBLIC_NETWORK_ACCESS
-                  if isinstance(value, str) and p.lower() == value.lower()), None)
+    found = next((p for p in PUBLIC_NETWORK_ACCESS if p.lower() == value.lower()), None)
     if found is None:
         raise _bad("publicNetworkAccess must be 'Enabled' or 'Disabled'.")
     return found
@@ -179,21 +177,24 @@ class ManagedHsmService(VaultService):
         }
 
     def create_or_update(self, subscription: str, resource_group: str, name: str,
-                         body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+                         request: c.ManagedHsmCreateOrUpdate  # type: ignore[override]
+                         ) -> tuple[dict[str, Any], bool]:
         subscription = check_subscription(subscription)
         resource_group = check_resource_group(resource_group)
         if not isinstance(name, str) or not HSM_NAME.fullmatch(name):
             raise BadParameter(f"The managed HSM name '{str(name)[:40]}' is invalid. "
                                f"{_NAME_RULES}", inner="InvalidResourceName")
         lc = name.lower()
-        body, props, location, mode = _put_request(body)
+        props, location, mode = _put_request(request)
+        assert isinstance(props, c.ManagedHsmSettings)
         existing = self._find(lc)
         if mode == "recover":
-            return self._recover(subscription, resource_group, lc, existing, body), False
+            return self._recover(subscription, resource_group, lc, existing,
+                                 request.tags), False
         retention, purge_protection = self._put_settings(props)
-        sku = _sku(body.get("sku"))
-        tags = _tags(body.get("tags"))
-        admins = _admins(props.get("initialAdminObjectIds"))
+        sku = _sku(request.sku)
+        tags = _tags_or(request.tags, None)
+        admins = _admins(props.initial_admin_object_ids)
         if existing is None:
             for object_id in admins:
                 if self._repo.get_principal(object_id=object_id) is None:
@@ -208,8 +209,8 @@ class ManagedHsmService(VaultService):
             return self._change(existing, sku, retention, purge_protection, props,
                                 replace(pl, tags=tags), NetworkAcls(), "Enabled"), False
         now = int(self._clock.now())
-        properties = _dump(admins, _network(props.get("networkAcls"), NetworkAcls()),
-                           _public(props.get("publicNetworkAccess"), "Enabled"))
+        properties = _dump(admins, _network(props.network_acls, NetworkAcls()),
+                           _public(props.public_network_access, "Enabled"))
         placement = Placement(subscription, resource_group, location.lower(), self._tenant_id,
                               tags)
         self._insert(lc, sku, retention or DEFAULT_RETENTION_DAYS, bool(purge_protection),
@@ -222,33 +223,30 @@ class ManagedHsmService(VaultService):
         return self._render(created), True
 
     def _change(self, p: PlacedVault, sku: str | None, retention: int | None,
-                purge_protection: bool | None, props: Mapping[str, Any],
+                purge_protection: bool | None, props: c.ManagedHsmSettings,
                 placement: Placement, acls: NetworkAcls | None = None,
                 public: str | None = None) -> dict[str, Any]:
         self._check_change(p, retention, purge_protection, props)
         admins, stored_acls, stored_public = _stored(p)
         properties = _dump(admins,
-                           _network(props.get("networkAcls"), acls or stored_acls),
-                           _public(props.get("publicNetworkAccess"), public or stored_public))
+                           _network(props.network_acls, acls or stored_acls),
+                           _public(props.public_network_access, public or stored_public))
         return self._store_change(p, placement, properties, sku, purge_protection)
 
     def update(self, subscription: str, resource_group: str, name: str,
-               patch: dict[str, Any]) -> dict[str, Any]:
+               patch: c.ManagedHsmPatch) -> dict[str, Any]:  # type: ignore[override]
         p = self._placed(subscription, resource_group, name)
-        body = _object(patch, "The request body")
-        props = _object(body.get("properties"), "properties")
-        if _bool(props, "enableSoftDelete") is False:
-            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
-        if props.get("createMode") not in (None, "default"):
-            raise _bad("createMode is only meaningful on PUT.")
-        if props.get("initialAdminObjectIds") is not None and tuple(sorted(
-                _admins(props["initialAdminObjectIds"]))) != tuple(sorted(_stored(p)[0])):
+        props = patch.properties
+        _patch_settings(props)
+        if props.initial_admin_object_ids is not None and tuple(sorted(
+                _admins(props.initial_admin_object_ids))) != tuple(sorted(_stored(p)[0])):
             raise _bad("initialAdminObjectIds cannot be changed after the managed HSM is "
                        "created: manage its roles instead.")
-        sku = _sku(body["sku"]) if body.get("sku") is not None else None
-        tags = _tags(body["tags"]) if "tags" in body else p.placement.tags
-        return self._change(p, sku, _retention(props), _bool(props, "enablePurgeProtection"),
-                            props, replace(p.placement, tags=tags))
+        sku = _sku(patch.sku) if patch.sku is not None else None
+        tags = _tags_or(patch.tags, p.placement.tags)
+        return self._change(p, sku, _retention(props.soft_delete_retention_in_days),
+                            props.enable_purge_protection, props,
+                            replace(p.placement, tags=tags))
 
     def check_name_availability(self, name: str) -> dict[str, Any]:
         if not isinstance(name, str) or not HSM_NAME.fullmatch(name):

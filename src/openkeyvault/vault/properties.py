@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from openkeyvault.access.network import (
+    ALLOW,
     BYPASS,
     DEFAULT_ACTIONS,
     MAX_IP_RULES,
@@ -34,6 +35,7 @@ from openkeyvault.access.policies import (
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.records import VaultRecord
 from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import controlrequests as c
 from openkeyvault.vault.errors import BadParameter, NotFound, VaultNotFound
 
 MAX_PROPERTIES_CHARS = 1024 * 1024
@@ -47,7 +49,8 @@ class VaultProperties:
 
     @classmethod
     def from_wire(cls, body: object) -> VaultProperties:
-        """Validate ARM-shaped properties (400 on anything invalid)."""
+        """The stored document (ARM-shaped; 400 on anything invalid). A client's request
+        arrives typed and goes through `with_settings`."""
         if not isinstance(body, Mapping):
             raise BadParameter("The vault properties must be a JSON object.")
         rbac = body.get("enableRbacAuthorization", True)
@@ -62,6 +65,19 @@ class VaultProperties:
         try:
             return cls(rbac, _policies([AccessPolicyEntry.from_wire(p) for p in policies]),
                        NetworkAcls.from_wire(body.get("networkAcls")))
+        except (InvalidAccessPolicy, InvalidNetworkRule) as exc:
+            raise BadParameter(str(exc)) from None
+
+    def with_settings(self, rbac: bool | None, policies: Sequence[c.AccessPolicy] | None,
+                      acls: c.NetworkRules | None) -> VaultProperties:
+        """These properties with each setting a request names (None: not named) replaced;
+        400 on anything invalid."""
+        try:
+            return VaultProperties(
+                self.enable_rbac_authorization if rbac is None else rbac,
+                self.access_policies if policies is None
+                else _policies([policy_entry(p) for p in policies]),
+                self.network_acls if acls is None else network_acls(acls))
         except (InvalidAccessPolicy, InvalidNetworkRule) as exc:
             raise BadParameter(str(exc)) from None
 
@@ -80,6 +96,31 @@ def _policies(entries: Sequence[AccessPolicyEntry]) -> AccessPolicies:
         return AccessPolicies(tuple(merged.values()))
     except InvalidAccessPolicy as exc:
         raise BadParameter(str(exc)) from None
+
+
+def policy_entry(p: c.AccessPolicy) -> AccessPolicyEntry:
+    """An access policy entry of a request, checked (InvalidAccessPolicy otherwise)."""
+    perms = p.permissions
+    return AccessPolicyEntry(
+        check_guid(p.tenant_id, "tenantId"), check_guid(p.object_id, "objectId"),
+        permission_names("keys", perms.keys or []),
+        permission_names("secrets", perms.secrets or []),
+        permission_names("certificates", perms.certificates or []))
+
+
+def network_acls(n: c.NetworkRules) -> NetworkAcls:
+    """The network rules of a request, checked (InvalidNetworkRule otherwise)."""
+    if n.virtual_network_rules:
+        raise InvalidNetworkRule("Virtual network rules are not supported.")
+    if len(n.ip_rules) > MAX_IP_RULES:
+        raise InvalidNetworkRule(f"ipRules must be a list of at most {MAX_IP_RULES} rules.")
+    parsed: list[IPNetwork] = []
+    for value in n.ip_rules:
+        rule = parse_rule(value)
+        if rule not in parsed:
+            parsed.append(rule)
+    return NetworkAcls(choice(n.default_action or ALLOW, DEFAULT_ACTIONS, "defaultAction"),
+                       choice(n.bypass or "AzureServices", BYPASS, "bypass"), tuple(parsed))
 
 
 DEFAULT = VaultProperties()
@@ -139,9 +180,11 @@ class VaultPropertiesService:
             raise VaultNotFound(f"Vault '{name[:24]}' not found.")
         return out[-1]
 
-    def replace(self, name: str, body: object) -> VaultProperties:
-        """Set all three properties from an ARM-shaped body."""
-        new = VaultProperties.from_wire(body)
+    def replace(self, name: str, settings: c.VaultSettings) -> VaultProperties:
+        """Set all three properties from a request: those it leaves out go back to their
+        defaults."""
+        new = DEFAULT.with_settings(settings.enable_rbac_authorization,
+                                    settings.access_policies, settings.network_acls)
         return self._change(name, lambda _: new)
 
     def update(self, name: str, enable_rbac_authorization: bool | None = None,

@@ -3,6 +3,7 @@
 `api/` decodes the wire JSON into these (right JSON types, required fields present,
 numbers in range, unknown fields dropped); the services then check what the values
 mean (key type against curve, sizes, tag limits...). No raw wire dict reaches `vault/`.
+The Certificates API's requests (policies, issuers, contacts) are in `certrequests.py`.
 
 `UNSET` marks a field the client did not send, where that differs from sending null:
 a PATCH changes only what it names.

@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, overload
 
@@ -36,6 +36,7 @@ from openkeyvault.storage.barrier import Barrier, vault_owner
 from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
 from openkeyvault.storage.records import NameConflict, VaultRecord
 from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import controlrequests as c
 from openkeyvault.vault import names
 from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
 from openkeyvault.vault.lifecycle import (
@@ -44,7 +45,13 @@ from openkeyvault.vault.lifecycle import (
     MAX_RETENTION_DAYS,
     MIN_RETENTION_DAYS,
 )
-from openkeyvault.vault.properties import MAX_PROPERTIES_CHARS, VaultProperties, properties_of
+from openkeyvault.vault.properties import (
+    MAX_PROPERTIES_CHARS,
+    VaultProperties,
+    policy_entry,
+    properties_of,
+)
+from openkeyvault.vault.requests import UNSET, Unset
 
 SKUS = ("standard", "premium")
 DEFAULT_RESOURCE_GROUP = "default"
@@ -84,67 +91,65 @@ def _bad(message: str, code: str = "BadRequest") -> BadParameter:
     return BadParameter(message, inner=code)
 
 
-def _tags(value: object) -> dict[str, str] | None:
+def _tags(value: dict[str, str] | None) -> dict[str, str] | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping) or len(value) > MAX_TAGS:
+    if len(value) > MAX_TAGS:
         raise _bad(f"tags must be an object of at most {MAX_TAGS} string values.",
                    "InvalidTag")
-    out: dict[str, str] = {}
     for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str) or not k \
-                or len(k) > MAX_TAG_NAME or len(v) > MAX_TAG_VALUE:
+        if not k or len(k) > MAX_TAG_NAME or len(v) > MAX_TAG_VALUE:
             raise _bad(f"Tag names are 1-{MAX_TAG_NAME} characters, values at most "
                        f"{MAX_TAG_VALUE}.", "InvalidTag")
-        out[k] = v
-    return out
+    return dict(value)
 
 
-def _object(value: object, what: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _bad(f"{what} must be a JSON object.")
-    return value
+def _tags_or(value: dict[str, str] | None | Unset,
+             kept: dict[str, str] | None) -> dict[str, str] | None:
+    """The tags a request names (null clears them), or `kept` when it names none."""
+    return kept if value is UNSET else _tags(value)
 
 
-def _put_request(body: object) -> tuple[dict[str, Any], Mapping[str, Any], str, str]:
-    """A PUT body's parts every resource kind checks alike: (body, properties, location,
+# Settings every resource kind's PUT and PATCH carry.
+Settings = c.VaultSettings | c.ManagedHsmSettings
+
+
+def _put_request(request: c.VaultCreateOrUpdate | c.ManagedHsmCreateOrUpdate
+                 ) -> tuple[Any, str, str]:
+    """A PUT's parts every resource kind checks alike: (properties, location,
     createMode)."""
-    checked = dict(_object(body, "The request body"))
-    props = _object(checked.get("properties"), "properties")
-    if not isinstance(checked.get("properties"), Mapping):
+    props = request.properties
+    if props is None:
         raise _bad("The request body must hold 'properties'.")
-    location = checked.get("location")
-    if not isinstance(location, str) or not _LOCATION.fullmatch(location):
+    location = request.location
+    if location is None or not _LOCATION.fullmatch(location):
         raise _bad("location is required: a region name.", "LocationRequired")
-    mode = props.get("createMode", "default")
+    mode = props.create_mode if props.create_mode is not None else "default"
     if mode not in ("default", "recover"):
         raise _bad("createMode must be 'default' or 'recover'.")
-    return checked, props, location, mode
+    return props, location, mode
 
 
-def _sku(value: object) -> str:
-    sku = _object(value, "sku")
-    name, family = sku.get("name"), sku.get("family", "A")
-    if not isinstance(name, str) or name.lower() not in SKUS or family not in ("A", "a"):
+def _sku(sku: c.Sku | None) -> str:
+    name = sku.name if sku is not None else None
+    family = sku.family if sku is not None and sku.family is not None else "A"
+    if name is None or name.lower() not in SKUS or family not in ("A", "a"):
         raise _bad("sku must be {\"family\": \"A\", \"name\": \"standard\"|\"premium\"}.")
     return name.lower()
 
 
-def _bool(props: Mapping[str, Any], key: str) -> bool | None:
-    value = props.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise _bad(f"{key} must be true or false.")
-    return value
+def _patch_settings(props: Settings) -> None:
+    """What a PATCH may not say, whatever the kind."""
+    if props.enable_soft_delete is False:
+        raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
+    if props.create_mode not in (None, "default"):
+        raise _bad("createMode is only meaningful on PUT.")
 
 
-def _retention(props: Mapping[str, Any]) -> int | None:
-    value = props.get("softDeleteRetentionInDays")
+def _retention(value: int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
+    if not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
         raise _bad(f"softDeleteRetentionInDays must be between {MIN_RETENTION_DAYS} and "
                    f"{MAX_RETENTION_DAYS}.")
     return value
@@ -157,14 +162,11 @@ def _dump(props: VaultProperties) -> str:
     return text
 
 
-def _access(base: VaultProperties, props: Mapping[str, Any]) -> VaultProperties:
-    """`base` with the access properties `props` names (the others kept)."""
-    wire = base.to_wire()
-    for key in ("enableRbacAuthorization", "accessPolicies", "networkAcls"):
-        if key in props and props[key] is not None:
-            wire[key] = props[key]
+def _access(base: VaultProperties, props: c.VaultSettings) -> VaultProperties:
+    """`base` with the access settings `props` names (the others kept)."""
     try:
-        return VaultProperties.from_wire(wire)
+        return base.with_settings(props.enable_rbac_authorization, props.access_policies,
+                                  props.network_acls)
     except BadParameter as exc:
         raise _bad(exc.message) from None
 
@@ -354,20 +356,21 @@ class VaultService:
         }
 
     def create_or_update(self, subscription: str, resource_group: str, name: str,
-                         body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+                         request: c.VaultCreateOrUpdate) -> tuple[dict[str, Any], bool]:
         subscription = check_subscription(subscription)
         resource_group = check_resource_group(resource_group)
         try:
             lc = names.check_vault_name(name)
         except BadParameter as exc:
             raise BadParameter(exc.message, inner="VaultNameNotValid") from None
-        body, props, location, mode = _put_request(body)
+        props, location, mode = _put_request(request)
         existing = self._store().get(lc, self._default())
         if mode == "recover":
-            return self._recover(subscription, resource_group, lc, existing, body), False
+            return self._recover(subscription, resource_group, lc, existing,
+                                 request.tags), False
         retention, purge_protection = self._put_settings(props)
-        sku = _sku(props.get("sku"))
-        tags = _tags(body.get("tags"))
+        sku = _sku(props.sku)
+        tags = _tags_or(request.tags, None)
         if existing is not None:
             pl = self._same_place(existing, lc, sku, subscription, resource_group)
             # A PUT replaces: access settings the body leaves out go back to their defaults.
@@ -385,14 +388,14 @@ class VaultService:
         self._barrier.ensure_owner(vault_owner(created.vault.id), now)
         return self._render(created), True
 
-    def _put_settings(self, props: Mapping[str, Any]) -> tuple[int | None, bool | None]:
+    def _put_settings(self, props: Settings) -> tuple[int | None, bool | None]:
         """What every PUT checks: the tenant, soft delete on; (retention, purge protection)."""
-        tenant = props.get("tenantId")
-        if not isinstance(tenant, str) or tenant.lower() != self._tenant_id.lower():
+        tenant = props.tenant_id
+        if tenant is None or tenant.lower() != self._tenant_id.lower():
             raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
-        if _bool(props, "enableSoftDelete") is False:
+        if props.enable_soft_delete is False:
             raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
-        return _retention(props), _bool(props, "enablePurgeProtection")
+        return _retention(props.soft_delete_retention_in_days), props.enable_purge_protection
 
     def _same_place(self, existing: PlacedVault, lc: str, sku: str, subscription: str,
                     resource_group: str) -> Placement:
@@ -407,7 +410,7 @@ class VaultService:
         return pl
 
     def _apply(self, p: PlacedVault, sku: str | None, retention: int | None,
-               purge_protection: bool | None, props: Mapping[str, Any],
+               purge_protection: bool | None, props: c.VaultSettings,
                placement: Placement, base: VaultProperties | None = None) -> dict[str, Any]:
         """Change the vault: the access settings `props` names replace those of `base`
         (a PUT: the defaults) or of the vault's current ones (a PATCH: `base` None)."""
@@ -416,7 +419,7 @@ class VaultService:
         return self._store_change(p, placement, _dump(new_props), sku, purge_protection)
 
     def _check_change(self, p: PlacedVault, retention: int | None,
-                      purge_protection: bool | None, props: Mapping[str, Any]) -> None:
+                      purge_protection: bool | None, props: Settings) -> None:
         """What no change may do, whatever the kind: retention is fixed at creation, purge
         protection is one-way, and the tenant is the deployment's."""
         v = p.vault
@@ -425,9 +428,8 @@ class VaultService:
                        "is created.")
         if purge_protection is False and v.purge_protection:
             raise _bad("Purge protection cannot be turned off once it is on.")
-        tenant = props.get("tenantId")
-        if tenant is not None and (not isinstance(tenant, str)
-                                   or tenant.lower() != self._tenant_id.lower()):
+        tenant = props.tenant_id
+        if tenant is not None and tenant.lower() != self._tenant_id.lower():
             raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
 
     def _store_change(self, p: PlacedVault, placement: Placement, properties: str,
@@ -441,18 +443,15 @@ class VaultService:
         return self._render(found)
 
     def update(self, subscription: str, resource_group: str, name: str,
-               patch: dict[str, Any]) -> dict[str, Any]:
+               patch: c.VaultPatch) -> dict[str, Any]:
         p = self._placed(subscription, resource_group, name)
-        body = _object(patch, "The request body")
-        props = _object(body.get("properties"), "properties")
-        if _bool(props, "enableSoftDelete") is False:
-            raise _bad("Soft delete is always on: enableSoftDelete cannot be false.")
-        if props.get("createMode") not in (None, "default"):
-            raise _bad("createMode is only meaningful on PUT.")
-        sku = _sku(props["sku"]) if props.get("sku") is not None else None
-        tags = _tags(body["tags"]) if "tags" in body else p.placement.tags
-        return self._apply(p, sku, _retention(props), _bool(props, "enablePurgeProtection"),
-                           props, replace(p.placement, tags=tags))
+        props = patch.properties
+        _patch_settings(props)
+        sku = _sku(props.sku) if props.sku is not None else None
+        tags = _tags_or(patch.tags, p.placement.tags)
+        return self._apply(p, sku, _retention(props.soft_delete_retention_in_days),
+                           props.enable_purge_protection, props,
+                           replace(p.placement, tags=tags))
 
     def delete(self, subscription: str, resource_group: str, name: str) -> None:
         p = self._placed(subscription, resource_group, name)
@@ -462,7 +461,8 @@ class VaultService:
             scheduled_purge_date=now + p.vault.retention_days * DAY), now=now)
 
     def _recover(self, subscription: str, resource_group: str, name: str,
-                 existing: PlacedVault | None, body: Mapping[str, Any]) -> dict[str, Any]:
+                 existing: PlacedVault | None,
+                 tags: dict[str, str] | None | Unset = UNSET) -> dict[str, Any]:
         if existing is None or existing.vault.kind != self.KIND \
                 or existing.placement.subscription != subscription:
             raise NotFound(f"No deleted {self.NOUN} named '{name}' was found.",
@@ -474,7 +474,7 @@ class VaultService:
         if pl.resource_group.lower() != resource_group.lower():
             raise _bad(f"The deleted {self.NOUN} '{name}' belonged to resource group "
                        f"'{pl.resource_group}'; recover it there.")
-        tags = _tags(body["tags"]) if "tags" in body else pl.tags
+        tags = _tags_or(tags, pl.tags)
         self._store().update(existing.vault.id, placement=replace(
             pl, tags=tags, deleted_date=None, scheduled_purge_date=None),
             now=int(self._clock.now()))
@@ -485,8 +485,7 @@ class VaultService:
     def recover(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
         subscription = check_subscription(subscription)
         lc = name.lower()
-        return self._recover(subscription, resource_group, lc,
-                             self._mine(lc), {})
+        return self._recover(subscription, resource_group, lc, self._mine(lc))
 
     # ---- deleted vaults ---------------------------------------------------
     def _deleted(self, location: str | None, name: str, subscription: str) -> PlacedVault:
@@ -566,17 +565,16 @@ class VaultService:
                 "message": f"The vault name '{name}' is already in use."}
 
     def update_access_policy(self, subscription: str, resource_group: str, name: str,
-                             operation: str, body: dict[str, Any]) -> dict[str, Any]:
+                             operation: str, request: c.AccessPolicyUpdate) -> dict[str, Any]:
         if operation not in _POLICY_OPERATIONS:
             raise NotFound(f"Unknown access policy operation '{operation[:16]}'.",
                            "ResourceNotFound")
         p = self._placed(subscription, resource_group, name)
-        props = _object(_object(body, "The request body").get("properties"), "properties")
-        given = props.get("accessPolicies")
-        if not isinstance(given, list) or not given:
+        given = request.access_policies
+        if not given:
             raise _bad("properties.accessPolicies must be a non-empty list.")
         try:
-            entries = [AccessPolicyEntry.from_wire(e) for e in given]
+            entries = [policy_entry(e) for e in given]
         except InvalidAccessPolicy as exc:
             raise _bad(str(exc)) from None
         current = properties_of(p.vault)
