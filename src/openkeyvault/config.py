@@ -13,6 +13,8 @@ DEFAULT_VAULT = "dev"
 DEFAULT_IDLE_TIMEOUT = 5.0
 # The HTTP server takes whole milliseconds, up to one minute.
 IDLE_TIMEOUT_RANGE = (0.001, 60.0)
+DEFAULT_MAX_CONNECTIONS = 8192
+MAX_CONNECTIONS_RANGE = (64, 65536)
 
 
 def default_data_dir() -> Path:
@@ -41,6 +43,10 @@ class Settings:
     # Seconds a connection may stay silent: after the TLS handshake until a request's head
     # has arrived, and on a keep-alive connection between a response and the next request.
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    # Connections each worker process holds open at once (granian's "backpressure"). Idle
+    # ones are closed after `idle_timeout`, but until then each holds a slot: a few
+    # thousand silent connections must not use up every slot.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # Days between automatic rotations of the token signing key (0: never).
     token_key_days: int = 30
     # CIDR ranges of reverse proxies whose X-Forwarded-For names the client address

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from openkeyvault.cli.server import FILES_PER_WORKER, connection_slots
 from tests.support.procfs import children
 from tests.support.server import DevServer, free_port, running
 from tests.support.tls import healthz
@@ -59,8 +60,10 @@ class IdleTLSFlood:
     "no handshake" (refused or not accepted in time).
     """
 
-    def __init__(self, port: int, ca: str, count: int, hold: float) -> None:
+    def __init__(self, port: int, ca: str, count: int, hold: float,
+                 handshake_wait: float = HANDSHAKE_WAIT) -> None:
         self.port, self.ca, self.count, self.hold = port, ca, count, hold
+        self.handshake_wait = handshake_wait
         self.outcomes: Counter[str] = Counter()
         self.attempted = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -73,7 +76,7 @@ class IdleTLSFlood:
         self.join()
 
     def join(self) -> Counter[str]:
-        self._thread.join(HANDSHAKE_WAIT + self.hold + 60)
+        self._thread.join(self.handshake_wait + self.hold + 60)
         assert not self._thread.is_alive(), "the flood did not stop"
         return self.outcomes
 
@@ -87,7 +90,8 @@ class IdleTLSFlood:
             async with handshakes:
                 try:
                     reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(LOOPBACK, self.port, ssl=ctx), HANDSHAKE_WAIT)
+                        asyncio.open_connection(LOOPBACK, self.port, ssl=ctx),
+                        self.handshake_wait)
                 except (OSError, TimeoutError):
                     return "no handshake"
                 finally:
@@ -120,6 +124,35 @@ def test_idle_tls_flood_is_closed_and_a_client_is_still_served(tmp_path: Path) -
         assert outcomes["open"] == 0, f"idle connections were left open: {dict(outcomes)}"
         assert outcomes["closed"] > 0, dict(outcomes)
         assert _healthz(server)
+
+
+def test_silent_connections_held_open_do_not_use_up_the_slots(tmp_path: Path) -> None:
+    """With the idle timeout long, 1,100 silent connections stay open: each holds one of
+    the worker's connection slots, and a client must still find one free. (The flood
+    holds them longer than its own handshake wait plus the client's wait, so a server
+    whose slots ran out cannot pass by the flood letting go first.)"""
+    with running(tmp_path / "data", extra_args=("--idle-timeout", "60")) as server, \
+            IdleTLSFlood(server.port, server.ca, FLOOD, 25.0, handshake_wait=10.0) as flood:
+        assert flood.attempted.wait(FLOOD * 10.0 / 64 + 30)
+        served = _served_within(server, 10.0)
+        outcomes = flood.join()
+        assert outcomes["open"] > FLOOD // 2, dict(outcomes)  # they really were held
+        assert served, f"a client was not served beside {FLOOD} open connections"
+
+
+def test_connection_slots_fit_the_open_file_limit() -> None:
+    assert connection_slots(8192, None) == 8192
+    assert connection_slots(8192, 1_048_576) == 8192
+    assert connection_slots(8192, 1024) == 1024 - FILES_PER_WORKER
+
+
+def test_max_connections_out_of_range_is_refused(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "openkeyvault", "server", "--dev",
+                        "--data-dir", str(tmp_path / "data"), "--port", str(free_port()),
+                        "--max-connections", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--max-connections" in r.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_silent_keep_alive_connection_is_closed(tmp_path: Path) -> None:

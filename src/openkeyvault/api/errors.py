@@ -25,6 +25,7 @@ STATUS: dict[type[e.DomainError], tuple[int, str]] = {
     e.RoleAssignmentExists: (409, "RoleAssignmentExists"),
     e.RoleDefinitionExists: (409, "RoleDefinitionWithSameNameExists"),
     e.TooLarge: (413, "RequestEntityTooLarge"),
+    e.BodyTimeout: (408, "RequestTimeout"),
 }
 
 
@@ -57,6 +58,7 @@ ARM_CODES: dict[type[e.DomainError], str] = {
     e.VaultNotFound: "ResourceNotFound",
     e.Conflict: "Conflict",
     e.TooLarge: "RequestEntityTooLarge",
+    e.BodyTimeout: "RequestTimeout",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -15,7 +17,7 @@ from openkeyvault.api.jsondepth import TOO_DEEP, too_deep
 from openkeyvault.crypto.encoding import b64url_decode as _b64url_decode
 from openkeyvault.crypto.encoding import b64url_encode as b64url_encode
 from openkeyvault.vault.context import Caller
-from openkeyvault.vault.errors import BadParameter, TooLarge
+from openkeyvault.vault.errors import BadParameter, BodyTimeout, TooLarge
 
 JSON_TYPE = "application/json; charset=utf-8"
 DEFAULT_BODY_LIMIT = 256 * 1024
@@ -24,6 +26,10 @@ DEFAULT_BODY_LIMIT = 256 * 1024
 # surrogate: a str that cannot be encoded as UTF-8 downstream.
 _MAY_HOLD_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
 DRAIN_LIMIT = 4 * 1024 * 1024  # the most of a refused body read (and dropped) before the 413
+# A body must arrive within BODY_SECONDS plus one second per BODY_RATE bytes: a client
+# that trickles its body holds a request (and a worker's attention) no longer than that.
+BODY_SECONDS = 10.0
+BODY_RATE = 64 * 1024
 _BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
 _BLANK = re.compile(rb"\s*")
 
@@ -77,11 +83,26 @@ async def read_body_buffer(request: Request, limit: int) -> bytes | bytearray:
     A body without one (chunked) is gathered chunk by chunk up to the limit.
     """
     declared = declared_length(request)
-    stream = request.stream()
     if declared is not None and declared > limit:
         if declared <= DRAIN_LIMIT:
-            await _discard(stream, 0)
+            await _discard(request.stream(), 0)
         raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
+    seconds = body_deadline(limit if declared is None else declared)
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read(request, declared, limit)
+    except TimeoutError:
+        raise BodyTimeout(f"The request body did not arrive within {seconds:.0f} seconds."
+                          ) from None
+
+
+def body_deadline(size: int) -> float:
+    """Seconds a body of `size` bytes may take to arrive."""
+    return BODY_SECONDS + size / BODY_RATE
+
+
+async def _read(request: Request, declared: int | None, limit: int) -> bytes | bytearray:
+    stream = request.stream()
     if declared is not None:
         buf = bytearray(declared)
         size = 0
@@ -124,12 +145,15 @@ async def _discard(stream: AsyncIterator[bytes], seen: int) -> None:
 
     A client usually sends its whole body before it reads the answer; a server
     that answers and closes while unread bytes are still arriving resets the
-    connection, and the client sees a broken pipe instead of the 413.
+    connection, and the client sees a broken pipe instead of the 413. A body still
+    arriving after BODY_SECONDS is left unread: the connection closes instead.
     """
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > DRAIN_LIMIT:
-            return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in stream:
+                seen += len(chunk)
+                if seen > DRAIN_LIMIT:
+                    return
 
 
 def parse_json_object(raw: bytes | bytearray) -> dict[str, Any]:

@@ -13,8 +13,10 @@ from rich.table import Table
 from openkeyvault.cli import ca, trust, vaults
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     IDLE_TIMEOUT_RANGE,
+    MAX_CONNECTIONS_RANGE,
     Settings,
     default_data_dir,
     default_trusted_proxies,
@@ -73,6 +75,10 @@ def server(
         help="Seconds a connection may stay silent before the server closes it: after the "
         "TLS handshake until a request's headers arrive, and between keep-alive "
         "requests.")] = DEFAULT_IDLE_TIMEOUT,
+    max_connections: Annotated[int, typer.Option(
+        min=MAX_CONNECTIONS_RANGE[0], max=MAX_CONNECTIONS_RANGE[1],
+        help="Connections each worker process holds open at once (lowered to what the "
+        "open-file limit allows).")] = DEFAULT_MAX_CONNECTIONS,
 ) -> None:
     """Run the server."""
     if not dev:
@@ -89,7 +95,7 @@ def server(
         raise typer.Exit(2) from None
     run(_settings(data_dir, host=host, port=port, workers=max(1, workers), dev=True,
                   trusted_proxies=proxies, token_key_days=max(0, token_key_days), imds=imds,
-                  idle_timeout=idle_timeout))
+                  idle_timeout=idle_timeout, max_connections=max_connections))
 
 
 def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:

@@ -209,21 +209,36 @@ def _only_first_sockets(member: socket.socket, count: int) -> None:
         member.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
-def _raise_open_file_limit() -> None:
-    """Let each worker hold as many connections as its backpressure allows.
+def _raise_open_file_limit() -> int | None:
+    """Raise this process's open-file limit to its hard limit; the soft limit now, or None
+    where there is none to read (not POSIX, or unlimited).
 
-    A soft limit of 1024 open files (a common default) runs out before granian's
-    per-worker connection limit does, and a worker out of descriptors cannot accept.
+    A soft limit of 1024 open files (a common default) runs out before a worker's
+    connection slots do, and a worker out of descriptors cannot accept.
     """
     try:
         import resource
     except ImportError:  # not POSIX
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 16
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+# Descriptors each worker keeps for what is not a connection (database, keyring, logs).
+FILES_PER_WORKER = 128
+
+
+def connection_slots(wanted: int, open_files: int | None) -> int:
+    """Connections each worker may hold: `wanted`, lowered to fit the open-file limit
+    (a per-process limit: each worker's connections are its own descriptors)."""
+    if open_files is None:
+        return wanted
+    return max(1, min(wanted, open_files - FILES_PER_WORKER))
 
 
 def _granian_on(listeners: list[socket.socket]) -> type[Any]:
@@ -290,7 +305,12 @@ def run(settings: Settings) -> None:
             sock.close()
         raise
     os.environ[ENV_VAR] = settings.to_env()
-    _raise_open_file_limit()
+    open_files = _raise_open_file_limit()
+    slots = connection_slots(settings.max_connections, open_files)
+    if slots < settings.max_connections:
+        print(f"okv: warning: each worker holds at most {slots} connections, not "
+              f"{settings.max_connections}: the open-file limit is {open_files} (raise it "
+              "with `ulimit -n` or LimitNOFILE=)", file=sys.stderr, flush=True)
     from granian.constants import HTTPModes, Interfaces, RuntimeModes, SSLProtocols
     from granian.http import HTTP1Settings
 
@@ -320,6 +340,10 @@ def run(settings: Settings) -> None:
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, round(settings.idle_timeout * 1000))),
         backlog=LISTEN_BACKLOG,
+        # Connections a worker holds at once. Each idle one holds a slot until the idle
+        # timeout closes it; granian's default (1024 shared by the workers) let about a
+        # thousand silent connections, reopened as they were closed, starve every client.
+        backpressure=slots,
         respawn_failed_workers=True,
         # On shutdown a worker finishes its requests; one still holding a connection open
         # after this long is killed, so that Ctrl-C or a supervisor's stop always ends.

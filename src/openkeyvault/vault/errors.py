@@ -47,6 +47,10 @@ class TooLarge(DomainError):
     pass
 
 
+class BodyTimeout(DomainError):
+    """The request body did not arrive in time (a client sending it too slowly)."""
+
+
 class RoleAssignmentExists(Conflict):
     pass
 
