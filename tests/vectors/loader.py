@@ -1,8 +1,9 @@
 """Read the Wycheproof files and turn their hex and JWKs into what our API takes.
 
-The files live in `../shared/testvectors/wycheproof/` next to this repository (see its
-README); set `OKV_WYCHEPROOF_DIR` to use another copy. Every byte string in them is
-lowercase hex; the API wants base64url without padding.
+The files live in `tests/vectors/wycheproof/` (see the README there: where they come
+from, their license and what each covers); set `OKV_WYCHEPROOF_DIR` to use another
+copy. Every byte string in them is lowercase hex; the API wants base64url without
+padding.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DIR = Path(__file__).resolve().parents[3] / "shared" / "testvectors" / "wycheproof"
+DEFAULT_DIR = Path(__file__).resolve().parent / "wycheproof"
 
 # The vector files' hash names → hashlib, and → the JOSE algorithm for each family.
 HASHES = {"SHA-1": "sha1", "SHA-224": "sha224", "SHA-256": "sha256", "SHA-384": "sha384",
