@@ -93,18 +93,33 @@ def ensure_tls(settings: Settings) -> tuple[Path, Path, Path]:
     return srv_pem, srv_key, bundle
 
 
-def dev_environment(settings: Settings, identity_header: str) -> dict[str, str]:
+def dev_environment(settings: Settings, identity_header: str, tenant_id: str = "",
+                    subscription_id: str = "") -> dict[str, str]:
+    """The environment an unmodified SDK application needs against this server.
+
+    IDENTITY_ENDPOINT makes DefaultAzureCredential use the managed-identity credential
+    (no client secret, so its environment credential stays unused). AZURE_TENANT_ID and
+    AZURE_SUBSCRIPTION_ID are what management code must send; AZURE_AUTHORITY_HOST points
+    the credentials that ask a token service (ClientSecretCredential, ...) at this one.
+    Those still need `disable_instance_discovery=True`: otherwise MSAL first asks the
+    public cloud whether an authority host it does not know is genuine."""
     base = f"https://localhost:{settings.port}"
     bundle = str(settings.data_dir / "ca-bundle.pem")
-    return {
+    env = {
         "AZURE_KEYVAULT_URL": f"https://{settings.default_vault}.vault.{settings.domain}:"
                               f"{settings.port}",
         "IDENTITY_ENDPOINT": f"{base}/msi/token",
         "IDENTITY_HEADER": identity_header,
-        "REQUESTS_CA_BUNDLE": bundle,
-        "SSL_CERT_FILE": bundle,
-        "NODE_EXTRA_CA_CERTS": str(settings.data_dir / "ca.pem"),
+        "AZURE_AUTHORITY_HOST": base,
     }
+    if tenant_id:
+        env["AZURE_TENANT_ID"] = tenant_id
+    if subscription_id:
+        env["AZURE_SUBSCRIPTION_ID"] = subscription_id
+    return {**env,
+            "REQUESTS_CA_BUNDLE": bundle,
+            "SSL_CERT_FILE": bundle,
+            "NODE_EXTRA_CA_CERTS": str(settings.data_dir / "ca.pem")}
 
 
 def write_env_file(settings: Settings, env: dict[str, str]) -> Path:

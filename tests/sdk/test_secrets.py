@@ -30,7 +30,8 @@ def client(server) -> SecretClient:
 def test_dev_env_is_complete(server) -> None:
     assert set(server.env) == {
         "AZURE_KEYVAULT_URL", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE",
-        "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "AZURE_AUTHORITY_HOST", "AZURE_TENANT_ID",
+        "AZURE_SUBSCRIPTION_ID",
     }
     bundle = Path(server.env["REQUESTS_CA_BUNDLE"]).read_text()
     assert Path(server.ca).read_text().strip() in bundle

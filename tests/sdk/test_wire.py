@@ -21,7 +21,8 @@ from tests.support.server import DevServer
 
 LATEST = "2026-04-01"
 API = f"api-version={LATEST}"
-SUPPORTED = ("7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01")
+SUPPORTED = ("2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "7.6-preview.2",
+             "2025-07-01", "2026-04-01")  # every version: tests/security/test_api_versions.py
 VALUE_LIMIT = 25 * 1024  # bytes of UTF-8
 BODY_LIMIT = 256 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -159,7 +160,7 @@ def test_missing_api_version_is_400(wire: Wire, stored: str, method: str, path: 
     error_of(r, 400, "BadParameter")
 
 
-@pytest.mark.parametrize("version", ["9.9", "2016-10-01", "7.7", "2025-07-02", "7.5-preview", ""])
+@pytest.mark.parametrize("version", ["9.9", "2016-10-02", "7.7", "2025-07-02", "7.5-preview", ""])
 def test_unknown_api_version_is_400_naming_the_latest(wire: Wire, stored: str,
                                                        version: str) -> None:
     expected = (f"The specified version ({version}) is not recognized. Consider using the "
@@ -561,5 +562,7 @@ def test_requests_without_a_valid_token_are_challenged(wire: Wire, stored: str) 
                          json={"value": "changed"})
         error_of(r, 401, "Unauthorized")
         challenge = r.headers["WWW-Authenticate"]
-        assert challenge.startswith("Bearer authorization=")
-        assert f'resource="https://vault.localhost:{wire.port}"' in challenge
+        claims = wire.token.split(".")[1]
+        tenant = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["tid"]
+        assert challenge == (f'Bearer authorization="https://localhost:{wire.port}/{tenant}", '
+                             f'resource="https://vault.localhost:{wire.port}"')

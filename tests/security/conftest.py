@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,9 +40,23 @@ def resource(server: DevServer) -> str:
     return f"https://vault.localhost:{server.port}"
 
 
-def challenge(server: DevServer, host: str | None = None) -> str:
-    host = host or f"localhost:{server.port}"
-    return f'Bearer authorization="https://{host}/", resource="{resource(server)}"'
+_TENANTS: dict[str, str] = {}
+
+
+def tenant_of(server: DevServer) -> str:
+    """The deployment's tenant, as its tokens name it (`tid`)."""
+    key = str(server.data_dir)
+    if key not in _TENANTS:
+        claims = Rest(server).msi_token()["access_token"].split(".")[1]
+        _TENANTS[key] = json.loads(b64url_decode(claims))["tid"]
+    return _TENANTS[key]
+
+
+def challenge(server: DevServer) -> str:
+    """Azure's form: the token service with the tenant, then the resource (whatever the host)."""
+    tenant = tenant_of(server)
+    return (f'Bearer authorization="https://localhost:{server.port}/{tenant}", '
+            f'resource="{resource(server)}"')
 
 
 def b64url(data: bytes) -> str:

@@ -58,6 +58,9 @@ FIELDS: dict[Path, str] = {
     ("lifetime_actions", 0, "action", "action_type"): STRING,
     ("attributes",): OBJECT,
     ("attributes", "enabled"): BOOLEAN,
+    ("platformManaged",): OBJECT,
+    ("platformManaged", "certificateUsage"): STRING,
+    ("platformManaged", "metadata"): OBJECT,
 }
 
 # For each expected type, values of every other JSON type (null means "not given", so it is
@@ -91,6 +94,8 @@ def valid_policy() -> dict[str, Any]:
         "lifetime_actions": [{"trigger": {"lifetime_percentage": 80},
                               "action": {"action_type": "AutoRenew"}}],
         "attributes": {"enabled": True},
+        "platformManaged": {"certificateUsage": "ServerAuthentication",
+                            "metadata": {"k": "v"}},
     }
 
 
@@ -177,7 +182,8 @@ def _server_fields(t: Any, path: Path = ()) -> dict[Path, str]:
         if isinstance(t.item_type, mi.StrType):
             return {path: STRINGS}
         return {path: ARRAY, **_server_fields(t.item_type, (*path, 0))}
-    kinds = {mi.StrType: STRING, mi.IntType: INTEGER, mi.BoolType: BOOLEAN}
+    kinds = {mi.StrType: STRING, mi.IntType: INTEGER, mi.BoolType: BOOLEAN,
+             mi.DictType: OBJECT}  # a free-form object (platformManaged.metadata)
     return {path: kinds[type(t)]}
 
 

@@ -199,7 +199,7 @@ def assert_challenge(r: requests.Response, server: DevServer, secret: str | None
                      host: str | None = None) -> str:
     """A proper 401 challenge; returns the error message."""
     assert r.status_code == 401, r.text
-    assert r.headers["WWW-Authenticate"] == challenge(server, host)
+    assert r.headers["WWW-Authenticate"] == challenge(server)
     assert "Retry-After" not in r.headers
     body = r.json()
     assert set(body) == {"error"}

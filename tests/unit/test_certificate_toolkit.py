@@ -558,14 +558,35 @@ def test_all_key_usages_at_once_and_names_are_case_insensitive() -> None:
     [
         (("signature",), "Unknown key usage 'signature'"),
         (("",), "Unknown key usage"),
-        (("encipherOnly",), "need keyAgreement"),
-        (("decipherOnly", "digitalSignature"), "need keyAgreement"),
     ],
 )
 def test_key_usage_refusals(usage: tuple[str, ...], fragment: str) -> None:
     key = key_for("P-256")
     refused(build_certificate, X509Request("CN=x", key_usage=usage), key.public_key(), key,
             None, NOW, match=fragment)
+
+
+@pytest.mark.parametrize(("usage", "kept"), [
+    (("decipherOnly", "digitalSignature"), ["digitalSignature"]),
+    (("encipherOnly", "keyEncipherment", "nonRepudiation"), ["nonRepudiation",
+                                                            "keyEncipherment"]),
+    (("encipherOnly",), None),
+    (("decipherOnly", "encipherOnly"), None),
+])
+def test_encipher_and_decipher_only_without_key_agreement_are_left_out(
+        usage: tuple[str, ...], kept: list[str] | None, tmp_path: Path) -> None:
+    """Azure accepts them; RFC 5280 leaves them undefined without keyAgreement, so the
+    certificate carries the other bits (or no KeyUsage at all) and stays readable."""
+    _, cert = self_signed(key_usage=usage)
+    if kept is None:
+        with pytest.raises(x509.ExtensionNotFound):
+            cert.extensions.get_extension_for_class(x509.KeyUsage)
+        return
+    ku = ext(cert, x509.KeyUsage)
+    assert ku.critical is True and ku.value.key_agreement is False
+    assert x509_properties(cert)["key_usage"] == kept
+    text = openssl("x509", "-noout", "-ext", "keyUsage", "-in", write(tmp_path / "c", cert))
+    assert "Only" not in text.stdout.decode()
 
 
 def test_every_eku(tmp_path: Path) -> None:

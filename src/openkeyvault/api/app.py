@@ -194,12 +194,15 @@ class KeyVaultApp:
         return dict(hit)
 
     def _challenge(self, request: Request, message: str) -> Response:
+        """Azure's challenge names the token service and the tenant on it (the SDKs take the
+        tenant from the path), so a client configured for another tenant still asks this one."""
         host = request.headers.get("host", "localhost")
         resource = self.hosts.resource(host)
+        authority = self.d.tokens.issuer.removesuffix("/v2.0")
         return json_response(
             error_body("Unauthorized", message), 401,
             headers={"WWW-Authenticate":
-                     f'Bearer authorization="https://{host}/", resource="{resource}"'},
+                     f'Bearer authorization="{authority}", resource="{resource}"'},
         )
 
     async def _dispatch(self, request: Request) -> Response:

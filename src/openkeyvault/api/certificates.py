@@ -42,7 +42,7 @@ def policy(base: str, p: PolicyBundle) -> dict[str, Any]:
     stored = p.policy
     out: dict[str, Any] = {"id": f"{base}/certificates/{p.name}/policy"}
     for k in ("key_props", "secret_props", "x509_props", "lifetime_actions", "issuer",
-              "attributes"):
+              "attributes", "platformManaged"):
         if stored.get(k) is not None:
             out[k] = stored[k]
     return out

@@ -2,7 +2,9 @@
 azure-mgmt-keyvault drives).
 
 Answered on the deployment's bare host (`localhost:PORT`, `127.0.0.1:PORT`, the domain
-itself) for paths under `/subscriptions/` and `/providers/Microsoft.KeyVault/`. Order:
+itself) for paths under `/subscriptions`, `/tenants`, `/providers` and `/metadata`
+(`is_management_path`); subscriptions, tenants, resource groups, generic resources and
+the cloud's metadata are `api/arm.py`'s. Order:
 bearer token for a management audience (401 + challenge otherwise) → api-version → route →
 control-plane authorization (`access/control.py`, Azure's action names), before the body
 is read: a refused body is dropped unread (bounded) → body decoded into its request model
@@ -28,6 +30,7 @@ from starlette.responses import Response
 from openkeyvault.access import actions as a
 from openkeyvault.access.principals import Principal
 from openkeyvault.access.tokens import InvalidToken, WouldBlock
+from openkeyvault.api.arm import Arm
 from openkeyvault.api.errors import arm_error
 from openkeyvault.api.hosts import DEFAULT_HOSTS, split_host
 from openkeyvault.api.http import discard_body, empty_response, json_response, read_body
@@ -40,16 +43,11 @@ from openkeyvault.api.models.management import (
     VaultCreateOrUpdateParameters,
     VaultPatchParameters,
 )
+from openkeyvault.api.versions import MANAGEMENT_SUPPORTED as API_VERSIONS
 from openkeyvault.deployment import Deployment
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden
 from openkeyvault.vault.vaults import VaultService
 
-# The api-versions of Microsoft.KeyVault the management API accepts (azure-mgmt-keyvault
-# 14.x sends 2026-05-15).
-API_VERSIONS = frozenset({
-    "2019-09-01", "2021-10-01", "2022-07-01", "2022-11-01", "2023-02-01", "2023-07-01",
-    "2024-11-01", "2024-12-01-preview", "2025-05-01", "2026-05-15",
-})
 MANAGEMENT_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 BODY_LIMIT = 1024 * 1024
 _SUB = r"/subscriptions/(?P<sub>[^/]{1,64})"
@@ -81,9 +79,17 @@ class _Kind:
     check_name_model: builtins.type[Model]
 
 
+# ARM's top-level segments: every path under them is the management API's (ARM's 404 for
+# an unknown one, never the vault's 401), except `/providers/Microsoft.Authorization/...`,
+# which on the bare host is the default vault's role management (api/rbac.py).
+_ARM_ROOTS = ("subscriptions", "tenants", "providers", "metadata")
+_VAULT_RBAC = "providers/microsoft.authorization"
+
+
 def is_management_path(path: str) -> bool:
-    p = path.lower()
-    return p.startswith("/subscriptions/") or p.startswith("/providers/microsoft.keyvault/")
+    p = path.lower().lstrip("/")
+    return p.split("/", 1)[0] in _ARM_ROOTS and not (
+        p == _VAULT_RBAC or p.startswith(f"{_VAULT_RBAC}/"))
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,7 @@ class Management:
                 (re.compile(f"{_SUB}{_KV}/{check}", re.I), _ops(kind, POST=check_name)),
             ]
         self.vaults = v
+        self.arm = Arm(deployment)  # subscriptions, resource groups, resources (api/arm.py)
 
     # ---- pipeline -----------------------------------------------------------
     @staticmethod
@@ -179,6 +186,8 @@ class Management:
 
     async def handle(self, request: Request) -> Response:
         try:
+            if Arm.is_public(request.scope["path"]):  # the cloud's description: no token
+                return await run_in_threadpool(self.arm.metadata, request)
             return await self._handle(request)
         except DomainError as exc:
             status, body = arm_error(exc)
@@ -210,6 +219,9 @@ class Management:
         except InvalidToken as exc:
             return self._challenge(host, "InvalidAuthenticationToken",
                                    f"The access token is invalid: {exc}")
+        arm = await self.arm.handle(request, principal)
+        if arm is not None:
+            return arm
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")[:2048],
                                keep_blank_values=True))
         version = query.get("api-version")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from openkeyvault.config import Settings, default_data_dir
+from openkeyvault.cli.settings import settings_for
 
 ca_app = typer.Typer(help="The built-in certificate issuing CA.", no_args_is_help=True)
 
@@ -24,8 +24,7 @@ def ca_show(data_dir: DataDir = None) -> None:
     """
     from openkeyvault.deployment import Deployment
 
-    d = Deployment.open(Settings(data_dir=(data_dir or default_data_dir()).expanduser()
-                                 .resolve()))
+    d = Deployment.open(settings_for(data_dir))
     try:
         typer.echo(d.ca.root_pem().decode(), nl=False)
     finally:

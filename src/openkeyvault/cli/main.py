@@ -1,4 +1,7 @@
-"""The `okv` command."""
+"""The `okv` command.
+
+Only Typer and the settings are imported here: each command imports what it uses when
+it runs, so that `okv --help` and every command start quickly."""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from openkeyvault.cli import ca, trust, vaults
+from openkeyvault.cli.settings import settings_for
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -18,7 +20,6 @@ from openkeyvault.config import (
     IDLE_TIMEOUT_RANGE,
     MAX_CONNECTIONS_RANGE,
     Settings,
-    default_data_dir,
     default_trusted_proxies,
 )
 
@@ -48,7 +49,15 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory
 
 
 def _settings(data_dir: Path | None, **kw: object) -> Settings:
-    return Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve(), **kw)  # type: ignore[arg-type]
+    """The deployment's settings: those given, else the port and domain the server
+    recorded at its last start (cli/settings.py), else the defaults."""
+    return settings_for(data_dir, **kw)
+
+
+def _print_table(table: Any) -> None:
+    from rich.console import Console
+
+    Console().print(table)
 
 
 vaults.register(vault_app, _settings)
@@ -252,11 +261,13 @@ def principal_list(
     if output == "json":
         typer.echo(json.dumps(found, indent=2))
         return
+    from rich.table import Table
+
     table = Table("name", "client id", "object id", "secrets", "certificates", "federated")
     for r in found:
         table.add_row(r["display_name"], r["client_id"], r["object_id"], str(len(r["secrets"])),
                       str(len(r["certificates"])), str(len(r["federated_credentials"])))
-    Console().print(table)
+    _print_table(table)
 
 
 @principal_app.command("delete")
@@ -293,8 +304,10 @@ def role_assign(
     principal: Annotated[str, typer.Option(help="Object id, client id or name.")],
     role: Annotated[str, typer.Option(help="Role name or GUID, e.g. 'Key Vault Secrets User'.")],
     scope: Annotated[str, typer.Option(
-        help="/, /vaults/NAME, /vaults/NAME/secrets[/NAME]..., or an ARM scope: "
-        "/subscriptions/ID[/resourceGroups/RG[/providers/Microsoft.KeyVault/vaults/NAME...]]")
+        # Square brackets are escaped: the help is rendered as Rich markup.
+        help="/, /vaults/NAME, /vaults/NAME/secrets\\[/NAME]..., or an ARM scope: "
+        "/subscriptions/ID\\[/resourceGroups/RG\\[/providers/Microsoft.KeyVault/vaults/"
+        "NAME...]]")
                      ] = "/",
     data_dir: DataDir = None,
 ) -> None:
@@ -326,26 +339,25 @@ def role_list(
 ) -> None:
     """List role assignments: each scope in its internal and its ARM form."""
     from openkeyvault.access.control import internal_to_arm
-    from openkeyvault.deployment import Deployment
+    from openkeyvault.cli.readonly import reading
 
-    d = Deployment.open(_settings(data_dir))
-    try:
+    with reading(_settings(data_dir)) as d:
         find = d.rbac.definitions.get
         rows = [{"id": r.id, "principal_id": r.principal_id, "scope": r.scope,
                  "arm_scope": internal_to_arm(r.scope, d.vaults.placement_of),
                  "role_definition_id": r.role_definition_id,
                  "role": (f.name if (f := find(r.role_definition_id)) else None)}
                 for r in d.rbac.all()]
-    finally:
-        d.close()
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table("id", "principal", "role", "scope", "ARM scope")
     for r in rows:
         table.add_row(r["id"], r["principal_id"], r["role"] or r["role_definition_id"], r["scope"],
                       r["arm_scope"])
-    Console().print(table)
+    _print_table(table)
 
 
 @role_app.command("remove")
@@ -390,12 +402,14 @@ def role_definition_list(
     if output == "json":
         typer.echo(json.dumps(found, indent=2))
         return
+    from rich.table import Table
+
     table = Table("name (GUID)", "role name", "type", "data actions")
     for r in found:
         props = r["properties"]
         actions = [a for p in props["permissions"] for a in p["dataActions"]]
         table.add_row(r["name"], props["roleName"], props["type"], str(len(actions)))
-    Console().print(table)
+    _print_table(table)
 
 
 @definition_app.command("create")

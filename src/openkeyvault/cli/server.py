@@ -19,7 +19,9 @@ from typing import Any, NoReturn
 
 from openkeyvault import bootstrap
 from openkeyvault.api.identity import imds_notice
-from openkeyvault.config import ENV_VAR, Settings
+from openkeyvault.cli.hosts import hosts_note
+from openkeyvault.cli.settings import write_record
+from openkeyvault.config import DEFAULT_PORT, ENV_VAR, Settings
 from openkeyvault.deployment import Deployment
 from openkeyvault.storage.barrier import vault_owner
 from openkeyvault.storage.errors import StartupRefused, StorageError
@@ -43,10 +45,14 @@ def prepare(settings: Settings) -> dict[str, str]:
             _warn_unusable_vaults(d)
             bootstrap.ensure_tls(settings)
             d.vaults.ensure(settings.default_vault)
-            env = bootstrap.dev_environment(settings, d.identity_header)
+            env = bootstrap.dev_environment(settings, d.identity_header, d.tenant_id,
+                                            d.vaults.default_subscription())
         finally:
             d.close()
         bootstrap.write_env_file(settings, env)
+        if (problem := write_record(settings)) is not None:
+            print(f"okv: warning: {problem}; okv commands will show URLs with port "
+                  f"{DEFAULT_PORT}", file=sys.stderr, flush=True)
     except StartupRefused as exc:
         _refuse(f"okv: cannot start: {exc}", EXIT_REFUSED)
     except StorageError as exc:  # full, read-only or failing disk
@@ -71,14 +77,6 @@ def _warn_unusable_vaults(d: Deployment) -> None:
         print(f"okv: warning: vault '{names[owner]}': {reason}; its keys, secrets and "
               f"certificates cannot be opened until {KEYRING_DIR}/{owner.replace(':', '.')}"
               f"{SUFFIX} is restored from backup", file=sys.stderr, flush=True)
-
-
-def _resolves(host: str) -> bool:
-    try:
-        socket.getaddrinfo(host, None)
-        return True
-    except OSError:
-        return False
 
 
 def _announce_when_ready(settings: Settings, env: dict[str, str]) -> None:
@@ -111,9 +109,8 @@ def _announce_when_ready(settings: Settings, env: dict[str, str]) -> None:
     lines += ["", f"Written to {settings.data_dir / 'dev.env'}. Load it with:",
               f"  set -a; . {settings.data_dir / 'dev.env'}; set +a"]
     vault_host = env["AZURE_KEYVAULT_URL"].split("//", 1)[1].rsplit(":", 1)[0]
-    if not _resolves(vault_host):
-        lines += ["", f"Note: {vault_host} does not resolve on this machine. Add this line to "
-                      "/etc/hosts:", f"  127.0.0.1 {vault_host}"]
+    if note := hosts_note(vault_host):
+        lines += ["", *note]
     print("\n".join(lines) + "\n", flush=True)
 
 

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from openkeyvault.config import Settings, default_data_dir
+from openkeyvault.cli.settings import settings_for
 
 if TYPE_CHECKING:
     from openkeyvault.deployment import Deployment
@@ -38,8 +36,7 @@ def _deployment(data_dir: Path | None) -> Iterator[Deployment]:
     from openkeyvault.access.issuers import IssuerError
     from openkeyvault.deployment import Deployment
 
-    d = Deployment.open(Settings(data_dir=(data_dir or default_data_dir()).expanduser()
-                                 .resolve()))
+    d = Deployment.open(settings_for(data_dir))
     try:
         yield d
     except (DirectoryError, IssuerError) as exc:
@@ -172,6 +169,9 @@ def issuer_list(data_dir: DataDir = None, output: Output = "table") -> None:
     if output == "json":
         _echo(rows)
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("name", "issuer", "keys from", "audience")
     for r in rows:
         table.add_row(r["name"], r["issuer"], r["jwks_url"] or r["jwks_file"],
@@ -219,6 +219,9 @@ def token_keys(data_dir: DataDir = None, output: Output = "table") -> None:
     if output == "json":
         _echo(rows)
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("kid", "current", "created", "verifies until")
     for r in rows:
         table.add_row(r["kid"], "yes" if r["current"] else "",

@@ -14,15 +14,14 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from openkeyvault.config import Settings
-from openkeyvault.vault import controlrequests as c
-from openkeyvault.vault.requests import UNSET
+
+if TYPE_CHECKING:  # imported when a command runs: `okv --help` stays quick
+    from rich.table import Table
 
 SettingsFor = Callable[[Path | None], Settings]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
@@ -115,18 +114,37 @@ def _group_of(vault_id: str) -> str:
 
 
 @contextmanager
-def opened(settings_for: SettingsFor, data_dir: Path | None) -> Iterator[Vaults]:
-    """The deployment's vaults; a domain refusal becomes `error: ...` and exit code 2."""
-    from openkeyvault.deployment import Deployment
+def opened(settings_for: SettingsFor, data_dir: Path | None,
+           read_only: bool = False) -> Iterator[Vaults]:
+    """The deployment's vaults; a domain refusal becomes `error: ...` and exit code 2.
+    `read_only`: through the lighter view where it can be used (cli/readonly.py)."""
+    from openkeyvault.cli.readonly import open_readonly
     from openkeyvault.vault.errors import DomainError
 
-    d = Deployment.open(settings_for(data_dir))
+    settings = settings_for(data_dir)
+    d: Any = open_readonly(settings) if read_only else None
+    if d is None:
+        from openkeyvault.deployment import Deployment
+
+        d = Deployment.open(settings)
     try:
         yield Vaults(d)
     except DomainError as exc:
         fail(exc.message)
     finally:
         d.close()
+
+
+def _table(*columns: str, **kw: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*columns, **kw)
+
+
+def _print(table: Table) -> None:
+    from rich.console import Console
+
+    Console(width=200).print(table)
 
 
 def _yes(value: object) -> str:
@@ -137,7 +155,7 @@ def show_vaults(found: list[dict[str, Any]], output: str) -> None:
     if output == "json":
         typer.echo(json.dumps(found, indent=2))
         return
-    table = Table("name", "resource group", "location", "sku", "permission model",
+    table = _table("name", "resource group", "location", "sku", "permission model",
                   "retention (days)", "purge protection", "vault URI")
     for v in found:
         p = v["properties"]
@@ -146,20 +164,31 @@ def show_vaults(found: list[dict[str, Any]], output: str) -> None:
                       "RBAC" if p.get("enableRbacAuthorization") else "access policies",
                       str(p["softDeleteRetentionInDays"]),
                       _yes(p.get("enablePurgeProtection")), p["vaultUri"])
-    Console(width=200).print(table)
+    _print(table)
+
+
+def host_note(vault_uri: str) -> None:
+    """On stderr: the hosts line a new vault's name needs where it does not resolve."""
+    from urllib.parse import urlsplit
+
+    from openkeyvault.cli.hosts import hosts_note
+
+    host = urlsplit(vault_uri).hostname
+    for line in hosts_note(host) if host else []:
+        typer.echo(line, err=True)
 
 
 def show_deleted(found: list[dict[str, Any]], output: str) -> None:
     if output == "json":
         typer.echo(json.dumps(found, indent=2))
         return
-    table = Table("name", "resource group", "location", "deleted", "scheduled purge",
+    table = _table("name", "resource group", "location", "deleted", "scheduled purge",
                   "purge protection")
     for v in found:
         p = v["properties"]
         table.add_row(v["name"], _group_of(p["vaultId"]), p["location"], p["deletionDate"],
                       p["scheduledPurgeDate"], _yes(p.get("purgeProtectionEnabled")))
-    Console(width=200).print(table)
+    _print(table)
 
 
 def show_vault(v: dict[str, Any], output: str) -> None:
@@ -168,7 +197,7 @@ def show_vault(v: dict[str, Any], output: str) -> None:
         return
     p = v["properties"]
     acls = p.get("networkAcls") or {}
-    table = Table("property", "value", show_header=False)
+    table = _table("property", "value", show_header=False)
     for key, value in (
         ("name", v["name"]), ("id", v["id"]), ("location", v["location"]),
         ("vault URI", p["vaultUri"]), ("tenant", p["tenantId"]), ("sku", p["sku"]["name"]),
@@ -182,7 +211,7 @@ def show_vault(v: dict[str, Any], output: str) -> None:
         ("tags", ", ".join(f"{k}={val}" for k, val in (v.get("tags") or {}).items()) or "-"),
     ):
         table.add_row(key, value)
-    Console(width=200).print(table)
+    _print(table)
 
 
 def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
@@ -209,6 +238,9 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
         output: Output = "table",
     ) -> None:
         """Create a vault, reachable at https://NAME.vault.DOMAIN:PORT/."""
+        from openkeyvault.vault import controlrequests as c
+        from openkeyvault.vault.requests import UNSET
+
         output = _output(output)
         tags = parse_tags(tag)
         with opened(settings_for, data_dir) as vaults:
@@ -224,6 +256,7 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
             created, _ = s.create_or_update(subscription or s.default_subscription(),
                                             resource_group, name, request)
         show_vault(created, output)
+        host_note(created["properties"]["vaultUri"])
 
     @vault_app.command("list")
     def vault_list(
@@ -238,7 +271,7 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
     ) -> None:
         """List the vaults (or the deleted vaults) of the deployment."""
         output = _output(output)
-        with opened(settings_for, data_dir) as vaults:
+        with opened(settings_for, data_dir, read_only=True) as vaults:
             found = vaults.all(deleted, subscription, resource_group)
         (show_deleted if deleted else show_vaults)(found, output)
 
@@ -246,7 +279,7 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
     def vault_show(name: str, data_dir: DataDir = None, output: Output = "table") -> None:
         """Show a vault: its ARM resource (placement, SKU, access settings, retention)."""
         output = _output(output)
-        with opened(settings_for, data_dir) as vaults:
+        with opened(settings_for, data_dir, read_only=True) as vaults:
             sub, rg = vaults.place(name)
             gone = vaults.deleted(name)
             if gone is not None:
@@ -275,6 +308,9 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
         output: Output = "table",
     ) -> None:
         """Change a vault: purge protection, permission model, network action, tags."""
+        from openkeyvault.vault import controlrequests as c
+        from openkeyvault.vault.requests import UNSET
+
         output = _output(output)
         tags = parse_tags(tag)
         with opened(settings_for, data_dir) as vaults:

@@ -501,8 +501,14 @@ def _general_names(req: X509Request) -> list[x509.GeneralName]:
     return names
 
 
-def key_usage_extension(names: Sequence[str]) -> x509.KeyUsage:
-    """Azure key usage names (case-insensitive) to a KeyUsage extension value."""
+def key_usage_extension(names: Sequence[str]) -> x509.KeyUsage | None:
+    """Azure key usage names (case-insensitive) to a KeyUsage extension value, or None
+    when no bit is left to set.
+
+    Azure accepts encipherOnly/decipherOnly without keyAgreement (the policy keeps them).
+    RFC 5280 (4.2.1.3) leaves their meaning undefined then, and common X.509 readers
+    (pyca/cryptography among them) refuse a certificate that sets them alone, so the
+    certificate leaves those two bits out and stays readable everywhere."""
     if len(names) > len(_KEY_USAGES) * 2:
         raise CertificateInputError("Too many key usages.")
     flags = dict.fromkeys(_KEY_USAGES.values(), False)
@@ -513,10 +519,10 @@ def key_usage_extension(names: Sequence[str]) -> x509.KeyUsage:
                 f"Unknown key usage '{str(name)[:32]}'; use one of {', '.join(_KEY_USAGES)}."
             )
         flags[_KEY_USAGES[canonical]] = True
-    if (flags["encipher_only"] or flags["decipher_only"]) and not flags["key_agreement"]:
-        raise CertificateInputError(
-            "The key usages encipherOnly and decipherOnly need keyAgreement."
-        )
+    if not flags["key_agreement"]:
+        flags["encipher_only"] = flags["decipher_only"] = False
+    if not any(flags.values()):
+        return None  # RFC 5280: a KeyUsage extension sets at least one bit
     return x509.KeyUsage(**flags)
 
 
@@ -551,8 +557,9 @@ def _request_extensions(
     if sans:
         # RFC 5280 4.2.1.6: critical when the subject is empty.
         exts.append((x509.SubjectAlternativeName(sans), not len(name)))
-    if req.key_usage:
-        exts.append((key_usage_extension(req.key_usage), True))
+    usage = key_usage_extension(req.key_usage) if req.key_usage else None
+    if usage is not None:
+        exts.append((usage, True))
     if req.ekus:
         exts.append((eku_extension(req.ekus), False))
     return exts
@@ -870,6 +877,44 @@ def _load_pem_key(block: bytes, password: bytes | None) -> Any:
                 "key is damaged."
             ) from None
         raise CertificateInputError(_PEM_UNREADABLE) from None
+
+
+_B64_TEXT_RE = re.compile(rb"[A-Za-z0-9+/=\s]+")
+_NOT_A_CERTIFICATE = ("An x5c entry is not an X.509 certificate: give base64 of the DER "
+                      "certificate or of its PEM text.")
+
+
+def merge_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of one decoded x5c entry of a merge, in order: DER, PEM text (one
+    or more CERTIFICATE blocks), or the base64 body of a PEM block without its headers,
+    which is what the SDKs send when handed PEM."""
+    _check_size(data)
+    try:
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        pass
+    if b"-----BEGIN" in data:
+        if data.count(b"-----BEGIN ") > MAX_PEM_BLOCKS:
+            raise CertificateInputError(
+                f"The PEM content holds more than {MAX_PEM_BLOCKS} blocks.")
+        found = list(_PEM_BLOCK_RE.finditer(data))
+        if not found or any(m.group(1) != b"CERTIFICATE" for m in found):
+            raise CertificateInputError(_NOT_A_CERTIFICATE)
+        blocks = [m.group(0) for m in found]
+        if len(blocks) > MAX_CERTIFICATES:
+            raise CertificateInputError(
+                f"The content holds more than {MAX_CERTIFICATES} certificates.")
+        try:
+            return [x509.load_pem_x509_certificate(b) for b in blocks]
+        except ValueError:
+            raise CertificateInputError(_NOT_A_CERTIFICATE) from None
+    if _B64_TEXT_RE.fullmatch(data):
+        try:
+            der = base64.b64decode(b"".join(data.split()), validate=True)
+            return [x509.load_der_x509_certificate(der)]
+        except (binascii.Error, ValueError):
+            pass
+    raise CertificateInputError(_NOT_A_CERTIFICATE)
 
 
 def load_pem(data: bytes, password: str | None = None) -> Loaded:

@@ -262,3 +262,17 @@ certificate_contacts = Table(
     Column("contacts", Text, nullable=False),
     Column("updated", Integer, nullable=False),
 )
+
+# Resource groups a client created by name (ARM's PUT .../resourcegroups/{rg}); a group
+# that holds a vault exists through the vault's placement. Names are case-insensitive
+# within a subscription (kept as first written).
+resource_groups = Table(
+    "resource_groups",
+    metadata,
+    Column("subscription", String(36), primary_key=True),
+    Column("name_lc", String(90), primary_key=True),
+    Column("name", String(90), nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("tags", Text, nullable=True),  # JSON
+)
+Index("ix_resource_groups_subscription", resource_groups.c.subscription)

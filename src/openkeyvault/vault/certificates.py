@@ -65,6 +65,8 @@ CANCELLED = "cancelled"
 FAILED = "failed"
 PENDING_DETAILS = ("Pending certificate created. Certificate request is in progress. This "
                    "may take some time based on the issuer provider. Please check again later.")
+# Azure's words when the issuer is Unknown: nothing is in progress until the client merges.
+MERGE_DETAILS = "Pending certificate created. Please Perform Merge to complete the request."
 
 log = logging.getLogger("openkeyvault.certificates")
 
@@ -284,11 +286,11 @@ class CertificateService(ObjectService[CertificateBundle]):
         key = self._key_for(caller.vault, name, policy)
         request_id = uuid.uuid4().hex
         try:
-            csr = _std_b64(ck.csr_der(x5.build_csr(certpolicy.request(policy), key)))
+            csr = _std_b64(ck.csr_der(x5.build_csr(certpolicy.request(policy, name), key)))
         except x5.CertificateInputError as exc:
             raise BadParameter(str(exc)) from None
         if kind in ("self", "builtin"):
-            made = self._issue(kind, policy, key)
+            made = self._issue(kind, policy, key, name)
             made.extra = extra
             made.csr = csr
             self._store_version(caller.vault, name, policy, made, state, request_id=request_id)
@@ -302,8 +304,9 @@ class CertificateService(ObjectService[CertificateBundle]):
         # unknown or external: the operation waits for a merge with the CSR
         key_version, sealed = self._barrier.seal(vault_owner(vid), self._pending_aad(
             vid, name, request_id), ck.to_blob(key))
+        details = MERGE_DETAILS if kind == "unknown" else PENDING_DETAILS
         op = {
-            "status": IN_PROGRESS, "status_details": PENDING_DETAILS,
+            "status": IN_PROGRESS, "status_details": details,
             "issuer": policy["issuer"], "request_id": request_id,
             "cancellation_requested": False, "csr": csr,
             "sealed_key": _std_b64(sealed), "key_version": key_version, "extra": extra,
@@ -382,8 +385,8 @@ class CertificateService(ObjectService[CertificateBundle]):
         except BarrierError:
             raise BadParameter("The key material could not be unsealed.") from None
 
-    def _issue(self, kind: str, policy: dict[str, Any], key: Any) -> _Made:
-        req = certpolicy.request(policy)
+    def _issue(self, kind: str, policy: dict[str, Any], key: Any, name: str) -> _Made:
+        req = certpolicy.request(policy, name)
         now = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC)
         try:
             if kind == "self":
@@ -535,9 +538,11 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise BadParameter(f"x5c must be a list of 1 to {MAX_MERGE_CERTS} base64 "
                                "certificates.")
         try:
-            certs = [ck.cert_from_der(_b64(c, "x5c")) for c in x5c]
+            certs = [c for entry in x5c for c in x5.merge_certificates(_b64(entry, "x5c"))]
         except x5.CertificateInputError as exc:
             raise BadParameter(str(exc)) from None
+        if len(certs) > MAX_MERGE_CERTS:
+            raise BadParameter(f"x5c must hold 1 to {MAX_MERGE_CERTS} certificates.")
         vid = caller.vault.id
         try:
             blob = self._barrier.open(vault_owner(vid), int(op["key_version"]),
@@ -817,7 +822,7 @@ class CertificateService(ObjectService[CertificateBundle]):
             return False
         if kind not in ("self", "builtin"):
             return False
-        made = self._issue(kind, policy, self._key_for(vault, latest.name, policy))
+        made = self._issue(kind, policy, self._key_for(vault, latest.name, policy), latest.name)
         made.extra = {"enabled": True, "tags": latest.tags}
         return self._store_version(vault, latest.name, policy, made, state,
                                    expect_latest=latest.version) is not None

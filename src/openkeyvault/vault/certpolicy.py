@@ -7,6 +7,7 @@ the edge), with every default filled in.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypeVar
 
@@ -31,6 +32,8 @@ MAX_SUBJECT_CHARS = 1024
 MAX_SANS = 100
 MAX_SAN_CHARS = 255
 MAX_EKUS = 32
+MAX_PLATFORM_USAGE_CHARS = 256
+MAX_PLATFORM_METADATA_CHARS = 8192
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]{0,9})){1,30}")
 SELF = "Self"
 UNKNOWN = "Unknown"
@@ -127,14 +130,14 @@ def _sans(raw: dict[str, Any] | None) -> dict[str, list[str]]:
 
 
 def x509_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None, *,
-               kty: str = "RSA") -> dict[str, Any]:
+               kty: str = "RSA", platform_managed: bool = False) -> dict[str, Any]:
     p = {**(base or {}), **_obj(raw)}
     subject = p.get("subject")
     if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
         raise BadParameter(f"x509_props.subject must be a string of at most "
                            f"{MAX_SUBJECT_CHARS} characters.")
     sans = _sans(p.get("sans"))
-    if not subject and not sans:
+    if not subject and not sans and not platform_managed:
         raise BadParameter("The certificate policy must specify a subject or subject "
                            "alternative names (x509_props.subject or x509_props.sans).")
     if subject:
@@ -169,6 +172,26 @@ def x509_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None, *
     if sans:
         out["sans"] = sans
     out.update(ekus=ekus, key_usage=usage, validity_months=months)
+    return out
+
+
+def platform_managed(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`platformManaged` (api-version 2026-04-01): the platform manages the certificate for
+    the user. Its `certificateUsage` is required; `metadata` is free-form JSON, kept as
+    sent. Such a policy may name no subject and no SANs (the SDKs allow it too)."""
+    if raw is None:
+        return None
+    usage = raw.get("certificateUsage")
+    if not usage or len(usage) > MAX_PLATFORM_USAGE_CHARS:
+        raise BadParameter(f"platformManaged.certificateUsage must be a string of 1 to "
+                           f"{MAX_PLATFORM_USAGE_CHARS} characters.")
+    out: dict[str, Any] = {"certificateUsage": usage}
+    metadata = raw.get("metadata")
+    if metadata is not None:
+        if len(json.dumps(metadata, separators=(",", ":"))) > MAX_PLATFORM_METADATA_CHARS:
+            raise BadParameter(f"platformManaged.metadata must be at most "
+                               f"{MAX_PLATFORM_METADATA_CHARS} characters of JSON.")
+        out["metadata"] = metadata
     return out
 
 
@@ -247,8 +270,10 @@ def merge(body: dict[str, Any], base: dict[str, Any] | None = None, now: int = 0
     base = base or {}
     kp = key_props(body.get("key_props"), base.get("key_props"))
     sp = secret_props(body.get("secret_props"), base.get("secret_props"))
+    pm = platform_managed(body.get("platformManaged", base.get("platformManaged")))
     if require_x509 or "x509_props" in body or base.get("x509_props"):
-        xp = x509_props(body.get("x509_props"), base.get("x509_props"), kty=kp["kty"])
+        xp = x509_props(body.get("x509_props"), base.get("x509_props"), kty=kp["kty"],
+                        platform_managed=pm is not None)
     else:
         xp = {}
     iss = issuer(body.get("issuer"), base.get("issuer"))
@@ -258,12 +283,15 @@ def merge(body: dict[str, Any], base: dict[str, Any] | None = None, now: int = 0
     attrs = _obj(body.get("attributes"))
     old_attrs = base.get("attributes") or {}
     enabled = _default(attrs.get("enabled"), old_attrs.get("enabled", True))
-    return {
+    out = {
         "key_props": kp, "secret_props": sp, "x509_props": xp, "lifetime_actions": la,
         "issuer": iss,
         "attributes": {"enabled": enabled, "created": old_attrs.get("created", now),
                        "updated": now},
     }
+    if pm is not None:
+        out["platformManaged"] = pm
+    return out
 
 
 def key_ops(policy: dict[str, Any]) -> list[str]:
@@ -277,11 +305,16 @@ def key_ops(policy: dict[str, Any]) -> list[str]:
     return [o for o in _OPS_ORDER if o in ops]
 
 
-def request(policy: dict[str, Any]) -> X509Request:
+def request(policy: dict[str, Any], name: str | None = None) -> X509Request:
+    """The X.509 request of a policy; a platform-managed policy without a subject or SANs
+    gets `CN=<certificate name>` (a certificate needs a name)."""
     xp = policy["x509_props"]
     sans = xp.get("sans", {})
+    subject = xp.get("subject", "")
+    if not subject and not sans and name and policy.get("platformManaged"):
+        subject = f"CN={name}"
     return X509Request(
-        subject=xp.get("subject", ""),
+        subject=subject,
         dns_names=tuple(sans.get("dns_names", ())),
         emails=tuple(sans.get("emails", ())),
         upns=tuple(sans.get("upns", ())),

@@ -87,6 +87,16 @@ class PolicyAttributes:
 
 
 @dataclass(frozen=True)
+class PlatformManaged:
+    """The platform manages the certificate for the user (api-version 2026-04-01);
+    `metadata` is free-form JSON."""
+
+    certificate_usage: str | None | Unset = field(default=UNSET,
+                                                  metadata={"wire": "certificateUsage"})
+    metadata: dict[str, Any] | None | Unset = UNSET
+
+
+@dataclass(frozen=True)
 class CertificatePolicy:
     """CertificatePolicy as a client sends it (id is read-only and dropped)."""
 
@@ -96,6 +106,8 @@ class CertificatePolicy:
     lifetime_actions: list[LifetimeAction] | None | Unset = UNSET
     issuer: IssuerParameters | None | Unset = UNSET
     attributes: PolicyAttributes | None | Unset = UNSET
+    platform_managed: PlatformManaged | None | Unset = field(
+        default=UNSET, metadata={"wire": "platformManaged"})
 
 
 def sent(part: Any) -> dict[str, Any]:
@@ -116,7 +128,7 @@ def sent(part: Any) -> dict[str, Any]:
     return out
 
 
-_SCALARS = (str, int, float)  # bool is an int
+_SCALARS = (str, int, float, dict)  # bool is an int; a dict is free-form JSON
 _NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
 
 

@@ -101,6 +101,15 @@ class LifetimeAction(Model, frozen=True):
         return r.LifetimeAction(_part(self.trigger), _part(self.action))
 
 
+class PlatformManaged(Model, frozen=True):
+    certificate_usage: str | None | UnsetType = msgspec.field(default=UNSET,
+                                                              name="certificateUsage")
+    metadata: dict[str, Any] | None | UnsetType = UNSET
+
+    def to_request(self) -> r.PlatformManaged:
+        return r.PlatformManaged(present(self.certificate_usage), present(self.metadata))
+
+
 class CertificatePolicy(Model, frozen=True):
     key_props: KeyProperties | None | UnsetType = UNSET
     secret_props: SecretProperties | None | UnsetType = UNSET
@@ -108,6 +117,8 @@ class CertificatePolicy(Model, frozen=True):
     lifetime_actions: list[LifetimeAction] | None | UnsetType = UNSET
     issuer: IssuerParameters | None | UnsetType = UNSET
     attributes: CertificateAttributes | None | UnsetType = UNSET
+    platform_managed: PlatformManaged | None | UnsetType = msgspec.field(
+        default=UNSET, name="platformManaged")
 
     def to_request(self) -> r.CertificatePolicy:
         actions = self.lifetime_actions
@@ -116,7 +127,8 @@ class CertificatePolicy(Model, frozen=True):
             _part(self.key_props), _part(self.secret_props), _part(self.x509_props),
             [x.to_request() for x in actions] if isinstance(actions, list) else present(actions),
             _part(self.issuer),
-            r.PolicyAttributes(present(a.enabled)) if isinstance(a, Attributes) else present(a))
+            r.PolicyAttributes(present(a.enabled)) if isinstance(a, Attributes) else present(a),
+            _part(self.platform_managed))
 
 
 def _part(value: Any) -> Any:
