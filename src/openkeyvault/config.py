@@ -60,6 +60,12 @@ class Settings:
     def db_path(self) -> Path:
         return self.data_dir / "okv.db"
 
+    def resource_uri(self, name: str, kind: str = "vault") -> str:
+        """A vault's (kind "vault") or managed HSM pool's (kind "managedhsm") URI as the
+        control plane reports it; clients on the data plane get ids from their own Host."""
+        port = "" if self.port == 443 else f":{self.port}"
+        return f"https://{name}.{kind}.{self.domain}{port}/"
+
     def to_env(self) -> str:
         d = asdict(self)
         d["data_dir"] = str(self.data_dir)

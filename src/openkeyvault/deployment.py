@@ -32,7 +32,7 @@ from openkeyvault.config import Settings
 from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.crypto.signing import generate_rsa_pem
 from openkeyvault.keystore.software import SoftwareKeyStore
-from openkeyvault.ops.clock import Clock, OffsetClock, SystemClock
+from openkeyvault.ops.clock import Clock, deployment_clock
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.datadir import open_storage
@@ -52,8 +52,6 @@ from openkeyvault.vault.managedhsms import ManagedHsmService
 from openkeyvault.vault.properties import VaultPropertiesService
 from openkeyvault.vault.secrets import SecretService
 from openkeyvault.vault.vaults import VaultService
-
-CLOCK_FILE = "clock-offset"
 
 
 @dataclass
@@ -91,7 +89,7 @@ class Deployment:
         # Checks permissions and key material first; StartupRefused names what is wrong.
         engines, repo, barrier = open_storage(data, settings.db_path)
         if clock is None:
-            clock = OffsetClock(data / CLOCK_FILE) if settings.dev else SystemClock()
+            clock = deployment_clock(data, settings.dev)
         now = int(clock.now())
         barrier.ensure_owner(SYSTEM, now)
 
@@ -139,13 +137,12 @@ class Deployment:
                                                "managedIdentity", now), if_absent=True)
             rbac.assign(dev_oid, KEY_VAULT_ADMINISTRATOR.id, "/")
             rbac.assign(dev_oid, OWNER.id, "/")
-        port = "" if settings.port == 443 else f":{settings.port}"
         vaults = VaultService(repo, barrier, clock, PlacementStore(engines), tenant_id,
-                              lambda name: f"https://{name}.vault.{settings.domain}{port}/")
+                              settings.resource_uri)
         vaults.adopt_unplaced()
         managed_hsms = ManagedHsmService(
             repo, barrier, clock, PlacementStore(engines), tenant_id,
-            lambda name: f"https://{name}.managedhsm.{settings.domain}{port}/",
+            lambda name: settings.resource_uri(name, "managedhsm"),
             lambda object_id, scope: rbac.assign(object_id, MANAGED_HSM_ADMINISTRATOR.id,
                                                  scope))
         backups = BackupCodec(barrier, deployment_id)

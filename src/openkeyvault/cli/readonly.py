@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from openkeyvault.storage.repository import Repository
     from openkeyvault.vault.vaults import VaultService
 
-CLOCK_FILE = "clock-offset"  # as Deployment.open: a dev deployment's shared clock offset
-
 
 @dataclass
 class ReadOnly:
@@ -52,11 +50,8 @@ class ReadOnly:
         from openkeyvault.storage.placement import PlacementStore
         from openkeyvault.vault.vaults import VaultService
 
-        # The same vault URI as Deployment.open gives.
-        port = "" if self.settings.port == 443 else f":{self.settings.port}"
-        domain = self.settings.domain
         return VaultService(self.repo, self.barrier, self.clock, PlacementStore(self.engines),
-                            self.tenant_id, lambda name: f"https://{name}.vault.{domain}{port}/")
+                            self.tenant_id, self.settings.resource_uri)
 
     @cached_property
     def rbac(self) -> RoleAssignments:
@@ -73,7 +68,7 @@ def open_readonly(settings: Settings) -> ReadOnly | None:
     """The lighter view of the deployment, or None where a full open must come first."""
     if not recorded_by_this_version(settings.data_dir):
         return None
-    from openkeyvault.ops.clock import OffsetClock, SystemClock
+    from openkeyvault.ops.clock import deployment_clock
     from openkeyvault.storage.datadir import open_storage
 
     engines, repo, barrier = open_storage(settings.data_dir, settings.db_path)
@@ -81,7 +76,7 @@ def open_readonly(settings: Settings) -> ReadOnly | None:
     if tenant_id is None:
         engines.dispose()
         return None
-    clock = OffsetClock(settings.data_dir / CLOCK_FILE) if settings.dev else SystemClock()
+    clock = deployment_clock(settings.data_dir, settings.dev)
     return ReadOnly(settings, engines, repo, barrier, clock, tenant_id)
 
 

@@ -85,3 +85,12 @@ class OffsetClock:
         os.replace(tmp, self._file)
         self._refresh(force=True)
         return new
+
+
+CLOCK_FILE = "clock-offset"
+
+
+def deployment_clock(data_dir: Path, dev: bool) -> Clock:
+    """The clock a deployment runs on: wall time, moved by the shared offset file in a
+    development deployment (every process of it reads the same file)."""
+    return OffsetClock(data_dir / CLOCK_FILE) if dev else SystemClock()
