@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.support.dns import localhost_subdomains
 from tests.support.server import DevServer, running
+
+# Modules whose tests flood a server with connections, measure its workers' memory or
+# hold its workers with slow bodies: under `pytest -n N --dist loadscope` (pytest-xdist)
+# they run one after another on one worker, so that they never disturb each other.
+HEAVY_MODULES = frozenset({
+    "tests/security/test_server_process.py",
+    "tests/security/test_body_discipline.py",
+    "tests/security/test_token_guessing.py",
+    "tests/security/test_slow_bodies.py",
+})
+
+
+def work_unit(nodeid: str) -> str:
+    """What one xdist worker runs whole: a module (its module-scoped servers start once),
+    or all the heavy modules together."""
+    module = nodeid.split("::", 1)[0]
+    return "heavy" if module in HEAVY_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadscope` with work_unit as the scope. (xdist_group marks cannot do it:
+    `--dist loadgroup` renames node ids, which pytest 9 no longer lets a plugin do.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

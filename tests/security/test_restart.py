@@ -51,7 +51,7 @@ def test_sigint_stops_cleanly_and_a_restart_keeps_everything(
         before = _snapshot_files(data_dir)
         env_before = dict(first.env)
     finally:
-        code = first.stop()  # SIGINT to the process group, as Ctrl-C would
+        code = first.stop(group=True)  # SIGINT to the process group, as Ctrl-C would
     assert code == 0, first.log()
     assert "Traceback" not in first.log()
 
@@ -90,6 +90,6 @@ def test_sigint_stops_cleanly_and_a_restart_keeps_everything(
         client.begin_recover_deleted_secret(gone, **POLL).wait()
         assert client.get_secret(gone).value == "gone-value"
     finally:
-        code = second.stop()
+        code = second.stop(group=True)
     assert code == 0, second.log()
     assert "Traceback" not in second.log()

@@ -81,12 +81,23 @@ class DevServer:
             time.sleep(0.1)
         raise RuntimeError(f"server did not become ready:\n{self.log()}")
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int | None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20,
+             group: bool = False) -> int | None:
+        """Send `sig` to the main process, as `kill PID` does (it then stops its workers), or
+        with `group=True` to the whole process group, as Ctrl-C does.
+
+        A worker that gets the group's signal as well as its main process's stop sometimes
+        stops only when killed, SHUTDOWN_GRACE_SECONDS later: tests that only need the
+        server gone stop it the first way; those about Ctrl-C ask for the group.
+        """
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
+                if group:
+                    os.killpg(self.proc.pid, sig)
+                else:
+                    os.kill(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -121,7 +121,9 @@ class Arm:
     # ---- public: the cloud's description -----------------------------------------------
     @staticmethod
     def is_public(path: str) -> bool:
-        return path.rstrip("/").lower() == METADATA_PATH
+        # `az cloud register --endpoint-resource-manager https://HOST/` asks for
+        # `//metadata/endpoints`: the base URL's slash doubled, as ARM accepts it.
+        return "/" + path.strip("/").lower() == METADATA_PATH
 
     def metadata(self, request: Request) -> Response:
         """`/metadata/endpoints`: the deployment described as a cloud (what `az cloud
@@ -145,6 +147,9 @@ class Arm:
             "resourceManager": base,
             "galleryEndpoint": base,
             "graphEndpoint": base,
+            # Set, so that az's role assignment lists ask it for principal names (and show
+            # them as unknown when it does not answer) instead of failing.
+            "microsoftGraphResourceId": base,
             "authentication": {
                 "loginEndpoint": base,
                 "audiences": ["https://management.core.windows.net/",

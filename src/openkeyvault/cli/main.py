@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from openkeyvault.cli import ca, trust, vaults
+from openkeyvault.cli import azsetup, ca, trust, vaults
 from openkeyvault.cli.settings import settings_for
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
@@ -61,6 +61,7 @@ def _print_table(table: Any) -> None:
 
 
 vaults.register(vault_app, _settings)
+azsetup.register(app, _settings)
 
 
 @app.command()

@@ -1,0 +1,318 @@
+"""The real Azure CLI (azure-cli from PyPI, in .venv-az) against the real server.
+
+One server for the module, set up for az by `okv az-setup --run` exactly as a user would
+(a private AZURE_CONFIG_DIR keeps the user's own az config out of it). Each test is one
+area of docs/azure-cli.md and runs its commands in a row, as a user would: az is slow to
+start (about a second a call), so the calls are few and each one checks something.
+
+Skipped when .venv-az (`make az-venv`) or $OKV_AZ is missing, unless CI or OKV_AZURE_CLI
+is set: then a missing az is a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from tests.support.server import DevServer, running
+
+pytestmark = pytest.mark.azure_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOLVER = Path(__file__).parent / "resolver"
+VAULT = "azcli-kv"
+GROUP = "azcli-rg"
+
+
+def _az_path() -> Path:
+    return Path(os.environ.get("OKV_AZ") or ROOT / ".venv-az" / "bin" / "az")
+
+
+def _required() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes")
+               for k in ("CI", "OKV_AZURE_CLI"))
+
+
+Az = Callable[..., Any]
+
+
+class AzError(AssertionError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def az_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServer, dict[str, str]]]:
+    """The server, and the environment az runs in after `okv az-setup --run`."""
+    az = _az_path()
+    if not os.access(az, os.X_OK):
+        reason = (f"the Azure CLI is not installed at {az} (run `make az-venv`, or set OKV_AZ "
+                  "to an az executable)")
+        if _required():
+            pytest.fail(reason + "; CI or OKV_AZURE_CLI is set, so it must run")
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("azcli")
+    with running(base / "data") as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "MSI_",
+                                                                        "IDENTITY_"))}
+        env.update({
+            "AZURE_CONFIG_DIR": str(base / "az"),
+            "AZURE_CORE_COLLECT_TELEMETRY": "false",
+            "AZURE_CORE_SURVEY_MESSAGE": "false",
+            "AZURE_CORE_ONLY_SHOW_ERRORS": "true",
+            "AZURE_CORE_NO_COLOR": "true",
+            "PYTHONPATH": str(RESOLVER),
+            "PATH": f"{az.parent}{os.pathsep}{env.get('PATH', '')}",
+        })
+        setup = subprocess.run(
+            [sys.executable, "-m", "openkeyvault", "az-setup", "--run",
+             "--data-dir", str(server.data_dir)],
+            env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert setup.returncode == 0, setup.stderr + setup.stdout
+        env["REQUESTS_CA_BUNDLE"] = str(server.data_dir / "ca-bundle.pem")
+        yield server, env
+
+
+@pytest.fixture(scope="module")
+def az(az_env: tuple[DevServer, dict[str, str]]) -> Az:
+    """Run `az ARGS -o json` and return its parsed output (None when it prints nothing);
+    `expect_fail=True` returns the error text instead."""
+    server, env = az_env
+
+    def run(*args: str, expect_fail: bool = False) -> Any:
+        done = subprocess.run([str(_az_path()), *args, "--output", "json"], env=env,
+                              capture_output=True, text=True, timeout=180, check=False)
+        if expect_fail:
+            assert done.returncode != 0, f"az {' '.join(args)} succeeded: {done.stdout}"
+            return done.stderr
+        if done.returncode != 0:
+            raise AzError(f"az {' '.join(args)} failed ({done.returncode}):\n{done.stderr}"
+                          f"\nserver log tail:\n{server.log()[-2000:]}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def vault(az: Az) -> str:
+    """A vault made with `az keyvault create` (the resource group with `az group create`)."""
+    az("group", "create", "-n", GROUP, "-l", "local")
+    created = az("keyvault", "create", "-n", VAULT, "-g", GROUP)
+    assert created["properties"]["enableRbacAuthorization"] is True
+    return VAULT
+
+
+def test_setup_logs_in_to_the_deployment(az: Az, az_env: tuple[DevServer, dict[str, str]]
+                                         ) -> None:
+    server, _ = az_env
+    account = az("account", "show")
+    assert account["environmentName"] == "OpenKeyVault"
+    assert account["tenantId"] == server.env["AZURE_TENANT_ID"]
+    assert account["id"] == server.env["AZURE_SUBSCRIPTION_ID"]
+    assert account["user"]["type"] == "servicePrincipal"
+    cloud = az("cloud", "show")
+    assert cloud["endpoints"]["resourceManager"] == f"https://localhost:{server.port}/"
+    assert cloud["suffixes"]["keyvaultDns"] == f".vault.localhost:{server.port}"
+
+
+def test_printed_setup(az_env: tuple[DevServer, dict[str, str]]) -> None:
+    """Without --run the same set-up is printed, ready for a shell; the principal is reused
+    (one principal however often it runs) with a new secret each time."""
+    server, _ = az_env
+    out = server.okv("az-setup")
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == f"export REQUESTS_CA_BUNDLE={server.data_dir / 'ca-bundle.pem'}"
+    assert lines[1] == (f"az cloud register -n OpenKeyVault --endpoint-resource-manager "
+                        f"https://localhost:{server.port}/ && az cloud set -n OpenKeyVault && "
+                        "az config set core.instance_discovery=false --only-show-errors")
+    assert lines[2].startswith("az login --service-principal -u ")
+    assert f"--tenant {server.env['AZURE_TENANT_ID']}" in lines[2]
+    listed = json.loads(server.okv("principal", "list", "-o", "json").stdout)
+    mine = [p for p in listed if p["display_name"] == "azure-cli"]
+    assert len(mine) == 1 and len(mine[0]["secrets"]) == 2
+
+
+def test_vault_lifecycle(az: Az, vault: str) -> None:
+    shown = az("keyvault", "show", "-n", vault)
+    assert shown["properties"]["vaultUri"].startswith(f"https://{vault}.vault.localhost:")
+    assert vault in [v["name"] for v in az("keyvault", "list")]
+    updated = az("keyvault", "update", "-n", vault, "--set", "tags.team=blue")
+    assert updated["tags"] == {"team": "blue"}
+
+    other = "azcli-kv2"
+    az("keyvault", "create", "-n", other, "-g", GROUP, "-l", "local")
+    az("keyvault", "delete", "-n", other)
+    assert other in [v["name"] for v in az("keyvault", "list-deleted")]
+    assert other not in [v["name"] for v in az("keyvault", "list")]
+    recovered = az("keyvault", "recover", "-n", other)
+    assert recovered["name"] == other
+    az("keyvault", "delete", "-n", other)
+    az("keyvault", "purge", "-n", other)
+    assert other not in [v["name"] for v in az("keyvault", "list-deleted")]
+    az("keyvault", "show", "-n", other, expect_fail=True)
+
+
+def test_network_rules(az: Az, vault: str) -> None:
+    az("keyvault", "network-rule", "add", "-n", vault, "--ip-address", "192.0.2.0/24")
+    rules = az("keyvault", "network-rule", "list", "-n", vault)
+    assert [r["value"] for r in rules["ipRules"]] == ["192.0.2.0/24"]
+    az("keyvault", "network-rule", "remove", "-n", vault, "--ip-address", "192.0.2.0/24")
+    assert az("keyvault", "network-rule", "list", "-n", vault)["ipRules"] == []
+
+
+def test_secrets(az: Az, vault: str, tmp_path: Path) -> None:
+    v = ("--vault-name", vault)
+    created = az("keyvault", "secret", "set", *v, "-n", "db-password", "--value", "s3cret")
+    assert created["value"] == "s3cret"
+    assert az("keyvault", "secret", "show", *v, "-n", "db-password")["value"] == "s3cret"
+    assert [s["name"] for s in az("keyvault", "secret", "list", *v)] == ["db-password"]
+    blob = tmp_path / "secret.bak"
+    az("keyvault", "secret", "backup", *v, "-n", "db-password", "-f", str(blob))
+    assert blob.stat().st_size > 0
+    deleted = az("keyvault", "secret", "delete", *v, "-n", "db-password")
+    assert deleted["recoveryId"].endswith("/deletedsecrets/db-password")
+    az("keyvault", "secret", "recover", *v, "-n", "db-password")
+    assert az("keyvault", "secret", "show", *v, "-n", "db-password")["value"] == "s3cret"
+    az("keyvault", "secret", "delete", *v, "-n", "db-password")
+    az("keyvault", "secret", "purge", *v, "-n", "db-password")
+    az("keyvault", "secret", "show", *v, "-n", "db-password", expect_fail=True)
+    restored = az("keyvault", "secret", "restore", *v, "-f", str(blob))
+    assert restored["id"] == created["id"]
+    assert az("keyvault", "secret", "show", *v, "-n", "db-password")["value"] == "s3cret"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_keys(az: Az, vault: str, tmp_path: Path) -> None:
+    v = ("--vault-name", vault)
+    key = az("keyvault", "key", "create", *v, "-n", "signing", "--kty", "RSA", "--size", "2048")
+    kid = key["key"]["kid"]
+    assert az("keyvault", "key", "show", *v, "-n", "signing")["key"]["kid"] == kid
+    assert [k["name"] for k in az("keyvault", "key", "list", *v)] == ["signing"]
+
+    # encrypt with az, decrypt with az; and the ciphertext opens with the public key's pair
+    enc = az("keyvault", "key", "encrypt", *v, "-n", "signing", "-a", "RSA-OAEP-256",
+             "--value", _b64(b"plain text"), "--data-type", "base64")
+    dec = az("keyvault", "key", "decrypt", *v, "-n", "signing", "-a", "RSA-OAEP-256",
+             "--value", enc["result"], "--data-type", "base64")
+    assert base64.b64decode(dec["result"]) == b"plain text"
+
+    digest = hashlib.sha256(b"message").digest()
+    sig = az("keyvault", "key", "sign", *v, "-n", "signing", "-a", "RS256",
+             "--digest", _b64(digest))
+    # the signature checks out with the public key alone, outside the server
+    jwk = key["key"]
+    n = int.from_bytes(base64.b64decode(jwk["n"] + "=="), "big")
+    e = int.from_bytes(base64.b64decode(jwk["e"] + "=="), "big")
+    rsa.RSAPublicNumbers(e, n).public_key().verify(
+        base64.b64decode(sig["signature"]), b"message", padding.PKCS1v15(), hashes.SHA256())
+    ok = az("keyvault", "key", "verify", *v, "-n", "signing", "-a", "RS256",
+            "--digest", _b64(digest), "--signature", sig["signature"])
+    assert ok["isValid"] is True
+    bad = az("keyvault", "key", "verify", *v, "-n", "signing", "-a", "RS256",
+             "--digest", _b64(hashlib.sha256(b"other").digest()),
+             "--signature", sig["signature"])
+    assert bad["isValid"] is False
+
+    rotated = az("keyvault", "key", "rotate", *v, "-n", "signing")
+    assert rotated["key"]["kid"] != kid
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps({
+        "lifetimeActions": [{"trigger": {"timeAfterCreate": "P90D"},
+                             "action": {"type": "Rotate"}}],
+        "attributes": {"expiryTime": "P1Y"}}))
+    az("keyvault", "key", "rotation-policy", "update", *v, "-n", "signing",
+       "--value", str(policy_file))
+    policy = az("keyvault", "key", "rotation-policy", "show", *v, "-n", "signing")
+    assert policy["expiresIn"] == "P1Y"
+    # (the Notify action stays, as on Azure)
+    assert ("Rotate", "P90D") in [(a["action"], a["timeAfterCreate"])
+                                  for a in policy["lifetimeActions"]]
+
+    blob = tmp_path / "key.bak"
+    az("keyvault", "key", "backup", *v, "-n", "signing", "-f", str(blob))
+    az("keyvault", "key", "delete", *v, "-n", "signing")
+    az("keyvault", "key", "purge", *v, "-n", "signing")
+    restored = az("keyvault", "key", "restore", *v, "-f", str(blob))
+    assert restored["key"]["kid"] == rotated["key"]["kid"]
+
+
+def _self_signed_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imported.example")])
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()) + cert.public_bytes(
+        serialization.Encoding.PEM)
+
+
+def test_certificates(az: Az, vault: str, tmp_path: Path) -> None:
+    v = ("--vault-name", vault)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(az("keyvault", "certificate", "get-default-policy")))
+    op = az("keyvault", "certificate", "create", *v, "-n", "web", "-p", f"@{policy}")
+    assert op["status"] == "completed"
+    shown = az("keyvault", "certificate", "show", *v, "-n", "web")
+    pem_file = tmp_path / "web.pem"
+    az("keyvault", "certificate", "download", *v, "-n", "web", "-f", str(pem_file),
+       "-e", "PEM")
+    cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
+    assert cert.fingerprint(hashes.SHA1()).hex().upper() == shown["x509ThumbprintHex"]
+
+    imported_file = tmp_path / "imported.pem"
+    imported_file.write_bytes(_self_signed_pem())
+    imported = az("keyvault", "certificate", "import", *v, "-n", "imported",
+                  "-f", str(imported_file))
+    assert imported["policy"]["x509CertificateProperties"]["subject"] == "CN=imported.example"
+    names = sorted(c["name"] for c in az("keyvault", "certificate", "list", *v))
+    assert names == ["imported", "web"]
+
+
+def test_role_assignments(az: Az, vault: str, az_env: tuple[DevServer, dict[str, str]]
+                          ) -> None:
+    """`az keyvault role` addresses a managed HSM; `--id` takes the vault's URI instead."""
+    server, _ = az_env
+    made = server.okv("principal", "create", "azcli-reader")
+    assert made.returncode == 0, made.stderr
+    oid = json.loads(made.stdout)["object_id"]
+    target = ("--id", f"https://{vault}.vault.localhost:{server.port}")
+    created = az("keyvault", "role", "assignment", "create", *target,
+                 "--role", "Key Vault Secrets User", "--scope", "/secrets",
+                 "--assignee-object-id", oid, "--assignee-principal-type", "ServicePrincipal")
+    assert created["principalId"] == oid and created["scope"] == "/secrets"
+    listed = az("keyvault", "role", "assignment", "list", *target, "--scope", "/secrets")
+    assert [(a["principalId"], a["roleName"]) for a in listed] == [
+        (oid, "Key Vault Secrets User")]
+    # by name, at its scope (az sends `/` when --scope is not given)
+    az("keyvault", "role", "assignment", "delete", *target, "--scope", "/secrets",
+       "--name", created["name"])
+    assert az("keyvault", "role", "assignment", "list", *target, "--scope", "/secrets") == []
+
+    # `az keyvault role definition list` takes only --hsm-name: `az rest` reads a vault's
+    definitions = az("rest", "--method", "get", "--resource",
+                     f"https://vault.localhost:{server.port}", "--url",
+                     f"https://{vault}.vault.localhost:{server.port}/providers/"
+                     "Microsoft.Authorization/roleDefinitions?api-version=7.6")
+    names = {d["properties"]["roleName"] for d in definitions["value"]}
+    assert {"Key Vault Administrator", "Key Vault Secrets User"} <= names
