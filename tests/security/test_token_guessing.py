@@ -120,6 +120,15 @@ def test_secrets_name_their_credential_and_carry_240_random_bits(
     assert tail.encode() not in stored.sealed
 
 
+def test_no_secret_starts_like_a_command_line_option(local: tuple[Deployment, Work]) -> None:
+    """`az login -p SECRET` (and many other tools) would read a leading "-" as an option.
+    One base64url id in 32 starts with "-" or "_": 256 secrets would all miss with a
+    chance of about 3 in 10,000."""
+    d, _ = local
+    made = [d.directory.create(f"options-{i}")[1].client_secret for i in range(256)]
+    assert all(secret[0] not in "-_" for secret in made)
+
+
 def test_every_wrong_secret_costs_one_keyed_hash_and_no_scrypt(
         local: tuple[Deployment, Work]) -> None:
     d, work = local

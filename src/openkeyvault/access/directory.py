@@ -197,6 +197,10 @@ class Directory:
         if found.kind != "servicePrincipal":
             raise DirectoryError("Only service principals have client secrets.")
         credential = uuid.uuid4()
+        while b64url_encode(credential.bytes)[0] in "-_":
+            # A secret that starts with "-" reads as an option on a command line
+            # (`az login -p ...`): draw another id (the id is random either way).
+            credential = uuid.uuid4()
         credential_id = str(credential)
         secret = (b64url_encode(credential.bytes) + ID_SEPARATOR
                   + secrets.token_urlsafe(_SECRET_RANDOM_BYTES))

@@ -55,7 +55,8 @@ def cloud_commands(settings: Settings, az: str = "az", update: bool = False
 
 
 def login_command(tenant: str, client_id: str, secret: str, az: str = "az") -> list[str]:
-    return [az, "login", "--service-principal", "-u", client_id, "-p", secret,
+    # `--password=` keeps any secret (even one starting with "-") a value, not an option.
+    return [az, "login", "--service-principal", "-u", client_id, f"--password={secret}",
             "--tenant", tenant, "--output", "none"]
 
 
