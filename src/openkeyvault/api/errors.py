@@ -8,9 +8,8 @@ traceback per request.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
+from openkeyvault.ops.logs import Intervals
 from openkeyvault.storage import errors as s
 from openkeyvault.vault import errors as e
 
@@ -120,8 +119,7 @@ class FaultLog:
         self._log = logger
         self._interval = interval
         self._key_interval = key_interval  # a lost key stays lost: remind hourly
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._due = Intervals()
 
     def report(self, fault: s.StorageError, vault: str | None = None) -> bool:
         """Log `fault` unless it was logged within the interval; whether it was."""
@@ -133,12 +131,8 @@ class FaultLog:
                     "is restored from backup")
         else:
             key, line = type(fault).__name__, f"storage fault: {fault}"
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < interval:
-                return False
-            self._last[key] = now
+        if not self._due.due(key, interval):
+            return False
         self._log.error("%s", line)
         return True
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -71,6 +72,25 @@ def _continuation(text: str) -> str:
     return "\n".join(CONTINUATION + escape(line) for line in text.split("\n"))
 
 
+class Intervals:
+    """Whether a line about `key` is due: at most one per `interval` seconds per key, so
+    a fault that repeats on every request or tick is said once in a while, not each time.
+    Per process; monotonic time (a log-rate limit, not domain time)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: str, interval: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < interval:
+                return False
+            self._last[key] = now
+        return True
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger("openkeyvault")
     if root.handlers:
@@ -110,8 +130,7 @@ class AccessLog:
         millis = int((now - second) * 1000)
         if method not in _METHODS:
             method = escape_field(method)
-        if not path.isprintable() or " " in path or "\\" in path:  # (escape_field, inline)
-            path = escape_field(path)
+        path = escape_field(path)
         self._stream.write(
             f"{self._stamp},{millis:03d} INFO openkeyvault.request rid={request_id} "
             f"{method} {path} {status} {ms:.1f}ms\n"

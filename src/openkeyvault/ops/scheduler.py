@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
+from openkeyvault.ops.logs import Intervals
 from openkeyvault.storage.errors import StorageError
 
 log = logging.getLogger("openkeyvault.scheduler")
@@ -28,7 +28,7 @@ class Scheduler:
     def __init__(self, jobs: dict[str, Job], interval: float = INTERVAL_SECONDS) -> None:
         self.jobs = jobs
         self.interval = interval
-        self._fault_logged: dict[str, float] = {}
+        self._fault_due = Intervals()
 
     def tick(self) -> dict[str, int]:
         done: dict[str, int] = {}
@@ -36,9 +36,7 @@ class Scheduler:
             try:
                 done[name] = job()
             except StorageError as exc:
-                now = time.monotonic()  # a log-rate limit, not domain time
-                if now - self._fault_logged.get(name, -FAULT_LOG_SECONDS) >= FAULT_LOG_SECONDS:
-                    self._fault_logged[name] = now
+                if self._fault_due.due(name, FAULT_LOG_SECONDS):
                     log.warning("scheduled job %s skipped: %s", name, exc)
             except Exception:
                 log.exception("scheduled job %s failed", name)
