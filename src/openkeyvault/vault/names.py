@@ -81,14 +81,3 @@ def check_content_type(value: Any) -> str | None:
             f"contentType must be a string of at most {MAX_CONTENT_TYPE_CHARS} characters."
         )
     return value
-
-
-def attribute_changes(attributes: dict[str, Any], sent: frozenset[str]) -> dict[str, Any]:
-    """Column changes for the `enabled`/`nbf`/`exp` attributes a client sent."""
-    changes: dict[str, Any] = {}
-    if "enabled" in sent and attributes.get("enabled") is not None:
-        changes["enabled"] = check_bool(attributes["enabled"], "enabled")
-    for f in ("nbf", "exp"):
-        if f in sent:
-            changes[f] = check_time(attributes.get(f), f)
-    return changes
