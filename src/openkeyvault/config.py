@@ -15,6 +15,7 @@ DEFAULT_IDLE_TIMEOUT = 5.0
 IDLE_TIMEOUT_RANGE = (0.001, 60.0)
 DEFAULT_MAX_CONNECTIONS = 8192
 MAX_CONNECTIONS_RANGE = (64, 65536)
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1024
 
 
 def default_data_dir() -> Path:
@@ -47,6 +48,9 @@ class Settings:
     # ones are closed after `idle_timeout`, but until then each holds a slot: a few
     # thousand silent connections must not use up every slot.
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Connections from one client address that may each have a request in progress at
+    # once, in each worker (0: no limit); past it, 429 and the connection is closed.
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     # Days between automatic rotations of the token signing key (0: never).
     token_key_days: int = 30
     # CIDR ranges of reverse proxies whose X-Forwarded-For names the client address

@@ -45,6 +45,7 @@ from openkeyvault.api.http import (
     read_body_buffer,
 )
 from openkeyvault.api.management import Management, is_management_path
+from openkeyvault.api.peers import BusyPeers
 from openkeyvault.api.router import Route, Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
@@ -90,6 +91,8 @@ class KeyVaultApp:
         self.sts = oidc.TokenEndpoints(deployment)
         self.management = Management(deployment)
         self.client_addresses = ClientAddresses(deployment.settings.trusted_proxies)
+        self.peers = BusyPeers(deployment.settings.max_connections_per_address,
+                               deployment.settings.trusted_proxies)
         self._queries: dict[bytes, dict[str, str]] = {}
         self.access_log = AccessLog()
         # Request ids look like GUIDs: a random per-process prefix and a counter.
@@ -136,7 +139,21 @@ class KeyVaultApp:
         started = time.perf_counter()
         requestscope.begin()
         request_id = self._request_id()
-        request = Request(scope, receive)
+        peer = self.peers.enter(scope)
+        try:
+            response = self.peers.refusal() if peer is None \
+                else await self._respond(Request(scope, receive), request_id)
+            response.raw_headers.append((b"x-ms-request-id", request_id.encode()))
+            response.raw_headers.extend(_COMMON_HEADERS)
+            await response(scope, receive, send)
+        finally:
+            if peer is not None:
+                self.peers.leave(peer)
+        self.access_log.write(request_id, scope["method"], scope["path"], response.status_code,
+                              (time.perf_counter() - started) * 1000)
+
+    async def _respond(self, request: Request, request_id: str) -> Response:
+        """The response to one request; a fault becomes its status and one log line."""
         try:
             response = await self._dispatch(request)
         except _Challenge as exc:
@@ -157,11 +174,7 @@ class KeyVaultApp:
                 response = json_response(
                     error_body("InternalServerError", "The server hit an unexpected error."), 500
                 )
-        response.raw_headers.append((b"x-ms-request-id", request_id.encode()))
-        response.raw_headers.extend(_COMMON_HEADERS)
-        await response(scope, receive, send)
-        self.access_log.write(request_id, scope["method"], scope["path"], response.status_code,
-                              (time.perf_counter() - started) * 1000)
+        return response
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         task: asyncio.Task[None] | None = None

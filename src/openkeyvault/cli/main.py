@@ -16,6 +16,7 @@ from openkeyvault.cli.settings import settings_for
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_PORT,
     IDLE_TIMEOUT_RANGE,
     MAX_CONNECTIONS_RANGE,
@@ -89,6 +90,11 @@ def server(
         min=MAX_CONNECTIONS_RANGE[0], max=MAX_CONNECTIONS_RANGE[1],
         help="Connections each worker process holds open at once (lowered to what the "
         "open-file limit allows).")] = DEFAULT_MAX_CONNECTIONS,
+    max_connections_per_address: Annotated[int, typer.Option(
+        min=0, max=MAX_CONNECTIONS_RANGE[1],
+        help="Connections from one client address that may have a request in progress at "
+        "once, per worker (0: no limit); past it the server answers 429 and closes the "
+        "connection. Trusted proxies are not counted.")] = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
 ) -> None:
     """Run the server."""
     if not dev:
@@ -105,7 +111,8 @@ def server(
         raise typer.Exit(2) from None
     run(_settings(data_dir, host=host, port=port, workers=max(1, workers), dev=True,
                   trusted_proxies=proxies, token_key_days=max(0, token_key_days), imds=imds,
-                  idle_timeout=idle_timeout, max_connections=max_connections))
+                  idle_timeout=idle_timeout, max_connections=max_connections,
+                  max_connections_per_address=max_connections_per_address))
 
 
 def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
