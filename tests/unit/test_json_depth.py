@@ -82,3 +82,15 @@ def test_parse_json_object_refuses_deep_bodies(depth: int) -> None:
 def test_parse_json_object_accepts_its_limit() -> None:
     body = b'{"value": ' + nested(MAX_DEPTH - 1) + b"}"
     assert parse_json_object(body)["value"] is not None
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 100_000])
+def test_typed_models_refuse_deep_bodies_in_the_same_words(depth: int) -> None:
+    from openkeyvault.api.models.wire import Model, decode
+
+    class Body(Model):
+        value: object = None
+
+    with pytest.raises(BadParameter) as caught:
+        decode(b'{"value": ' + nested(depth) + b"}", Body)
+    assert caught.value.message == TOO_DEEP

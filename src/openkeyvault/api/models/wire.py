@@ -13,7 +13,7 @@ from typing import Annotated, Any, Protocol, TypeVar, cast
 
 import msgspec
 
-from openkeyvault.api.jsondepth import MAX_DEPTH, too_deep
+from openkeyvault.api.jsondepth import TOO_DEEP, too_deep
 from openkeyvault.crypto.encoding import b64url_decode
 from openkeyvault.vault.errors import BadParameter
 from openkeyvault.vault.requests import UNSET as DOMAIN_UNSET
@@ -57,8 +57,7 @@ def decode(raw: bytes | bytearray, model: type[M]) -> M:
             raise BadParameter("The request body is not valid JSON: it is not UTF-8.") \
                 from None
     if too_deep(raw):  # the same bound as every other JSON body (api/jsondepth.py)
-        raise BadParameter(
-            f"The request body is not valid JSON: it nests more than {MAX_DEPTH} levels.")
+        raise BadParameter(TOO_DEEP)
     try:
         return cast(M, dec.decode(raw))
     except msgspec.ValidationError as exc:
@@ -68,8 +67,7 @@ def decode(raw: bytes | bytearray, model: type[M]) -> M:
             raise BadParameter("The request body is empty; a JSON object is required.") from None
         raise BadParameter("The request body is not valid JSON.") from None
     except RecursionError:
-        raise BadParameter("The request body is not valid JSON: it is nested too deeply.") \
-            from None
+        raise BadParameter(TOO_DEEP) from None
 
 
 # msgspec's messages: "Expected `str`, got `int` - at `$.value`",
