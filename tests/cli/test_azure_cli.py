@@ -291,7 +291,8 @@ def test_certificates(az: Az, vault: str, tmp_path: Path) -> None:
 
 def test_role_assignments(az: Az, vault: str, az_env: tuple[DevServer, dict[str, str]]
                           ) -> None:
-    """`az keyvault role` addresses a managed HSM; `--id` takes the vault's URI instead."""
+    """`az keyvault role assignment --id` takes a vault's URI (the pool's commands take
+    `--hsm-name`: test_managed_hsm_local_rbac)."""
     server, _ = az_env
     made = server.okv("principal", "create", "azcli-reader")
     assert made.returncode == 0, made.stderr
@@ -309,10 +310,100 @@ def test_role_assignments(az: Az, vault: str, az_env: tuple[DevServer, dict[str,
        "--name", created["name"])
     assert az("keyvault", "role", "assignment", "list", *target, "--scope", "/secrets") == []
 
-    # `az keyvault role definition list` takes only --hsm-name: `az rest` reads a vault's
-    definitions = az("rest", "--method", "get", "--resource",
-                     f"https://vault.localhost:{server.port}", "--url",
-                     f"https://{vault}.vault.localhost:{server.port}/providers/"
-                     "Microsoft.Authorization/roleDefinitions?api-version=7.6")
-    names = {d["properties"]["roleName"] for d in definitions["value"]}
-    assert {"Key Vault Administrator", "Key Vault Secrets User"} <= names
+
+
+def _object_id(token: str) -> str:
+    claims = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["oid"])
+
+
+def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]],
+                                tmp_path: Path) -> None:
+    """`az keyvault create --hsm-name` makes a pool with az's own principal as its
+    administrator; `az keyvault role definition|assignment ... --hsm-name` then manage the
+    pool's local RBAC at `NAME.managedhsm.localhost:PORT`."""
+    server, _ = az_env
+    me = _object_id(az("account", "get-access-token", "--resource",
+                       f"https://managedhsm.localhost:{server.port}")["accessToken"])
+    az("group", "create", "-n", GROUP, "-l", "local")
+    # The pool through the management API as az sends it. (`az keyvault create --hsm-name`
+    # sends softDeleteRetentionInDays as the string "7", which the management API does not
+    # take yet.)
+    account = az("account", "show")
+    pool = az("rest", "--method", "put", "--url",
+              f"https://localhost:{server.port}/subscriptions/{account['id']}/resourceGroups/"
+              f"{GROUP}/providers/Microsoft.KeyVault/managedHSMs/azcli-hsm"
+              "?api-version=2025-05-01", "--body", json.dumps({
+                  "location": "local", "sku": {"family": "B", "name": "Standard_B1"},
+                  "properties": {"tenantId": account["tenantId"],
+                                 "initialAdminObjectIds": [me],
+                                 "softDeleteRetentionInDays": 7}}))
+    assert pool["properties"]["hsmUri"] == \
+        f"https://azcli-hsm.managedhsm.localhost:{server.port}/"
+    hsm = ("--hsm-name", "azcli-hsm")
+
+    definitions = az("keyvault", "role", "definition", "list", *hsm)
+    by_name = {d["roleName"]: d for d in definitions}
+    assert {"Managed HSM Administrator", "Managed HSM Crypto User",
+            "Managed HSM Crypto Auditor"} <= set(by_name)
+    assert not any(n.startswith("Key Vault") for n in by_name)
+    auditor = by_name["Managed HSM Crypto Auditor"]
+    shown = az("keyvault", "role", "definition", "show", *hsm, "--name", auditor["name"])
+    assert shown["roleName"] == "Managed HSM Crypto Auditor"
+
+    # A custom role: created, updated, listed as the pool's own, deleted.
+    spec = tmp_path / "role.json"
+    spec.write_text(json.dumps({"roleName": "azcli key reader", "description": "Reads keys.",
+                                "dataActions": ["Microsoft.KeyVault/managedHsm/keys/read/action"]}))
+    custom = az("keyvault", "role", "definition", "create", *hsm, "--role-definition",
+                str(spec))
+    assert custom["roleType"] == "CustomRole" and custom["roleName"] == "azcli key reader"
+    spec.write_text(json.dumps({"name": custom["name"], "roleName": "azcli key reader",
+                                "dataActions": ["Microsoft.KeyVault/managedHsm/keys/read/action",
+                                                "Microsoft.KeyVault/managedHsm/keys/wrap/action"]}))
+    updated = az("keyvault", "role", "definition", "update", *hsm, "--role-definition",
+                 str(spec))
+    assert set(updated["permissions"][0]["dataActions"]) == {
+        "Microsoft.KeyVault/managedHsm/keys/read/action",
+        "Microsoft.KeyVault/managedHsm/keys/wrap/action"}
+    customs = az("keyvault", "role", "definition", "list", *hsm, "--custom-role-only", "true")
+    assert [d["name"] for d in customs] == [custom["name"]]
+
+    made = server.okv("principal", "create", "azcli-hsm-user")
+    assert made.returncode == 0, made.stderr
+    oid = json.loads(made.stdout)["object_id"]
+    # Assignments by role name (az resolves it from the definitions) at /keys and /.
+    at_keys = az("keyvault", "role", "assignment", "create", *hsm, "--role",
+                 "Managed HSM Crypto User", "--scope", "/keys", "--assignee-object-id", oid,
+                 "--assignee-principal-type", "ServicePrincipal")
+    assert at_keys["scope"] == "/keys" and at_keys["roleName"] == "Managed HSM Crypto User"
+    at_root = az("keyvault", "role", "assignment", "create", *hsm, "--role",
+                 "azcli key reader", "--scope", "/", "--assignee-object-id", oid,
+                 "--assignee-principal-type", "ServicePrincipal")
+    assert at_root["roleName"] == "azcli key reader"
+    listed = az("keyvault", "role", "assignment", "list", *hsm, "--assignee-object-id", oid)
+    assert sorted((a["scope"], a["roleName"]) for a in listed) == [
+        ("/", "azcli key reader"), ("/keys", "Managed HSM Crypto User")]
+    mine = az("keyvault", "role", "assignment", "list", *hsm, "--assignee-object-id", me)
+    assert [(a["scope"], a["roleName"]) for a in mine] == [("/", "Managed HSM Administrator")]
+    keys_only = az("keyvault", "role", "assignment", "list", *hsm, "--scope", "/keys")
+    assert [a["name"] for a in keys_only] == [at_keys["name"]]
+
+    # An assigned custom role is not deleted.
+    error = az("keyvault", "role", "definition", "delete", *hsm, "--name", custom["name"],
+               expect_fail=True)
+    assert "still assigned" in error
+    # `delete --name X` without --scope: az sends scope `/`, which finds the assignment by
+    # its name wherever it is in the pool (here at /keys).
+    az("keyvault", "role", "assignment", "delete", *hsm, "--name", at_keys["name"])
+    # By role and assignee, as az finds them.
+    az("keyvault", "role", "assignment", "delete", *hsm, "--role", "azcli key reader",
+       "--assignee-object-id", oid)
+    assert az("keyvault", "role", "assignment", "list", *hsm, "--assignee-object-id",
+              oid) == []
+    az("keyvault", "role", "definition", "delete", *hsm, "--name", custom["name"])
+    assert az("keyvault", "role", "definition", "list", *hsm, "--custom-role-only",
+              "true") == []
+    error = az("keyvault", "role", "definition", "show", *hsm, "--name", custom["name"],
+               expect_fail=True)
+    assert "RoleDefinitionNotFound" in error or "was not found" in error

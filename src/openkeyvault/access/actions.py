@@ -137,3 +137,5 @@ VAULT_MANAGEMENT = _ARM
 DATA = (_NAMED - CONTROL) | frozenset(_HSM_OTHER)
 """Data actions: a role grants them through `dataActions`/`notDataActions`."""
 ALL = DATA | CONTROL
+MANAGED_HSM_DATA = frozenset(a for a in DATA if a.startswith(f"{_H}/"))
+"""The data actions of a managed HSM pool (what its custom roles may name)."""

@@ -46,6 +46,12 @@ def relative(scope: str) -> str:
 
 
 def assignable_at(role: RoleDefinition, scope: str) -> bool:
+    """Whether `role` may be assigned at internal `scope`: a pool's own custom role only
+    within that pool."""
+    if role.owner is not None:
+        home = f"/vaults/{role.owner}"
+        if scope.lower() != home and not scope.lower().startswith(home + "/"):
+            return False
     rel = relative(scope).lower()
     return any(s == "/" or rel == s.lower() or rel.startswith(s.lower() + "/")
                for s in role.assignable_scopes)
@@ -129,6 +135,13 @@ class RoleAssignments:
 
     def all(self) -> list[RoleAssignmentRecord]:
         return self._repo.role_assignments()
+
+    def local_to_resources(self, principal_id: str) -> tuple[RoleAssignment, ...]:
+        """The principal's assignments made at a vault or pool or below it, none at the
+        deployment or a subscription: a managed HSM pool decides with these only (its local
+        RBAC)."""
+        return tuple(a for a in self.of(principal_id)
+                     if a.scope.lower().startswith("/vaults/"))
 
     def of(self, principal_id: str) -> tuple[RoleAssignment, ...]:
         """The principal's assignments whose role is known, for the Authorizer.

@@ -54,6 +54,9 @@ class RoleDefinition:
     # A custom role's permission entries as given; the flat fields above hold their union,
     # which `permits` reads (an exclusion in one entry then applies to all: never more).
     entries: tuple[Permission, ...] = ()
+    # A custom role made on a managed HSM pool belongs to that pool (its lower-case name):
+    # it is listed, assigned, changed and deleted there only. None: the deployment's.
+    owner: str | None = None
 
     @property
     def permissions(self) -> tuple[Permission, ...]:

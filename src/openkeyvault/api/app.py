@@ -46,6 +46,7 @@ from openkeyvault.api.http import (
 )
 from openkeyvault.api.management import Management, is_management_path
 from openkeyvault.api.peers import BusyPeers
+from openkeyvault.api.pools import pool_router
 from openkeyvault.api.router import Route, Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
@@ -87,6 +88,7 @@ class KeyVaultApp:
         self.d = deployment
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
+        self.pool_router = pool_router(deployment)  # managed HSM pools (api/pools.py)
         self.large_bodies = LargeBodies()
         self.sts = oidc.TokenEndpoints(deployment)
         self.management = Management(deployment)
@@ -251,10 +253,11 @@ class KeyVaultApp:
         except InvalidToken as exc:
             raise _Challenge(f"AKV10032: {exc}") from None
 
-        vault_name = self.hosts.vault_name(host)
+        vault_name, kind = self.hosts.vault_name(host), self.hosts.kind(host)
         vault = self.d.repo.get_vault(vault_name) if vault_name else None
-        if vault is None or vault.kind != "vault":  # a managed HSM is no vault
-            raise VaultNotFound(f"No vault answers at host '{host[:255]}'.")
+        if vault is None or vault.kind != kind:  # a vault host serves no pool, and back
+            noun = "vault" if kind == "vault" else "managed HSM"
+            raise VaultNotFound(f"No {noun} answers at host '{host[:255]}'.")
         acls = properties_of(vault).network_acls
         if not acls.open:
             refusal = firewall.refusal(acls, self.client_addresses, request, principal, vault)
@@ -272,14 +275,15 @@ class KeyVaultApp:
                 f"the latest supported version ({LATEST})."
             )
 
-        resolved = self.router.resolve(request.method, path)
+        router = self.router if kind == "vault" else self.pool_router
+        resolved = router.resolve(request.method, path)
         if resolved is None:
             return json_response(error_body("NotFound", "The requested path was not found."), 404)
         if resolved is False:
             return json_response(
                 error_body("MethodNotAllowed",
                            f"The method {request.method} is not allowed on this path."), 405,
-                headers={"Allow": ", ".join(self.router.methods(path))})
+                headers={"Allow": ", ".join(router.methods(path))})
         assert isinstance(resolved, tuple)
         route, params = resolved
         caller = Caller(principal, vault)

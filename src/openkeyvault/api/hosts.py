@@ -5,6 +5,11 @@ Vaults live at `{name}.vault.{domain}`; the default vault also answers on
 resource (token audience) for every vault host is `https://vault.{domain}`
 plus the port the client used, so a vault host is always a subdomain of its
 resource and the SDKs' challenge-resource verification passes.
+
+Managed HSM pools live at `{name}.managedhsm.{domain}`, whose resource is
+`https://managedhsm.{domain}` plus the port (Azure's `https://managedhsm.azure.net`;
+the cloud metadata's `mhsmDns` suffix names the same). A token for one resource is
+refused on the other's hosts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal"})
+VAULT = "vault"
+MANAGED_HSM = "managedHsm"  # the vault row's kind of a pool
 
 
 _VALID_HOST = re.compile(
@@ -51,6 +58,7 @@ class HostMap:
         self.domain = domain.lower()
         self.default_vault = default_vault
         self._suffix = f".vault.{self.domain}"
+        self._pool_suffix = f".managedhsm.{self.domain}"
         self._resources: dict[str, str] = {}
         self._audiences: dict[str, frozenset[str]] = {}
         self._names: dict[str, str | None] = {}
@@ -67,17 +75,26 @@ class HostMap:
         name, _ = split_host(host)
         if name in DEFAULT_HOSTS:
             return self.default_vault
-        if name.endswith(self._suffix):
-            label = name[: -len(self._suffix)]
-            if label and "." not in label:
-                return label
+        for suffix in (self._suffix, self._pool_suffix):
+            if name.endswith(suffix):
+                label = name[: -len(suffix)]
+                if label and "." not in label:
+                    return label
         return None
+
+    def kind(self, host: str) -> str:
+        """The kind of resource the host names: a pool's (`{name}.managedhsm.{domain}`,
+        or any other name under `managedhsm.{domain}`) or a vault's."""
+        name, _ = split_host(host)
+        return MANAGED_HSM if name.endswith(self._pool_suffix) else VAULT
 
     def resource(self, host: str) -> str:
         r = self._resources.get(host)
         if r is None:
             _, port = split_host(host)
-            r = f"https://vault.{self.domain}" + (f":{port}" if port and port != "443" else "")
+            service = "managedhsm" if self.kind(host) == MANAGED_HSM else "vault"
+            r = f"https://{service}.{self.domain}" + (
+                f":{port}" if port and port != "443" else "")
             if len(self._resources) < 1024:
                 self._resources[host] = r
         return r

@@ -4,16 +4,22 @@ call → wire JSON.
 Paths are `/{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]` and
 `.../roleDefinitions[/{name}]`, where scope is `/` (empty), `/keys`, `/keys/NAME`,
 `/secrets`, ... Key names cannot hold a dot, so `/keys/providers` stays a key.
+
+The same routes serve a managed HSM pool's local RBAC (api/pools.py) with the pool's
+scopes (`/`, `/keys`, `/keys/NAME`), its own service (vault/hsmrbac.py) and its own
+authorizer, which sees only the assignments made at the pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from starlette.responses import Response
 
+from openkeyvault.access.authorize import Authorizer
 from openkeyvault.access.definitions import definition_id
 from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.api import render
@@ -23,8 +29,9 @@ from openkeyvault.api.models.rbac import (
     RoleAssignmentCreateParameters,
     RoleDefinitionCreateParameters,
 )
-from openkeyvault.api.router import RoleGuard, Route, pattern
+from openkeyvault.api.router import Guard, RoleGuard, Route, pattern
 from openkeyvault.vault.accesscontrol import AccessControlService, Assignment
+from openkeyvault.vault.context import Caller
 from openkeyvault.vault.models import Page
 
 PROVIDER = "providers/Microsoft.Authorization"
@@ -128,10 +135,32 @@ def _bind(fn: Callable[[Ctx, str | None], Response],
     return handler
 
 
-def rbac_routes(service: AccessControlService) -> list[Route]:
+@dataclass(frozen=True)
+class LocalGuard:
+    """`inner`, decided by `authorizer` instead of the one the app passes: a pool's
+    role management is decided by its local RBAC only."""
+
+    inner: Guard
+    authorizer: Authorizer
+
+    def check(self, authorizer: Authorizer, caller: Caller, params: dict[str, str]) -> None:
+        self.inner.check(self.authorizer, caller, params)
+
+
+def rbac_routes(service: AccessControlService,
+                collections: tuple[str, ...] = COLLECTIONS,
+                authorizer: Authorizer | None = None) -> list[Route]:
+    """The role management routes of a vault; with `authorizer`, of a managed HSM pool:
+    its guards decide with that authorizer, and custom role definitions belong to the
+    pool (written at its `/`), not to the deployment."""
     h = RbacRoutes(service)
+    pool = authorizer is not None
+
+    def guard(g: Guard) -> Guard:
+        return LocalGuard(g, authorizer) if authorizer is not None else g
+
     scopes: list[tuple[str, str | None, str]] = [("", None, "/")]
-    for c in COLLECTIONS:
+    for c in collections:
         scopes += [(f"/{c}", c, f"/{c}"), (f"/{c}/{{object}}", c, f"/{c}/{{object}}")]
     routes = []
     for prefix, collection, scope in scopes:
@@ -145,16 +174,19 @@ def rbac_routes(service: AccessControlService) -> list[Route]:
             listing, get, put, delete = ops
             # Definitions are written at the deployment scope: a custom role is shared by
             # every vault of the deployment (vault/accesscontrol.py).
-            shared = what == "roleDefinitions"
-            read = RoleGuard(what, "read", scope)
+            # A pool's own definitions are written at the pool's `/`.
+            shared = what == "roleDefinitions" and not pool
+            write_scope = "/" if what == "roleDefinitions" else scope
+            read = guard(RoleGuard(what, "read", scope))
             routes += [
                 Route("GET", pattern(base), _bind(listing, collection), inline=True,
                       guard=read),
                 Route("GET", pattern(base + "/{name}"), _bind(get, collection), inline=True,
                       guard=read),
                 Route("PUT", pattern(base + "/{name}"), _bind(put, collection),
-                      guard=RoleGuard(what, "write", scope, deployment=shared)),
+                      guard=guard(RoleGuard(what, "write", write_scope, deployment=shared))),
                 Route("DELETE", pattern(base + "/{name}"), _bind(delete, collection),
-                      guard=RoleGuard(what, "delete", scope, deployment=shared)),
+                      guard=guard(RoleGuard(what, "delete", write_scope,
+                                            deployment=shared))),
             ]
     return routes

@@ -8,8 +8,11 @@ the wire shape (`sku` beside `properties`, family "B"), the name rules, and that
 principals of `initialAdminObjectIds` are given the Managed HSM Administrator role at the
 pool's scope (`/vaults/NAME`, the internal scope form shared with vaults).
 
-The pool's data plane (`NAME.managedhsm.DOMAIN`) is not served: the pool is always
-reported with its security domain `NotActivated`.
+The pool's data plane (`NAME.managedhsm.DOMAIN`, api/pools.py) serves its local RBAC
+only (vault/hsmrbac.py); the pool is always reported with its security domain
+`NotActivated`. A new pool starts with no role but its administrators': whatever a purged
+pool of the same name left (assignments at its scope, its own custom roles) is removed
+when the name is taken again.
 """
 
 from __future__ import annotations
@@ -218,9 +221,24 @@ class ManagedHsmService(VaultService):
         created = self._store().get(lc, self._default())
         assert created is not None
         self._barrier.ensure_owner(vault_owner(created.vault.id), now)
+        self._forget_local_rbac(lc)
         for object_id in admins:
             self._assign_admin(object_id, f"/vaults/{lc}")
         return self._render(created), True
+
+    def _forget_local_rbac(self, lc: str) -> None:
+        """Remove the role assignments at `/vaults/NAME` or below and the custom roles of
+        an earlier pool of this name, so that none of them reaches the new one."""
+        home = f"/vaults/{lc}"
+        for a in self._repo.role_assignments():
+            scope = a.scope.lower()
+            if scope == home or scope.startswith(home + "/"):
+                self._repo.delete_role_assignment(a.id)
+        for d in self._repo.role_definitions():
+            if d.assignable_scopes and all(
+                    s.lower() == home or s.lower().startswith(home + "/")
+                    for s in d.assignable_scopes):
+                self._repo.delete_role_definition(d.id)
 
     def _change(self, p: PlacedVault, sku: str | None, retention: int | None,
                 purge_protection: bool | None, props: c.ManagedHsmSettings,
