@@ -11,8 +11,11 @@ AZ_VENV ?= .venv-az
 AZ_CLI_VERSION ?= 2.91.0
 AZ_STAMP := $(AZ_VENV)/.installed-$(AZ_CLI_VERSION)
 AZ_WANTED := $(filter 1 true yes,$(CI) $(OKV_AZURE_CLI))
+# PostgreSQL's server binaries for the tests' throwaway clusters (tests/support/postgres.py).
+PG_FOUND = command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test lint bench clean az-venv
+.PHONY: dev test lint bench clean az-venv postgres-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -29,10 +32,17 @@ $(AZ_STAMP):
 
 az-venv: $(AZ_STAMP)
 
+# Installs Debian's PostgreSQL server where initdb is missing; nothing when it is there.
+postgres-server:
+	@$(PG_FOUND) || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends postgresql >/dev/null; }
+	@$(PG_FOUND) || { echo "PostgreSQL's initdb is still missing" >&2; exit 1; }
+
 dev: $(STAMP)
 	$(BIN)/okv server --dev $(ARGS)
 
-test: $(STAMP) $(if $(AZ_WANTED),$(AZ_STAMP))
+test: $(STAMP) postgres-server $(if $(AZ_WANTED),$(AZ_STAMP))
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 $(ARGS)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.dns import localhost_subdomains
+from tests.support.postgres import PostgresCluster, postgres_cluster
 from tests.support.server import DevServer, running
 
 # Modules whose tests flood a server with connections, measure its workers' memory or
@@ -65,3 +66,16 @@ def sdk_env(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
 def resolve_localhost() -> Iterator[None]:
     with localhost_subdomains():
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for this test process (tests/support/postgres.py)."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database for one test."""
+    return postgres.create_database()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ENV_VAR = "OKV_SETTINGS"
@@ -24,6 +24,11 @@ def default_data_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "openkeyvault"
+
+
+def default_database_url() -> str | None:
+    """`OKV_DATABASE_URL`: a PostgreSQL URL; unset, the SQLite file in the data directory."""
+    return os.environ.get("OKV_DATABASE_URL") or None
 
 
 def default_trusted_proxies() -> tuple[str, ...]:
@@ -59,6 +64,9 @@ class Settings:
     # The IMDS-style token endpoint (no secret, loopback callers only): None serves it
     # when `host` is a loopback address; True/False turn it on or off (`--imds/--no-imds`).
     imds: bool | None = None
+    # A PostgreSQL URL (`postgresql://user@host/db`); None: SQLite, `okv.db` in data_dir.
+    # Nodes started on the same data directory and database URL are one deployment.
+    database_url: str | None = field(default_factory=default_database_url)
 
     @property
     def db_path(self) -> Path:

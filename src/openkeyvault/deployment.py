@@ -39,6 +39,7 @@ from openkeyvault.storage.datadir import open_storage
 from openkeyvault.storage.db import Engines
 from openkeyvault.storage.identities import IdentityStore
 from openkeyvault.storage.placement import PlacementStore
+from openkeyvault.storage.readcache import ACCESS, IDENTITIES, VAULTS
 from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault.accesscontrol import AccessControlService
@@ -87,7 +88,7 @@ class Deployment:
     def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
         data = settings.data_dir
         # Checks permissions and key material first; StartupRefused names what is wrong.
-        engines, repo, barrier = open_storage(data, settings.db_path)
+        engines, repo, barrier = open_storage(data, settings.db_path, settings.database_url)
         if clock is None:
             clock = deployment_clock(data, settings.dev)
         now = int(clock.now())
@@ -129,7 +130,8 @@ class Deployment:
         rbac = RoleAssignments(repo, clock, RoleDefinitions(repo, clock))
         # Data roles assigned at a subscription or resource group cover the vaults placed
         # there (`vaults` is built below; the lookup runs only when a decision needs it).
-        authorizer = Authorizer(rbac.of, repo.snapshot, lambda name: vaults.placement_of(name))
+        authorizer = Authorizer(rbac.of, lambda: repo.snapshot(VAULTS, ACCESS, IDENTITIES),
+                                lambda name: vaults.placement_of(name))
         if settings.dev:
             # The dev identity is an ordinary principal holding Key Vault Administrator (the
             # data plane) and Owner (the control plane) at the deployment.

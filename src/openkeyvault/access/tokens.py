@@ -32,6 +32,7 @@ from openkeyvault.access.principals import Principal
 from openkeyvault.access.signing_keys import SigningKeys
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.identities import IdentityStore
+from openkeyvault.storage.readcache import IDENTITIES
 from openkeyvault.storage.records import PrincipalRecord, TrustedIssuerRecord
 
 ALGORITHMS = ["RS256"]
@@ -145,7 +146,7 @@ class TokenService:
         now = int(self._clock.now())
         digest = hashlib.sha256(token.encode()).digest()
         # Taken before any read: if storage changes after it, the next request re-checks.
-        snapshot = self._store.snapshot()
+        snapshot = self._store.snapshot(IDENTITIES)
         hit = self._cache.get(digest)
         if hit is not None:
             if now >= hit.exp + SKEW_SECONDS:

@@ -95,6 +95,12 @@ def server(
         help="Connections from one client address that may have a request in progress at "
         "once, per worker (0: no limit); past it the server answers 429 and closes the "
         "connection. Trusted proxies are not counted.")] = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    database: Annotated[str | None, typer.Option(
+        "--database", metavar="URL",
+        help="PostgreSQL database URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, or "
+        "?host=/socket/dir). Servers started on the same data directory and database are "
+        "nodes of one deployment. Default: $OKV_DATABASE_URL, else SQLite (okv.db in the "
+        "data directory).")] = None,
 ) -> None:
     """Run the server."""
     if not dev:
@@ -103,6 +109,12 @@ def server(
     from openkeyvault.access.network import InvalidNetworkRule, parse_rule
     from openkeyvault.cli.server import run
 
+    if database is not None:
+        from openkeyvault.storage.db import is_database_url
+
+        if not is_database_url(database):
+            typer.echo("error: --database takes a PostgreSQL URL (postgresql://...)", err=True)
+            raise typer.Exit(2)
     proxies = tuple(trusted_proxy) if trusted_proxy else default_trusted_proxies()
     try:
         proxies = tuple(str(parse_rule(p)) for p in proxies)
@@ -112,7 +124,8 @@ def server(
     run(_settings(data_dir, host=host, port=port, workers=max(1, workers), dev=True,
                   trusted_proxies=proxies, token_key_days=max(0, token_key_days), imds=imds,
                   idle_timeout=idle_timeout, max_connections=max_connections,
-                  max_connections_per_address=max_connections_per_address))
+                  max_connections_per_address=max_connections_per_address,
+                  **({"database_url": database} if database else {})))
 
 
 def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
@@ -464,11 +477,13 @@ def role_definition_delete(definition_id: str, data_dir: DataDir = None) -> None
     typer.echo(json.dumps({"deleted": definition_id}))
 
 
-def main() -> None:
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The `okv` entry point. `args` and `prog_name` (default: the process's own) let the
+    same entry, with its one-line fatal errors, run inside another program."""
     from openkeyvault.storage.errors import StartupRefused, StorageError
 
     try:
-        app()
+        app(args=args, prog_name=prog_name)
     except StartupRefused as exc:  # the data directory is not fit to use: one line
         typer.echo(f"okv: cannot open the deployment: {exc}", err=True)
         raise SystemExit(78) from None  # EX_CONFIG: the operator must act

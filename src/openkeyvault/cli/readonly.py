@@ -71,7 +71,8 @@ def open_readonly(settings: Settings) -> ReadOnly | None:
     from openkeyvault.ops.clock import deployment_clock
     from openkeyvault.storage.datadir import open_storage
 
-    engines, repo, barrier = open_storage(settings.data_dir, settings.db_path)
+    engines, repo, barrier = open_storage(settings.data_dir, settings.db_path,
+                                          settings.database_url)
     tenant_id = repo.get_meta("tenant_id")
     if tenant_id is None:
         engines.dispose()

@@ -60,7 +60,6 @@ class Barrier:
         self._current: dict[str, int] = {}
         self._generation = -1  # the storage generation the cache was filled under
         self._lock = threading.Lock()
-        self._local = threading.local()  # per thread: the snapshot the generation was read in
 
     @staticmethod
     def _wrap_aad(owner: str, version: int) -> bytes:
@@ -190,15 +189,9 @@ class Barrier:
             self._current.pop(owner, None)
 
     def _fresh(self) -> int:
-        """The storage generation; the cache is emptied when it grew. Read once per storage
-        snapshot (per request on the hot path, see FastReader.snapshot)."""
-        snapshot = self._repo.snapshot()
-        local = self._local
-        if getattr(local, "snapshot", None) is snapshot:
-            generation: int = local.generation
-        else:
-            generation = self._repo.barrier_generation()
-            local.snapshot, local.generation = snapshot, generation
+        """The storage generation; the cache is emptied when it grew. Read once per request
+        on the hot path (storage/readcache.py)."""
+        generation = self._repo.barrier_generation()
         if generation > self._generation:  # a thread still in an older snapshot changes nothing
             with self._lock:
                 if generation > self._generation:

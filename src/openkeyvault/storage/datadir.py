@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 from openkeyvault.storage.barrier import SYSTEM, Barrier
-from openkeyvault.storage.db import Engines, open_sqlite
+from openkeyvault.storage.db import Engines, open_postgres, open_sqlite, redacted
 from openkeyvault.storage.errors import StartupRefused
 from openkeyvault.storage.keyring import KEYRING_DIR, SUFFIX, FileKeyRing
 from openkeyvault.storage.repository import Repository
@@ -78,6 +78,12 @@ def refuse_orphaned_key_material(data: Path, db: Path) -> None:
     existing deployment: starting would create an empty deployment next to it."""
     if db.exists() and db.stat().st_size > 0:
         return
+    _refuse_key_material_beside(data, f"{db} is {'empty' if db.exists() else 'missing'}",
+                                f"Restore {db.name} from your backup")
+
+
+def _refuse_key_material_beside(data: Path, state: str,
+                                remedy: str = "Point at the deployment's database") -> None:
     found = []
     if (data / ROOT_KEY).exists():
         found.append(ROOT_KEY)
@@ -85,25 +91,32 @@ def refuse_orphaned_key_material(data: Path, db: Path) -> None:
     if keks:
         found.append(f"{keks} vault key file{'s' if keks != 1 else ''} in {KEYRING_DIR}/")
     if found:
-        state = "empty" if db.exists() else "missing"
         raise StartupRefused(
-            f"{db} is {state}, but {data} holds {' and '.join(found)} of an existing "
-            f"deployment: starting would create an empty deployment beside them. Restore "
-            f"{db.name} from your backup; or, to start a new deployment, move {ROOT_KEY} and "
-            f"{KEYRING_DIR}/ out of {data} (nothing was created)")
+            f"{state}, but {data} holds {' and '.join(found)} of an existing "
+            f"deployment: starting would create an empty deployment beside them. {remedy}; "
+            f"or, to start a new deployment, move {ROOT_KEY} and {KEYRING_DIR}/ out of "
+            f"{data} (nothing was created)")
 
 
-def open_storage(data: Path, db: Path) -> tuple[Engines, Repository, Barrier]:
-    """The database behind the barrier, after the checks above; StartupRefused (or a
-    StorageError when the disk cannot be read) with nothing created otherwise."""
+def open_storage(data: Path, db: Path, url: str | None = None
+                 ) -> tuple[Engines, Repository, Barrier]:
+    """The database (the SQLite file `db`, or the PostgreSQL database at `url`) behind the
+    barrier, after the checks above; StartupRefused (or a StorageError when the database
+    cannot be read) with nothing created otherwise."""
     secure_permissions(data)
-    refuse_orphaned_key_material(data, db)
-    engines = open_sqlite(db)
+    if url is None:
+        refuse_orphaned_key_material(data, db)
+        engines = open_sqlite(db)
+    else:
+        engines = open_postgres(url)
     try:
         repo = Repository(engines)
+        empty = repo.data_key(SYSTEM) is None
+        if url is not None and empty:
+            _refuse_key_material_beside(data, f"the database {redacted(url)} is empty")
         # A root key is made only for a database that holds nothing sealed yet, and never
         # beside keyring files (they were sealed by the lost one).
-        fresh = repo.data_key(SYSTEM) is None and _kek_files(data) == 0
+        fresh = empty and _kek_files(data) == 0
         root_key = dev_seal_root_key(data / ROOT_KEY, create=fresh)
         # Per-vault key-encryption keys live outside the database (destroyed at purge).
         barrier = Barrier(root_key, repo, FileKeyRing(data / KEYRING_DIR, root_key))

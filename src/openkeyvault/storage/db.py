@@ -23,17 +23,24 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from openkeyvault.ops import requestscope
 from openkeyvault.storage.errors import (
     StartupRefused,
     StorageError,
     StorageFull,
     StorageUnavailable,
 )
-from openkeyvault.storage.schema import metadata
+from openkeyvault.storage.migrate import upgrade as upgrade_schema
+from openkeyvault.storage.readcache import (
+    DOMAINS,
+    ReadCache,
+    SqliteReadCache,
+    SqlReadCache,
+    ensure_rows,
+)
+from openkeyvault.storage.schema import generations
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -73,6 +80,17 @@ class Engines:
     read: Engine
     write: Engine
     fast: FastReader | None = field(default=None, compare=False)
+    # Memoised reads, fresh by domain generations (storage/readcache.py).
+    cache: ReadCache = field(default=None, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            object.__setattr__(self, "cache", SqliteReadCache(self.fast) if self.fast
+                               else SqlReadCache(self.read))
+
+    @property
+    def dialect(self) -> str:
+        return self.write.dialect.name
 
     def dispose(self) -> None:
         self.read.dispose()
@@ -133,50 +151,13 @@ class FastReader:
                 conn.close()
         self._local = threading.local()
 
-    def invalidate(self) -> None:
-        """Make this thread's next memoised read re-check the database (after a write)."""
-        self._local.checked_for = None
-
-    def all_cached(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
-        """Every row of `statement`, memoised like `first_cached`."""
-        return self._cached(statement, params, all_rows=True)  # type: ignore[no-any-return]
-
-    def first_cached(self, statement: Any, params: dict[str, Any]) -> Any:
-        return self._cached(statement, params, all_rows=False)
-
-    def _cached(self, statement: Any, params: dict[str, Any], all_rows: bool) -> Any:
-        """`first`, answered from a per-thread memo while the database is unchanged.
-
-        SQLite's `PRAGMA data_version` changes whenever another connection commits,
-        so any write anywhere (any worker process, the CLI) empties the memo: it can
-        never serve a row that was changed. Meant for rarely-written rows (vaults).
-        """
-        memo = self.snapshot()
-        key = (id(statement), all_rows, *sorted(params.items()))
-        if key in memo:
-            return memo[key]
-        found = memo[key] = (self.all(statement, params) if all_rows
-                             else self.first(statement, params))
-        return found
-
-    def snapshot(self) -> dict[Any, Any]:
-        """This thread's memo, after the freshness check: the same object for as long as the
-        database is unchanged, so a caller may keep conclusions drawn from memoised reads
-        while `snapshot()` returns the object it drew them under."""
-        local = self._local
-        memo: dict[Any, Any] | None = getattr(local, "memo", None)
-        request = requestscope.current.get()
-        # Check once per request (outside a request, on every call).
-        if memo is None or not request or getattr(local, "checked_for", None) != request:
-            try:
-                version = self._conn().execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as e:
-                _reraise(e)
-            local.checked_for = request
-            if memo is None or local.memo_version != version or len(memo) > 1024:
-                memo = local.memo = {}
-                local.memo_version = version
-        return memo
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version` on this thread's connection: it changes whenever
+        another connection commits (storage/readcache.py)."""
+        try:
+            return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as e:
+            _reraise(e)
 
     def all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         sql, values, row_type = self._prepare(statement, params)
@@ -259,11 +240,28 @@ def _open(target: str, immediate: bool, path: Path, uri: str | None) -> Engines:
     engines = Engines(read=_sqlite_engine(target, False),
                       write=_sqlite_engine(target, immediate), fast=FastReader(path, uri))
     try:
-        metadata.create_all(engines.write)
+        # Read-only file system: a database at the schema head is only read.
+        _prepare(engines, read_only=not immediate)
     except BaseException:
         engines.dispose()
         raise
     return engines
+
+
+def _prepare(engines: Engines, read_only: bool = False) -> None:
+    """Bring the schema to this version's and create what a new database lacks."""
+    upgrade_schema(engines.write, read_only=read_only)
+    _ensure_generations(engines)
+
+
+def _ensure_generations(engines: Engines) -> None:
+    """The generation rows of a new database (nothing is written when they exist, so a
+    read-only database opens)."""
+    with engines.read.connect() as c:
+        count = c.execute(select(func.count()).select_from(generations)).scalar()
+    if count != len(DOMAINS):
+        with engines.write.begin() as c:
+            ensure_rows(c)
 
 
 def open_sqlite(path: Path) -> Engines:
@@ -287,3 +285,80 @@ def open_sqlite(path: Path) -> Engines:
     if not path.exists():
         path.touch(mode=0o600)
     return _open(str(path), True, path, None)
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------
+POSTGRES_POOL_SIZE = 8  # per process; the workers of a node each have their own pool
+POSTGRES_CONNECT_SECONDS = 10
+
+
+def is_database_url(target: str) -> bool:
+    return target.startswith(("postgresql:", "postgresql+psycopg:", "postgres:"))
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(_driver_url(url)).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL that does not parse is shown by its scheme only
+        return url.split(":", 1)[0] + "://..."
+
+
+def _driver_url(url: str) -> str:
+    """`postgresql://` and `postgres://` (libpq's forms) with the psycopg 3 driver."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def postgres_error(exc: BaseException) -> StorageError | None:
+    """The storage fault a psycopg error stands for: the server unreachable or going away,
+    out of disk; None for an error of the caller (a constraint, a syntax error)."""
+    import psycopg
+
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return StorageFull("the database's disk is full (PostgreSQL: could not extend a file)")
+    if isinstance(exc, psycopg.OperationalError | psycopg.errors.AdminShutdown |
+                  psycopg.errors.CannotConnectNow):
+        return StorageUnavailable("the database is unreachable")
+    return None
+
+
+def open_postgres(url: str) -> Engines:
+    """Engines on a PostgreSQL database (READ COMMITTED; every compare-and-set is made
+    safe by the SQL itself, storage/store.py). StorageUnavailable when it cannot be
+    reached."""
+    engine = create_engine(
+        _driver_url(url),
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=2 * POSTGRES_POOL_SIZE,
+        pool_pre_ping=True,  # a connection the server dropped (restart) is replaced
+        pool_recycle=1800,
+        hide_parameters=True,  # errors must never carry row values into logs
+        connect_args={"connect_timeout": POSTGRES_CONNECT_SECONDS,
+                      "application_name": "openkeyvault"},
+    )
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        fault = postgres_error(context.original_exception)
+        if fault is not None:
+            raise fault from None
+
+    engines = Engines(read=engine, write=engine)
+    try:
+        _prepare(engines)
+    except BaseException:
+        engines.dispose()
+        raise
+    return engines
+
+
+def open_database(target: str | Path) -> Engines:
+    """A database URL (PostgreSQL) or an SQLite file's path."""
+    if isinstance(target, str) and is_database_url(target):
+        return open_postgres(target)
+    return open_sqlite(Path(target))

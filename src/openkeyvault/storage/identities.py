@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
+from openkeyvault.storage.readcache import IDENTITIES
 from openkeyvault.storage.records import (
     CredentialRecord,
     PrincipalRecord,
@@ -61,7 +62,7 @@ class IdentityStore(Store):
         self._converted: dict[int, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     def _records(self, statement: Any, convert: Any) -> tuple[Any, ...]:
-        rows = self._all(statement, {})
+        rows = self._memo_all(statement, {})
         hit = self._converted.get(id(statement))
         if hit is not None and hit[0] is rows:
             return hit[1]
@@ -69,53 +70,36 @@ class IdentityStore(Store):
         self._converted[id(statement)] = (rows, records)
         return records
 
-    def _all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
-        if self._fast is not None:
-            return self._fast.all_cached(statement, params)
-        with self._r.connect() as c:
-            return tuple(c.execute(statement, params).all())
+    def _memo_all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        return self._all_cached((IDENTITIES,), statement, params)
 
-    def _first(self, statement: Any, params: dict[str, Any]) -> Any:
-        if self._fast is not None:
-            return self._fast.first_cached(statement, params)
-        with self._r.connect() as c:
-            return c.execute(statement, params).first()
+    def _memo_first(self, statement: Any, params: dict[str, Any]) -> Any:
+        return self._first_cached((IDENTITIES,), statement, params)
 
     # ---- principals on the hot path ---------------------------------------------
     def principal_exists(self, object_id: str) -> bool:
-        return self._first(_PRINCIPAL_EXISTS, {"object_id": object_id}) is not None
+        return self._memo_first(_PRINCIPAL_EXISTS, {"object_id": object_id}) is not None
 
     # ---- client secrets on the token path ---------------------------------------
     # Not memoised: a flood of distinct client ids must not churn the hot-path memo.
-    def _fresh_first(self, statement: Any, params: dict[str, Any]) -> Any:
-        if self._fast is not None:
-            return self._fast.first(statement, params)
-        with self._r.connect() as c:
-            return c.execute(statement, params).first()
-
-    def _fresh_all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
-        if self._fast is not None:
-            return self._fast.all(statement, params)
-        with self._r.connect() as c:
-            return tuple(c.execute(statement, params).all())
 
     def principal_by_client_id(self, client_id: str) -> PrincipalRecord | None:
-        row = self._fresh_first(_PRINCIPAL_BY_CLIENT_ID, {"client_id": client_id})
+        row = self._first(_PRINCIPAL_BY_CLIENT_ID, {"client_id": client_id})
         return PrincipalRecord(**row._asdict()) if row is not None else None
 
     def credential(self, credential_id: str) -> CredentialRecord | None:
-        row = self._fresh_first(_CREDENTIAL, {"credential_id": credential_id})
+        row = self._first(_CREDENTIAL, {"credential_id": credential_id})
         return CredentialRecord(**row._asdict()) if row is not None else None
 
     def secret_credentials(self, object_id: str) -> list[tuple[str, int]]:
         """(id, expires) of a principal's client secrets, oldest first."""
         return [(r.id, r.expires)
-                for r in self._fresh_all(_SECRETS_OF, {"object_id": object_id})]
+                for r in self._all(_SECRETS_OF, {"object_id": object_id})]
 
     def replace_credential_sealed(self, object_id: str, credential_id: str, old: bytes,
                                   key_version: int, sealed: bytes) -> bool:
         """Swap a credential's sealed payload if it is still `old` (compare-and-set)."""
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             return c.execute(update(principal_credentials).where(
                 principal_credentials.c.object_id == object_id,
                 principal_credentials.c.id == credential_id,
@@ -144,7 +128,7 @@ class IdentityStore(Store):
         current key was created before that time (so that several workers rotating on a
         schedule rotate once). `drop_retired`: delete every other key at once.
         """
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             current = c.execute(select(token_signing_keys.c.kid, token_signing_keys.c.created)
                                 .where(token_signing_keys.c.retired.is_(None))).all()
             if if_none and (current or c.execute(
@@ -165,7 +149,7 @@ class IdentityStore(Store):
         return True
 
     def delete_signing_keys_retired_before(self, when: int) -> int:
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             return c.execute(delete(token_signing_keys).where(
                 token_signing_keys.c.retired.is_not(None),
                 token_signing_keys.c.retired < when)).rowcount
@@ -177,14 +161,14 @@ class IdentityStore(Store):
 
     def add_trusted_issuer(self, record: TrustedIssuerRecord) -> None:
         try:
-            with self._write() as c:
+            with self._write(IDENTITIES) as c:
                 c.execute(insert(trusted_issuers).values(**record.__dict__))
         except IntegrityError:
             raise IssuerConflict() from None
 
     def delete_trusted_issuer(self, name: str) -> bool:
         """Remove an issuer and the external identities mapped through it."""
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             c.execute(delete(external_identities)
                       .where(external_identities.c.issuer_name == name))
             return c.execute(delete(trusted_issuers)
@@ -194,7 +178,7 @@ class IdentityStore(Store):
     def add_external_identity(self, issuer_name: str, subject: str, object_id: str) -> bool:
         """Map an issuer's subject to a principal; False if that subject is mapped already."""
         try:
-            with self._write() as c:
+            with self._write(IDENTITIES) as c:
                 c.execute(insert(external_identities).values(
                     issuer_name=issuer_name, subject=subject, object_id=object_id))
         except IntegrityError:
@@ -203,7 +187,7 @@ class IdentityStore(Store):
 
     def external_identity(self, issuer_name: str, subject: str) -> str | None:
         """The object id an issuer's subject maps to (memoised)."""
-        row = self._first(_EXTERNAL_IDENTITY, {"issuer_name": issuer_name, "subject": subject})
+        row = self._memo_first(_EXTERNAL_IDENTITY, {"issuer_name": issuer_name, "subject": subject})
         return row.object_id if row is not None else None
 
     def external_identities_of(self, object_id: str) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from openkeyvault.storage.readcache import VAULTS
 from openkeyvault.storage.records import NameConflict, VaultRecord
 from openkeyvault.storage.schema import (
     certificate_contacts,
@@ -96,11 +97,7 @@ class PlacementStore(Store):
         (None, None when it has no placement row; None when there is no such vault),
         memoised while storage is unchanged: authorization decisions ask this."""
         params = {"name": name}
-        if self._fast is not None:
-            row = self._fast.first_cached(_PLACE, params)
-        else:
-            with self._r.connect() as c:
-                row = c.execute(_PLACE, params).first()
+        row = self._first_cached((VAULTS,), _PLACE, params)
         return None if row is None else (row.subscription, row.resource_group)
 
     def list(self, default: Placement, *, deleted: bool) -> list[PlacedVault]:
@@ -117,7 +114,7 @@ class PlacementStore(Store):
         properties and placement; NameConflict if the name is taken by any kind (`deleted`
         True when a soft-deleted one holds it)."""
         try:
-            with self._write() as c:
+            with self._write(VAULTS) as c:
                 vault_id = c.execute(insert(vaults).values(
                     name=name, kind=kind, sku=sku, retention_days=retention_days,
                     purge_protection=purge_protection, created=now)).inserted_primary_key
@@ -137,7 +134,7 @@ class PlacementStore(Store):
 
     def place_unplaced(self, default: Placement) -> int:
         """Give every vault without a placement row the default one (idempotent)."""
-        with self._write() as c:
+        with self._write(VAULTS) as c:
             ids = c.execute(select(vaults.c.id).where(
                 ~select(_P.c.vault_id).where(_P.c.vault_id == vaults.c.id).exists())).scalars()
             count = 0
@@ -149,7 +146,7 @@ class PlacementStore(Store):
     def update(self, vault_id: int, *, placement: Placement,
                properties: str | None = None, sku: str | None = None,
                purge_protection: bool | None = None, now: int) -> None:
-        with self._write() as c:
+        with self._write(VAULTS) as c:
             changes: dict[str, Any] = {}
             if sku is not None:
                 changes["sku"] = sku
@@ -186,7 +183,7 @@ class PlacementStore(Store):
     def remove(self, vault_id: int) -> None:
         """Delete the vault and every row of it (objects, versions, settings); its data
         keys are the barrier's to destroy (`Barrier.destroy_owner`), first."""
-        with self._write() as c:
+        with self._write(VAULTS) as c:
             object_ids = select(objects.c.id).where(objects.c.vault_id == vault_id)
             c.execute(delete(versions).where(versions.c.object_id.in_(object_ids)))
             c.execute(delete(objects).where(objects.c.vault_id == vault_id))

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, s
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
+from openkeyvault.storage.readcache import ACCESS, BARRIER, IDENTITIES, OBJECTS, VAULTS
 from openkeyvault.storage.records import (
     CredentialRecord,
     EventRecord,
@@ -36,7 +37,7 @@ from openkeyvault.storage.schema import (
     vaults,
     versions,
 )
-from openkeyvault.storage.store import Store
+from openkeyvault.storage.store import Store, insert_ignore
 
 _VERSION_COLS = (
     objects.c.name,
@@ -161,6 +162,17 @@ def _version_statement(latest: bool, deleted: bool) -> Any:
     return q.where(versions.c.version == bindparam("version"))
 
 
+_RACE_RETRIES = 8
+
+
+class _Raced(Exception):
+    """A row this transaction found absent was created by a concurrent one meanwhile."""
+
+
+class _Declined(Exception):
+    """An expectation failed: roll back what the transaction did so far."""
+
+
 _GET_VERSION = {(latest, deleted): _version_statement(latest, deleted)
                 for latest in (True, False) for deleted in (True, False)}
 
@@ -176,13 +188,14 @@ class Repository(Store):
             return c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def set_meta_if_absent(self, key: str, value: str) -> str:
-        """Store `value` unless the key exists; return the stored value."""
+        """Store `value` unless the key exists; return the stored value. (Nothing is
+        written when it exists: a read-only database still starts.)"""
+        have = self.get_meta(key)
+        if have is not None:
+            return have
         with self._write() as c:
-            have = c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
-            if have is not None:
-                return str(have)
-            c.execute(insert(meta).values(key=key, value=value))
-            return value
+            insert_ignore(c, meta, {"key": key, "value": value})
+            return str(c.execute(select(meta.c.value).where(meta.c.key == key)).scalar())
 
     # ---- data keys --------------------------------------------------------
     def data_key(self, owner: str, version: int | None = None) -> tuple[int, bytes] | None:
@@ -200,18 +213,15 @@ class Repository(Store):
                 select(data_keys.c.version).where(data_keys.c.owner == owner).limit(1)
             ).first()
             if have is None:
-                c.execute(
-                    insert(data_keys).values(
-                        owner=owner, version=1, wrapped=wrapped_for(1), created=now
-                    )
-                )
+                insert_ignore(c, data_keys, {"owner": owner, "version": 1,
+                                             "wrapped": wrapped_for(1), "created": now})
 
     def add_data_key_version(self, owner: str, wrapped_for: Callable[[int], bytes],
                              rewrap: Callable[[int, bytes], bytes | None], now: int) -> int:
         """Add the next version of `owner`'s data key (wrapped by `wrapped_for(version)`),
         replace the wrapping of earlier versions where `rewrap(version, wrapped)` gives a new
         one, and bump the barrier generation — one transaction. Returns the new version."""
-        with self._write() as c:
+        with self._write(BARRIER) as c:  # the generation row first: adders queue on it
             rows = c.execute(select(data_keys.c.version, data_keys.c.wrapped)
                              .where(data_keys.c.owner == owner)).all()
             for row in rows:
@@ -223,41 +233,23 @@ class Repository(Store):
             version = max((r.version for r in rows), default=0) + 1
             c.execute(insert(data_keys).values(owner=owner, version=version,
                                                wrapped=wrapped_for(version), created=now))
-            self._bump_barrier_generation(c)
             return version
 
     def drop_data_keys(self, owner: str) -> None:
         """Delete every data key of `owner` and bump the barrier generation (one transaction)."""
-        with self._write() as c:
+        with self._write(BARRIER) as c:
             c.execute(delete(data_keys).where(data_keys.c.owner == owner))
-            self._bump_barrier_generation(c)
-
-    # Bumped whenever a data key is destroyed or added after the first: worker processes
-    # drop their unwrapped data keys when they see it change (read memoised, see FastReader).
-    _BARRIER_GENERATION = select(meta.c.value).where(meta.c.key == "barrier_generation")
-
-    @staticmethod
-    def _bump_barrier_generation(c: Connection) -> None:
-        have = c.execute(Repository._BARRIER_GENERATION).scalar()
-        if have is None:
-            c.execute(insert(meta).values(key="barrier_generation", value="1"))
-        else:
-            c.execute(update(meta).where(meta.c.key == "barrier_generation")
-                      .values(value=str(int(have) + 1)))
 
     def barrier_generation(self) -> int:
-        if self._fast is not None:
-            row = self._fast.first_cached(self._BARRIER_GENERATION, {})
-        else:
-            with self._r.connect() as c:
-                row = c.execute(self._BARRIER_GENERATION).first()
-        return int(row.value) if row is not None else 0
+        """Moves whenever a data key is destroyed or added after the first: worker processes
+        drop their unwrapped data keys when they see it change (checked once per request)."""
+        return self.generation(BARRIER)
 
     # ---- vaults -----------------------------------------------------------
     def create_vault(self, name: str, kind: str, sku: str, retention_days: int,
                      purge_protection: bool, now: int) -> VaultRecord:
         try:
-            with self._write() as c:
+            with self._write(VAULTS) as c:
                 c.execute(
                     insert(vaults).values(
                         name=name, kind=kind, sku=sku, retention_days=retention_days,
@@ -270,17 +262,8 @@ class Repository(Store):
         assert vault is not None
         return vault
 
-    def _first(self, statement: Any, params: dict[str, Any]) -> Any:
-        if self._fast is not None:
-            return self._fast.first(statement, params)
-        with self._r.connect() as c:
-            return c.execute(statement, params).first()
-
     def get_vault(self, name: str) -> VaultRecord | None:
-        if self._fast is not None:
-            row = self._fast.first_cached(_GET_VAULT, {"name": name})
-        else:
-            row = self._first(_GET_VAULT, {"name": name})
+        row = self._first_cached((VAULTS,), _GET_VAULT, {"name": name})
         return _vault(row) if row else None
 
     def list_vaults(self) -> list[VaultRecord]:
@@ -291,7 +274,7 @@ class Repository(Store):
                                 now: int) -> str | None:
         """Replace a vault's properties with `change(current)`, read and written in one
         write transaction (concurrent changes queue, none is lost); None if no such vault."""
-        with self._write() as c:
+        with self._write(VAULTS) as c:
             if c.execute(select(vaults.c.id).where(vaults.c.id == vault_id)).first() is None:
                 return None
             current = c.execute(select(vault_properties.c.properties)
@@ -319,9 +302,8 @@ class Repository(Store):
         q = _GET_VERSION[(version is None, deleted)]
         params = {"vault_id": vault_id, "collection": collection, "name_lc": name_lc,
                   "version": version}
-        # Sealed rows may be memoised: the memo empties on any commit anywhere.
-        row = self._fast.first_cached(q, params) if self._fast is not None \
-            else self._first(q, params)
+        # Sealed rows may be memoised where a commit anywhere empties the memo (SQLite).
+        row = self._first_cached((OBJECTS,), q, params)
         return _version(row) if row else None
 
     def add_version(self, vault_id: int, collection: str, v: VersionRecord,
@@ -333,32 +315,36 @@ class Repository(Store):
         """
         name_lc = v.name.lower()
         with self._write() as c:
-            row = c.execute(
-                select(objects.c.id, objects.c.name, objects.c.deleted_date)
-                .where(self._object_where(vault_id, collection, name_lc))
-            ).first()
-            if expect_latest is not None and row is not None and row.deleted_date is None:
-                latest = c.execute(
-                    select(versions.c.version).where(versions.c.object_id == row.id)
-                    .order_by(versions.c.seq.desc()).limit(1)
-                ).scalar()
-                if latest != expect_latest:
-                    return False
-            elif expect_latest is not None and row is None:
-                return False
+            row = self._lock_object(c, vault_id, collection, name_lc)
             if row is None:
-                object_id = c.execute(
-                    insert(objects).values(
-                        vault_id=vault_id, collection=collection, name=v.name, name_lc=name_lc
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            elif row.deleted_date is not None:
+                if expect_latest is not None:
+                    return False
+                # Created here or, a moment ago, by a concurrent writer: locked either way.
+                insert_ignore(c, objects, {"vault_id": vault_id, "collection": collection,
+                                           "name": v.name, "name_lc": name_lc})
+                row = self._lock_object(c, vault_id, collection, name_lc)
+                assert row is not None
+            if row.deleted_date is not None:
                 raise NameConflict(deleted=True)
-            else:
-                object_id = row.id
-                v.name = row.name
-            c.execute(insert(versions).values(**_version_values(object_id, v)))
+            if expect_latest is not None and self._latest(c, row.id) != expect_latest:
+                return False
+            v.name = row.name
+            c.execute(insert(versions).values(**_version_values(row.id, v)))
         return True
+
+    def _lock_object(self, c: Connection, vault_id: int, collection: str, name_lc: str
+                     ) -> Any:
+        """An object's row, locked until the transaction ends (writers of one object queue
+        here; SQLite's writers queue on the database anyway)."""
+        return c.execute(
+            select(objects.c.id, objects.c.name, objects.c.deleted_date, objects.c.policy)
+            .where(self._object_where(vault_id, collection, name_lc)).with_for_update()
+        ).first()
+
+    @staticmethod
+    def _latest(c: Connection, object_id: int) -> str | None:
+        return c.execute(select(versions.c.version).where(versions.c.object_id == object_id)
+                         .order_by(versions.c.seq.desc()).limit(1)).scalar()
 
     def update_version(self, vault_id: int, collection: str, name_lc: str, version: str,
                        changes: dict[str, Any]) -> bool:
@@ -440,22 +426,21 @@ class Repository(Store):
     def purge(self, vault_id: int, collection: str, name_lc: str) -> bool:
         """Remove a soft-deleted object and all its versions."""
         with self._write() as c:
-            oid = c.execute(
-                select(objects.c.id).where(self._object_where(vault_id, collection, name_lc),
-                                           objects.c.deleted_date.is_not(None))
-            ).scalar()
-            if oid is None:
+            row = self._lock_object(c, vault_id, collection, name_lc)
+            if row is None or row.deleted_date is None:
                 return False
-            self._remove(c, [oid])
+            self._remove(c, [row.id])
             return True
 
     def purge_expired(self, now: int) -> int:
         """Remove every soft-deleted object whose scheduled purge date has passed."""
         with self._write() as c:
+            # Locked, and re-checked by PostgreSQL after any wait: one recovered meanwhile stays.
             ids = list(c.execute(
                 select(objects.c.id).where(objects.c.scheduled_purge_date.is_not(None),
                                            objects.c.scheduled_purge_date <= now,
                                            objects.c.vault_id.not_in(_DELETED_VAULT_IDS))
+                .with_for_update()
             ).scalars())
             self._remove(c, ids)
             return len(ids)
@@ -513,14 +498,10 @@ class Repository(Store):
     # ---- events -----------------------------------------------------------------
     def add_event_once(self, e: EventRecord) -> bool:
         """Record an event unless the same (vault, type, object, version) was recorded."""
-        try:
-            with self._write() as c:
-                c.execute(insert(events).values(vault_id=e.vault_id, type=e.type,
-                                                object_name=e.object_name, version=e.version,
-                                                time=e.time))
-            return True
-        except IntegrityError:
-            return False
+        with self._write() as c:
+            return insert_ignore(c, events, {"vault_id": e.vault_id, "type": e.type,
+                                             "object_name": e.object_name,
+                                             "version": e.version, "time": e.time})
 
     def list_events(self, vault_id: int | None = None) -> list[EventRecord]:
         q = select(events).order_by(events.c.id)
@@ -533,21 +514,7 @@ class Repository(Store):
     def restore(self, vault_id: int, collection: str, name: str,
                 records: Iterable[VersionRecord], policy: dict[str, Any] | None = None) -> None:
         """Recreate an object with its versions. NameConflict if the name is taken."""
-        name_lc = name.lower()
-        with self._write() as c:
-            row = c.execute(
-                select(objects.c.deleted_date).where(self._object_where(vault_id, collection,
-                                                                        name_lc))
-            ).first()
-            if row is not None:
-                raise NameConflict(deleted=row.deleted_date is not None)
-            object_id = c.execute(
-                insert(objects).values(vault_id=vault_id, collection=collection, name=name,
-                                       name_lc=name_lc,
-                                       policy=json.dumps(policy) if policy else None)
-            ).inserted_primary_key[0]  # type: ignore[index]
-            for v in records:
-                c.execute(insert(versions).values(**_version_values(object_id, v)))
+        self.restore_linked(vault_id, name, [(collection, list(records), policy)])
 
     # ---- linked objects (a certificate with its key and secret) ---------------------
     # The first collection named is the owner: its object carries the state (policy JSON)
@@ -587,34 +554,56 @@ class Repository(Store):
         does not. With `expect_latest`, only if that is still the owner's latest version;
         with `expect_state`, only if it holds for the owner's current state."""
         name_lc = name.lower()
+        for _ in range(_RACE_RETRIES):
+            try:
+                return self._add_linked(vault_id, name, name_lc, collections, items, state,
+                                        expect_latest, expect_state)
+            except _Raced:
+                continue  # a concurrent writer created one of the objects: decide again
+            except _Declined:
+                return False
+        raise NameConflict(deleted=False)
+
+    def _add_linked(self, vault_id: int, name: str, name_lc: str, collections: Sequence[str],
+                    items: dict[str, VersionRecord], state: dict[str, Any] | None,
+                    expect_latest: str | None,
+                    expect_state: Callable[[dict[str, Any] | None], bool] | None) -> bool:
         owner = collections[0]
         with self._write() as c:
-            rows = {col: c.execute(
-                select(objects.c.id, objects.c.name, objects.c.deleted_date, objects.c.policy)
-                .where(self._object_where(vault_id, col, name_lc))).first()
-                for col in collections}
-            if any(r is not None and r.deleted_date is not None for r in rows.values()):
+            # The owner's row first (created here when absent, so that a concurrent creator
+            # of the same name waits on it), then the others: one order for every writer.
+            owner_row = self._lock_object(c, vault_id, owner, name_lc)
+            created = owner_row is None
+            if created:
+                if not insert_ignore(c, objects, {"vault_id": vault_id, "collection": owner,
+                                                  "name": name, "name_lc": name_lc}):
+                    raise _Raced
+                owner_row = self._lock_object(c, vault_id, owner, name_lc)
+            assert owner_row is not None
+            rows = {col: self._lock_object(c, vault_id, col, name_lc)
+                    for col in collections[1:]}
+            if any(r is not None and r.deleted_date is not None
+                   for r in (owner_row, *rows.values())):
                 raise NameConflict(deleted=True)
-            if rows[owner] is None and any(rows[col] is not None for col in collections[1:]):
-                raise NameConflict(deleted=False)
-            owner_row = rows[owner]
-            if expect_state is not None and not expect_state(
-                    json.loads(owner_row.policy) if owner_row is not None and owner_row.policy
-                    else None):
-                return False
-            if expect_latest is not None:
-                latest = None if owner_row is None else c.execute(
-                    select(versions.c.version).where(versions.c.object_id == owner_row.id)
-                    .order_by(versions.c.seq.desc()).limit(1)).scalar()
-                if latest != expect_latest:
-                    return False
-            stored_name = owner_row.name if owner_row is not None else name
+            if created and any(r is not None for r in rows.values()):
+                raise NameConflict(deleted=False)  # (rolls back the owner's row)
+            state_now = None if created or not owner_row.policy else json.loads(
+                owner_row.policy)
+            if expect_state is not None and not expect_state(state_now):
+                raise _Declined
+            if expect_latest is not None and (
+                    None if created else self._latest(c, owner_row.id)) != expect_latest:
+                raise _Declined
+            rows[owner] = owner_row
+            stored_name = owner_row.name
             for col in collections:
                 row = rows[col]
-                if row is None and (col in items or col == owner):
-                    object_id = c.execute(insert(objects).values(
-                        vault_id=vault_id, collection=col, name=stored_name, name_lc=name_lc,
-                    )).inserted_primary_key[0]  # type: ignore[index]
+                if row is None and col in items:
+                    if not insert_ignore(c, objects, {"vault_id": vault_id, "collection": col,
+                                                      "name": stored_name, "name_lc": name_lc}):
+                        raise _Raced  # decided on its absence: roll back and decide again
+                    object_id = c.execute(select(objects.c.id).where(
+                        self._object_where(vault_id, col, name_lc))).scalar_one()
                 elif row is not None:
                     object_id = row.id
                 else:
@@ -635,10 +624,9 @@ class Repository(Store):
         transaction (compare-and-set); an object without versions whose new state has no
         `policy` is removed. False if absent, deleted or the expectation fails."""
         with self._write() as c:
-            row = c.execute(select(objects.c.id, objects.c.policy)
-                            .where(self._object_where(vault_id, collection, name_lc),
-                                   objects.c.deleted_date.is_(None))).first()
-            if row is None or not expect(json.loads(row.policy) if row.policy else None):
+            row = self._lock_object(c, vault_id, collection, name_lc)
+            if row is None or row.deleted_date is not None or not expect(
+                    json.loads(row.policy) if row.policy else None):
                 return False
             has_versions = c.execute(select(versions.c.seq).where(
                 versions.c.object_id == row.id).limit(1)).first() is not None
@@ -654,8 +642,7 @@ class Repository(Store):
         """Object ids of the linked objects in the given state; None unless the owner is."""
         ids = []
         for i, col in enumerate(collections):
-            row = c.execute(select(objects.c.id, objects.c.deleted_date)
-                            .where(self._object_where(vault_id, col, name_lc))).first()
+            row = self._lock_object(c, vault_id, col, name_lc)
             ok = row is not None and (row.deleted_date is not None) == deleted
             if i == 0 and not ok:
                 return None
@@ -698,26 +685,29 @@ class Repository(Store):
         any name is taken."""
         name_lc = name.lower()
         with self._write() as c:
-            for col, _, _ in groups:
-                row = c.execute(select(objects.c.deleted_date).where(
-                    self._object_where(vault_id, col, name_lc))).first()
-                if row is not None:
-                    raise NameConflict(deleted=row.deleted_date is not None)
             for col, recs, policy in groups:
-                object_id = c.execute(insert(objects).values(
-                    vault_id=vault_id, collection=col, name=name, name_lc=name_lc,
-                    policy=json.dumps(policy) if policy else None,
-                )).inserted_primary_key[0]  # type: ignore[index]
+                # The name's uniqueness is the database's: a concurrent restore of the same
+                # name inserts nothing here, and everything rolls back.
+                if not insert_ignore(c, objects, {
+                        "vault_id": vault_id, "collection": col, "name": name,
+                        "name_lc": name_lc, "policy": json.dumps(policy) if policy else None}):
+                    row = c.execute(select(objects.c.deleted_date).where(
+                        self._object_where(vault_id, col, name_lc))).first()
+                    raise NameConflict(deleted=row is not None and row.deleted_date is not None)
+                object_id = c.execute(select(objects.c.id).where(
+                    self._object_where(vault_id, col, name_lc))).scalar_one()
                 for v in recs:
                     c.execute(insert(versions).values(**_version_values(object_id, v)))
 
     # ---- principals -----------------------------------------------------------
     def add_principal(self, p: PrincipalRecord, if_absent: bool = False) -> None:
-        with self._write() as c:
-            if if_absent and c.execute(select(principals.c.object_id).where(
-                    principals.c.object_id == p.object_id)).first() is not None:
-                return
-            c.execute(insert(principals).values(**p.__dict__))
+        if if_absent and self.get_principal(object_id=p.object_id) is not None:
+            return  # nothing written: a read-only database still starts
+        with self._write(IDENTITIES) as c:
+            if if_absent:
+                insert_ignore(c, principals, p.__dict__)
+            else:
+                c.execute(insert(principals).values(**p.__dict__))
 
     def get_principal(self, *, object_id: str | None = None,
                       client_id: str | None = None) -> PrincipalRecord | None:
@@ -734,14 +724,14 @@ class Repository(Store):
                     for r in c.execute(select(principals).order_by(principals.c.display_name))]
 
     def delete_principal(self, object_id: str) -> bool:
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             c.execute(delete(principal_credentials)
                       .where(principal_credentials.c.object_id == object_id))
             return c.execute(delete(principals)
                              .where(principals.c.object_id == object_id)).rowcount == 1
 
     def add_credential(self, cred: CredentialRecord) -> None:
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             c.execute(insert(principal_credentials).values(**cred.__dict__))
 
     def list_credentials(self, object_id: str) -> list[CredentialRecord]:
@@ -752,20 +742,20 @@ class Repository(Store):
                 .order_by(principal_credentials.c.created))]
 
     def delete_credential(self, object_id: str, credential_id: str) -> bool:
-        with self._write() as c:
+        with self._write(IDENTITIES) as c:
             return c.execute(delete(principal_credentials).where(
                 principal_credentials.c.object_id == object_id,
                 principal_credentials.c.id == credential_id)).rowcount == 1
 
     # ---- role assignments -------------------------------------------------------
     def add_role_assignment(self, r: RoleAssignmentRecord) -> None:
-        with self._write() as c:
+        with self._write(ACCESS) as c:
             c.execute(insert(role_assignments).values(**r.__dict__))
 
     def role_assignments(self, principal_id: str | None = None) -> list[RoleAssignmentRecord]:
         """Assignments (of one principal, on the hot path memoised while nothing changed)."""
-        if principal_id is not None and self._fast is not None:
-            rows = self._fast.all_cached(_ASSIGNMENTS_OF, {"principal_id": principal_id})
+        if principal_id is not None:
+            rows = self._all_cached((ACCESS,), _ASSIGNMENTS_OF, {"principal_id": principal_id})
             return [RoleAssignmentRecord(*r) for r in rows]
         q = select(role_assignments).order_by(role_assignments.c.created)
         if principal_id is not None:
@@ -774,7 +764,7 @@ class Repository(Store):
             return [RoleAssignmentRecord(**r._mapping) for r in c.execute(q)]
 
     def delete_role_assignment(self, assignment_id: str) -> bool:
-        with self._write() as c:
+        with self._write(ACCESS) as c:
             return c.execute(delete(role_assignments)
                              .where(role_assignments.c.id == assignment_id)).rowcount == 1
 
@@ -791,7 +781,15 @@ class Repository(Store):
         same content, ("name_taken", existing), ("duplicate", existing) when another name
         holds the content, or ("no_definition", None) when `custom_role` and no stored
         definition has that id (so a concurrent definition delete cannot leave it dangling)."""
-        with self._write() as c:
+        # An assignment never changes: one found by its name answers without a write (the
+        # start-up's idempotent assignments then leave a read-only database alone).
+        found = self.get_role_assignment(r.id)
+        if found is not None:
+            return ("same" if _same_assignment(found, r) else "name_taken"), found
+        for existing in self.role_assignments(r.principal_id):
+            if _same_assignment(existing, r):
+                return "duplicate", existing
+        with self._write(ACCESS) as c:  # the generation row first: creators queue on it
             row = c.execute(select(role_assignments)
                             .where(role_assignments.c.id == r.id)).first()
             if row is not None:
@@ -812,10 +810,7 @@ class Repository(Store):
     # ---- custom role definitions --------------------------------------------------
     def role_definitions(self) -> tuple[RoleDefinitionRecord, ...]:
         """Every custom role definition (on the hot path: memoised while nothing changed)."""
-        if self._fast is None:
-            with self._r.connect() as c:
-                return tuple(_role_definition(r) for r in c.execute(_ROLE_DEFINITIONS))
-        rows = self._fast.all_cached(_ROLE_DEFINITIONS, {})
+        rows = self._all_cached((ACCESS,), _ROLE_DEFINITIONS, {})
         hit: tuple[Any, tuple[RoleDefinitionRecord, ...]] | None = getattr(
             self._local, "definitions", None)
         if hit is not None and hit[0] is rows:
@@ -830,7 +825,7 @@ class Repository(Store):
         keeps `created`). Returns ("created" | "updated", stored), ("limit", None) when
         `max_count` definitions exist, or ("name_taken", other) when another definition has
         the role name (case-insensitive)."""
-        with self._write() as c:
+        with self._write(ACCESS) as c:
             rows = [_role_definition(r) for r in c.execute(select(role_definitions))]
             other = next((r for r in rows if r.id != d.id and d.role_name
                           and r.role_name.lower() == d.role_name.lower()), None)
@@ -855,7 +850,7 @@ class Repository(Store):
                                ) -> tuple[str, RoleDefinitionRecord | None]:
         """Delete a custom role definition unless an assignment uses it, in one write
         transaction: ("deleted", record), ("missing", None) or ("assigned", record)."""
-        with self._write() as c:
+        with self._write(ACCESS) as c:
             row = c.execute(select(role_definitions)
                             .where(role_definitions.c.id == definition_id)).first()
             if row is None:

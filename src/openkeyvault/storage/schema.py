@@ -9,6 +9,7 @@ public fields (a key's `kty`, public JWK, `key_ops`...) go in `props` (JSON).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -24,11 +25,24 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# Seconds since 1970: 64-bit where the database's integer is not (PostgreSQL), as
+# expiry dates run to the year 9999; SQLite's INTEGER is 64-bit already.
+UnixTime = BigInteger().with_variant(Integer(), "sqlite")
+
 meta = Table(
     "meta",
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# One row per domain of rarely written rows, bumped with every change to the domain
+# (storage/readcache.py): memoised reads stay fresh on any number of nodes.
+generations = Table(
+    "generations",
+    metadata,
+    Column("domain", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 data_keys = Table(
@@ -37,7 +51,7 @@ data_keys = Table(
     Column("owner", String(80), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("wrapped", LargeBinary, nullable=False),
-    Column("created", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
 )
 
 vaults = Table(
@@ -49,7 +63,7 @@ vaults = Table(
     Column("sku", String(16), nullable=False, default="standard"),
     Column("retention_days", Integer, nullable=False, default=90),
     Column("purge_protection", Boolean, nullable=False, default=False),
-    Column("created", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
 )
 
 objects = Table(
@@ -60,8 +74,8 @@ objects = Table(
     Column("collection", String(16), nullable=False),
     Column("name", String(127), nullable=False),
     Column("name_lc", String(127), nullable=False),
-    Column("deleted_date", Integer, nullable=True),
-    Column("scheduled_purge_date", Integer, nullable=True),
+    Column("deleted_date", UnixTime, nullable=True),
+    Column("scheduled_purge_date", UnixTime, nullable=True),
     Column("policy", Text, nullable=True),  # JSON: a key's rotation policy, a certificate's policy
     UniqueConstraint("vault_id", "collection", "name_lc", name="uq_objects_name"),
 )
@@ -73,11 +87,11 @@ versions = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("object_id", Integer, ForeignKey("objects.id", ondelete="CASCADE"), nullable=False),
     Column("version", String(32), nullable=False),
-    Column("created", Integer, nullable=False),
-    Column("updated", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
+    Column("updated", UnixTime, nullable=False),
     Column("enabled", Boolean, nullable=False),
-    Column("nbf", Integer, nullable=True),
-    Column("exp", Integer, nullable=True),
+    Column("nbf", UnixTime, nullable=True),
+    Column("exp", UnixTime, nullable=True),
     Column("content_type", Text, nullable=True),
     Column("tags", Text, nullable=True),
     Column("props", Text, nullable=True),
@@ -95,7 +109,7 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("object_name", String(127), nullable=False),
     Column("version", String(32), nullable=False),
-    Column("time", Integer, nullable=False),
+    Column("time", UnixTime, nullable=False),
     UniqueConstraint("vault_id", "type", "object_name", "version", name="uq_events_once"),
 )
 
@@ -107,7 +121,7 @@ principals = Table(
     Column("tenant_id", String(36), nullable=False),
     Column("display_name", String(256), nullable=False),
     Column("kind", String(32), nullable=False),  # servicePrincipal | managedIdentity
-    Column("created", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
 )
 
 # One row per credential of a principal, its details sealed by the barrier: a client secret
@@ -121,8 +135,8 @@ principal_credentials = Table(
            nullable=False),
     Column("kind", String(16), nullable=False),  # secret | certificate | federated
     Column("hint", String(8), nullable=False),
-    Column("expires", Integer, nullable=False),
-    Column("created", Integer, nullable=False),
+    Column("expires", UnixTime, nullable=False),
+    Column("created", UnixTime, nullable=False),
     Column("sealed", LargeBinary, nullable=False),
     Column("key_version", Integer, nullable=False),
 )
@@ -134,7 +148,7 @@ role_assignments = Table(
     Column("scope", String(512), nullable=False),
     Column("role_definition_id", String(36), nullable=False),
     Column("principal_id", String(36), nullable=False),
-    Column("created", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
 )
 Index("ix_role_assignments_principal", role_assignments.c.principal_id)
 
@@ -148,7 +162,7 @@ role_definitions = Table(
     Column("description", Text, nullable=False),
     Column("permissions", Text, nullable=False),
     Column("assignable_scopes", Text, nullable=False),
-    Column("created", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
 )
 
 # A vault's ARM properties that govern access (enableRbacAuthorization, accessPolicies,
@@ -159,7 +173,7 @@ vault_properties = Table(
     metadata,
     Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True),
     Column("properties", Text, nullable=False),
-    Column("updated", Integer, nullable=False),
+    Column("updated", UnixTime, nullable=False),
 )
 
 # A vault's place in the control plane (ARM's subscription, resource group, location,
@@ -176,8 +190,8 @@ vault_placement = Table(
     Column("location", String(64), nullable=False),
     Column("tenant_id", String(36), nullable=False),
     Column("tags", Text, nullable=True),  # JSON
-    Column("deleted_date", Integer, nullable=True),
-    Column("scheduled_purge_date", Integer, nullable=True),
+    Column("deleted_date", UnixTime, nullable=True),
+    Column("scheduled_purge_date", UnixTime, nullable=True),
 )
 Index("ix_vault_placement_group", vault_placement.c.subscription,
       vault_placement.c.resource_group_lc)
@@ -192,8 +206,8 @@ token_signing_keys = Table(
     "token_signing_keys",
     metadata,
     Column("kid", String(64), primary_key=True),
-    Column("created", Integer, nullable=False),
-    Column("retired", Integer, nullable=True),
+    Column("created", UnixTime, nullable=False),
+    Column("retired", UnixTime, nullable=True),
     Column("public_jwk", Text, nullable=False),
     Column("sealed", LargeBinary, nullable=False),
     Column("key_version", Integer, nullable=False),
@@ -209,7 +223,7 @@ trusted_issuers = Table(
     Column("jwks_url", String(1000), nullable=True),
     Column("jwks_file", String(4096), nullable=True),
     Column("audience", String(600), nullable=True),
-    Column("created", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
 )
 
 # Which principal an external issuer's subject (`oid`, else `sub`) acts as.
@@ -229,7 +243,7 @@ used_assertions = Table(
     metadata,
     Column("client_id", String(36), primary_key=True),
     Column("jti", String(256), primary_key=True),
-    Column("expires", Integer, nullable=False),
+    Column("expires", UnixTime, nullable=False),
 )
 Index("ix_used_assertions_expires", used_assertions.c.expires)
 
@@ -250,8 +264,8 @@ certificate_issuers = Table(
     Column("key_version", Integer, nullable=True),
     Column("org_details", Text, nullable=True),
     Column("enabled", Boolean, nullable=False),
-    Column("created", Integer, nullable=False),
-    Column("updated", Integer, nullable=False),
+    Column("created", UnixTime, nullable=False),
+    Column("updated", UnixTime, nullable=False),
 )
 
 # A vault's certificate contacts: the wire list as JSON (one row per vault that has some).
@@ -260,7 +274,7 @@ certificate_contacts = Table(
     metadata,
     Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True),
     Column("contacts", Text, nullable=False),
-    Column("updated", Integer, nullable=False),
+    Column("updated", UnixTime, nullable=False),
 )
 
 # Resource groups a client created by name (ARM's PUT .../resourcegroups/{rg}); a group

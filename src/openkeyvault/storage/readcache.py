@@ -1,0 +1,139 @@
+"""Memoised reads that stay fresh on every backend: generations per domain.
+
+Rarely written rows (vaults, role assignments, principals, the barrier's data keys)
+are read on every request. Each such domain has a row in `generations`, bumped in the
+same transaction as any change to the domain (`Store._write(domain)`). On PostgreSQL it
+is bumped first thing in that transaction, so that concurrent writers of one domain
+queue on that row and a read-decide-write inside the transaction sees every earlier
+commit; on SQLite, whose writers queue on the whole database, it is bumped last and
+only if the transaction changed anything.
+
+A reader checks the generations once per request (outside a request, on every call)
+and keeps, per thread, one memo per set of domains; a memo is emptied when one of its
+domains' generations moved. A secret written does not flush the role cache.
+
+- `SqlReadCache` (any database): one `SELECT` of the generations table per request.
+- `SqliteReadCache`: SQLite's `PRAGMA data_version` changes only when another
+  connection commits, so the generations are read only after something was written;
+  the pseudo-domain `objects` (secrets, keys, certificates: too often written for a
+  generation row of their own) is memoised under the data version itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from openkeyvault.ops import requestscope
+from openkeyvault.storage.schema import generations
+
+if TYPE_CHECKING:
+    from openkeyvault.storage.db import FastReader
+
+VAULTS = "vaults"  # vault rows, their properties (access policies, network rules), placement
+ACCESS = "access"  # role assignments and custom role definitions
+IDENTITIES = "identities"  # principals, credentials, signing keys, trusted issuers
+BARRIER = "barrier"  # data keys: added after the first, or destroyed
+DOMAINS = (VAULTS, ACCESS, IDENTITIES, BARRIER)
+OBJECTS = "objects"  # memoised only where a change anywhere is cheap to see (SQLite)
+
+_MEMO_LIMIT = 1024
+_GENERATIONS = select(generations.c.domain, generations.c.value)
+
+
+def bump(c: Connection, domains: tuple[str, ...]) -> None:
+    """Move the generations of `domains`, inside the caller's write transaction (and, on
+    PostgreSQL, lock their rows until it ends: writers of a domain queue here)."""
+    for domain in sorted(domains):  # one order for every writer: no lock cycles
+        c.execute(update(generations).where(generations.c.domain == domain)
+                  .values(value=generations.c.value + 1))
+
+
+def ensure_rows(c: Connection) -> None:
+    """Create the generation rows that are missing (a new database)."""
+    have = {r.domain for r in c.execute(_GENERATIONS)}
+    for domain in DOMAINS:
+        if domain not in have:
+            c.execute(generations.insert().values(domain=domain, value=0))
+
+
+class ReadCache:
+    """Per-thread memos by sets of domains, fresh once per request."""
+
+    memoises_objects = False
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _current(self) -> dict[str, int]:
+        """The generation of every domain, as storage has it now."""
+        raise NotImplementedError
+
+    def _fresh(self) -> dict[str, int]:
+        local = self._local
+        request = requestscope.current.get()
+        gens: dict[str, int] | None = getattr(local, "gens", None)
+        if gens is None or not request or local.checked_for != request:
+            gens = local.gens = self._current()
+            local.checked_for = request
+        return gens
+
+    def generation(self, domain: str) -> int:
+        return self._fresh().get(domain, 0)
+
+    def memo(self, domains: tuple[str, ...]) -> dict[Any, Any]:
+        """The memo for `domains`: the same object for as long as none of them changed."""
+        gens = self._fresh()
+        stamp = tuple(gens.get(d, 0) for d in domains)
+        memos: dict[tuple[str, ...], tuple[tuple[int, ...], dict[Any, Any]]] | None = \
+            getattr(self._local, "memos", None)
+        if memos is None:
+            memos = self._local.memos = {}
+        entry = memos.get(domains)
+        if entry is None or entry[0] != stamp or len(entry[1]) > _MEMO_LIMIT:
+            entry = memos[domains] = (stamp, {})
+        return entry[1]
+
+    def invalidate(self) -> None:
+        """After this thread wrote: its next read re-checks the generations."""
+        self._local.checked_for = None
+
+
+class SqlReadCache(ReadCache):
+    """Generations read with one query per request; objects are never memoised."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+        self._requests = 0
+
+    def _current(self) -> dict[str, int]:
+        with self._engine.connect() as c:
+            gens = {r.domain: r.value for r in c.execute(_GENERATIONS)}
+        # `objects`: a new memo for each check, i.e. only within one request.
+        self._requests += 1
+        gens[OBJECTS] = self._requests
+        return gens
+
+
+class SqliteReadCache(ReadCache):
+    """Generations read only after another connection committed (PRAGMA data_version)."""
+
+    memoises_objects = True
+
+    def __init__(self, fast: FastReader) -> None:
+        super().__init__()
+        self._fast = fast
+
+    def _current(self) -> dict[str, int]:
+        version = self._fast.data_version()
+        local = self._local
+        gens: dict[str, int] | None = getattr(local, "gens", None)
+        if gens is not None and local.data_version == version:
+            return gens
+        gens = {r.domain: r.value for r in self._fast.all(_GENERATIONS, {})}
+        gens[OBJECTS] = version
+        local.data_version = version
+        return gens
