@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from tests.security.conftest import Rest
+from tests.support.okvcli import run_process
 from tests.support.server import DevServer
 
 Q = "api-version=7.5"
@@ -191,3 +192,28 @@ def test_role_assign_with_arm_scopes(server: DevServer) -> None:
                           "Key Vault Secrets User", "--scope", bad)
         assert done.returncode == 1 and done.stderr.startswith("error: Invalid scope"), bad
     assert okv(server, "role", "list", "--output", "json") == before
+
+
+# ---- real `okv` processes (smoke): exit codes of the installed entry point --------------
+# The tests above run `okv` in this process (tests/support/okvcli.py); this one runs the
+# installed `okv` script and checks that it answers exactly what the in-process run does.
+
+def test_process_exit_codes_match_in_process(server: DevServer) -> None:
+    missing = unique()
+    for args, code in (
+        (("vault", "show", "dev", "--output", "json"), 0),
+        (("vault", "list"), 0),  # a Rich table 200 columns wide
+        (("role", "definition", "list"), 0),  # a Rich table as wide as the terminal
+        (("vault", "show", missing), 2),  # a refusal: `error: ...`
+        (("vault", "list", "--output", "yaml"), 2),
+        (("role", "remove", missing), 1),
+        (("vault", "bogus"), 2),  # a usage error, from click
+    ):
+        real = run_process(*args, "--data-dir", str(server.data_dir))
+        assert real.returncode == code, (args, real.stderr)
+        here = server.okv(*args)
+        assert (here.returncode, here.stdout, here.stderr) == \
+            (real.returncode, real.stdout, real.stderr), args
+        if code:
+            assert real.stdout == "" and real.stderr, args
+            assert "Traceback" not in real.stderr, args

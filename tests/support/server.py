@@ -110,11 +110,17 @@ class DevServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
-    def okv(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "openkeyvault", *args, "--data-dir", str(self.data_dir)],
-            capture_output=True, text=True, timeout=60,
-        )
+    def okv(self, *args: str, inprocess: bool = True) -> subprocess.CompletedProcess[str]:
+        """`okv ARGS --data-dir DATA`: in this process (tests/support/okvcli.py, same result
+        shape, a fraction of the time), or with `inprocess=False` as a real
+        `python -m openkeyvault` process, for what only a process shows."""
+        argv = (*args, "--data-dir", str(self.data_dir))
+        if inprocess:
+            from tests.support.okvcli import run
+
+            return run(*argv)
+        return subprocess.run([sys.executable, "-m", "openkeyvault", *argv],
+                              capture_output=True, text=True, timeout=60)
 
 
 @contextlib.contextmanager
