@@ -305,9 +305,8 @@ def test_role_assignments(az: Az, vault: str, az_env: tuple[DevServer, dict[str,
     listed = az("keyvault", "role", "assignment", "list", *target, "--scope", "/secrets")
     assert [(a["principalId"], a["roleName"]) for a in listed] == [
         (oid, "Key Vault Secrets User")]
-    # by name, at its scope (az sends `/` when --scope is not given)
-    az("keyvault", "role", "assignment", "delete", *target, "--scope", "/secrets",
-       "--name", created["name"])
+    # by name: az sends scope `/` when --scope is not given, which finds it anywhere
+    az("keyvault", "role", "assignment", "delete", *target, "--name", created["name"])
     assert az("keyvault", "role", "assignment", "list", *target, "--scope", "/secrets") == []
 
 
@@ -326,18 +325,8 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
     me = _object_id(az("account", "get-access-token", "--resource",
                        f"https://managedhsm.localhost:{server.port}")["accessToken"])
     az("group", "create", "-n", GROUP, "-l", "local")
-    # The pool through the management API as az sends it. (`az keyvault create --hsm-name`
-    # sends softDeleteRetentionInDays as the string "7", which the management API does not
-    # take yet.)
-    account = az("account", "show")
-    pool = az("rest", "--method", "put", "--url",
-              f"https://localhost:{server.port}/subscriptions/{account['id']}/resourceGroups/"
-              f"{GROUP}/providers/Microsoft.KeyVault/managedHSMs/azcli-hsm"
-              "?api-version=2025-05-01", "--body", json.dumps({
-                  "location": "local", "sku": {"family": "B", "name": "Standard_B1"},
-                  "properties": {"tenantId": account["tenantId"],
-                                 "initialAdminObjectIds": [me],
-                                 "softDeleteRetentionInDays": 7}}))
+    pool = az("keyvault", "create", "--hsm-name", "azcli-hsm", "-g", GROUP, "-l", "local",
+              "--administrators", me, "--retention-days", "7")
     assert pool["properties"]["hsmUri"] == \
         f"https://azcli-hsm.managedhsm.localhost:{server.port}/"
     hsm = ("--hsm-name", "azcli-hsm")

@@ -184,10 +184,12 @@ class AccessControlService:
         return Page(items, paging.encode_token({"n": items[-1].name}) if more else None)
 
     def _lookup(self, caller: Caller, rel: str, name: str) -> tuple[Assignment, str]:
-        """The assignment `name` at scope `rel`, with its internal scope; 404 otherwise."""
+        """The assignment `name` at scope `rel` (at `/`: anywhere in the vault, as names are
+        unique in it and the Azure CLI sends `/` when no scope is given), with its internal
+        scope; 404 otherwise."""
         record = self._assignments.get(name)
         a = self._visible(caller, record) if record is not None else None
-        if record is None or a is None or a.scope.lower() != rel.lower():
+        if record is None or a is None or (rel != "/" and a.scope.lower() != rel.lower()):
             raise NotFound(f"Role assignment '{name}' was not found at scope '{rel}'.",
                            "RoleAssignmentNotFound")
         return a, record.scope

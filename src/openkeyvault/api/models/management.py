@@ -8,10 +8,27 @@ it (tenantId, sku, location on a PUT), the services check, with ARM's own codes
 
 from __future__ import annotations
 
-from openkeyvault.api.models.wire import UNSET, Int32, Model, Tags, UnsetType, present
+from typing import Annotated
+
+import msgspec
+
+from openkeyvault.api.models.wire import INT32_MAX, UNSET, Int32, Model, Tags, UnsetType, present
 from openkeyvault.vault import controlrequests as c
+from openkeyvault.vault.errors import BadParameter
 
 _Strings = list[str]
+# ARM takes a number written as a JSON string where it wants an integer (the Azure CLI
+# sends the managed HSM's softDeleteRetentionInDays as "7").
+_IntText = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,10}$")]
+
+
+def _int(value: int | str | None) -> int | None:
+    if isinstance(value, str):
+        number = int(value)
+        if number > INT32_MAX:
+            raise BadParameter(f"The value {value} is out of range.")
+        return number
+    return value
 
 
 class Permissions(Model, frozen=True):
@@ -158,7 +175,7 @@ class ManagedHsmProperties(Model, frozen=True, rename="camel"):
     tenant_id: str | None = None
     initial_admin_object_ids: _Strings | None = None
     enable_soft_delete: bool | None = None
-    soft_delete_retention_in_days: Int32 | None = None
+    soft_delete_retention_in_days: Int32 | _IntText | None = None
     enable_purge_protection: bool | None = None
     create_mode: str | None = None
     network_acls: NetworkRuleSet | None = None
@@ -167,7 +184,7 @@ class ManagedHsmProperties(Model, frozen=True, rename="camel"):
     def to_request(self) -> c.ManagedHsmSettings:
         return c.ManagedHsmSettings(
             self.tenant_id, self.initial_admin_object_ids, self.enable_soft_delete,
-            self.soft_delete_retention_in_days, self.enable_purge_protection,
+            _int(self.soft_delete_retention_in_days), self.enable_purge_protection,
             self.create_mode, _acls(self.network_acls), self.public_network_access)
 
 
