@@ -9,10 +9,8 @@ write at its next request, and a write in one domain must not flush another's me
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,17 +29,9 @@ from openkeyvault.storage.records import (
     VersionRecord,
 )
 from openkeyvault.storage.repository import Repository
-from tests.support.postgres import PostgresCluster
+from tests.support.race import race
 
 ROUNDS = 12
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "okv.db")
-    cluster: PostgresCluster = request.getfixturevalue("postgres")
-    return cluster.create_database()
 
 
 @pytest.fixture
@@ -53,28 +43,6 @@ def nodes(database: str) -> Iterator[tuple[Repository, Repository]]:
     finally:
         for e in opened:
             e.dispose()
-
-
-def race(a: Callable[[], Any], b: Callable[[], Any]) -> tuple[Any, Any]:
-    """Run `a` and `b` in two threads released at the same moment; their results (an
-    exception is returned, not raised)."""
-    start = threading.Barrier(2)
-    out: list[Any] = [None, None]
-
-    def run(i: int, fn: Callable[[], Any]) -> None:
-        start.wait()
-        requestscope.begin()
-        try:
-            out[i] = fn()
-        except Exception as exc:  # noqa: BLE001 - the caller asserts on it
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate((a, b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out[0], out[1]
 
 
 def _version(name: str, version: str | None = None) -> VersionRecord:

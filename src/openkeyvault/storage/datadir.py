@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.db import Engines, open_postgres, open_sqlite, redacted
+from openkeyvault.storage.dbkeyring import DatabaseKeyRing
 from openkeyvault.storage.errors import StartupRefused
-from openkeyvault.storage.keyring import KEYRING_DIR, SUFFIX, FileKeyRing
+from openkeyvault.storage.keyring import KEYRING_DIR, SUFFIX, FileKeyRing, KeyRing
 from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.seal import dev_seal_root_key
 
@@ -98,28 +100,41 @@ def _refuse_key_material_beside(data: Path, state: str,
             f"{data} (nothing was created)")
 
 
-def open_storage(data: Path, db: Path, url: str | None = None
+def open_storage(data: Path, db: Path, url: str | None = None, root_key: bytes | None = None
                  ) -> tuple[Engines, Repository, Barrier]:
     """The database (the SQLite file `db`, or the PostgreSQL database at `url`) behind the
     barrier, after the checks above; StartupRefused (or a StorageError when the database
-    cannot be read) with nothing created otherwise."""
+    cannot be read) with nothing created otherwise.
+
+    `root_key`: given by a seal (production); None: the dev seal's key file in `data`.
+    The vaults' key-encryption keys live in the database where nodes share only it (a
+    PostgreSQL URL, or a sealed root key), else in `data`/keyring/."""
     secure_permissions(data)
+    by_seal = root_key is not None
     if url is None:
-        refuse_orphaned_key_material(data, db)
+        if not by_seal:
+            refuse_orphaned_key_material(data, db)
         engines = open_sqlite(db)
     else:
         engines = open_postgres(url)
     try:
         repo = Repository(engines)
         empty = repo.data_key(SYSTEM) is None
-        if url is not None and empty:
+        if url is not None and empty and not by_seal:
             _refuse_key_material_beside(data, f"the database {redacted(url)} is empty")
-        # A root key is made only for a database that holds nothing sealed yet, and never
-        # beside keyring files (they were sealed by the lost one).
-        fresh = empty and _kek_files(data) == 0
-        root_key = dev_seal_root_key(data / ROOT_KEY, create=fresh)
-        # Per-vault key-encryption keys live outside the database (destroyed at purge).
-        barrier = Barrier(root_key, repo, FileKeyRing(data / KEYRING_DIR, root_key))
+        if not by_seal:
+            # A root key is made only for a database that holds nothing sealed yet, and
+            # never beside keyring files (they were sealed by the lost one).
+            fresh = empty and _kek_files(data) == 0
+            root_key = dev_seal_root_key(data / ROOT_KEY, create=fresh)
+        assert root_key is not None
+        keyring: KeyRing
+        if url is not None or by_seal:
+            keyring = DatabaseKeyRing(repo, root_key, time.time)
+        else:
+            # Per-vault key-encryption keys as files beside the database (one node).
+            keyring = FileKeyRing(data / KEYRING_DIR, root_key)
+        barrier = Barrier(root_key, repo, keyring)
         barrier.verify_root()
     except BaseException:
         engines.dispose()
