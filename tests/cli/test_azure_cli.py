@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -47,6 +48,18 @@ def _required() -> bool:
 
 
 Az = Callable[..., Any]
+# The az commands this module ran (`("keyvault", "key", "import")`), for the last test.
+RAN: set[tuple[str, ...]] = set()
+
+
+def _command_of(args: tuple[str, ...]) -> tuple[str, ...]:
+    """The command an az argument list names: the words before the first option."""
+    words = []
+    for arg in args:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return tuple(words)
 
 
 class AzError(AssertionError):
@@ -92,6 +105,7 @@ def az(az_env: tuple[DevServer, dict[str, str]]) -> Az:
     server, env = az_env
 
     def run(*args: str, expect_fail: bool = False) -> Any:
+        RAN.add(_command_of(args))
         done = subprocess.run([str(_az_path()), *args, "--output", "json"], env=env,
                               capture_output=True, text=True, timeout=180, check=False)
         if expect_fail:
@@ -193,6 +207,36 @@ def test_secrets(az: Az, vault: str, tmp_path: Path) -> None:
     assert restored["id"] == created["id"]
     assert az("keyvault", "secret", "show", *v, "-n", "db-password")["value"] == "s3cret"
 
+    # A text version, then a binary file kept base64-encoded (az tags it `file-encoding`)
+    # that download decodes by the tag; the first version disabled; the deleted views.
+    first = az("keyvault", "secret", "set", *v, "-n", "blob", "--value", "plain",
+               "--content-type", "text/plain")
+    data = bytes(range(256)) * 2
+    (tmp_path / "cert.bin").write_bytes(data)
+    second = az("keyvault", "secret", "set", *v, "-n", "blob",
+                "-f", str(tmp_path / "cert.bin"), "--encoding", "base64")
+    assert second["tags"] == {"file-encoding": "base64"}
+    assert base64.b64decode(second["value"]) == data
+    changed = az("keyvault", "secret", "set-attributes", "--id", first["id"],
+                 "--enabled", "false", "--tags", "stage=old")
+    assert changed["attributes"]["enabled"] is False and changed["tags"] == {"stage": "old"}
+    versions = {s["id"]: s for s in az("keyvault", "secret", "list-versions", *v, "-n", "blob")}
+    assert set(versions) == {first["id"], second["id"]}
+    assert versions[first["id"]]["attributes"]["enabled"] is False
+    assert versions[first["id"]]["contentType"] == "text/plain"
+    error = az("keyvault", "secret", "download", "--id", first["id"],
+               "-f", str(tmp_path / "first.txt"), expect_fail=True)
+    assert "SecretDisabled" in error  # a disabled version is not read
+    az("keyvault", "secret", "download", *v, "-n", "blob", "-f", str(tmp_path / "blob.bin"))
+    assert (tmp_path / "blob.bin").read_bytes() == data
+    az("keyvault", "secret", "delete", *v, "-n", "blob")
+    listed = az("keyvault", "secret", "list-deleted", *v)
+    assert [(s["name"], s["recoveryId"].rsplit("/", 2)[-2:]) for s in listed] == [
+        ("blob", ["deletedsecrets", "blob"])]
+    gone = az("keyvault", "secret", "show-deleted", *v, "-n", "blob")
+    assert gone["id"] == second["id"] and gone["value"] is None
+    assert gone["scheduledPurgeDate"] > gone["deletedDate"]
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -250,6 +294,87 @@ def test_keys(az: Az, vault: str, tmp_path: Path) -> None:
     az("keyvault", "key", "purge", *v, "-n", "signing")
     restored = az("keyvault", "key", "restore", *v, "-f", str(blob))
     assert restored["key"]["kid"] == rotated["key"]["kid"]
+    versions = az("keyvault", "key", "list-versions", *v, "-n", "signing")
+    assert sorted(k["kid"] for k in versions) == sorted([kid, rotated["key"]["kid"]])
+
+
+def _public_der(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_key_import_download_and_deleted_keys(az: Az, vault: str, tmp_path: Path,
+                                              az_env: tuple[DevServer, dict[str, str]]) -> None:
+    """`key import` from PEM files (an encrypted RSA one, a plain EC one), `key download` of
+    the public part (PEM and DER) matching the imported key, `set-attributes`, and the
+    deleted key's views; then what the vault does not serve, refused clearly."""
+    server, _ = az_env
+    v = ("--vault-name", vault)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "rsa.pem").write_bytes(rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pem pass")))
+    ec_key = ec.generate_private_key(ec.SECP384R1())
+    (tmp_path / "ec.pem").write_bytes(ec_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
+    imported = az("keyvault", "key", "import", *v, "-n", "imported-rsa",
+                  "--pem-file", str(tmp_path / "rsa.pem"), "--pem-password", "pem pass",
+                  "--ops", "sign", "verify", "--tags", "origin=pem")
+    assert imported["key"]["kty"] == "RSA" and imported["key"]["keyOps"] == ["sign", "verify"]
+    assert imported["tags"] == {"origin": "pem"}
+    ec_imported = az("keyvault", "key", "import", *v, "-n", "imported-ec",
+                     "--pem-file", str(tmp_path / "ec.pem"))
+    assert (ec_imported["key"]["kty"], ec_imported["key"]["crv"]) == ("EC", "P-384")
+
+    az("keyvault", "key", "download", *v, "-n", "imported-rsa", "-e", "PEM",
+       "-f", str(tmp_path / "rsa.pub.pem"))
+    pub = serialization.load_pem_public_key((tmp_path / "rsa.pub.pem").read_bytes())
+    assert _public_der(rsa_key) == pub.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    az("keyvault", "key", "download", *v, "-n", "imported-ec", "-e", "DER",
+       "-f", str(tmp_path / "ec.pub.der"))
+    assert (tmp_path / "ec.pub.der").read_bytes() == _public_der(ec_key)
+
+    changed = az("keyvault", "key", "set-attributes", *v, "-n", "imported-rsa",
+                 "--enabled", "false", "--ops", "verify", "--tags", "origin=pem", "stage=old")
+    assert changed["attributes"]["enabled"] is False
+    assert changed["key"]["keyOps"] == ["verify"]
+    assert changed["tags"] == {"origin": "pem", "stage": "old"}
+    error = az("keyvault", "key", "sign", *v, "-n", "imported-rsa", "-a", "RS256",
+               "--digest", _b64(hashlib.sha256(b"x").digest()), expect_fail=True)
+    assert "disabled" in error
+
+    az("keyvault", "key", "delete", *v, "-n", "imported-ec")
+    deleted = az("keyvault", "key", "list-deleted", *v)
+    assert [(k["name"], k["recoveryId"].rsplit("/", 2)[-2:]) for k in deleted] == [
+        ("imported-ec", ["deletedkeys", "imported-ec"])]
+    gone = az("keyvault", "key", "show-deleted", *v, "-n", "imported-ec")
+    assert gone["key"]["kid"] == ec_imported["key"]["kid"]
+    assert gone["key"]["x"] == ec_imported["key"]["x"]
+    assert gone["scheduledPurgeDate"] > gone["deletedDate"]
+    recovered = az("keyvault", "key", "recover", *v, "-n", "imported-ec")
+    assert recovered["key"]["kid"] == ec_imported["key"]["kid"]
+
+    # Random bytes: the vault serves POST /rng (az asks for --hsm-name or --id).
+    rng = az("keyvault", "key", "random", "--count", "32", "--id", server.vault_url(vault))
+    assert len(base64.b64decode(rng["value"])) == 32
+    # Not served by a vault: key attestation (a Managed HSM feature) ...
+    error = az("keyvault", "key", "get-attestation", "--id",
+               ec_imported["key"]["kid"], expect_fail=True)
+    assert "(BadParameter) Key attestation is available for keys in a Managed HSM only" \
+        in error, error
+    # ... and BYOK (`--byok-file` holds a key wrapped for an HSM-protected key-exchange key;
+    # a standard vault refuses HSM key types, as on Azure).
+    (tmp_path / "key.byok").write_text(json.dumps({
+        "schema_version": "1.0.0", "header": {"kid": f"{server.vault_url(vault)}/keys/kek/1",
+                                              "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+        "ciphertext": "AAAA", "generator": "test"}))
+    error = az("keyvault", "key", "import", *v, "-n", "byok",
+               "--byok-file", str(tmp_path / "key.byok"), expect_fail=True)
+    assert "(Forbidden) Hardware key operation not allowed on standard vault." in error
+    template = az("keyvault", "key", "get-policy-template")
+    assert template["version"] == "1.0.0" and "anyOf" in template
 
 
 def _self_signed_pem() -> bytes:
@@ -287,6 +412,163 @@ def test_certificates(az: Az, vault: str, tmp_path: Path) -> None:
     assert imported["policy"]["x509CertificateProperties"]["subject"] == "CN=imported.example"
     names = sorted(c["name"] for c in az("keyvault", "certificate", "list", *v))
     assert names == ["imported", "web"]
+
+    changed = az("keyvault", "certificate", "set-attributes", *v, "-n", "web",
+                 "--enabled", "false", "--tags", "stage=test")
+    assert changed["attributes"]["enabled"] is False and changed["tags"] == {"stage": "test"}
+    versions = az("keyvault", "certificate", "list-versions", *v, "-n", "web")
+    assert [(c["id"], c["attributes"]["enabled"]) for c in versions] == [(shown["id"], False)]
+
+    # The imported certificate: backup, delete, the deleted views, recover, purge, restore.
+    blob = tmp_path / "imported.bak"
+    az("keyvault", "certificate", "backup", *v, "-n", "imported", "-f", str(blob))
+    deleted = az("keyvault", "certificate", "delete", *v, "-n", "imported")
+    assert deleted["recoveryId"].endswith("/deletedcertificates/imported")
+    assert [c["name"] for c in az("keyvault", "certificate", "list-deleted", *v)] == [
+        "imported"]
+    gone = az("keyvault", "certificate", "show-deleted", *v, "-n", "imported")
+    assert gone["id"] == imported["id"] and gone["cer"] == imported["cer"]
+    recovered = az("keyvault", "certificate", "recover", *v, "-n", "imported")
+    assert recovered["id"] == imported["id"]
+    az("keyvault", "certificate", "delete", *v, "-n", "imported")
+    az("keyvault", "certificate", "purge", *v, "-n", "imported")
+    az("keyvault", "certificate", "show", *v, "-n", "imported", expect_fail=True)
+    restored = az("keyvault", "certificate", "restore", *v, "-f", str(blob))
+    assert restored["id"] == imported["id"]
+    assert restored["x509ThumbprintHex"] == imported["x509ThumbprintHex"]
+
+
+def _sign_csr(csr_b64: str) -> bytes:
+    """The CSR signed by a throwaway CA: the PEM chain (leaf, then CA) a user would merge."""
+    import datetime as dt
+
+    csr = x509.load_der_x509_csr(base64.b64decode(csr_b64))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "merge test CA")])
+    now = dt.datetime.now(dt.UTC)
+
+    def build(subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=30)))
+
+    ca = build(ca_name, ca_key.public_key()).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key,
+                                                                              hashes.SHA256())
+    leaf = build(csr.subject, csr.public_key()).sign(ca_key, hashes.SHA256())
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca))
+
+
+def test_pending_certificates(az: Az, vault: str, tmp_path: Path) -> None:
+    """Issuer `Unknown`: create leaves a pending operation with a CSR; `pending show`,
+    `pending merge` of the signed chain, and `pending delete` of another one."""
+    v = ("--vault-name", vault)
+    policy = tmp_path / "csr-policy.json"
+
+    def unknown_issuer(subject: str) -> str:
+        policy.write_text(json.dumps({
+            "issuerParameters": {"name": "Unknown"},
+            "keyProperties": {"kty": "RSA", "keySize": 2048, "exportable": True,
+                              "reuseKey": False},
+            "secretProperties": {"contentType": "application/x-pem-file"},
+            "x509CertificateProperties": {"subject": subject, "validityInMonths": 12}}))
+        return f"@{policy}"
+
+    op = az("keyvault", "certificate", "create", *v, "-n", "csr",
+            "-p", unknown_issuer("CN=csr.example"))
+    assert op["status"] == "inProgress"
+    pending = az("keyvault", "certificate", "pending", "show", *v, "-n", "csr")
+    assert pending["status"] == "inProgress" and pending["csr"] == op["csr"]
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(_sign_csr(pending["csr"]))
+    leaf = x509.load_pem_x509_certificate(chain.read_bytes())
+    merged = az("keyvault", "certificate", "pending", "merge", *v, "-n", "csr",
+                "-f", str(chain), "--tags", "via=merge")
+    assert merged["x509ThumbprintHex"] == leaf.fingerprint(hashes.SHA1()).hex().upper()
+    assert merged["tags"] == {"via": "merge"}
+    assert az("keyvault", "certificate", "pending", "show", *v,
+              "-n", "csr")["status"] == "completed"
+
+    az("keyvault", "certificate", "create", *v, "-n", "abandoned",
+       "-p", unknown_issuer("CN=abandoned.example"))
+    dropped = az("keyvault", "certificate", "pending", "delete", *v, "-n", "abandoned")
+    assert dropped["id"].endswith("/certificates/abandoned/pending")
+    error = az("keyvault", "certificate", "pending", "show", *v, "-n", "abandoned",
+               expect_fail=True)
+    assert "PendingCertificateNotFound" in error
+
+
+def test_certificate_contacts_and_issuers(az: Az, vault: str,
+                                          az_env: tuple[DevServer, dict[str, str]]) -> None:
+    """The vault's certificate contacts (`contact add|list|delete`) and issuers (`issuer
+    create|show|update|list|delete`, `issuer admin add|list|delete`)."""
+    v = ("--vault-name", vault)
+    az("keyvault", "certificate", "contact", "add", *v, "--email", "ada@example.com",
+       "--name", "Ada", "--phone", "555-0101")
+    added = az("keyvault", "certificate", "contact", "add", *v, "--email", "bob@example.com")
+    assert [c["emailAddress"] for c in added["contactList"]] == [
+        "ada@example.com", "bob@example.com"]
+    listed = az("keyvault", "certificate", "contact", "list", *v)
+    assert [(c["emailAddress"], c["name"], c["phone"]) for c in listed["contactList"]] == [
+        ("ada@example.com", "Ada", "555-0101"), ("bob@example.com", None, None)]
+    left = az("keyvault", "certificate", "contact", "delete", *v, "--email", "ada@example.com")
+    assert [c["emailAddress"] for c in left["contactList"]] == ["bob@example.com"]
+    # the last one: az deletes the vault's contacts, and then there are none to list
+    az("keyvault", "certificate", "contact", "delete", *v, "--email", "bob@example.com")
+    error = az("keyvault", "certificate", "contact", "list", *v, expect_fail=True)
+    assert "ContactsNotFound" in error
+
+    issuer = ("--issuer-name", "ca-one")
+    created = az("keyvault", "certificate", "issuer", "create", *v, *issuer,
+                 "--provider-name", "Test", "--account-id", "acct-1", "--password", "pw-1",
+                 "--organization-id", "org-1")
+    assert created["provider"] == "Test" and created["credentials"] == {
+        "accountId": "acct-1", "password": None}  # the password is write-only
+    shown = az("keyvault", "certificate", "issuer", "show", *v, *issuer)
+    assert shown["organizationDetails"]["id"] == "org-1" and shown["attributes"]["enabled"]
+    updated = az("keyvault", "certificate", "issuer", "update", *v, *issuer,
+                 "--account-id", "acct-2", "--enabled", "false")
+    assert updated["credentials"]["accountId"] == "acct-2"
+    assert updated["attributes"]["enabled"] is False and updated["provider"] == "Test"
+    listed_issuers = az("keyvault", "certificate", "issuer", "list", *v)
+    assert [(i["id"].rsplit("/", 1)[-1], i["provider"]) for i in listed_issuers] == [
+        ("ca-one", "Test")]
+
+    az("keyvault", "certificate", "issuer", "admin", "add", *v, *issuer,
+       "--email", "ada@example.com", "--first-name", "Ada", "--last-name", "Admin",
+       "--phone", "555-0101")
+    az("keyvault", "certificate", "issuer", "admin", "add", *v, *issuer,
+       "--email", "bob@example.com")
+    admins = az("keyvault", "certificate", "issuer", "admin", "list", *v, *issuer)
+    assert [(a["emailAddress"], a["firstName"]) for a in admins] == [
+        ("ada@example.com", "Ada"), ("bob@example.com", None)]
+    az("keyvault", "certificate", "issuer", "admin", "delete", *v, *issuer,
+       "--email", "ada@example.com")
+    admins = az("keyvault", "certificate", "issuer", "admin", "list", *v, *issuer)
+    assert [a["emailAddress"] for a in admins] == ["bob@example.com"]
+    # (the organization id stays through az's admin updates)
+    assert az("keyvault", "certificate", "issuer", "show", *v,
+              *issuer)["organizationDetails"]["id"] == "org-1"
+    # Known not to work (docs/azure-cli.md): for the last administrator az sends
+    # `org_details` with the id alone, which an update reads as "administrators unchanged";
+    # the documented `az rest` call clears them.
+    az("keyvault", "certificate", "issuer", "admin", "delete", *v, *issuer,
+       "--email", "bob@example.com")
+    assert [a["emailAddress"] for a in az("keyvault", "certificate", "issuer", "admin",
+                                          "list", *v, *issuer)] == ["bob@example.com"]
+    server, _ = az_env
+    cleared = az("rest", "--method", "patch",
+                 "--resource", f"https://vault.localhost:{server.port}",
+                 "--url", f"{server.vault_url(vault)}/certificates/issuers/ca-one?api-version=7.6",
+                 "--body", json.dumps({"org_details": {"admin_details": []}}))
+    assert cleared["org_details"] == {"id": "org-1", "admin_details": []}
+    assert az("keyvault", "certificate", "issuer", "admin", "list", *v, *issuer) == []
+
+    az("keyvault", "certificate", "issuer", "delete", *v, *issuer)
+    assert az("keyvault", "certificate", "issuer", "list", *v) == []
+    error = az("keyvault", "certificate", "issuer", "show", *v, *issuer, expect_fail=True)
+    assert "Issuer not found: ca-one" in error
 
 
 def test_role_assignments(az: Az, vault: str, az_env: tuple[DevServer, dict[str, str]]
@@ -396,3 +678,57 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
     error = az("keyvault", "role", "definition", "show", *hsm, "--name", custom["name"],
                expect_fail=True)
     assert "RoleDefinitionNotFound" in error or "was not found" in error
+
+    # The rest of the pool's data plane is not served: a clear 404 in Key Vault's error
+    # shape, for its keys, security domain, full backup and restore, and settings.
+    storage = ("--storage-resource-uri", "https://account.blob.example/backups", "-t", "sas")
+    for command in (("key", "create", "-n", "k", "--kty", "RSA-HSM"),
+                    ("key", "random", "--count", "16"),
+                    ("key", "get-attestation", "-n", "k"),
+                    ("security-domain", "init-recovery",
+                     "--sd-exchange-key", str(tmp_path / "exchange.cer")),
+                    ("backup", "start", *storage),
+                    ("restore", "start", *storage, "--backup-folder", "mhsm-backup"),
+                    ("setting", "list")):
+        error = az("keyvault", *command, *hsm, expect_fail=True)
+        assert "(NotFound) This managed HSM serves role management only" in error, error
+
+
+HELP_ENTRY = re.compile(r"^ {4}([a-z][a-z0-9-]*)\s")
+
+
+def _subcommands(env: dict[str, str], group: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(commands, subgroups) that `az GROUP --help` lists."""
+    done = subprocess.run([str(_az_path()), *group, "--help"], env=env, capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    found: dict[str, list[str]] = {"Commands:": [], "Subgroups:": []}
+    section: list[str] | None = None
+    for line in done.stdout.splitlines():
+        if line in found:
+            section = found[line]
+        elif not line.strip() or not line.startswith(" "):
+            section = None
+        elif section is not None and (m := HELP_ENTRY.match(line)):
+            section.append(m.group(1))
+    return found["Commands:"], found["Subgroups:"]
+
+
+def test_every_data_plane_subcommand_ran(request: pytest.FixtureRequest) -> None:
+    """Every command az lists under `az keyvault secret|key|certificate` (and their groups)
+    ran above: a new az release that adds one fails here until a test runs it."""
+    module_tests = {n for n in dir(sys.modules[__name__]) if n.startswith("test_")}
+    collected = {i.name for i in request.session.items
+                 if getattr(i, "module", None) is request.module}
+    if module_tests - collected:
+        pytest.skip("only meaningful when the whole module runs")
+    _, env = request.getfixturevalue("az_env")
+    listed, groups = [], [("keyvault", g) for g in ("secret", "key", "certificate")]
+    while groups:
+        group = groups.pop()
+        commands, subgroups = _subcommands(env, group)
+        assert commands or subgroups, group
+        listed += [(*group, c) for c in commands]
+        groups += [(*group, g) for g in subgroups]
+    assert len(listed) > 50
+    assert sorted(" ".join(c) for c in listed if c not in RAN) == []

@@ -568,6 +568,24 @@ def test_random_bytes(kc: KeyClient) -> None:
         assert (reply.status, reply.code) == (400, "BadParameter"), count
 
 
+def test_key_attestation_is_refused_clearly_on_a_vault(kc: KeyClient) -> None:
+    """GetKeyAttestation is a Managed HSM feature: on a vault, a key that exists gets a
+    400 that says so (not a bare 'path not found'), a missing key its KeyNotFound, with
+    and without a version (the SDK, like az, sends `/keys/NAME//attestation`)."""
+    name = unique("attest")
+    key = kc.create_ec_key(name)
+    for version in (None, key.properties.version):
+        with pytest.raises(HttpResponseError) as e:
+            kc.get_key_attestation(name, version)
+        status, code, _ = refused(e)
+        assert (status, code) == (400, "BadParameter")
+        assert "Managed HSM only" in str(e.value.response.json()["error"]["message"])
+    with pytest.raises(ResourceNotFoundError) as missing:
+        kc.get_key_attestation(unique("absent"))
+    assert refused(missing)[:2] == (404, "KeyNotFound")
+    assert kc.get_key(name).id == key.id  # nothing changed
+
+
 def test_default_credential_with_challenge_verification(kc: KeyClient, server: DevServer,
                                                         resolve_localhost: None) -> None:
     url = os.environ["AZURE_KEYVAULT_URL"]

@@ -62,6 +62,10 @@ class KeyRoutes(ObjectRoutes):
         b = self.s.get(ctx.caller, ctx.params["name"], ctx.params.get("version"))
         return json_response(render.key(ctx.base, b))
 
+    def get_attestation(self, ctx: Ctx) -> Response:
+        b = self.s.get_attestation(ctx.caller, ctx.params["name"], ctx.params.get("version"))
+        return json_response(render.key(ctx.base, b))
+
     def update(self, ctx: Ctx) -> Response:
         p = decode_body(ctx, KeyUpdateParameters)
         b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),

@@ -57,6 +57,8 @@ def data_plane_routes(d: Deployment) -> list[Route]:
         ("PUT", "/keys/{name}/rotationpolicy", k.set_rotation_policy, 0,
          g(a.KEY_ROTATION_POLICIES_WRITE, KEY)),
         ("GET", "/keys/{name}/{version?}", k.get, 0, g(a.KEYS_READ, KEY, "get")),
+        ("GET", "/keys/{name}/{version?}/attestation", k.get_attestation, 0,
+         g(a.KEYS_READ, KEY, "get")),
         ("PATCH", "/keys/{name}/{version?}", k.update, 0, g(a.KEYS_UPDATE, KEY)),
         ("GET", "/deletedkeys", k.list_deleted, 0, g(a.KEYS_READ, KEYS, "list")),
         ("GET", "/deletedkeys/{name}", k.get_deleted, 0, g(a.KEYS_READ, KEY, "get")),

@@ -221,6 +221,15 @@ class KeyService(ObjectService[KeyBundle]):
         self._check(caller, actions.KEYS_READ, name, operation="get")
         return self._bundle(caller, self._find(caller, name, version))
 
+    def get_attestation(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
+        """GetKeyAttestation: attestation blobs come from a Managed HSM's hardware, and a
+        vault's keys have none. The key is still looked up (a `get`: access checked,
+        KeyNotFound for a missing one) so the refusal speaks of a key that exists."""
+        self._check(caller, actions.KEYS_READ, name, operation="get")
+        self._find(caller, name, version)
+        raise BadParameter("Key attestation is available for keys in a Managed HSM only; "
+                           "the keys of a vault have no attestation.")
+
     def update(self, caller: Caller, name: str, version: str | None,
                request: KeyUpdate) -> KeyBundle:
         self._check(caller, actions.KEYS_UPDATE, name)
