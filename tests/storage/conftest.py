@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from openkeyvault.ops import requestscope
 from tests.support.postgres import PostgresCluster
 
 
@@ -15,3 +17,11 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "okv.db")
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database()
+
+
+@pytest.fixture(autouse=True)
+def _outside_a_request() -> Iterator[None]:
+    """Tests that play requests (requestscope.begin) leave the process outside one."""
+    token = requestscope.current.set(0)
+    yield
+    requestscope.current.reset(token)

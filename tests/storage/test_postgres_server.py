@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
 
+from tests.support.identity import NodeIdentity
 from tests.support.postgres import PostgresCluster
 from tests.support.server import DevServer, running
 
@@ -37,24 +35,6 @@ def _trust(two_nodes: tuple[DevServer, DevServer], monkeypatch: pytest.MonkeyPat
     """The nodes share the data directory, so its CA too."""
     for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
         monkeypatch.setenv(name, two_nodes[0].env[name])
-
-
-class NodeIdentity:
-    """The dev identity's token from one node's managed-identity endpoint (each dev node
-    is its own token authority: its issuer and audiences carry its port)."""
-
-    def __init__(self, node: DevServer) -> None:
-        self.node = node
-
-    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
-        resource = scopes[0].removesuffix("/.default")
-        answer = requests.get(self.node.env["IDENTITY_ENDPOINT"],
-                              params={"resource": resource, "api-version": "2019-08-01"},
-                              headers={"X-IDENTITY-HEADER": self.node.env["IDENTITY_HEADER"]},
-                              verify=self.node.ca, timeout=30)
-        answer.raise_for_status()
-        body = answer.json()
-        return AccessToken(body["access_token"], int(body["expires_on"]))
 
 
 def _secrets(node: DevServer, vault: str | None = None) -> SecretClient:

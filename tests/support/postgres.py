@@ -1,10 +1,11 @@
 """A throwaway PostgreSQL cluster for tests: `initdb` + `pg_ctl` in a temporary directory.
 
 The cluster listens only on a unix socket inside its own directory (no TCP port to
-collide with another test process), runs with fsync off (its data is thrown away) and
-trusts every local connection. `initdb` refuses to run as root, so as root the server
-runs as an unprivileged account (`postgres` where the server package made one, else
-`nobody`) that owns the directory; the tests connect to it as root through the socket.
+collide with another test process), runs with fsync off (its data is thrown away;
+`durable=True` turns fsync and synchronous commits on, for crash tests) and trusts
+every local connection. `initdb` refuses to run as root, so as root the server runs as
+an unprivileged account (`postgres` where the server package made one, else `nobody`)
+that owns the directory; the tests connect to it as root through the socket.
 
 `postgres_cluster()` is the plain context manager; tests/conftest.py registers the
 session fixture `postgres` (one cluster per test process) and the function fixture
@@ -38,6 +39,9 @@ SETTINGS = {
     "shared_buffers": "32MB",
     "log_min_messages": "warning",
 }
+# What `durable=True` changes: every commit is flushed to disk before it is acknowledged,
+# for tests about what survives a crash of the server.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 INSTALL_HINT = ("PostgreSQL's server binaries (initdb, pg_ctl) were not found on PATH nor "
                 "in /usr/lib/postgresql/*/bin: `make test` installs them, or run "
                 "`apt-get install --no-install-recommends postgresql`")
@@ -80,6 +84,7 @@ class PostgresCluster:
     base: Path
     bin_dir: Path
     account: pwd.struct_passwd | None
+    durable: bool = False  # fsync and synchronous commits on (DURABLE)
     _names: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     @property
@@ -139,8 +144,8 @@ class PostgresCluster:
                         "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions")
         if init.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {init.stderr.strip() or init.stdout}")
-        settings = {**SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'",
-                    "port": str(PORT)}
+        settings = {**SETTINGS, **(DURABLE if self.durable else {}),
+                    "unix_socket_directories": f"'{self.socket_dir}'", "port": str(PORT)}
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write("\n# tests/support/postgres.py\n")
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
@@ -157,13 +162,14 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """A running throwaway cluster; stopped and removed on the way out, whatever happened."""
+def postgres_cluster(durable: bool = False) -> Iterator[PostgresCluster]:
+    """A running throwaway cluster; stopped and removed on the way out, whatever happened.
+    `durable`: fsync and synchronous commits on, as a production server runs."""
     bin_dir = find_bin_dir()
     account = _server_account()
     # Short path: a unix socket's path is limited to about 100 bytes.
     base = Path(tempfile.mkdtemp(prefix="okv-pg-", dir="/tmp"))
-    cluster = PostgresCluster(base=base, bin_dir=bin_dir, account=account)
+    cluster = PostgresCluster(base=base, bin_dir=bin_dir, account=account, durable=durable)
     try:
         if account is not None:
             os.chown(base, account.pw_uid, account.pw_gid)

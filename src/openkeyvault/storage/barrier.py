@@ -129,8 +129,9 @@ class Barrier:
         """(owner, reason) for each of `owners` whose newest data key does not open: a KEK
         file lost or damaged. Read at start-up to name such owners before any request."""
         out: list[tuple[str, str]] = []
+        newest = self._repo.newest_data_keys()  # one query, not one per vault
         for owner in owners:
-            found = self._repo.data_key(owner)
+            found = newest.get(owner)
             if found is None or not kek_wrapped(found[1]):
                 continue
             try:

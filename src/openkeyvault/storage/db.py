@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sqlite3
 import threading
 from collections import namedtuple
@@ -79,14 +80,15 @@ def _reraise(e: sqlite3.Error) -> NoReturn:
 class Engines:
     read: Engine
     write: Engine
-    fast: FastReader | None = field(default=None, compare=False)
+    fast: FastReader | PostgresFastReader | None = field(default=None, compare=False)
     # Memoised reads, fresh by domain generations (storage/readcache.py).
     cache: ReadCache = field(default=None, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.cache is None:
-            object.__setattr__(self, "cache", SqliteReadCache(self.fast) if self.fast
-                               else SqlReadCache(self.read))
+            object.__setattr__(self, "cache", SqliteReadCache(self.fast)
+                               if isinstance(self.fast, FastReader)
+                               else SqlReadCache(self.read, self.fast))
 
     @property
     def dialect(self) -> str:
@@ -290,6 +292,13 @@ def open_sqlite(path: Path) -> Engines:
 # ---- PostgreSQL ---------------------------------------------------------------------
 POSTGRES_POOL_SIZE = 8  # per process; the workers of a node each have their own pool
 POSTGRES_CONNECT_SECONDS = 10
+# libpq options of every connection. TCP keepalives: a server whose host died or was cut
+# off is noticed in about a minute (30 s idle, then 3 probes 10 s apart) instead of the
+# system's two hours, so a request waiting on it ends as a 503. (Unix sockets ignore them.)
+POSTGRES_CONNECT_ARGS = {"connect_timeout": POSTGRES_CONNECT_SECONDS,
+                         "application_name": "openkeyvault",
+                         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                         "keepalives_count": 3}
 
 
 def is_database_url(target: str) -> bool:
@@ -321,10 +330,133 @@ def postgres_error(exc: BaseException) -> StorageError | None:
 
     if isinstance(exc, psycopg.errors.DiskFull):
         return StorageFull("the database's disk is full (PostgreSQL: could not extend a file)")
-    if isinstance(exc, psycopg.OperationalError | psycopg.errors.AdminShutdown |
-                  psycopg.errors.CannotConnectNow):
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        # Connected to a standby (a failover the address has not followed yet).
+        return StorageUnavailable("the database accepts no writes (read-only: a standby?)")
+    if isinstance(exc, psycopg.errors.TransactionRollback):
+        return StorageUnavailable("the database rolled a transaction back (deadlock or "
+                                  "serialization failure)")
+    if isinstance(exc, psycopg.OperationalError):  # gone, shutting down, starting up, ...
         return StorageUnavailable("the database is unreachable")
     return None
+
+
+class PostgresFastReader:
+    """Hot-path reads on PostgreSQL: plain psycopg connections in autocommit, statements
+    compiled once.
+
+    Through SQLAlchemy each read costs four round trips (the pool's ping, BEGIN, the query,
+    the ROLLBACK on return) and the Python around them; here it is one, and psycopg
+    prepares a statement on a connection once it has run a few times. Only single-statement
+    reads come here (no transaction to keep), so autocommit changes nothing they see.
+    """
+
+    def __init__(self, engine: Engine, size: int = POSTGRES_POOL_SIZE) -> None:
+        self._engine = engine
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()  # a cursor per idle connection
+        self._slots = threading.BoundedSemaphore(size)  # connections open or being opened
+        self._compiled: dict[int, tuple[str, dict[str, Any], Any]] = {}
+        self._closed = False
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+        return psycopg.connect(*cargs, **{**cparams, **POSTGRES_CONNECT_ARGS,
+                                          "autocommit": True})
+
+    def _prepare(self, statement: Any) -> tuple[str, dict[str, Any], Any]:
+        entry = self._compiled.get(id(statement))
+        if entry is None:
+            compiled = statement.compile(dialect=self._engine.dialect)
+            row_type = _row_type(tuple(c.key for c in statement.selected_columns))
+            entry = (str(compiled), dict(compiled.params), row_type)
+            self._compiled[id(statement)] = entry
+        return entry
+
+    def _fetch(self, statement: Any, params: dict[str, Any], one: bool) -> Any:
+        import psycopg
+
+        sql, defaults, row_type = self._prepare(statement)
+        values = {n: params.get(n, v) for n, v in defaults.items()}
+        for attempt in (1, 2):  # a connection the server dropped is replaced once
+            try:
+                cur = self._idle.get_nowait()  # reused: a new cursor per read costs more
+            except queue.Empty:
+                cur = None
+            if cur is None:
+                if not self._slots.acquire(timeout=POSTGRES_CONNECT_SECONDS):
+                    raise StorageUnavailable("the database is unreachable (no connection)")
+                try:
+                    cur = self._connect().cursor()
+                except psycopg.Error:
+                    self._slots.release()
+                    raise StorageUnavailable("the database is unreachable") from None
+            conn = cur.connection
+            try:
+                cur.execute(sql, values)
+                rows = [cur.fetchone()] if one else cur.fetchall()
+            except psycopg.Error as e:
+                broken = conn.closed or conn.broken
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+                self._slots.release()
+                fault = postgres_error(e)
+                if fault is None:
+                    raise
+                if broken:
+                    # The idle ones were opened before the same server went away (a
+                    # restart): drop them all, or each would fail one request in turn.
+                    self._drop_idle()
+                    if attempt == 1:
+                        continue
+                raise fault from None
+            if self._closed:
+                conn.close()
+                self._slots.release()
+            else:
+                self._idle.put(cur)
+            if one:
+                return row_type(*rows[0]) if rows[0] is not None else None
+            return tuple(row_type(*r) for r in rows)
+        raise AssertionError("unreachable")
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        """The first row of `statement` (a Core select with bindparams), as a named tuple."""
+        return self._fetch(statement, params, True)
+
+    def all(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        return self._fetch(statement, params, False)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the idle connections (one in use is closed when it comes back)."""
+        self._closed = True
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                cur = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                cur.connection.close()
+            self._slots.release()
+
+
+# One round trip: only `off` is raised (local, remote_write, remote_apply are kept).
+_DURABLE_COMMITS = ("SELECT set_config('synchronous_commit', 'on', false) "
+                    "WHERE current_setting('synchronous_commit') = 'off'")
+
+
+def durable_commits(dbapi_conn: Any) -> None:
+    """Turn `synchronous_commit = off` (of the server, database or role) up to `on` for
+    this session: with it off, PostgreSQL acknowledges a COMMIT before its WAL is written,
+    and a crash of the database server loses writes the clients were told had succeeded
+    (a key that was created, then never existed)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute(_DURABLE_COMMITS)
+    dbapi_conn.commit()
 
 
 def open_postgres(url: str) -> Engines:
@@ -338,17 +470,25 @@ def open_postgres(url: str) -> Engines:
         pool_pre_ping=True,  # a connection the server dropped (restart) is replaced
         pool_recycle=1800,
         hide_parameters=True,  # errors must never carry row values into logs
-        connect_args={"connect_timeout": POSTGRES_CONNECT_SECONDS,
-                      "application_name": "openkeyvault"},
+        connect_args=POSTGRES_CONNECT_ARGS,
     )
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context: Any) -> None:
+        if context.is_pre_ping:
+            # The pool's ping on checkout found a dead connection: left alone, the pool
+            # replaces it (a fault raised here would fail the request instead); when the
+            # new connection cannot be made either, that error comes through here.
+            return
         fault = postgres_error(context.original_exception)
         if fault is not None:
             raise fault from None
 
-    engines = Engines(read=engine, write=engine)
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        durable_commits(dbapi_conn)
+
+    engines = Engines(read=engine, write=engine, fast=PostgresFastReader(engine))
     try:
         _prepare(engines)
     except BaseException:
@@ -362,3 +502,14 @@ def open_database(target: str | Path) -> Engines:
     if isinstance(target, str) and is_database_url(target):
         return open_postgres(target)
     return open_sqlite(Path(target))
+
+
+def reachable(engines: Engines) -> bool:
+    """Whether the database answers a one-row read now (/healthz says so). Never raises:
+    the health check must answer while the database is away."""
+    try:
+        with engines.read.connect() as c:
+            c.execute(select(generations.c.domain).limit(1)).all()
+    except Exception:  # noqa: BLE001 - any failure to read is "unreachable"
+        return False
+    return True

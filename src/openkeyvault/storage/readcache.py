@@ -30,7 +30,7 @@ from openkeyvault.ops import requestscope
 from openkeyvault.storage.schema import generations
 
 if TYPE_CHECKING:
-    from openkeyvault.storage.db import FastReader
+    from openkeyvault.storage.db import FastReader, PostgresFastReader
 
 VAULTS = "vaults"  # vault rows, their properties (access policies, network rules), placement
 ACCESS = "access"  # role assignments and custom role definitions
@@ -102,16 +102,21 @@ class ReadCache:
 
 
 class SqlReadCache(ReadCache):
-    """Generations read with one query per request; objects are never memoised."""
+    """Generations read with one query per request (through `fast`, a reader with one
+    round trip per query, where there is one); objects are never memoised."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fast: PostgresFastReader | None = None) -> None:
         super().__init__()
         self._engine = engine
+        self._fast = fast
         self._requests = 0
 
     def _current(self) -> dict[str, int]:
-        with self._engine.connect() as c:
-            gens = {r.domain: r.value for r in c.execute(_GENERATIONS)}
+        if self._fast is not None:
+            gens = {r.domain: r.value for r in self._fast.all(_GENERATIONS, {})}
+        else:
+            with self._engine.connect() as c:
+                gens = {r.domain: r.value for r in c.execute(_GENERATIONS)}
         # `objects`: a new memo for each check, i.e. only within one request.
         self._requests += 1
         gens[OBJECTS] = self._requests

@@ -162,6 +162,12 @@ def _version_statement(latest: bool, deleted: bool) -> Any:
     return q.where(versions.c.version == bindparam("version"))
 
 
+_DATA_KEY = select(data_keys.c.version, data_keys.c.wrapped).where(
+    data_keys.c.owner == bindparam("owner"), data_keys.c.version == bindparam("version"))
+_NEWEST_DATA_KEY = (select(data_keys.c.version, data_keys.c.wrapped)
+                    .where(data_keys.c.owner == bindparam("owner"))
+                    .order_by(data_keys.c.version.desc()).limit(1))
+
 _RACE_RETRIES = 8
 
 
@@ -197,14 +203,31 @@ class Repository(Store):
             insert_ignore(c, meta, {"key": key, "value": value})
             return str(c.execute(select(meta.c.value).where(meta.c.key == key)).scalar())
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Store `value` under `key`, replacing what is there."""
+        with self._write() as c:
+            if not insert_ignore(c, meta, {"key": key, "value": value}):
+                c.execute(update(meta).where(meta.c.key == key).values(value=value))
+
     # ---- data keys --------------------------------------------------------
     def data_key(self, owner: str, version: int | None = None) -> tuple[int, bytes] | None:
-        q = select(data_keys.c.version, data_keys.c.wrapped).where(data_keys.c.owner == owner)
-        q = q.where(data_keys.c.version == version) if version is not None else q
-        q = q.order_by(data_keys.c.version.desc()).limit(1)
-        with self._r.connect() as c:
-            row = c.execute(q).first()
+        # One indexed read (a vault's first use in a process, and each vault's KEK at
+        # start-up): through the fast reader, one round trip on PostgreSQL.
+        if version is None:
+            row = self._first(_NEWEST_DATA_KEY, {"owner": owner})
+        else:
+            row = self._first(_DATA_KEY, {"owner": owner, "version": version})
         return (row.version, row.wrapped) if row else None
+
+    def newest_data_keys(self) -> dict[str, tuple[int, bytes]]:
+        """Every owner's newest data key, (version, wrapped) by owner, in one query (the
+        start-up check of every vault's key-encryption key reads them all)."""
+        newer = data_keys.alias("newer")
+        q = select(data_keys.c.owner, data_keys.c.version, data_keys.c.wrapped).where(
+            ~select(newer.c.version).where(newer.c.owner == data_keys.c.owner,
+                                           newer.c.version > data_keys.c.version).exists())
+        with self._r.connect() as c:
+            return {r.owner: (r.version, r.wrapped) for r in c.execute(q)}
 
     def add_data_key_if_absent(self, owner: str, wrapped_for: Any, now: int) -> None:
         """Insert version 1 of `owner`'s data key (wrapped by `wrapped_for(version)`) if none."""
@@ -385,11 +408,16 @@ class Repository(Store):
 
     def list_versions(self, vault_id: int, collection: str, name_lc: str, after_seq: int | None,
                       limit: int) -> list[VersionRecord]:
+        # The object's id first (a scalar subquery): the page is then read in seq order
+        # from ix_versions_object_seq and stops at `limit`, however many versions there are
+        # (with a plain join PostgreSQL reads and sorts them all).
+        object_id = select(objects.c.id).where(
+            self._object_where(vault_id, collection, name_lc),
+            objects.c.deleted_date.is_(None)).scalar_subquery()
         q = (
             select(*_VERSION_COLS)
             .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
-            .where(self._object_where(vault_id, collection, name_lc),
-                   objects.c.deleted_date.is_(None))
+            .where(versions.c.object_id == object_id)
             .order_by(versions.c.seq)
             .limit(limit)
         )

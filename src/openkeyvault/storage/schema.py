@@ -80,6 +80,13 @@ objects = Table(
     UniqueConstraint("vault_id", "collection", "name_lc", name="uq_objects_name"),
 )
 Index("ix_objects_purge", objects.c.scheduled_purge_date)
+# The scheduled jobs read one collection across every vault (keys with a rotation policy,
+# certificates with lifetime actions): without this, a full scan of every secret.
+Index("ix_objects_collection", objects.c.collection)
+# A page of deleted objects in name order without walking a vault's live ones.
+Index("ix_objects_deleted", objects.c.vault_id, objects.c.collection, objects.c.name_lc,
+      sqlite_where=objects.c.deleted_date.is_not(None),
+      postgresql_where=objects.c.deleted_date.is_not(None))
 
 versions = Table(
     "versions",
@@ -290,3 +297,17 @@ resource_groups = Table(
     Column("tags", Text, nullable=True),  # JSON
 )
 Index("ix_resource_groups_subscription", resource_groups.c.subscription)
+
+
+# ---- coordination between the processes of a deployment --------------------------------
+
+# Leases (storage/leases.py): a named duty that one process of the whole deployment performs
+# at a time (the scheduler's jobs). `expires` is in Unix milliseconds on the DATABASE's
+# clock, so nodes whose clocks disagree still agree on who holds a lease.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires", BigInteger, nullable=False),
+)

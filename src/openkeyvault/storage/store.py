@@ -58,7 +58,7 @@ class Store:
 
     # ---- reads ------------------------------------------------------------------
     def _first(self, statement: Any, params: dict[str, Any]) -> Any:
-        """The first row of a Core select with bindparams (SQLite's fast path if any)."""
+        """The first row of a Core select with bindparams (through the hot-path reader)."""
         if self._fast is not None:
             return self._fast.first(statement, params)
         with self._r.connect() as c:
