@@ -13,9 +13,10 @@ AZ_STAMP := $(AZ_VENV)/.installed-$(AZ_CLI_VERSION)
 AZ_WANTED := $(filter 1 true yes,$(CI) $(OKV_AZURE_CLI))
 # PostgreSQL's server binaries for the tests' throwaway clusters (tests/support/postgres.py).
 PG_FOUND = command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+HAPROXY_FOUND = command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test lint bench clean az-venv postgres-server
+.PHONY: dev test test-cluster lint bench clean az-venv system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -32,20 +33,32 @@ $(AZ_STAMP):
 
 az-venv: $(AZ_STAMP)
 
-# Installs Debian's PostgreSQL server where initdb is missing; nothing when it is there.
-postgres-server:
-	@$(PG_FOUND) || { $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	  --no-install-recommends postgresql >/dev/null; }
+# The distribution's packages the tests need, installed where missing (one apt run):
+# PostgreSQL's server binaries (throwaway clusters, tests/support/postgres.py) and
+# HAProxy (the load balancer in front of several nodes).
+system-packages:
+	@missing=""; \
+	$(PG_FOUND) || missing="$$missing postgresql"; \
+	$(HAPROXY_FOUND) || missing="$$missing haproxy"; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 	@$(PG_FOUND) || { echo "PostgreSQL's initdb is still missing" >&2; exit 1; }
+	@$(HAPROXY_FOUND) || { echo "haproxy is still missing" >&2; exit 1; }
 
 dev: $(STAMP)
 	$(BIN)/okv server --dev $(ARGS)
 
-test: $(STAMP) postgres-server $(if $(AZ_WANTED),$(AZ_STAMP))
+test: $(STAMP) system-packages $(if $(AZ_WANTED),$(AZ_STAMP))
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 $(ARGS)
+	$(if $(ARGS),,$(MAKE) --no-print-directory test-cluster)
+
+# The SDK suites again, against three nodes on one PostgreSQL behind HAProxy.
+test-cluster: $(STAMP) system-packages
+	OKV_TEST_CLUSTER=3 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests/sdk
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,8 +46,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    with running(tmp_path_factory.mktemp("okv") / "data") as s:
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+           ) -> Iterator[DevServer]:
+    """One dev server; with OKV_TEST_CLUSTER=N, N nodes on PostgreSQL behind a load
+    balancer, shaped as one server (tests/support/cluster.py)."""
+    data = tmp_path_factory.mktemp("okv") / "data"
+    nodes = int(os.environ.get("OKV_TEST_CLUSTER") or 0)
+    if nodes:
+        from tests.support.cluster import cluster_server
+
+        postgres: PostgresCluster = request.getfixturevalue("postgres")
+        cluster = cluster_server(data, postgres.create_database(), nodes)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    with running(data) as s:
         yield s
 
 

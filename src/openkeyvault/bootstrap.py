@@ -103,11 +103,10 @@ def dev_environment(settings: Settings, identity_header: str, tenant_id: str = "
     the credentials that ask a token service (ClientSecretCredential, ...) at this one.
     Those still need `disable_instance_discovery=True`: otherwise MSAL first asks the
     public cloud whether an authority host it does not know is genuine."""
-    base = f"https://localhost:{settings.port}"
+    base = settings.authority
     bundle = str(settings.data_dir / "ca-bundle.pem")
     env = {
-        "AZURE_KEYVAULT_URL": f"https://{settings.default_vault}.vault.{settings.domain}:"
-                              f"{settings.port}",
+        "AZURE_KEYVAULT_URL": settings.resource_uri(settings.default_vault).rstrip("/"),
         "IDENTITY_ENDPOINT": f"{base}/msi/token",
         "IDENTITY_HEADER": identity_header,
         "AZURE_AUTHORITY_HOST": base,

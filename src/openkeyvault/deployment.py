@@ -33,11 +33,13 @@ from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.crypto.signing import generate_rsa_pem
 from openkeyvault.keystore.software import SoftwareKeyStore
 from openkeyvault.ops.clock import Clock, deployment_clock
+from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.datadir import open_storage
 from openkeyvault.storage.db import Engines
 from openkeyvault.storage.identities import IdentityStore
+from openkeyvault.storage.leases import LeaseStore
 from openkeyvault.storage.placement import PlacementStore
 from openkeyvault.storage.readcache import ACCESS, IDENTITIES, VAULTS
 from openkeyvault.storage.records import PrincipalRecord
@@ -85,10 +87,13 @@ class Deployment:
     certificates: CertificateService
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock | None = None) -> Deployment:
+    def open(cls, settings: Settings, clock: Clock | None = None,
+             root_key: bytes | None = None) -> Deployment:
+        """`root_key`: from the node's seal (production); None: the dev key file."""
         data = settings.data_dir
         # Checks permissions and key material first; StartupRefused names what is wrong.
-        engines, repo, barrier = open_storage(data, settings.db_path, settings.database_url)
+        engines, repo, barrier = open_storage(data, settings.db_path, settings.database_url,
+                                              root_key)
         if clock is None:
             clock = deployment_clock(data, settings.dev)
         now = int(clock.now())
@@ -119,7 +124,7 @@ class Deployment:
         ).decode()
 
         dev_principal = Principal(dev_oid, tenant_id, dev_app)
-        issuer = f"https://localhost:{settings.port}/{tenant_id}/v2.0"
+        issuer = f"{settings.authority}/{tenant_id}/v2.0"
         # Client secrets are checked by one HMAC under this key (kept behind the barrier).
         directory = Directory(repo, barrier, clock, tenant_id, identities, secret_key=sealed_meta(
             "client_secret_key", lambda: secrets.token_bytes(32)))
@@ -186,7 +191,8 @@ class Deployment:
         )
 
     def scheduled_jobs(self) -> dict[str, Callable[[], int]]:
-        """Background work, run on an interval by every server process (all idempotent)."""
+        """Background work (all idempotent), run on an interval by the one process of the
+        deployment that holds the scheduler lease (`scheduler`)."""
         return {
             "purge-expired": lambda: purge_expired(self.repo, self.clock),
             "deleted-vaults": self.vaults.purge_expired,
@@ -194,6 +200,12 @@ class Deployment:
             "certificate-lifetime-actions": self.certificates.run_lifetime_actions,
             "token-signing-keys": self._token_key_upkeep,
         }
+
+    def scheduler(self) -> Scheduler:
+        """This process's scheduler: it runs `scheduled_jobs` while it holds the
+        deployment's scheduler lease, kept in the database every node shares."""
+        return Scheduler(self.scheduled_jobs(), self.settings.scheduler_interval,
+                         LeaseStore(self.engines))
 
     def _token_key_upkeep(self) -> int:
         """Rotate the token signing key when it is due; drop retired keys whose tokens have

@@ -32,7 +32,6 @@ from azure.keyvault.certificates import (
 from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 
-from openkeyvault.config import Settings
 from openkeyvault.deployment import Deployment
 from openkeyvault.storage.records import EventRecord
 from tests.sdk.certs_support import (
@@ -95,7 +94,7 @@ def advance_to(server: DevServer, when: int) -> None:
 
 
 def events(server: DevServer, name: str) -> list[EventRecord]:
-    d = Deployment.open(Settings(data_dir=server.data_dir, port=server.port))
+    d = Deployment.open(server.settings())
     try:
         return [e for e in d.repo.list_events() if e.object_name == name]
     finally:

@@ -29,7 +29,6 @@ from azure.keyvault.keys import (
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from openkeyvault.config import Settings
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops.clock import ManualClock
 from openkeyvault.storage.records import EventRecord
@@ -89,7 +88,7 @@ def server_now(server: DevServer) -> int:
 
 
 def events(server: DevServer, name: str) -> list[EventRecord]:
-    d = Deployment.open(Settings(data_dir=server.data_dir, port=server.port))
+    d = Deployment.open(server.settings())
     try:
         return [e for e in d.repo.list_events() if e.object_name == name]
     finally:
@@ -452,7 +451,7 @@ def test_workers_with_the_same_view_rotate_a_due_key_once(server: DevServer) -> 
     client.update_key_rotation_policy(name, policy(
         KeyRotationLifetimeAction(ROTATE, time_after_create="P7D")))
     later = ManualClock(server_now(server) + 8 * DAY)
-    settings = Settings(data_dir=server.data_dir, port=server.port)
+    settings = server.settings()
     one, two = Deployment.open(settings, clock=later), Deployment.open(settings, clock=later)
     try:
         seen = [r for r in two.repo.objects_with_policy("keys") if r.latest.name == name]

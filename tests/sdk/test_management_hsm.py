@@ -26,6 +26,8 @@ from azure.mgmt.keyvault.models import (
 
 from openkeyvault.access.roles import MANAGED_HSM_ADMINISTRATOR
 from openkeyvault.deployment import Deployment
+from openkeyvault.storage.barrier import vault_owner
+from openkeyvault.storage.dbkeyring import PREFIX
 from openkeyvault.storage.keyring import KEYRING_DIR
 from tests.security.conftest import open_deployment
 from tests.support.server import DevServer
@@ -196,11 +198,16 @@ def test_soft_delete_recover_purge(server: DevServer, deployment: Deployment,
     # Purge shreds the pool's key-encryption key (its own barrier owner), like a vault's.
     row = deployment.vaults.get(name)
     assert row is not None
-    kek = server.data_dir / KEYRING_DIR / f"vault.{row.id}.kek"
-    assert kek.exists()
+    kek = server.data_dir / KEYRING_DIR / f"vault.{row.id}.kek"  # SQLite: a keyring file
+    kek_row = PREFIX + vault_owner(row.id)  # PostgreSQL: a row (storage/dbkeyring.py)
+
+    def kek_exists() -> bool:
+        return kek.exists() or deployment.repo.data_key(kek_row) is not None
+
+    assert kek_exists()
     client.managed_hsms.begin_delete("rg1", name).result()
     client.managed_hsms.begin_purge_deleted(name, LOCATION).result()
-    assert not kek.exists()
+    assert not kek_exists()
     refused(lambda: client.managed_hsms.get_deleted(name, LOCATION), 404, "ResourceNotFound")
     assert available(client, name)
     # A vault may take the name now.

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import requests
 
-from openkeyvault.config import Settings
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops.clock import Clock
 from tests.support.server import DevServer
@@ -31,7 +30,7 @@ def open_deployment(server: DevServer, clock: Clock | None = None,
 
     The issuer names the port, so `port` defaults to the server's.
     """
-    return Deployment.open(Settings(data_dir=server.data_dir, port=port or server.port),
+    return Deployment.open(server.settings(port=port or server.port),
                            clock=clock)
 
 

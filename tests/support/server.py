@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -40,6 +41,14 @@ class DevServer:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     extra_args: tuple[str, ...] = ()  # more `okv server` options, e.g. --trusted-proxy
+    database_url: str | None = None  # a PostgreSQL database (tests/support/cluster.py)
+
+    def settings(self, **given: Any) -> Any:
+        """The deployment's settings, for opening it in the test process."""
+        from openkeyvault.config import Settings
+
+        return Settings(**{"data_dir": self.data_dir, "port": self.port,
+                           "database_url": self.database_url, **given})
 
     @property
     def url(self) -> str:
@@ -56,11 +65,14 @@ class DevServer:
     def start(self, timeout: float = 60) -> None:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         with open(self.log_path, "ab") as log:
+            # Its database is the one its own options name, never one the environment
+            # of the test process happens to name.
+            env = {k: v for k, v in os.environ.items() if k != "OKV_DATABASE_URL"}
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "openkeyvault", "server", "--dev",
                  "--data-dir", str(self.data_dir), "--port", str(self.port),
                  "--workers", str(self.workers), *self.extra_args],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             )
         ctx = ssl.create_default_context()
         deadline = time.monotonic() + timeout

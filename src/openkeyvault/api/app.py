@@ -53,13 +53,15 @@ from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops import memory, requestscope
 from openkeyvault.ops.logs import AccessLog
-from openkeyvault.ops.scheduler import Scheduler
+from openkeyvault.storage.db import reachable
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
 from openkeyvault.vault.properties import properties_of
 
 log = logging.getLogger("openkeyvault.request")
 
+HEALTH_PROBE_SECONDS = 1.0  # /healthz reads the database at most this often per worker
+HEALTH_PROBE_TIMEOUT = 5.0  # ... and calls it unreachable when it has no answer by then
 _BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
 _COMMON_HEADERS = [(b"x-ms-keyvault-service-version", f"openkeyvault/{__version__}".encode())]
 
@@ -100,16 +102,18 @@ class KeyVaultApp:
         # Request ids look like GUIDs: a random per-process prefix and a counter.
         self._rid_prefix = str(uuid.uuid4())[:24]
         self._rid_counter = itertools.count(1)
-        self.scheduler = Scheduler(deployment.scheduled_jobs())
+        self.scheduler = deployment.scheduler()  # runs the jobs while it holds the lease
+        self._storage_seen = (-HEALTH_PROBE_SECONDS, "unknown")  # (when probed, state)
+        self._probe: asyncio.Future[bool] | None = None  # the storage probe under way
         self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._health,
             issuers_api.CA_PATH: self._ca_pem,
         }
-        for p in identity.MSI_PATHS:
-            self.special[p] = self._sync(identity.app_service_token)
-        for p in identity.IMDS_PATHS:
-            self.special[p] = self._sync(identity.imds_token)
-        if deployment.settings.dev:
+        if deployment.settings.dev:  # the dev identity's endpoints and the movable clock
+            for p in identity.MSI_PATHS:
+                self.special[p] = self._sync(identity.app_service_token)
+            for p in identity.IMDS_PATHS:
+                self.special[p] = self._sync(identity.imds_token)
             self.special[dev.CLOCK_PATH] = self._dev_clock
 
     def _sync(self, fn: Callable[[Request, Deployment], Response]) -> Callable[..., Any]:
@@ -118,7 +122,35 @@ class KeyVaultApp:
         return call
 
     async def _health(self, request: Request) -> Response:
-        return json_response({"status": "ready", "version": __version__})
+        """200 while the node can serve; 503 while its database does not answer, so that a
+        load balancer sends requests to nodes that can (the body says which it is)."""
+        storage = await self._storage_state()
+        if storage == "unreachable":
+            return json_response({"status": "unavailable", "version": __version__,
+                                  "storage": storage}, 503)
+        return json_response({"status": "ready", "version": __version__, "storage": storage})
+
+    async def _storage_state(self) -> str:
+        """Storage "reachable" or "unreachable", probed at most once per
+        HEALTH_PROBE_SECONDS and one probe at a time, which every health check waiting
+        shares (a flood of health checks is not a flood of queries). A probe that has no
+        answer within HEALTH_PROBE_TIMEOUT (a database that hangs) counts as unreachable."""
+        checked, state = self._storage_seen
+        if time.monotonic() - checked < HEALTH_PROBE_SECONDS:
+            return state
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(run_in_threadpool(reachable, self.d.engines))
+            self._probe.add_done_callback(self._probed)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._probe), HEALTH_PROBE_TIMEOUT)
+        except TimeoutError:
+            return "unreachable"
+        return self._storage_seen[1]
+
+    def _probed(self, probe: asyncio.Future[bool]) -> None:
+        ok = not probe.cancelled() and probe.exception() is None and probe.result()
+        self._storage_seen = (time.monotonic(), "reachable" if ok else "unreachable")
+        self._probe = None
 
     async def _ca_pem(self, request: Request) -> Response:
         """The built-in issuing CA's root certificate, for clients to trust (public)."""
@@ -318,14 +350,28 @@ class KeyVaultApp:
         return await run_in_threadpool(route.handler, ctx)
 
 
-def create_app() -> KeyVaultApp:
+def create_app() -> Any:
     """Factory for worker processes: settings come from the environment."""
     from openkeyvault.config import Settings
     from openkeyvault.ops.logs import configure_logging
 
     configure_logging()
     memory.tune()  # large blocks go back to the system when freed (glibc; ops/memory.py)
-    app = KeyVaultApp(Deployment.open(Settings.from_env()))
+    settings = Settings.from_env()
+    if settings.seal is not None and settings.seal.get("type") != "devkey":
+        return _sealed_app(settings)
+    app = KeyVaultApp(Deployment.open(settings))
     gc.collect()
     gc.freeze()  # start-up objects live for the whole process: keep them out of GC passes
     return app
+
+
+def _sealed_app(settings: Any) -> Any:
+    """A worker of a node whose root key comes from a seal (api/sealed.py)."""
+    from openkeyvault.api.sealed import SealGate
+    from openkeyvault.ops.nodectl import public_status, root_key_from, socket_path
+
+    path = socket_path(settings)
+    return SealGate(settings, lambda: root_key_from(path),
+                    lambda key: KeyVaultApp(Deployment.open(settings, root_key=key)),
+                    lambda: public_status(path))

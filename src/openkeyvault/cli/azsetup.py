@@ -47,7 +47,7 @@ def cloud_commands(settings: Settings, az: str = "az", update: bool = False
     """Register (or, when it exists from an earlier set-up, update) the cloud from the
     server's /metadata/endpoints, make it the active one, and turn off MSAL's instance
     discovery (it would ask login.microsoftonline.com to vouch for this authority)."""
-    base = f"https://localhost:{settings.port}/"
+    base = f"{settings.authority}/"
     verb = "update" if update else "register"
     return [[az, "cloud", verb, "-n", CLOUD, "--endpoint-resource-manager", base],
             [az, "cloud", "set", "-n", CLOUD],

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from openkeyvault.cli import azsetup, ca, trust, vaults
+from openkeyvault.cli import azsetup, ca, operator, trust, vaults
 from openkeyvault.cli.settings import settings_for
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
@@ -63,6 +63,7 @@ def _print_table(table: Any) -> None:
 
 vaults.register(vault_app, _settings)
 azsetup.register(app, _settings)
+operator.register(app)
 
 
 @app.command()
@@ -101,10 +102,26 @@ def server(
         "?host=/socket/dir). Servers started on the same data directory and database are "
         "nodes of one deployment. Default: $OKV_DATABASE_URL, else SQLite (okv.db in the "
         "data directory).")] = None,
+    public_port: Annotated[int | None, typer.Option(
+        help="The port clients use, where it is not --port (nodes behind a load "
+        "balancer): vault URIs and the token issuer carry it.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Run the production deployment this TOML file describes "
+        "(made by `okv init --config FILE`; docs/operations.md).")] = None,
 ) -> None:
-    """Run the server."""
+    """Run the server: a dev server (--dev), or the production deployment a
+    configuration file describes (--config, made by `okv init`)."""
+    if config is not None:
+        if dev:
+            typer.echo("error: give --dev or --config, not both", err=True)
+            raise typer.Exit(2)
+        from openkeyvault.cli.server import run_production
+
+        run_production(operator.settings_of(config))
+        return
     if not dev:
-        typer.echo("Only --dev mode is available in this version.", err=True)
+        typer.echo("error: give --dev (a development server) or --config FILE (a "
+                   "deployment made by `okv init`)", err=True)
         raise typer.Exit(2)
     from openkeyvault.access.network import InvalidNetworkRule, parse_rule
     from openkeyvault.cli.server import run
@@ -125,6 +142,7 @@ def server(
                   trusted_proxies=proxies, token_key_days=max(0, token_key_days), imds=imds,
                   idle_timeout=idle_timeout, max_connections=max_connections,
                   max_connections_per_address=max_connections_per_address,
+                  public_port=public_port,
                   **({"database_url": database} if database else {})))
 
 

@@ -301,6 +301,14 @@ def run(settings: Settings) -> None:
         for sock in listeners:
             sock.close()
         raise
+    threading.Thread(target=_announce_when_ready, args=(settings, env), daemon=True).start()
+    _serve(settings, listeners, settings.data_dir / "server.pem",
+           settings.data_dir / "server.key")
+
+
+def _serve(settings: Settings, listeners: list[socket.socket], certificate: Path,
+           key: Path) -> None:
+    """Run the workers under granian on `listeners` until the server is stopped."""
     os.environ[ENV_VAR] = settings.to_env()
     open_files = _raise_open_file_limit()
     slots = connection_slots(settings.max_connections, open_files)
@@ -311,7 +319,6 @@ def run(settings: Settings) -> None:
     from granian.constants import HTTPModes, Interfaces, RuntimeModes, SSLProtocols
     from granian.http import HTTP1Settings
 
-    threading.Thread(target=_announce_when_ready, args=(settings, env), daemon=True).start()
     server = _granian_on(listeners)(
         "openkeyvault.api.app:create_app",
         address=settings.host,
@@ -319,8 +326,8 @@ def run(settings: Settings) -> None:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         factory=True,
-        ssl_cert=Path(settings.data_dir / "server.pem"),
-        ssl_key=Path(settings.data_dir / "server.key"),
+        ssl_cert=certificate,
+        ssl_key=key,
         ssl_protocol_min=SSLProtocols.tls12,
         log_access=False,
         # One Rust I/O thread per worker: with CPU-bound handlers (RSA signing) the
@@ -347,3 +354,59 @@ def run(settings: Settings) -> None:
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     server.serve()
+
+
+# ---- production ---------------------------------------------------------------------
+def run_production(settings: Settings) -> None:
+    """A node of the deployment `okv init` made from a configuration file: no dev
+    identity, no dev endpoints, TLS from the given files, the root key from the seal
+    (ops/nodectl.py holds it for the workers)."""
+    try:
+        listeners = open_listeners(settings.host, settings.port, settings.workers)
+    except ListenError as exc:
+        _refuse(f"okv: cannot start: {exc}", EXIT_REFUSED)
+    control = None
+    try:
+        control = _prepare_production(settings)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    state = "sealed: unseal it with `okv operator unseal --config FILE`" \
+        if control is not None and control.sealed else "serving"
+    print(f"okv: node at {settings.authority}/ ({state})", file=sys.stderr, flush=True)
+    try:
+        _serve(settings, listeners, Path(str(settings.tls_certificate)),
+               Path(str(settings.tls_key)))
+    finally:
+        if control is not None:
+            control.close()
+
+
+def _prepare_production(settings: Settings) -> Any:
+    from openkeyvault.cli.operator import auto_unseal, stored_seal
+    from openkeyvault.ops.nodectl import NodeControl
+
+    assert settings.seal is not None
+    for what, path in (("certificate", settings.tls_certificate), ("key", settings.tls_key)):
+        if not path or not os.access(path, os.R_OK):
+            _refuse(f"okv: cannot start: the TLS {what} {path} cannot be read", EXIT_REFUSED)
+    try:
+        stored = stored_seal(settings)
+    except StartupRefused as exc:
+        _refuse(f"okv: cannot start: {exc}", EXIT_REFUSED)
+    except StorageError as exc:
+        _refuse(f"okv: cannot start: {exc}", EXIT_UNAVAILABLE)
+    if stored is None:
+        _refuse("okv: cannot start: the deployment is not initialised: run `okv init "
+                "--config FILE` first", EXIT_REFUSED)
+    if stored.get("type") != settings.seal["type"]:
+        _refuse(f"okv: cannot start: the configuration names a {settings.seal['type']} seal, "
+                f"but the deployment is sealed by a {stored.get('type')} seal", EXIT_REFUSED)
+    if stored["type"] == "devkey":
+        return None  # the workers read the key file themselves
+    control = NodeControl(settings, stored)
+    control.listen()
+    if stored["type"] == "azurekeyvault":
+        control.unseal_with(lambda: auto_unseal(settings, stored))
+    return control

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,6 +239,10 @@ class AccessControlService:
         """Custom roles show on every vault; built-in ones on vaults of their kind."""
         return not role.built_in or role.kind == caller.vault.kind.lower()
 
+    def _listed_definitions(self, caller: Caller) -> Iterable[RoleDefinition]:
+        """The definitions a listing looks through (a pool has its own custom roles)."""
+        return self._definitions.all()
+
     def list_definitions(self, caller: Caller, rel: str, filter_: str | None,
                          token: str | None, maxresults: str | None) -> Page:
         rel = self.scope(rel)
@@ -252,7 +256,8 @@ class AccessControlService:
                                "atScopeAndBelow() or roleName eq '{name}'.")
         size = paging.page_size(maxresults)
         after = paging.position(token, "n", str)
-        found = sorted((r for r in self._definitions.all() if self._applies(caller, r)
+        found = sorted((r for r in self._listed_definitions(caller)
+                        if self._applies(caller, r)
                         and (name is None or r.name.lower() == name)
                         and (after is None or r.id > after)), key=lambda r: r.id)
         items = found[:size]

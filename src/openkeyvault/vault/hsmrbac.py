@@ -18,23 +18,20 @@ makes a pool different:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from openkeyvault.access.definitions import POOL_SCOPE, guid_of
 from openkeyvault.access.roles import RoleDefinition
 from openkeyvault.storage.records import RoleAssignmentRecord
-from openkeyvault.vault import paging
 from openkeyvault.vault.accesscontrol import (
-    _ROLE_NAME_FILTER,
-    _SCOPE_FILTERS,
     AccessControlService,
     Assignment,
     _domain_errors,
-    _filter,
     definition_document,
 )
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.controlrequests import RoleAssignmentCreate, RoleDefinitionCreate
 from openkeyvault.vault.errors import BadParameter, NotFound
-from openkeyvault.vault.models import Page
 
 
 def _pool(caller: Caller) -> str:
@@ -87,26 +84,8 @@ class PoolAccessControl(AccessControlService):
         return super().create_assignment(caller, rel, name, request)
 
     # ---- role definitions -----------------------------------------------------------
-    def list_definitions(self, caller: Caller, rel: str, filter_: str | None,
-                         token: str | None, maxresults: str | None) -> Page:
-        rel = self.scope(rel)
-        self._authorize(caller, "roleDefinitions", "read", self._internal(caller, rel))
-        f = _filter(filter_)
-        name: str | None = None
-        if (m := _ROLE_NAME_FILTER.fullmatch(f)) is not None:
-            name = m.group(1).lower()
-        elif f and f.lower() not in _SCOPE_FILTERS:
-            raise BadParameter("The $filter is not supported: use atScope(), "
-                               "atScopeAndBelow() or roleName eq '{name}'.")
-        size = paging.page_size(maxresults)
-        after = paging.position(token, "n", str)
-        found = sorted((r for r in self._definitions.all(_pool(caller))
-                        if self._applies(caller, r)
-                        and (name is None or r.name.lower() == name)
-                        and (after is None or r.id > after)), key=lambda r: r.id)
-        items = found[:size]
-        more = len(found) > size
-        return Page(items, paging.encode_token({"n": items[-1].id}) if more else None)
+    def _listed_definitions(self, caller: Caller) -> Iterable[RoleDefinition]:
+        return self._definitions.all(_pool(caller))
 
     def set_definition(self, caller: Caller, rel: str, name: str,
                        request: RoleDefinitionCreate | None) -> RoleDefinition:

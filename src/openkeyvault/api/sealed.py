@@ -1,0 +1,108 @@
+"""A production worker: 503 while its node is sealed, the full API once unsealed.
+
+The worker asks its node's control socket (ops/nodectl.py) for the root key once a
+second. With it, the worker opens the deployment and serves (the scheduler starts
+then); without it — before the unseal, or after `okv operator seal` — every request
+but `/healthz` is answered `503 ServiceUnavailable` with `Retry-After`, and
+`/healthz` answers 503 with the seal's state, so a load balancer takes the node out.
+Nothing is lost while sealed: the database is only read again once unsealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from openkeyvault import __version__
+from openkeyvault.api.errors import error_body
+from openkeyvault.api.http import json_response
+from openkeyvault.config import Settings
+
+log = logging.getLogger("openkeyvault.seal")
+
+POLL_SECONDS = 1.0
+RETRY_AFTER_SECONDS = 5
+
+
+class SealGate:
+    def __init__(self, settings: Settings, fetch: Callable[[], bytes | None],
+                 open_app: Callable[[bytes], Any], status: Callable[[], dict[str, Any]]
+                 ) -> None:
+        self.settings = settings
+        self._fetch = fetch
+        self._open_app = open_app
+        self._status = status  # the node's seal state, for /healthz
+        self.inner: Any = None
+        self._key: bytes | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        inner = self.inner
+        if inner is not None:
+            await inner(scope, receive, send)
+            return
+        if scope["path"] == "/healthz":
+            state = await run_in_threadpool(self._status)
+            response = json_response({"status": "sealed", "version": __version__, **state},
+                                     503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        else:
+            response = json_response(
+                error_body("ServiceUnavailable", "The server is sealed: an operator must "
+                           "unseal it (okv operator unseal) before it serves requests."),
+                503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._watch = asyncio.create_task(self._watch_seal())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in (self._watch, self._scheduler):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                await self._close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _watch_seal(self) -> None:
+        while True:
+            try:
+                key = await run_in_threadpool(self._fetch)
+                if key is not None and self.inner is None:
+                    self.inner = await run_in_threadpool(self._open_app, key)
+                    self._key = key
+                    self._scheduler = asyncio.create_task(self.inner.scheduler.run())
+                    log.warning("okv: worker serving (node unsealed)")
+                elif key is None and self.inner is not None:
+                    log.warning("okv: worker stopped serving (node sealed)")
+                    await self._close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a fault opening storage: retried
+                log.warning("okv: cannot open the deployment yet: %s", exc)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _close(self) -> None:
+        inner, self.inner, self._key = self.inner, None, None
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+        if inner is not None:
+            await run_in_threadpool(inner.d.close)
