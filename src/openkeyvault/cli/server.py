@@ -71,7 +71,11 @@ def _refuse(line: str, status: int) -> NoReturn:
 
 def _warn_unusable_vaults(d: Deployment) -> None:
     """One line per vault whose key-encryption key is lost or damaged: it is served (its
-    objects answer 500), but the operator should hear of it before the first request."""
+    objects answer 500), but the operator should hear of it before the first request.
+    Only KEK files can be lost apart from the database: with KEKs in the database (several
+    nodes), start-up reads no vault rows for this."""
+    if not d.barrier.keks_in_files:
+        return
     names = {vault_owner(v.id): v.name for v in d.repo.list_vaults()}
     for owner, reason in d.barrier.unusable_owners(list(names)):
         print(f"okv: warning: vault '{names[owner]}': {reason}; its keys, secrets and "

@@ -27,7 +27,13 @@ import threading
 
 from openkeyvault.crypto import aead
 from openkeyvault.storage.errors import BarrierError, ForeignRootKey, KeyMaterialMissing
-from openkeyvault.storage.keyring import Kek, KeyRing, KeyRingError, KeyRingUnavailable
+from openkeyvault.storage.keyring import (
+    FileKeyRing,
+    Kek,
+    KeyRing,
+    KeyRingError,
+    KeyRingUnavailable,
+)
 from openkeyvault.storage.repository import Repository
 
 __all__ = ["KEK_WRAPPED", "SYSTEM", "Barrier", "BarrierError", "KeyMaterialMissing",
@@ -56,6 +62,9 @@ class Barrier:
         self._root = aead.Sealer(root_key)
         self._repo = repo
         self._keyring = keyring
+        # KEK files can be lost apart from the database (a restore of one without the
+        # other); KEK rows in the database cannot.
+        self.keks_in_files = isinstance(keyring, FileKeyRing)
         self._cache: dict[tuple[str, int], aead.Sealer] = {}
         self._current: dict[str, int] = {}
         self._generation = -1  # the storage generation the cache was filled under
