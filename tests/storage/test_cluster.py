@@ -1,6 +1,7 @@
 """Three nodes on one PostgreSQL database behind a real load balancer (HAProxy balancing
 every request round robin): the Azure SDKs work through it unchanged, every node serves
-some of their requests, and a key rotation due by policy happens exactly once."""
+some of their requests, and a key rotation or certificate renewal due by policy happens
+exactly once."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from typing import Any
 import pytest
 import requests
 from azure.identity import ManagedIdentityCredential
-from azure.keyvault.certificates import CertificateClient, CertificatePolicy
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificatePolicy,
+    CertificatePolicyAction,
+    LifetimeAction,
+)
 from azure.keyvault.keys import (
     KeyClient,
     KeyRotationLifetimeAction,
@@ -153,3 +159,32 @@ def test_a_rotation_due_happens_once_in_the_cluster(cluster: Cluster) -> None:
     assert len(versions()) == 2
     rotated = [n.log().count(ROTATED) - c for n, c in zip(cluster.nodes, counts, strict=True)]
     assert sorted(rotated) == [0] * (NODES - 1) + [1], rotated
+
+
+RENEWED = "openkeyvault.scheduler certificate-lifetime-actions: 1"
+
+
+def test_a_renewal_due_happens_once_in_the_cluster(cluster: Cluster) -> None:
+    name = f"lb-renewed-{uuid.uuid4().hex[:8]}"
+    certs = CertificateClient(cluster.vault_url(), ManagedIdentityCredential())
+    policy = CertificatePolicy(issuer_name="Self", subject="CN=lb-renewed",
+                               validity_in_months=2, lifetime_actions=[LifetimeAction(
+                                   CertificatePolicyAction.auto_renew, days_before_expiry=10)])
+    first = certs.begin_create_certificate(name, policy).result()
+    expires = first.properties.expires_on
+    assert expires is not None
+    counts = [n.log().count(RENEWED) for n in cluster.nodes]
+    now = _move_clock(cluster, 0)["now"]
+    due = expires.timestamp() - 10 * 86_400
+    moved = _move_clock(cluster, max(0.0, due - 10 - now))  # just before: the scheduler's
+    assert moved["jobs"]["certificate-lifetime-actions"] == 0, moved
+
+    def versions() -> list[Any]:
+        fresh = CertificateClient(cluster.vault_url(), ManagedIdentityCredential())
+        return list(fresh.list_properties_of_certificate_versions(name))
+
+    wait_for(lambda: len(versions()) == 2, "the renewal by policy")
+    time.sleep(4 * INTERVAL)
+    assert len(versions()) == 2
+    renewed = [n.log().count(RENEWED) - c for n, c in zip(cluster.nodes, counts, strict=True)]
+    assert sorted(renewed) == [0] * (NODES - 1) + [1], renewed
