@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
@@ -373,3 +374,34 @@ def test_purge_protection_refuses_object_purge_on_the_data_plane(server: DevServ
     assert secrets.get_secret("guarded").value == "kept"
     keys.begin_recover_deleted_key("guarded-key").wait()
     assert keys.get_key("guarded-key").name == "guarded-key"
+
+
+def test_listings_come_in_keyset_pages_the_sdk_follows(server: DevServer) -> None:
+    """`$top` pages, each ending with a nextLink that carries the last name shown: the SDK
+    follows them to the end, in name order; a raw page shows the link."""
+    client = mgmt(server)
+    names = sorted(unique("pg") for _ in range(5))
+    for name in names:
+        create(client, server, name, group="paged")
+    create(client, server, unique("other"), group="elsewhere")
+    assert [v.name for v in client.vaults.list_by_resource_group("paged", top=2)] == names
+    by_sub = [v.name for v in client.vaults.list_by_subscription(top=2)]
+    assert set(names) <= set(by_sub) and len(by_sub) == 6 and by_sub == sorted(by_sub)
+    token = ManagedIdentityCredential().get_token(SCOPES[0]).token
+    base = (f"{server.url}/subscriptions/{client._config.subscription_id}/resourceGroups/"
+            "paged/providers/Microsoft.KeyVault/vaults")
+    first = requests.get(base, params={"api-version": "2023-07-01", "$top": "2"},
+                         headers={"Authorization": f"Bearer {token}"}, verify=server.ca,
+                         timeout=30).json()
+    assert [v["name"] for v in first["value"]] == names[:2]
+    assert f"%24skiptoken={names[1]}" in first["nextLink"]
+    last = requests.get(base, params={"api-version": "2023-07-01", "$top": "3",
+                                      "$skiptoken": names[1]},
+                        headers={"Authorization": f"Bearer {token}"}, verify=server.ca,
+                        timeout=30).json()
+    assert [v["name"] for v in last["value"]] == names[2:] and "nextLink" not in last
+    bad = requests.get(base, params={"api-version": "2023-07-01", "$top": "0"},
+                       headers={"Authorization": f"Bearer {token}"}, verify=server.ca,
+                       timeout=30)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "InvalidQueryParameterValue"

@@ -18,10 +18,10 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -47,6 +47,9 @@ from openkeyvault.api.versions import MANAGEMENT_SUPPORTED as API_VERSIONS
 from openkeyvault.deployment import Deployment
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden
 from openkeyvault.vault.vaults import VaultService
+
+# Vaults in one page of a listing (ARM's `$top` for vaults goes to 1000).
+PAGE_MAX = 1000
 
 MANAGEMENT_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 BODY_LIMIT = 1024 * 1024
@@ -97,6 +100,8 @@ class _Call:
     principal: Principal
     params: dict[str, str]
     body: Any  # the decoded request model, for a route that takes a body
+    query: dict[str, str] = field(default_factory=dict)
+    url: str = ""  # the request's URL without its query (for a listing's nextLink)
 
 
 _Handler = Callable[["Management", _Call, _Kind], Response]
@@ -258,8 +263,9 @@ class Management:
             body = None
             if found.model is not None:
                 body = self._decode(await read_body(request, BODY_LIMIT), found.model(kind))
-            return await run_in_threadpool(found.handler, self, _Call(principal, params, body),
-                                           kind)
+            call = _Call(principal, params, body, query,
+                         f"https://{request.headers.get('host', 'localhost')}{path}")
+            return await run_in_threadpool(found.handler, self, call, kind)
         return json_response({"error": {
             "code": "NotFound", "message": f"The path '{path[:200]}' was not found."}}, 404)
 
@@ -320,11 +326,28 @@ class Management:
             call.principal, action, None, None, v["name"])]
 
     def _list_rg(self, call: _Call, k: _Kind) -> Response:
-        p = call.params
-        return _list(self._readable(call, k.service.list(p["sub"], p["rg"]), k.read))
+        return self._page(call, k, call.params["rg"])
 
     def _list_sub(self, call: _Call, k: _Kind) -> Response:
-        return _list(self._readable(call, k.service.list(call.params["sub"], None), k.read))
+        return self._page(call, k, None)
+
+    def _page(self, call: _Call, k: _Kind, group: str | None) -> Response:
+        """A page of vaults (`$top`, at most PAGE_MAX; the next one through `nextLink`,
+        which carries `$skiptoken`: the last name shown), of those the caller may read."""
+        top = call.query.get("$top")
+        if top is not None and not (top.isdigit() and 1 <= int(top) <= PAGE_MAX):
+            raise BadParameter(f"The value of $top must be an integer from 1 to {PAGE_MAX}.",
+                               inner="InvalidQueryParameterValue")
+        size = int(top) if top is not None else PAGE_MAX
+        after = call.query.get("$skiptoken") or None
+        items, last = k.service.page(call.params["sub"], group, after, size)
+        out: dict[str, Any] = {"value": self._readable(call, items, k.read)}
+        if last is not None:
+            query = {"api-version": call.query["api-version"], "$skiptoken": last}
+            if top is not None:
+                query["$top"] = top
+            out["nextLink"] = f"{call.url}?{urlencode(query)}"
+        return json_response(out)
 
     def _get_deleted(self, call: _Call, k: _Kind) -> Response:
         p = call.params

@@ -107,6 +107,27 @@ class PlacementStore(Store):
         with self._r.connect() as c:
             return [_placed(r, default) for r in c.execute(q.order_by(vaults.c.name))]
 
+    def page(self, default: Placement, *, kind: str, subscription: str, group: str | None,
+             after: str | None, limit: int) -> tuple[builtins.list[PlacedVault], bool]:
+        """Live vaults of `kind` in a subscription (and resource group), in name order
+        after `after` (keyset paging: the cost of a page does not grow with the vaults
+        before it), at most `limit`; and whether more follow. A vault without a placement
+        row is in the default place."""
+        unplaced = _P.c.subscription.is_(None)
+        in_sub = (_P.c.subscription == subscription) | unplaced \
+            if subscription == default.subscription else _P.c.subscription == subscription
+        q = _SELECT.where(_P.c.deleted_date.is_(None), vaults.c.kind == kind, in_sub)
+        if group is not None:
+            in_group = func.lower(_P.c.resource_group) == group.lower()
+            if group.lower() == default.resource_group.lower():
+                in_group = in_group | unplaced
+            q = q.where(in_group)
+        if after is not None:
+            q = q.where(vaults.c.name > after)
+        with self._r.connect() as c:
+            rows = c.execute(q.order_by(vaults.c.name).limit(limit + 1)).all()
+        return [_placed(r, default) for r in rows[:limit]], len(rows) > limit
+
     def create(self, name: str, sku: str, retention_days: int, purge_protection: bool,
                now: int, placement: Placement, properties: str | None,
                kind: str = "vault") -> None:

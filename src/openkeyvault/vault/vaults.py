@@ -287,6 +287,19 @@ class VaultService:
                 if p.vault.kind == self.KIND and p.placement.subscription == subscription
                 and (group is None or p.placement.resource_group.lower() == group.lower())]
 
+    def page(self, subscription: str, resource_group: str | None, after: str | None,
+             limit: int) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """One page of `list(subscription, resource_group)`: the ARM resources after the
+        vault named `after`, at most `limit`, and the name to continue after (None: the
+        last page)."""
+        subscription = check_subscription(subscription)
+        placed, more = self._store().page(self._default(), kind=self.KIND,
+                                          subscription=subscription, group=resource_group,
+                                          after=after.lower() if after else None,
+                                          limit=limit)
+        return ([self._render(p) for p in placed],
+                placed[-1].vault.name if more and placed else None)
+
     def adopt_unplaced(self) -> int:
         """Place vaults created before placement storage in the default place."""
         return self._store().place_unplaced(self._default()) if self._placements else 0
