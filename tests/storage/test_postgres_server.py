@@ -63,22 +63,22 @@ def test_a_write_on_one_node_is_read_on_the_other(two_nodes: tuple[DevServer, De
     assert first.port != second.port
     on_first, on_second = _secrets(first), _secrets(second)
     for i in range(5):
-        on_first.set_secret("shared", f"value-{i}")
-        assert on_second.get_secret("shared").value == f"value-{i}"
-    on_second.begin_delete_secret("shared").wait()
+        on_first.set_secret("replicated", f"value-{i}")
+        assert on_second.get_secret("replicated").value == f"value-{i}"
+    on_second.begin_delete_secret("replicated").wait()
     with pytest.raises(ResourceNotFoundError):
-        on_first.get_secret("shared")
-    assert on_first.get_deleted_secret("shared").name == "shared"
+        on_first.get_secret("replicated")
+    assert on_first.get_deleted_secret("replicated").name == "replicated"
 
 
 def test_a_vault_made_on_one_node_answers_on_the_other(
         two_nodes: tuple[DevServer, DevServer], monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = two_nodes
     monkeypatch.setenv("OKV_DATABASE_URL", _url_of(first))
-    made = first.okv("vault", "create", "pgshared", inprocess=False)
+    made = first.okv("vault", "create", "pgnodes", inprocess=False)
     assert made.returncode == 0, made.stderr
-    _secrets(second, "pgshared").set_secret("s", "in the new vault")
-    assert _secrets(first, "pgshared").get_secret("s").value == "in the new vault"
+    _secrets(second, "pgnodes").set_secret("s", "in the new vault")
+    assert _secrets(first, "pgnodes").get_secret("s").value == "in the new vault"
 
 
 def _url_of(node: DevServer) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
 from openkeyvault.ops.logs import Intervals
 from openkeyvault.storage import errors as s
 from openkeyvault.vault import errors as e
@@ -96,11 +94,9 @@ def storage_fault(exc: BaseException) -> s.StorageError | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, s.StorageError):
-            return current
-        if isinstance(current, PoolTimeout):  # every connection busy for the whole wait
-            return s.StorageUnavailable("no database connection came free in time (the "
-                                        "connection pool is exhausted)")
+        fault = s.storage_fault_of(current)
+        if fault is not None:
+            return fault
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

@@ -38,7 +38,6 @@ class SealGate:
         self._open_app = open_app
         self._status = status  # the node's seal state, for /healthz
         self.inner: Any = None
-        self._key: bytes | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
 
@@ -70,12 +69,11 @@ class SealGate:
                 self._watch = asyncio.create_task(self._watch_seal())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for task in (self._watch, self._scheduler):
-                    if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
-                await self._close()
+                if self._watch is not None:
+                    self._watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._watch
+                await self._close()  # the scheduler, then the deployment
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -85,7 +83,6 @@ class SealGate:
                 key = await run_in_threadpool(self._fetch)
                 if key is not None and self.inner is None:
                     self.inner = await run_in_threadpool(self._open_app, key)
-                    self._key = key
                     self._scheduler = asyncio.create_task(self.inner.scheduler.run())
                     log.warning("okv: worker serving (node unsealed)")
                 elif key is None and self.inner is not None:
@@ -98,7 +95,7 @@ class SealGate:
             await asyncio.sleep(POLL_SECONDS)
 
     async def _close(self) -> None:
-        inner, self.inner, self._key = self.inner, None, None
+        inner, self.inner = self.inner, None
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         except (ShareRefused, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        _set_seal(settings, new_stored, replace=True)
+        _replace_seal(settings, new_stored)
         typer.echo(json.dumps({"shares": texts, "threshold": threshold}, indent=2))
 
 
@@ -147,17 +147,13 @@ def _report(answer: dict[str, Any]) -> None:
         raise typer.Exit(1)
 
 
-def _set_seal(settings: Settings, stored: dict[str, Any], replace: bool = False) -> None:
+def _replace_seal(settings: Settings, stored: dict[str, Any]) -> None:
     from openkeyvault.storage.db import open_database
     from openkeyvault.storage.repository import Repository
 
     engines = open_database(settings.database_url or settings.db_path)
     try:
-        repo = Repository(engines)
-        if replace:
-            repo.set_meta(SEAL_META, json.dumps(stored))
-        else:
-            repo.set_meta_if_absent(SEAL_META, json.dumps(stored))
+        Repository(engines).set_meta(SEAL_META, json.dumps(stored))
     finally:
         engines.dispose()
 

@@ -128,10 +128,6 @@ class NodeControl:
                     time.sleep(retry_seconds if transient else wait_seconds)
         threading.Thread(target=run, name="okv-auto-unseal", daemon=True).start()
 
-    def release(self, root_key: bytes) -> None:
-        """The dev key-file seal: the key is known from the start."""
-        self._set(root_key)
-
     # ---- the socket ----------------------------------------------------------------
     def listen(self) -> Path:
         path = socket_path(self.settings)

@@ -44,3 +44,17 @@ class StartupRefused(StorageError):
 class ForeignRootKey(StartupRefused, BarrierError):
     """The root key does not open the stored data keys: it belongs to another deployment
     (or the file was replaced). Refused before anything is served or written."""
+
+
+def storage_fault_of(exc: BaseException) -> StorageError | None:
+    """`exc` as a storage fault, or None: a StorageError itself, or SQLAlchemy's pool
+    timeout (every connection busy for the whole wait, raised at checkout where no
+    driver error handler runs)."""
+    if isinstance(exc, StorageError):
+        return exc
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return StorageUnavailable("no database connection came free in time (the "
+                                  "connection pool is exhausted)")
+    return None

@@ -109,7 +109,6 @@ class SqlReadCache(ReadCache):
         super().__init__()
         self._engine = engine
         self._fast = fast
-        self._requests = 0
 
     def _current(self) -> dict[str, int]:
         if self._fast is not None:
@@ -117,9 +116,6 @@ class SqlReadCache(ReadCache):
         else:
             with self._engine.connect() as c:
                 gens = {r.domain: r.value for r in c.execute(_GENERATIONS)}
-        # `objects`: a new memo for each check, i.e. only within one request.
-        self._requests += 1
-        gens[OBJECTS] = self._requests
         return gens
 
 

@@ -122,6 +122,19 @@ _ASSIGNMENTS_OF = select(role_assignments).where(
 _ROLE_DEFINITIONS = select(role_definitions).order_by(role_definitions.c.id)
 
 
+def _assignment_taken(r: RoleAssignmentRecord, named: RoleAssignmentRecord | None,
+                      of_principal: Callable[[], Iterable[RoleAssignmentRecord]]
+                      ) -> tuple[str, RoleAssignmentRecord] | None:
+    """Why `r` cannot be added: its name holds the same ("same") or other content
+    ("name_taken"), or another name holds its content ("duplicate"); None if neither."""
+    if named is not None:
+        return ("same" if _same_assignment(named, r) else "name_taken"), named
+    for existing in of_principal():
+        if _same_assignment(existing, r):
+            return "duplicate", existing
+    return None
+
+
 def _role_definition(row: Any) -> RoleDefinitionRecord:
     return RoleDefinitionRecord(row.id, row.role_name, row.description,
                                 tuple(json.loads(row.permissions)),
@@ -811,23 +824,20 @@ class Repository(Store):
         definition has that id (so a concurrent definition delete cannot leave it dangling)."""
         # An assignment never changes: one found by its name answers without a write (the
         # start-up's idempotent assignments then leave a read-only database alone).
-        found = self.get_role_assignment(r.id)
-        if found is not None:
-            return ("same" if _same_assignment(found, r) else "name_taken"), found
-        for existing in self.role_assignments(r.principal_id):
-            if _same_assignment(existing, r):
-                return "duplicate", existing
+        taken = _assignment_taken(r, self.get_role_assignment(r.id),
+                                  lambda: self.role_assignments(r.principal_id))
+        if taken is not None:
+            return taken
         with self._write(ACCESS) as c:  # the generation row first: creators queue on it
             row = c.execute(select(role_assignments)
                             .where(role_assignments.c.id == r.id)).first()
-            if row is not None:
-                existing = RoleAssignmentRecord(**row._mapping)
-                return ("same" if _same_assignment(existing, r) else "name_taken"), existing
-            for row in c.execute(select(role_assignments)
-                                 .where(role_assignments.c.principal_id == r.principal_id)):
-                existing = RoleAssignmentRecord(**row._mapping)
-                if _same_assignment(existing, r):
-                    return "duplicate", existing
+            taken = _assignment_taken(
+                r, RoleAssignmentRecord(**row._mapping) if row is not None else None,
+                lambda: [RoleAssignmentRecord(**x._mapping) for x in c.execute(
+                    select(role_assignments)
+                    .where(role_assignments.c.principal_id == r.principal_id))])
+            if taken is not None:
+                return taken
             if custom_role and c.execute(
                     select(role_definitions.c.id)
                     .where(role_definitions.c.id == r.role_definition_id)).first() is None:
