@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +34,7 @@ from azure.keyvault.secrets import SecretClient
 from tests.support.haproxy import balancer
 from tests.support.postgres import PostgresCluster
 from tests.support.server import DevServer, free_port, running
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("resolve_localhost")
 NODES = 3
@@ -57,15 +58,6 @@ class Cluster:
     def served(self, node: DevServer, path: str) -> int:
         """Requests for `path...` in `node`'s access log."""
         return len(re.findall(rf"rid=\S+ \w+ {re.escape(path)}", node.log()))
-
-
-def wait_for(outcome: Callable[[], Any], what: str, deadline: float = 60) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if found := outcome():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -37,10 +37,9 @@ from tests.support.identity import NodeIdentity
 from tests.support.postgres import PostgresCluster
 from tests.support.race import race
 from tests.support.server import DevServer, running
+from tests.support.waiting import wait_for
 
 ROUNDS = 12
-# Every wait below is for an outcome, bounded by a deadline this generous.
-DEADLINE = 90.0
 
 
 @pytest.fixture
@@ -57,17 +56,6 @@ def engines(database: str) -> Iterator[tuple[Engines, Engines]]:
 @pytest.fixture
 def stores(engines: tuple[Engines, Engines]) -> tuple[LeaseStore, LeaseStore]:
     return LeaseStore(engines[0]), LeaseStore(engines[1])
-
-
-def wait_for(outcome: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
-    """Poll `outcome` until it is truthy; fail naming `what` after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        found = outcome()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def expired(store: LeaseStore, name: str) -> None:
