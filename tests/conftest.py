@@ -23,6 +23,13 @@ HEAVY_MODULES = frozenset({
 })
 
 
+# The suite drives every test at one shared vault, creating keys and secrets back to back
+# far faster than Azure's limits allow (20 key creates per 10 s): the shared server throttles
+# at 100 times those limits, so the gate runs on every request without refusing any.
+# tests/security/test_throttling.py starts servers of its own with small limits.
+SUITE_THROTTLING = ("--throttling", "100")
+
+
 def work_unit(nodeid: str) -> str:
     """What one xdist worker runs whole: a module (its module-scoped servers start once),
     or all the heavy modules together."""
@@ -57,13 +64,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 
         postgres: PostgresCluster = request.getfixturevalue("postgres")
         cluster = cluster_server(data, postgres.create_database(), nodes)
+        cluster.extra_args = SUITE_THROTTLING
         cluster.start()
         try:
             yield cluster
         finally:
             cluster.stop()
         return
-    with running(data) as s:
+    with running(data, extra_args=SUITE_THROTTLING) as s:
         yield s
 
 

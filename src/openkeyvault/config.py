@@ -55,6 +55,20 @@ def default_scheduler_interval() -> float:
     return value
 
 
+def _env_flag(name: str) -> bool | None:
+    """A true/false environment variable (1/0, true/false, yes/no, on/off); None if unset."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    from openkeyvault.storage.errors import StartupRefused
+
+    raise StartupRefused(f"{name} must be true or false, not {raw[:40]!r}")
+
+
 def default_trusted_proxies() -> tuple[str, ...]:
     """`OKV_TRUSTED_PROXIES`: CIDR ranges separated by commas or spaces."""
     raw = os.environ.get("OKV_TRUSTED_PROXIES", "")
@@ -106,6 +120,26 @@ class Settings:
     # Seconds between the background scheduler's ticks; the process holding the scheduler
     # lease runs the jobs, and a dead holder is replaced after about three ticks.
     scheduler_interval: float = field(default_factory=default_scheduler_interval)
+    # The audit trail (ops/audit.py): the directory of its stream files (None: `audit/` in
+    # data_dir; `OKV_AUDIT_DIR`), and whether an operation is refused (503) while it cannot
+    # be written (None: yes in production, no on a dev server; `OKV_AUDIT_FAIL_CLOSED`).
+    audit_dir: str | None = field(default_factory=lambda: os.environ.get("OKV_AUDIT_DIR")
+                                  or None)
+    audit_fail_closed: bool | None = field(default_factory=lambda: _env_flag(
+        "OKV_AUDIT_FAIL_CLOSED"))
+    # Prometheus metrics (ops/metrics.py): a plain-HTTP listener of the supervising process
+    # on metrics_host:metrics_port (None: none), and/or /metrics on the main port for a
+    # bearer token read from metrics_token_file (None: not served there). metrics_per_vault
+    # False drops the vault label (fewer series with many vaults).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token_file: str | None = None
+    metrics_per_vault: bool = True
+    # Throttling by Azure's service limits (ops/throttle.py, ops/limits.py): on or off,
+    # a multiplier of every limit, and limits per 10 s replacing single classes'.
+    throttling: bool = True
+    throttling_scale: float = 1.0
+    throttling_limits: dict[str, float] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -145,6 +179,25 @@ class ConfigError(ValueError):
 _SEAL_TYPES = ("shamir", "azurekeyvault", "devkey")
 
 
+def _metrics_settings(metrics: dict[str, Any], base: Path, path: Path) -> dict[str, Any]:
+    """[metrics] port, host, token_file, per_vault (docs/operations.md "Metrics")."""
+    out: dict[str, Any] = {}
+    if "port" in metrics:
+        port = metrics["port"]
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ConfigError(f"{path}: [metrics] port must be a port number (1-65535)")
+        out["metrics_port"] = port
+    if "host" in metrics:
+        out["metrics_host"] = str(metrics["host"])
+    if "token_file" in metrics:
+        out["metrics_token_file"] = str((base / str(metrics["token_file"])).resolve())
+    if "per_vault" in metrics:
+        if not isinstance(metrics["per_vault"], bool):
+            raise ConfigError(f"{path}: [metrics] per_vault must be true or false")
+        out["metrics_per_vault"] = metrics["per_vault"]
+    return out
+
+
 def load_config(path: Path) -> Settings:
     """Production settings from a TOML file (docs/operations.md shows every key).
 
@@ -152,7 +205,7 @@ def load_config(path: Path) -> Settings:
     max_connections_per_address, trusted_proxies; [dns] domain; [tls] certificate, key;
     [database] url; [seal] type = "shamir" (shares, threshold) | "azurekeyvault"
     (key_id, tenant_id, client_id, client_secret_file | credential = "default") |
-    "devkey" (refused unless force = true)."""
+    "devkey" (refused unless force = true); [throttling] enabled, scale, limits."""
     import tomllib
 
     try:
@@ -161,7 +214,7 @@ def load_config(path: Path) -> Settings:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    known = {"server", "dns", "tls", "database", "seal"}
+    known = {"server", "dns", "tls", "database", "seal", "audit", "metrics", "throttling"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(known))}")
@@ -192,9 +245,68 @@ def load_config(path: Path) -> Settings:
             settings[key] = server[key]
     if "trusted_proxies" in server:
         settings["trusted_proxies"] = tuple(server["trusted_proxies"])
+    audit = raw.get("audit", {})
+    if "dir" in audit:
+        settings["audit_dir"] = str((base / str(audit["dir"])).resolve())
+    if "fail_closed" in audit:
+        if not isinstance(audit["fail_closed"], bool):
+            raise ConfigError(f"{path}: [audit] fail_closed must be true or false")
+        settings["audit_fail_closed"] = audit["fail_closed"]
+    settings.update(_metrics_settings(raw.get("metrics", {}), base, path))
+    settings.update(_throttling_settings(raw.get("throttling", {}), path))
     if "domain" in dns:
         settings["domain"] = str(dns["domain"])
     try:
         return Settings(**settings)
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_throttling(value: str) -> dict[str, Any]:
+    """`okv server --throttling off|on|SCALE`: the settings it stands for (ValueError if it
+    is none of them). SCALE multiplies every limit (0.01: a hundredth of Azure's)."""
+    word = value.strip().lower()
+    if word in ("on", "off"):
+        return {"throttling": word == "on"}
+    try:
+        scale = float(word)
+    except ValueError:
+        scale = math.nan
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError("--throttling takes off, on or a positive multiplier of the limits")
+    return {"throttling": True, "throttling_scale": scale}
+
+
+def _throttling_settings(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """[throttling] enabled, scale, limits = {class = N per 10 s} (docs/operations.md
+    "Throttling")."""
+    from openkeyvault.ops.limits import CLASSES
+
+    out: dict[str, Any] = {}
+    if unknown := sorted(set(table) - {"enabled", "scale", "limits"}):
+        raise ConfigError(f"{path}: [throttling] has no key(s) {', '.join(unknown)}; known: "
+                          "enabled, scale, limits")
+    if "enabled" in table:
+        if not isinstance(table["enabled"], bool):
+            raise ConfigError(f"{path}: [throttling] enabled must be true or false")
+        out["throttling"] = table["enabled"]
+    if "scale" in table:
+        scale = table["scale"]
+        if isinstance(scale, bool) or not isinstance(scale, int | float) \
+                or not math.isfinite(scale) or scale <= 0:
+            raise ConfigError(f"{path}: [throttling] scale must be a positive number")
+        out["throttling_scale"] = float(scale)
+    limits = table.get("limits", {})
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{path}: [throttling] limits must be a table of class = number")
+    for name, limit in limits.items():
+        if name not in CLASSES:
+            raise ConfigError(f"{path}: [throttling.limits] {name} is not a throttling "
+                              f"class; known: {', '.join(sorted(CLASSES))}")
+        if isinstance(limit, bool) or not isinstance(limit, int | float) \
+                or not math.isfinite(limit) or limit < 0:
+            raise ConfigError(f"{path}: [throttling.limits] {name} must be a number of "
+                              "transactions per 10 seconds (0 or more)")
+    if limits:
+        out["throttling_limits"] = {k: float(v) for k, v in limits.items()}
+    return out

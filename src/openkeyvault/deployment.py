@@ -32,7 +32,9 @@ from openkeyvault.config import Settings
 from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.crypto.signing import generate_rsa_pem
 from openkeyvault.keystore.software import SoftwareKeyStore
+from openkeyvault.ops import audit
 from openkeyvault.ops.clock import Clock, deployment_clock
+from openkeyvault.ops.events import Events
 from openkeyvault.ops.scheduler import Scheduler
 from openkeyvault.storage.barrier import SYSTEM, Barrier
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
@@ -44,6 +46,7 @@ from openkeyvault.storage.placement import PlacementStore
 from openkeyvault.storage.readcache import ACCESS, IDENTITIES, VAULTS
 from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
+from openkeyvault.storage.subscriptions import SubscriptionStore
 from openkeyvault.vault.accesscontrol import AccessControlService
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.certificates import CertificateService
@@ -85,6 +88,14 @@ class Deployment:
     ca: CertificateAuthority
     contacts: ContactService
     certificates: CertificateService
+    events: Events
+    audit_key: bytes  # chains and checks the audit trail (ops/audit.py); not the root key
+
+    def __post_init__(self) -> None:
+        # The services tell the event publisher what they changed (ops/events.py).
+        for service in (self.secrets, self.keys, self.certificates, self.vaults,
+                        self.vault_properties):
+            service.events = self.events
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None,
@@ -188,24 +199,45 @@ class Deployment:
             contacts=ContactService(cert_store, authorizer, clock),
             certificates=CertificateService(repo, barrier, authorizer, clock, backups,
                                             cert_issuers, ca),
+            events=Events(SubscriptionStore(engines), clock, settings.resource_uri,
+                          lambda name: _arm_id(vaults.placement_of(name), name)),
+            audit_key=audit.audit_key(root_key if root_key is not None
+                                      else audit.dev_root_key(settings)),
         )
 
     def scheduled_jobs(self) -> dict[str, Callable[[], int]]:
         """Background work (all idempotent), run on an interval by the one process of the
         deployment that holds the scheduler lease (`scheduler`)."""
         return {
+            # First: a pool or key about to be purged is read for its billed usage.
+            "usage-snapshots": self._usage_snapshots,
             "purge-expired": lambda: purge_expired(self.repo, self.clock),
             "deleted-vaults": self.vaults.purge_expired,
             "key-rotation": self.keys.run_policies,
             "certificate-lifetime-actions": self.certificates.run_lifetime_actions,
             "token-signing-keys": self._token_key_upkeep,
+            "event-expiry-notices": self.events.run_expiry,
         }
 
     def scheduler(self) -> Scheduler:
         """This process's scheduler: it runs `scheduled_jobs` while it holds the
         deployment's scheduler lease, kept in the database every node shares."""
+        from openkeyvault.ops import webhooks
+
+        delivery = webhooks.Delivery(  # every process delivers events; never on a request
+            self.events.store, webhooks.tls_context(
+                self.settings.data_dir / "ca.pem" if self.settings.dev else None),
+            webhooks.deadletter_path(self.settings.data_dir), webhooks.retry_schedule())
         return Scheduler(self.scheduled_jobs(), self.settings.scheduler_interval,
-                         LeaseStore(self.engines))
+                         LeaseStore(self.engines), every_process=(delivery.run,))
+
+    def _usage_snapshots(self) -> int:
+        """Keep this month's readings of the usage meters derived from storage (ops/usage.py),
+        so a purge does not erase what a pool or key billed."""
+        from openkeyvault.ops.usage import record_snapshots
+        from openkeyvault.storage.usage import UsageStore
+
+        return record_snapshots(UsageStore(self.engines), self.clock.now())
 
     def _token_key_upkeep(self) -> int:
         """Rotate the token signing key when it is due; drop retired keys whose tokens have
@@ -218,3 +250,11 @@ class Deployment:
 
     def close(self) -> None:
         self.engines.dispose()
+
+
+def _arm_id(place: tuple[str, str] | None, name: str) -> str | None:
+    """A vault's ARM resource id (an event's topic), None where it has no placement."""
+    if place is None:
+        return None
+    return (f"/subscriptions/{place[0]}/resourceGroups/{place[1]}"
+            f"/providers/Microsoft.KeyVault/vaults/{name}")

@@ -259,6 +259,31 @@ def test_resources_filtered_as_the_cli_asks(rest: Rest, token: str,
     assert r.status_code == 404 and code(r) == "ResourceGroupNotFound"
 
 
+def test_resources_come_in_keyset_pages(rest: Rest, token: str,
+                                        deployment: Deployment) -> None:
+    sub, rg = str(uuid.uuid4()), unique("rg-")
+    names = sorted(unique("p") for _ in range(5))
+    for name in names:
+        put_vault(rest, token, deployment, sub, rg, name)
+    seen, url = [], f"/subscriptions/{sub}/resources"
+    query: str | None = f"$top=2&{RES}"
+    while query is not None:
+        r = rest.call("GET", url, token=token, query=query)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["value"]) <= 2
+        seen += [v["name"] for v in page["value"]]
+        link = page.get("nextLink")
+        query = None if link is None else link.split("?", 1)[1]
+        if link is not None:  # the next page starts after the last name shown
+            assert f"skiptoken={page['value'][-1]['name']}" in link
+    assert seen == names
+    r = rest.call("DELETE", f"/subscriptions/{sub}/resourceGroups/{rg}", token=token,
+                  query=RG_API)
+    assert r.status_code == 409 and code(r) == "ResourceGroupDeletionBlocked"
+    assert names[0] in r.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("query,status,expected", [
     ("$filter=substringof('a', name)&" + RES, 400, "InvalidFilterInQueryString"),
     ("$filter=resourceType eq 'x' or name eq 'y'&" + RES, 400, "InvalidFilterInQueryString"),

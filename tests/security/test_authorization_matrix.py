@@ -24,6 +24,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from openkeyvault.deployment import Deployment
+from openkeyvault.vault import operations
 from tests.sdk.keys_support import environment
 from tests.security.matrix_support import RUNNERS, SECRET_VALUE, Cell, World, open_world, refusal
 from tests.support.server import DevServer
@@ -111,6 +112,52 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
     "certificates.get_contacts": ("certificates", COLLECTION, "certificates/read"),
     "certificates.set_contacts": ("certificates", COLLECTION, "certificatecontacts/write"),
     "certificates.delete_contacts": ("certificates", COLLECTION, "certificatecontacts/write"),
+}
+
+# Azure's operationName of each operation above: how the matrix finds its row of the service's
+# operations table (vault/operations.py), which must agree with what is written here.
+AZURE_NAMES: dict[str, str] = {
+    "secrets.get": "SecretGet", "secrets.list": "SecretList",
+    "secrets.list_versions": "SecretListVersions", "secrets.list_deleted": "SecretListDeleted",
+    "secrets.get_deleted": "SecretGetDeleted", "secrets.set": "SecretSet",
+    "secrets.update": "SecretUpdate", "secrets.delete": "SecretDelete",
+    "secrets.recover": "SecretRecover", "secrets.purge": "SecretPurge",
+    "secrets.backup": "SecretBackup", "secrets.restore": "SecretRestore",
+    "keys.get": "KeyGet", "keys.list": "KeyList", "keys.list_versions": "KeyListVersions",
+    "keys.list_deleted": "KeyListDeleted", "keys.get_deleted": "KeyGetDeleted",
+    "keys.create": "KeyCreate", "keys.import": "KeyImport", "keys.update": "KeyUpdate",
+    "keys.delete": "KeyDelete", "keys.recover": "KeyRecover", "keys.purge": "KeyPurge",
+    "keys.backup": "KeyBackup", "keys.restore": "KeyRestore", "keys.encrypt": "KeyEncrypt",
+    "keys.decrypt": "KeyDecrypt", "keys.wrap": "KeyWrap", "keys.unwrap": "KeyUnwrap",
+    "keys.sign": "KeySign", "keys.verify": "KeyVerify", "keys.rotate": "KeyRotate",
+    "keys.get_rotation_policy": "KeyRotationPolicyGet",
+    "keys.set_rotation_policy": "KeyRotationPolicySet", "keys.random_bytes": "RandomBytesGet",
+    "certificates.get": "CertificateGet", "certificates.list": "CertificateList",
+    "certificates.versions": "CertificateListVersions",
+    "certificates.create": "CertificateCreate", "certificates.import": "CertificateImport",
+    "certificates.update": "CertificateUpdate", "certificates.policy_get": "CertificatePolicyGet",
+    "certificates.policy_set": "CertificatePolicyUpdate",
+    "certificates.delete": "CertificateDelete",
+    "certificates.get_deleted": "CertificateGetDeleted",
+    "certificates.list_deleted": "CertificateListDeleted",
+    "certificates.recover": "CertificateRecover", "certificates.purge": "CertificatePurge",
+    "certificates.backup": "CertificateBackup", "certificates.restore": "CertificateRestore",
+    "certificates.get_issuer": "CertificateIssuerGet",
+    "certificates.list_issuers": "CertificateIssuersList",
+    "certificates.set_issuer": "CertificateIssuerSet",
+    "certificates.delete_issuer": "CertificateIssuerDelete",
+    "certificates.get_contacts": "CertificateContactsGet",
+    "certificates.set_contacts": "CertificateContactsSet",
+    "certificates.delete_contacts": "CertificateContactsDelete",
+}
+# Operations of the table the matrix does not call, each guarded exactly as one it does.
+NOT_CALLED: dict[str, str] = {
+    "KeyGetAttestation": "KeyGet",
+    "CertificatePendingGet": "CertificatePolicyGet",
+    "CertificatePendingUpdate": "CertificateUpdate",
+    "CertificatePendingDelete": "CertificateDelete",
+    "CertificatePendingMerge": "CertificateCreate",
+    "CertificateIssuerUpdate": "CertificateIssuerSet",
 }
 
 # ---- which operations each role allows (written from the roles' dataActions) --------------------
@@ -229,6 +276,26 @@ def test_the_table_covers_every_role_and_operation() -> None:
         assert ops <= set(OPERATIONS), role
     assert set(RUNNERS) == set(OPERATIONS)
     assert {op for op in PROBES} <= set(OPERATIONS)
+
+
+def test_the_matrix_covers_the_operations_table() -> None:
+    """Every vault data-plane operation of the service's table is a row of the matrix (or
+    guarded exactly as one), and the table's action and scope are those written above."""
+    table = {op.name: op for op in operations.TABLE
+             if op.plane == operations.DATA and op.scope != operations.ROLE_SCOPE}
+    assert set(AZURE_NAMES) == set(OPERATIONS)
+    assert set(AZURE_NAMES.values()) | set(NOT_CALLED) == set(table)
+    for key, name in AZURE_NAMES.items():
+        collection, level, action = OPERATIONS[key]
+        op = table[name]
+        assert op.action == f"Microsoft.KeyVault/vaults/{action}", key
+        scope = VAULT if op.scope == "/" else OBJECT if op.scope == f"/{collection}/{{name}}" \
+            else COLLECTION
+        assert scope == level, key
+        assert op.scope.startswith(f"/{collection}") or op.scope == "/", key
+    for name, like in NOT_CALLED.items():
+        assert (table[name].action, table[name].scope) == (table[like].action,
+                                                            table[like].scope), name
 
 
 # ---- the world every cell runs in ---------------------------------------------------------------

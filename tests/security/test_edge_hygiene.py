@@ -251,9 +251,10 @@ def test_a_request_path_cannot_forge_a_log_line(server: DevServer) -> None:
     log = server.log()
     assert not any(ln.startswith("1999-") for ln in log.split("\n"))
     for ln in lines:
-        assert re.search(r" (400|401|404) [0-9.]+ms$", ln), ln
+        assert re.search(r" (400|401|404) [0-9.]+ms op=\S+ vault=\S+ oid=\S+ ip=\S+$", ln), ln
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", ln), ln
-        assert len(ln.split(" ")) == 9  # date time level logger rid method path status ms
+        # date time level logger rid method path status ms op vault oid ip
+        assert len(ln.split(" ")) == 13
     shown = "\n".join(lines)
     for escape in ("\\r\\n1999-01-01", "\\x1b[2J", "\\x07", "\\u2028", "\\u2029", "\\x85",
                    "\\x7f", "\\x00", "\\t", "\\n"):

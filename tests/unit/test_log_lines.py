@@ -41,15 +41,15 @@ def test_escape_field_escapes_spaces() -> None:
     assert escape_field("/plain") == "/plain"
 
 
-def _access_line(method: str, path: str) -> str:
+def _access_line(method: str, path: str, **extra: str | None) -> str:
     stream = io.StringIO()
     log = AccessLog(stream)
     log.enabled = True
-    log.write("rid-1", method, path, 401, 0.25)
+    log.write("rid-1", method, path, 401, 0.25, **extra)
     return stream.getvalue()
 
 
-def test_access_log_writes_one_line_with_five_fields() -> None:
+def test_access_log_writes_one_line_with_nine_fields() -> None:
     out = _access_line("GET", "/secrets/x" + FORGED + "\x1b[2J \u2028")
     assert out.endswith("\n") and out.count("\n") == 1
     assert "\r" not in out and "\x1b" not in out and "\u2028" not in out
@@ -57,7 +57,18 @@ def test_access_log_writes_one_line_with_five_fields() -> None:
     assert fields[3:5] == ["openkeyvault.request", "rid=rid-1"]
     assert fields[5] == "GET"
     assert fields[6].startswith("/secrets/x\\r\\n2026-01-01\\x2000:00:00")
-    assert fields[7:] == ["401", "0.2ms\n"]
+    assert fields[7:] == ["401", "0.2ms", "op=-", "vault=-", "oid=-", "ip=-\n"]
+
+
+def test_access_log_escapes_what_it_is_told_of_the_caller() -> None:
+    out = _access_line("GET", "/", operation="SecretGet", vault="dev",
+                       caller="oid" + FORGED, client="::1")
+    assert out.count("\n") == 1
+    fields = out.split(" ")
+    assert len(fields) == 13
+    assert fields[9:11] == ["op=SecretGet", "vault=dev"]
+    assert fields[11].startswith("oid=oid\\r\\n2026-01-01\\x20")
+    assert fields[12] == "ip=::1\n"
 
 
 def test_access_log_escapes_the_method() -> None:

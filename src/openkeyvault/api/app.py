@@ -6,9 +6,15 @@ the management API (ARM paths on the bare host, api/management.py) →
 challenge auth (401 + WWW-Authenticate before any routing or body check) →
 vault routing by Host → the vault's network rules → api-version → route →
 the route's guard (the operation's authorization, before any of the body is
-read) → the body (the route's limit; large ones a few at a time, api/bodies.py)
-→ handler. Handlers only translate between wire JSON and domain calls; domain
-errors map to wire errors in `api/errors.py`.
+read) → the gates (`accounting`: throttling, an audit sink that must be
+writable; a refusal answers instead) → the body (the route's limit; large ones a
+few at a time, api/bodies.py) → handler. Handlers only translate between wire
+JSON and domain calls; domain errors map to wire errors in `api/errors.py`.
+
+Every route names its operation (vault/operations.py). The pipeline notes what it
+learns of a request in an `Exchange` (api/exchange.py) and, once the response is
+decided, hands one `Outcome` to every observer (the request log first), refusals
+included.
 """
 
 from __future__ import annotations
@@ -30,11 +36,18 @@ from starlette.responses import Response
 
 from openkeyvault import __version__
 from openkeyvault.access.network import ClientAddresses
-from openkeyvault.access.tokens import InvalidToken, WouldBlock
 from openkeyvault.api import dev, firewall, identity, oidc
 from openkeyvault.api import issuers as issuers_api
+from openkeyvault.api.bearer import (
+    InvalidToken,
+    MissingToken,
+    WouldBlock,
+    authenticate,
+    authenticate_blocking,
+)
 from openkeyvault.api.bodies import RETRY_AFTER_SECONDS, Busy, LargeBodies
 from openkeyvault.api.errors import FAULT_LOG, error_body, map_error, map_fault, storage_fault
+from openkeyvault.api.exchange import Accounting, Exchange
 from openkeyvault.api.hosts import HostMap, valid_host
 from openkeyvault.api.http import (
     DEFAULT_BODY_LIMIT,
@@ -52,10 +65,14 @@ from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops import memory, requestscope
+from openkeyvault.ops.limits import key_units
 from openkeyvault.ops.logs import AccessLog
+from openkeyvault.ops.outcome import Gate, Observer
 from openkeyvault.storage.db import reachable
+from openkeyvault.vault import operations
 from openkeyvault.vault.context import Caller
-from openkeyvault.vault.errors import BadParameter, DomainError, VaultNotFound
+from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden, VaultNotFound
+from openkeyvault.vault.operations import IDENTITY, ROLE_SCOPE, Operation
 from openkeyvault.vault.properties import properties_of
 
 log = logging.getLogger("openkeyvault.request")
@@ -68,16 +85,50 @@ _COMMON_HEADERS = [(b"x-ms-keyvault-service-version", f"openkeyvault/{__version_
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
-def _repeated_host(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a request names its host twice: which one a vault id would carry, and which
-    one a proxy in front checked, would be anyone's guess."""
-    seen = False
-    for name, _ in headers:
+def _scan(headers: list[tuple[bytes, bytes]], ex: Exchange) -> tuple[str, str, bool]:
+    """(Host, Authorization, whether the host is named twice), in one pass over the
+    headers, which also notes what the request's Outcome reports of them (user agent,
+    correlation id). A request that names its host twice is refused: which one a vault
+    id would carry, and which one a proxy in front checked, would be anyone's guess."""
+    host = auth = None
+    repeated = False
+    for name, value in headers:
         if name == b"host":
-            if seen:
-                return True
-            seen = True
-    return False
+            repeated = host is not None
+            host = value
+            if repeated:
+                break
+        elif name == b"authorization":
+            if auth is None:
+                auth = value
+        elif name == b"user-agent":
+            ex.user_agent = value
+        elif name == b"x-ms-client-request-id":
+            ex.correlation = value
+    return (host.decode("latin-1") if host is not None else "",
+            auth.decode("latin-1") if auth is not None else "", repeated)
+
+
+def accounting(d: Deployment) -> tuple[list[Gate], list[Observer]]:
+    """The gates asked before every operation acts (in order; the first refusal answers)
+    and the observers told of every answered request: the one place where throttling,
+    audit, metrics and usage join the pipeline (ops/outcome.py)."""
+    from openkeyvault.ops.audit import open_audit
+    from openkeyvault.ops.metrics import open_metrics
+    from openkeyvault.ops.throttle import open_throttle
+    from openkeyvault.ops.usage import open_usage
+
+    settings = d.settings
+    # The audit trail first: an operation that could not be audited is not throttled
+    # either; then the limits.
+    trail = open_audit(settings, d.engines, None, key=d.audit_key)
+    gates: list[Gate] = [trail, open_throttle(settings, d.engines)]
+    observers: list[Observer] = [trail, open_metrics(settings, d.engines),
+                                 open_usage(settings, d.engines)]
+    access_log = AccessLog()  # the request log: one line per answered request
+    if access_log.enabled:
+        observers.append(access_log)
+    return gates, observers
 
 
 class _Challenge(Exception):
@@ -98,23 +149,31 @@ class KeyVaultApp:
         self.peers = BusyPeers(deployment.settings.max_connections_per_address,
                                deployment.settings.trusted_proxies)
         self._queries: dict[bytes, dict[str, str]] = {}
-        self.access_log = AccessLog()
+        self._arm_paths: dict[str, bool] = {}
+        gates, observers = accounting(deployment)
+        self.accounting = Accounting(gates, observers, self.client_addresses,
+                                     deployment.vaults.placement_of)
         # Request ids look like GUIDs: a random per-process prefix and a counter.
         self._rid_prefix = str(uuid.uuid4())[:24]
         self._rid_counter = itertools.count(1)
         self.scheduler = deployment.scheduler()  # runs the jobs while it holds the lease
         self._storage_seen = (-HEALTH_PROBE_SECONDS, "unknown")  # (when probed, state)
         self._probe: asyncio.Future[bool] | None = None  # the storage probe under way
-        self.special: dict[str, Callable[[Request], Awaitable[Response]]] = {
-            "/healthz": self._health,
-            issuers_api.CA_PATH: self._ca_pem,
+        # path → (handler, its operation)
+        op = operations.get
+        self.special: dict[str, tuple[Callable[[Request], Awaitable[Response]], Operation]] = {
+            "/healthz": (self._health, op("HealthGet")),
+            issuers_api.CA_PATH: (self._ca_pem, op("IssuingCaGet")),
         }
         if deployment.settings.dev:  # the dev identity's endpoints and the movable clock
             for p in identity.MSI_PATHS:
-                self.special[p] = self._sync(identity.app_service_token)
+                self.special[p] = (self._sync(identity.app_service_token), op("Authentication"))
             for p in identity.IMDS_PATHS:
-                self.special[p] = self._sync(identity.imds_token)
-            self.special[dev.CLOCK_PATH] = self._dev_clock
+                self.special[p] = (self._sync(identity.imds_token), op("Authentication"))
+            self.special[dev.CLOCK_PATH] = (self._dev_clock, op("DevClockSet"))
+        self._sts_operations = {"token": op("Authentication"),
+                                "openid-configuration": op("OpenIdConfigurationGet"),
+                                "keys": op("SigningKeysGet")}
 
     def _sync(self, fn: Callable[[Request, Deployment], Response]) -> Callable[..., Any]:
         async def call(request: Request) -> Response:
@@ -170,27 +229,28 @@ class KeyVaultApp:
             return
         if scope["type"] != "http":
             return
-        started = time.perf_counter()
+        ex = Exchange(time.perf_counter(), self.d.clock.now())
         requestscope.begin()
         request_id = self._request_id()
         peer = self.peers.enter(scope)
         try:
             response = self.peers.refusal() if peer is None \
-                else await self._respond(Request(scope, receive), request_id)
+                else await self._respond(Request(scope, receive), request_id, ex)
             response.raw_headers.append((b"x-ms-request-id", request_id.encode()))
             response.raw_headers.extend(_COMMON_HEADERS)
+            # Before the answer goes out: its audit record is written first.
+            self.accounting.observe(scope, ex, response.status_code, request_id)
             await response(scope, receive, send)
         finally:
             if peer is not None:
                 self.peers.leave(peer)
-        self.access_log.write(request_id, scope["method"], scope["path"], response.status_code,
-                              (time.perf_counter() - started) * 1000)
 
-    async def _respond(self, request: Request, request_id: str) -> Response:
+    async def _respond(self, request: Request, request_id: str, ex: Exchange) -> Response:
         """The response to one request; a fault becomes its status and one log line."""
         try:
-            response = await self._dispatch(request)
+            response = await self._dispatch(request, ex)
         except _Challenge as exc:
+            self._name_unauthenticated(request, ex)
             response = self._challenge(request, exc.message)
         except Exception as exc:
             # A fault of the deployment (also behind a domain error): its status, one log line.
@@ -222,6 +282,7 @@ class KeyVaultApp:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                self.accounting.close()  # the last audit records, usage counts, metrics
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -252,45 +313,84 @@ class KeyVaultApp:
                      f'Bearer authorization="{authority}", resource="{resource}"'},
         )
 
-    async def _dispatch(self, request: Request) -> Response:
-        if _repeated_host(request.scope["headers"]):  # RFC 9112 §3.2: answer 400
+    def _management_path(self, path: str) -> bool:
+        """`is_management_path`, memoised: a service sees the same few paths over and over."""
+        found = self._arm_paths.get(path)
+        if found is None:
+            found = is_management_path(path)
+            if len(self._arm_paths) >= 1024:
+                self._arm_paths.clear()
+            self._arm_paths[path] = found
+        return found
+
+    def _name_unauthenticated(self, request: Request, ex: Exchange) -> None:
+        """Name the operation of a request refused for want of a valid token (its route,
+        if the path has one), so that its Outcome says what was asked."""
+        if ex.operation is not None:
+            return
+        kind = self.hosts.kind(request.headers.get("host", ""))
+        router = self.router if kind == "vault" else self.pool_router
+        found = router.resolve(request.method, request.scope["path"])
+        if isinstance(found, tuple):
+            ex.operation = found[0].operation
+
+    async def _dispatch(self, request: Request, ex: Exchange) -> Response:
+        host, authorization, repeated = _scan(request.scope["headers"], ex)
+        if repeated:  # RFC 9112 §3.2: answer 400
             await discard_body(request)
             raise BadParameter("The request has more than one Host header.")
         path: str = request.scope["path"]
         special = self.special.get(path)
         if special is not None:
-            return await special(request)
-        sts = oidc.route(path)
+            handler, ex.operation = special
+            if ex.operation.plane == IDENTITY:
+                ex.resource_kind = IDENTITY
+                refused = self.accounting.admit(request.scope, ex)
+                if refused is not None:
+                    await discard_body(request)
+                    return refused
+            return await handler(request)
+        sts = oidc.route(path) if "/v2.0/" in path else None  # (every token-service path)
         if sts is not None:
+            ex.operation, ex.resource_kind = self._sts_operations[sts[1]], IDENTITY
+            refused = self.accounting.admit(request.scope, ex)
+            if refused is not None:
+                await discard_body(request)
+                return refused
             body = await read_body(request, oidc.TOKEN_BODY_LIMIT) \
                 if request.method == "POST" else b""
             return await run_in_threadpool(self.sts.handler(sts[1]), request, sts[0], body)
 
-        host = request.headers.get("host", "")
         if not valid_host(host):
             raise BadParameter("The Host header is missing or malformed.")
-        if is_management_path(path) and self.management.serves_host(host, self.hosts.domain):
-            return await self.management.handle(request)
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _Challenge("AKV10000: Request is missing a Bearer or PoP token.")
-        token, audiences = token.strip(), self.hosts.audiences(host)
+        if self._management_path(path) and \
+                self.management.serves_host(host, self.hosts.domain):
+            ex.resource_kind = "management"
+            return await self.management.handle(request, ex, self.accounting)
+        kind = self.hosts.kind(host)
+        ex.resource_kind = kind.lower()
+        vault_name = self.hosts.vault_name(host)
+        requestscope.addresses(vault_name)  # before the first read: its objects' generation too
         try:
+            audiences = self.hosts.audiences(host)
             try:
-                principal = self.d.tokens.verify(token, audiences)
+                principal = authenticate(authorization, self.d.tokens, audiences)
             except WouldBlock:  # an external issuer's keys must be fetched first
-                principal = await run_in_threadpool(
-                    lambda: self.d.tokens.verify(token, audiences, may_block=True))
+                principal = await authenticate_blocking(authorization, self.d.tokens,
+                                                        audiences)
+        except MissingToken:
+            raise _Challenge("AKV10000: Request is missing a Bearer or PoP token.") from None
         except InvalidToken as exc:
             raise _Challenge(f"AKV10032: {exc}") from None
+        ex.principal = principal
 
-        vault_name, kind = self.hosts.vault_name(host), self.hosts.kind(host)
         vault = self.d.repo.get_vault(vault_name) if vault_name else None
         if vault is None or vault.kind != kind:  # a vault host serves no pool, and back
             noun = "vault" if kind == "vault" else "managed HSM"
             raise VaultNotFound(f"No {noun} answers at host '{host[:255]}'.")
-        acls = properties_of(vault).network_acls
+        ex.resource_name, ex.vault_id = vault.name, vault.id
+        props = properties_of(vault)
+        acls = props.network_acls
         if not acls.open:
             refusal = firewall.refusal(acls, self.client_addresses, request, principal, vault)
             if refusal is not None:
@@ -298,7 +398,7 @@ class KeyVaultApp:
                 raise refusal
 
         query = self._query(request.scope["query_string"])
-        api_version = query.get("api-version")
+        api_version = ex.api_version = query.get("api-version")
         if api_version is None:
             raise BadParameter("The 'api-version' query parameter is required.")
         if api_version not in SUPPORTED:
@@ -318,25 +418,45 @@ class KeyVaultApp:
                 headers={"Allow": ", ".join(router.methods(path))})
         assert isinstance(resolved, tuple)
         route, params = resolved
+        op = ex.operation = route.operation
+        base = f"https://{host}"
+        ex.object_id = base + path
         caller = Caller(principal, vault)
         if route.guard is not None:  # authorization first: no body is read for a refusal
+            # Roles decide role management, a pool's data plane, and a vault set to RBAC.
+            by_roles = kind != "vault" or props.enable_rbac_authorization or (
+                op is not None and op.scope == ROLE_SCOPE)
             try:
                 route.guard.check(self.d.authorizer, caller, params)
-            except Exception:  # a refusal, or a fault on the way to the decision
+            except Forbidden:
+                ex.authorized(by_roles, False)
                 await discard_body(request)
                 raise
-        ctx = Ctx(caller=caller, base=f"https://{host}", path=path,
+            except Exception:  # a fault on the way to the decision, or not served
+                await discard_body(request)
+                raise
+            ex.authorized(by_roles, True)
+        if op is not None and op.key_operation and "name" in params:
+            # What a key transaction weighs and how it is billed depend on the key's type.
+            ex.key = self.d.keys.key_type(vault.id, params["name"], params.get("version"))
+            if ex.key is not None:
+                ex.units = key_units(op.throttle, *ex.key)
+        refused = self.accounting.admit(request.scope, ex)  # before the body is read
+        if refused is not None:
+            await discard_body(request)
+            return refused
+        ctx = Ctx(caller=caller, base=base, path=path,
                   api_version=api_version, query=query, params=params)
         if request.method not in _BODY_METHODS:
-            return await self._call(route, ctx)
+            return await self._call(route, ctx, ex)
         limit = route.body_limit or DEFAULT_BODY_LIMIT
         if not self.large_bodies.is_large(request, limit):
             ctx.raw_body = await read_body_buffer(request, limit)
-            return await self._call(route, ctx)
+            return await self._call(route, ctx, ex)
         try:
             async with self.large_bodies.admitted():
                 ctx.raw_body = await read_body_buffer(request, limit)
-                return await self._call(route, ctx)
+                return await self._call(route, ctx, ex)
         except Busy:
             await discard_body(request)
             return json_response(
@@ -344,10 +464,18 @@ class KeyVaultApp:
                            "requests; retry later."), 503,
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
-    async def _call(self, route: Route, ctx: Ctx) -> Response:
+    async def _call(self, route: Route, ctx: Ctx, ex: Exchange) -> Response:
         if route.inline:
-            return route.handler(ctx)
-        return await run_in_threadpool(route.handler, ctx)
+            response: Response = route.handler(ctx)
+        else:
+            response = await run_in_threadpool(route.handler, ctx)
+        op = route.operation
+        if op is not None and op.key_operation and ex.key is None \
+                and 200 <= response.status_code < 300 and "name" in ctx.params:
+            # A key made by this request (create, import, rotate): metered by its type.
+            ex.key = await run_in_threadpool(
+                self.d.keys.key_type, ctx.caller.vault.id, ctx.params["name"], None)
+        return response
 
 
 def create_app() -> Any:

@@ -39,6 +39,7 @@ from starlette.responses import Response
 
 from openkeyvault.access import actions as a
 from openkeyvault.access.principals import Principal
+from openkeyvault.api.exchange import Accounting, Exchange
 from openkeyvault.api.hosts import split_host
 from openkeyvault.api.http import (
     discard_body,
@@ -55,7 +56,10 @@ from openkeyvault.api.versions import (
 )
 from openkeyvault.deployment import Deployment
 from openkeyvault.storage.resourcegroups import ResourceGroupRecord, ResourceGroupStore
+from openkeyvault.vault import operations
 from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
+from openkeyvault.vault.managedhsms import KIND as MANAGED_HSM_KIND
+from openkeyvault.vault.operations import Operation
 from openkeyvault.vault.vaults import check_resource_group, check_subscription
 
 METADATA_PATH = "/metadata/endpoints"
@@ -73,6 +77,8 @@ _RG = r"/resourcegroups/(?P<rg>[^/]{1,90})"
 # One clause of the `$filter` the SDKs send: `resourceType eq '...'` or `name eq '...'`.
 _CLAUSE = re.compile(r"\s*(resourceType|name)\s+eq\s+'((?:[^']|'')*)'\s*", re.I)
 _AND = re.compile(r"\s+and\s+", re.I)
+# The resource types a `$filter` may name, by the kind of vault row that holds them.
+_KINDS = {"microsoft.keyvault/vaults": "vault", "microsoft.keyvault/managedhsms": MANAGED_HSM_KIND}
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -83,7 +89,11 @@ def _error(status: int, code: str, message: str) -> Response:
 class _Route:
     handler: Callable[..., Any]
     versions: Callable[[], frozenset[str]]
-    methods: frozenset[str]
+    operations: dict[str, Operation]  # method → its operation (vault/operations.py)
+
+    @property
+    def methods(self) -> frozenset[str]:
+        return frozenset(self.operations)
 
 
 @dataclass
@@ -104,18 +114,26 @@ class Arm:
         self.groups = ResourceGroupStore(deployment.engines)
         kv = MANAGEMENT_SUPPORTED
         self._kv = kv
+        op = operations.get
         self.routes: list[tuple[re.Pattern[str], _Route]] = [
-            (re.compile(p, re.I), _Route(h, v, frozenset(m))) for p, h, v, m in (
-                ("/subscriptions", Arm._subscriptions, lambda: ARM_SUBSCRIPTIONS, ["GET"]),
-                (_SUB, Arm._subscription, lambda: ARM_SUBSCRIPTIONS, ["GET"]),
-                ("/tenants", Arm._tenants, lambda: ARM_SUBSCRIPTIONS, ["GET"]),
-                (f"{_SUB}/resourcegroups", Arm._list_groups, lambda: ARM_RESOURCES, ["GET"]),
+            (re.compile(p, re.I), _Route(h, v, {m: op(n) for m, n in ops.items()}))
+            for p, h, v, ops in (
+                ("/subscriptions", Arm._subscriptions, lambda: ARM_SUBSCRIPTIONS,
+                 {"GET": "SubscriptionList"}),
+                (_SUB, Arm._subscription, lambda: ARM_SUBSCRIPTIONS,
+                 {"GET": "SubscriptionGet"}),
+                ("/tenants", Arm._tenants, lambda: ARM_SUBSCRIPTIONS, {"GET": "TenantList"}),
+                (f"{_SUB}/resourcegroups", Arm._list_groups, lambda: ARM_RESOURCES,
+                 {"GET": "ResourceGroupList"}),
                 (f"{_SUB}{_RG}", Arm._group, lambda: ARM_RESOURCES,
-                 ["GET", "HEAD", "PUT", "DELETE"]),
-                (f"{_SUB}/resources", Arm._resources, lambda: ARM_RESOURCES, ["GET"]),
-                (f"{_SUB}{_RG}/resources", Arm._resources, lambda: ARM_RESOURCES, ["GET"]),
+                 {"GET": "ResourceGroupGet", "HEAD": "ResourceGroupCheckExistence",
+                  "PUT": "ResourceGroupPut", "DELETE": "ResourceGroupDelete"}),
+                (f"{_SUB}/resources", Arm._resources, lambda: ARM_RESOURCES,
+                 {"GET": "ResourceList"}),
+                (f"{_SUB}{_RG}/resources", Arm._resources, lambda: ARM_RESOURCES,
+                 {"GET": "ResourceList"}),
                 ("/providers/Microsoft\\.KeyVault/operations", Arm._operations, lambda: kv,
-                 ["GET"]),
+                 {"GET": "ProviderOperationList"}),
             )]
 
     # ---- public: the cloud's description -----------------------------------------------
@@ -166,14 +184,25 @@ class Arm:
         return json_response(body)
 
     # ---- authenticated -----------------------------------------------------------------
-    async def handle(self, request: Request, principal: Principal) -> Response | None:
-        """The answer for one of this module's paths; None for any other path."""
+    def operation_of(self, method: str, path: str) -> Operation | None:
+        """The operation of `method` on `path` if it is one of this module's."""
+        for pattern, route in self.routes:
+            if pattern.fullmatch(path) is not None:
+                return route.operations.get(method)
+        return None
+
+    async def handle(self, request: Request, principal: Principal, ex: Exchange,
+                     accounting: Accounting) -> Response | None:
+        """The answer for one of this module's paths; None for any other path. The gates
+        are asked once the api-version is known, before the handler acts (a handler
+        checks the caller's authorization, then reads a body)."""
         path: str = request.scope["path"].rstrip("/")
         for pattern, route in self.routes:
             m = pattern.fullmatch(path)
             if m is None:
                 continue
-            if request.method not in route.methods:
+            ex.operation = route.operations.get(request.method)
+            if ex.operation is None:
                 await discard_body(request)
                 return json_response({"error": {
                     "code": "MethodNotAllowed",
@@ -184,10 +213,16 @@ class Arm:
             versions = route.versions()
             if "$skiptoken" in query:  # a next page, asked with the client's own version
                 versions = versions | self._kv
-            bad = self._version_error(query.get("api-version"), versions)
+            ex.api_version = query.get("api-version")
+            bad = self._version_error(ex.api_version, versions)
             if bad is not None:
                 await discard_body(request)
                 return bad
+            ex.object_id = f"https://{request.headers.get('host', 'localhost')}{path}"
+            refused = accounting.admit(request.scope, ex)
+            if refused is not None:
+                await discard_body(request)
+                return refused
             call = _Call(request, principal, m.groupdict(), query, query["api-version"])
             if inspect.iscoroutinefunction(route.handler):
                 return await route.handler(self, call)  # type: ignore[no-any-return]
@@ -240,21 +275,12 @@ class Arm:
             "domains": [self.d.settings.domain]}]})
 
     # ---- resource groups ---------------------------------------------------------------
-    def _live(self, sub: str) -> list[dict[str, Any]]:
-        """The live vaults and managed HSM pools placed in subscription `sub`."""
-        return [*self.d.vaults.list(sub, None), *self.d.managed_hsms.list(sub, None)]
-
-    @staticmethod
-    def _group_of(resource: dict[str, Any]) -> str:
-        return str(resource["id"]).split("/")[4]
-
     def _all_groups(self, sub: str) -> dict[str, ResourceGroupRecord]:
         """Every group of the subscription by lower-case name: created ones, then those
-        that exist only through the vaults placed in them."""
+        that exist only through the vaults placed in them (one grouped query)."""
         out = {g.name.lower(): g for g in self.groups.list(sub)}
-        for r in self._live(sub):
-            name = self._group_of(r)
-            out.setdefault(name.lower(), ResourceGroupRecord(sub, name, str(r["location"])))
+        for name, location in self.d.vaults.groups_in_use(sub):
+            out.setdefault(name.lower(), ResourceGroupRecord(sub, name, location))
         return out
 
     def _group_body(self, g: ResourceGroupRecord) -> dict[str, Any]:
@@ -306,11 +332,11 @@ class Arm:
                            "ResourceGroupNotFound")
         if method == "GET":
             return json_response(self._group_body(found))
-        held = sorted(str(r["name"]) for r in self._live(sub)
-                      if self._group_of(r).lower() == rg.lower())
+        held, more = self.d.vaults.placed_page(sub, rg, None, None, None, 5)
         if held:
-            raise Conflict(f"The resource group '{found.name}' holds {len(held)} vault(s) or "
-                           f"managed HSM pool(s) ({', '.join(held[:5])}); delete them first.",
+            names = ", ".join(p.vault.name for p in held) + (", ..." if more else "")
+            raise Conflict(f"The resource group '{found.name}' holds vaults or managed HSM "
+                           f"pools ({names}); delete them first.",
                            inner="ResourceGroupDeletionBlocked")
         self.groups.delete(sub, rg)
         return empty_response(200)
@@ -351,39 +377,39 @@ class Arm:
         return found.get("resourcetype"), found.get("name")
 
     def _resources(self, call: _Call) -> Response:
+        """Generic resources (the vaults and pools), in name order, in keyset pages: the
+        next page's `$skiptoken` is the last name shown, so a page costs the same with
+        10,000 vaults before it."""
         sub = check_subscription(call.params["sub"])
         rg = call.params.get("rg")
-        kind, name = self._filter(call.query.get("$filter"))
+        rtype, name = self._filter(call.query.get("$filter"))
         top = self._int(call.query, "$top", 1, PAGE_LIMIT, PAGE_LIMIT)
-        skip = self._int(call.query, "$skiptoken", 0, 1 << 31, 0)
+        after = call.query.get("$skiptoken") or None
         if rg is not None:
             check_resource_group(rg)
             if rg.lower() not in self._all_groups(sub):
                 raise NotFound(f"Resource group '{rg[:90]}' could not be found.",
                                "ResourceGroupNotFound")
+        kind = _KINDS.get(rtype.lower(), "") if rtype is not None else None
+        placed, more = ([], False) if kind == "" else \
+            self.d.vaults.placed_page(sub, rg, kind, name, after, top)
         items = []
-        for r in sorted(self._live(sub), key=lambda r: str(r["name"]).lower()):
-            rtype = str(r["type"])
-            if kind is not None and rtype.lower() != kind.lower():
+        for p in placed:
+            pool = p.vault.kind == MANAGED_HSM_KIND
+            if not self.d.control.allowed_control(
+                    call.principal, a.MANAGED_HSMS_READ if pool else a.VAULTS_READ, None,
+                    None, p.vault.name):
                 continue
-            if name is not None and str(r["name"]).lower() != name.lower():
-                continue
-            if rg is not None and self._group_of(r).lower() != rg.lower():
-                continue
-            read = a.MANAGED_HSMS_READ if rtype.lower().endswith("/managedhsms") \
-                else a.VAULTS_READ
-            if not self.d.control.allowed_control(call.principal, read, None, None,
-                                                  str(r["name"])):
-                continue
+            r = (self.d.managed_hsms if pool else self.d.vaults).render(p)
             item: dict[str, Any] = {k: r[k] for k in ("id", "name", "type", "location")
                                     if k in r}
             if r.get("tags") is not None:
                 item["tags"] = r["tags"]
             items.append(item)
-        page: dict[str, Any] = {"value": items[skip:skip + top]}
-        if skip + top < len(items):
+        page: dict[str, Any] = {"value": items}
+        if more and placed:
             query = {k: v for k, v in call.query.items() if k != "$skiptoken"}
-            query["$skiptoken"] = str(skip + top)
+            query["$skiptoken"] = placed[-1].vault.name
             host = call.request.headers.get("host", "localhost")
             page["nextLink"] = f"https://{host}{call.request.scope['path']}?{urlencode(query)}"
         return json_response(page)

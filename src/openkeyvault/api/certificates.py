@@ -8,7 +8,6 @@ from typing import Any
 
 from starlette.responses import Response
 
-from openkeyvault.access import actions as a
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
 from openkeyvault.api.models import decode_body
@@ -22,8 +21,9 @@ from openkeyvault.api.models.certificates import (
     CertificateUpdateParameters,
 )
 from openkeyvault.api.objects import ObjectRoutes
-from openkeyvault.api.router import CERTIFICATE_RESTORE_BODY_LIMIT, DataGuard, Route, pattern
+from openkeyvault.api.router import CERTIFICATE_RESTORE_BODY_LIMIT, Route, pattern
 from openkeyvault.crypto.encoding import b64url_encode
+from openkeyvault.vault import operations
 from openkeyvault.vault.certificates import (
     CertificateBundle,
     CertificateOperation,
@@ -168,35 +168,31 @@ class CertificateRoutes(ObjectRoutes):
 
 def certificate_routes(d: Any) -> list[Route]:
     c = CertificateRoutes(d.certificates)
-    g, read, one, all_ = DataGuard, a.CERTIFICATES_READ, "/certificates/{name}", "/certificates"
     table = [
-        ("GET", "/certificates", c.list, 0, g(read, all_, "list")),
-        ("POST", "/certificates/{name}/create", c.create, 0, g(a.CERTIFICATES_CREATE, one)),
+        ("GET", "/certificates", c.list, 0, "CertificateList"),
+        ("POST", "/certificates/{name}/create", c.create, 0, "CertificateCreate"),
         ("POST", "/certificates/{name}/import", c.import_certificate, IMPORT_BODY_LIMIT,
-         g(a.CERTIFICATES_IMPORT, one)),
-        ("DELETE", "/certificates/{name}", c.delete, 0, g(a.CERTIFICATES_DELETE, one)),
-        ("GET", "/certificates/{name}/versions", c.list_versions, 0, g(read, one, "list")),
-        ("GET", "/certificates/{name}/policy", c.get_policy, 0, g(read, one, "get")),
-        ("PATCH", "/certificates/{name}/policy", c.update_policy, 0,
-         g(a.CERTIFICATES_UPDATE, one)),
-        ("GET", "/certificates/{name}/pending", c.get_operation, 0, g(read, one, "get")),
+         "CertificateImport"),
+        ("DELETE", "/certificates/{name}", c.delete, 0, "CertificateDelete"),
+        ("GET", "/certificates/{name}/versions", c.list_versions, 0, "CertificateListVersions"),
+        ("GET", "/certificates/{name}/policy", c.get_policy, 0, "CertificatePolicyGet"),
+        ("PATCH", "/certificates/{name}/policy", c.update_policy, 0, "CertificatePolicyUpdate"),
+        ("GET", "/certificates/{name}/pending", c.get_operation, 0, "CertificatePendingGet"),
         ("PATCH", "/certificates/{name}/pending", c.cancel_operation, 0,
-         g(a.CERTIFICATES_UPDATE, one)),
+         "CertificatePendingUpdate"),
         ("DELETE", "/certificates/{name}/pending", c.delete_operation, 0,
-         g(a.CERTIFICATES_DELETE, one)),
+         "CertificatePendingDelete"),
         ("POST", "/certificates/{name}/pending/merge", c.merge, IMPORT_BODY_LIMIT,
-         g(a.CERTIFICATES_CREATE, one)),
-        ("POST", "/certificates/{name}/backup", c.backup, 0, g(a.CERTIFICATES_BACKUP, one)),
+         "CertificatePendingMerge"),
+        ("POST", "/certificates/{name}/backup", c.backup, 0, "CertificateBackup"),
         ("POST", "/certificates/restore", c.restore, CERTIFICATE_RESTORE_BODY_LIMIT,
-         g(a.CERTIFICATES_RESTORE, all_)),
-        ("GET", "/certificates/{name}/{version?}", c.get, 0, g(read, one, "get")),
-        ("PATCH", "/certificates/{name}/{version?}", c.update, 0,
-         g(a.CERTIFICATES_UPDATE, one)),
-        ("GET", "/deletedcertificates", c.list_deleted, 0, g(read, all_, "list")),
-        ("GET", "/deletedcertificates/{name}", c.get_deleted, 0, g(read, one, "get")),
-        ("DELETE", "/deletedcertificates/{name}", c.purge, 0, g(a.CERTIFICATES_PURGE, one)),
-        ("POST", "/deletedcertificates/{name}/recover", c.recover, 0,
-         g(a.CERTIFICATES_RECOVER, one)),
+         "CertificateRestore"),
+        ("GET", "/certificates/{name}/{version?}", c.get, 0, "CertificateGet"),
+        ("PATCH", "/certificates/{name}/{version?}", c.update, 0, "CertificateUpdate"),
+        ("GET", "/deletedcertificates", c.list_deleted, 0, "CertificateListDeleted"),
+        ("GET", "/deletedcertificates/{name}", c.get_deleted, 0, "CertificateGetDeleted"),
+        ("DELETE", "/deletedcertificates/{name}", c.purge, 0, "CertificatePurge"),
+        ("POST", "/deletedcertificates/{name}/recover", c.recover, 0, "CertificateRecover"),
     ]
-    return [Route(m, pattern(p), h, limit, inline=(m == "GET"), guard=guard)
-            for m, p, h, limit, guard in table]
+    return [Route(m, pattern(p), h, limit, inline=(m == "GET"), operation=operations.get(op))
+            for m, p, h, limit, op in table]

@@ -61,6 +61,7 @@ class HostMap:
         self._pool_suffix = f".managedhsm.{self.domain}"
         self._resources: dict[str, str] = {}
         self._audiences: dict[str, frozenset[str]] = {}
+        self._kinds: dict[str, str] = {}
         self._names: dict[str, str | None] = {}
 
     def vault_name(self, host: str) -> str | None:
@@ -85,8 +86,13 @@ class HostMap:
     def kind(self, host: str) -> str:
         """The kind of resource the host names: a pool's (`{name}.managedhsm.{domain}`,
         or any other name under `managedhsm.{domain}`) or a vault's."""
-        name, _ = split_host(host)
-        return MANAGED_HSM if name.endswith(self._pool_suffix) else VAULT
+        kind = self._kinds.get(host)
+        if kind is None:
+            name, _ = split_host(host)
+            kind = MANAGED_HSM if name.endswith(self._pool_suffix) else VAULT
+            if len(self._kinds) < 1024:
+                self._kinds[host] = kind
+        return kind
 
     def resource(self, host: str) -> str:
         r = self._resources.get(host)

@@ -7,7 +7,6 @@ from typing import Any
 
 from starlette.responses import Response
 
-from openkeyvault.access import actions as a
 from openkeyvault.api import render
 from openkeyvault.api.http import Ctx, json_response
 from openkeyvault.api.models import decode_body
@@ -16,8 +15,9 @@ from openkeyvault.api.models.issuers import (
     CertificateIssuerUpdateParameters,
     Contacts,
 )
-from openkeyvault.api.router import DataGuard, Route, pattern
+from openkeyvault.api.router import Route, pattern
 from openkeyvault.crypto.authority import CertificateAuthority
+from openkeyvault.vault import operations
 from openkeyvault.vault.contacts import PATH as CONTACTS_PATH
 from openkeyvault.vault.contacts import Contact, ContactService
 from openkeyvault.vault.issuers import IssuerBundle, IssuerService
@@ -98,21 +98,15 @@ def issuer_routes(issuers: IssuerService, contact_service: ContactService) -> li
     """/certificates/issuers[/{name}] and /certificates/contacts. Their literal segments
     make them win over the /certificates/{name}/... patterns."""
     i, c = IssuerRoutes(issuers), ContactRoutes(contact_service)
-    g, all_, one = DataGuard, "/certificates/issuers", "/certificates/issuers/{name}"
-    # Contacts have no read action: roles read them with certificates/read, access
-    # policies with managecontacts.
     table = [
-        ("GET", "/certificates/issuers", i.list, g(a.CERTIFICATE_CAS_READ, all_, "listissuers")),
-        ("GET", "/certificates/issuers/{name}", i.get,
-         g(a.CERTIFICATE_CAS_READ, one, "getissuers")),
-        ("PUT", "/certificates/issuers/{name}", i.set, g(a.CERTIFICATE_CAS_WRITE, one)),
-        ("PATCH", "/certificates/issuers/{name}", i.update, g(a.CERTIFICATE_CAS_WRITE, one)),
-        ("DELETE", "/certificates/issuers/{name}", i.delete, g(a.CERTIFICATE_CAS_DELETE, one)),
-        ("GET", "/certificates/contacts", c.get,
-         g(a.CERTIFICATES_READ, CONTACTS_PATH, "managecontacts")),
-        ("PUT", "/certificates/contacts", c.set, g(a.CERTIFICATE_CONTACTS_WRITE, CONTACTS_PATH)),
-        ("DELETE", "/certificates/contacts", c.delete,
-         g(a.CERTIFICATE_CONTACTS_WRITE, CONTACTS_PATH)),
+        ("GET", "/certificates/issuers", i.list, "CertificateIssuersList"),
+        ("GET", "/certificates/issuers/{name}", i.get, "CertificateIssuerGet"),
+        ("PUT", "/certificates/issuers/{name}", i.set, "CertificateIssuerSet"),
+        ("PATCH", "/certificates/issuers/{name}", i.update, "CertificateIssuerUpdate"),
+        ("DELETE", "/certificates/issuers/{name}", i.delete, "CertificateIssuerDelete"),
+        ("GET", CONTACTS_PATH, c.get, "CertificateContactsGet"),
+        ("PUT", CONTACTS_PATH, c.set, "CertificateContactsSet"),
+        ("DELETE", CONTACTS_PATH, c.delete, "CertificateContactsDelete"),
     ]
-    return [Route(m, pattern(p), h, inline=(m == "GET"), guard=guard)
-            for m, p, h, guard in table]
+    return [Route(m, pattern(p), h, inline=(m == "GET"), operation=operations.get(op))
+            for m, p, h, op in table]

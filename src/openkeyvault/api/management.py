@@ -29,9 +29,16 @@ from starlette.responses import Response
 
 from openkeyvault.access import actions as a
 from openkeyvault.access.principals import Principal
-from openkeyvault.access.tokens import InvalidToken, WouldBlock
 from openkeyvault.api.arm import Arm
+from openkeyvault.api.bearer import (
+    InvalidToken,
+    MissingToken,
+    WouldBlock,
+    authenticate,
+    authenticate_blocking,
+)
 from openkeyvault.api.errors import arm_error
+from openkeyvault.api.exchange import Accounting, Exchange, arm_id
 from openkeyvault.api.hosts import DEFAULT_HOSTS, split_host
 from openkeyvault.api.http import discard_body, empty_response, json_response, read_body
 from openkeyvault.api.models import Model, decode
@@ -45,9 +52,12 @@ from openkeyvault.api.models.management import (
 )
 from openkeyvault.api.versions import MANAGEMENT_SUPPORTED as API_VERSIONS
 from openkeyvault.deployment import Deployment
+from openkeyvault.vault import operations
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden
+from openkeyvault.vault.operations import CALLER, RESOURCE, Operation
 from openkeyvault.vault.vaults import VaultService
 
+_CLOUD_METADATA = operations.get("CloudMetadataGet")
 # Vaults in one page of a listing (ARM's `$top` for vaults goes to 1000).
 PAGE_MAX = 1000
 
@@ -109,20 +119,26 @@ _Handler = Callable[["Management", _Call, _Kind], Response]
 
 @dataclass(frozen=True)
 class _Op:
-    """One method on one path: its handler; the control action checked before the body
-    is read (None for a listing, which filters what it shows); whether that action is
-    on the named resource (else the subscription); the body's model (None: no body);
-    the resource kind. Action and model are picked from the kind."""
+    """One method on one path: its handler; its operation (vault/operations.py), named
+    with `{}` for the kind's noun (`Vault`, `ManagedHsm`), whose action is checked before
+    the body is read, on the named resource or the subscription as its scope says (a
+    listing checks nothing first: it filters what it shows); the body's model (None: no
+    body), picked from the kind; the resource kind."""
 
     handler: _Handler
-    action: Callable[[_Kind], str] | None = None
-    on_resource: bool = True
+    name: str
     model: Callable[[_Kind], builtins.type[Model]] | None = None
     kind: str = "vaults"
+    operation: Operation | None = None
+
+
+_NOUNS = {"vaults": "Vault", "managedHSMs": "ManagedHsm"}
 
 
 def _ops(kind: str, **ops: _Op) -> dict[str, _Op]:
-    return {m: _Op(o.handler, o.action, o.on_resource, o.model, kind) for m, o in ops.items()}
+    return {m: _Op(o.handler, o.name, o.model, kind,
+                   operations.get(o.name.format(_NOUNS[kind])))
+            for m, o in ops.items()}
 
 
 def _list(items: list[dict[str, Any]]) -> Response:
@@ -146,18 +162,16 @@ class Management:
                                  CheckMhsmNameAvailabilityParameters),
         }
         m = Management
-        write = attrgetter("write")
         resource = {
-            "GET": _Op(m._get, attrgetter("read")),
-            "PUT": _Op(m._put, write, model=attrgetter("put_model")),
-            "PATCH": _Op(m._patch, write, model=attrgetter("patch_model")),
-            "DELETE": _Op(m._delete, attrgetter("delete"))}
-        check_name = _Op(m._check_name, attrgetter("check_name"), on_resource=False,
+            "GET": _Op(m._get, "{}Get"),
+            "PUT": _Op(m._put, "{}Put", model=attrgetter("put_model")),
+            "PATCH": _Op(m._patch, "{}Patch", model=attrgetter("patch_model")),
+            "DELETE": _Op(m._delete, "{}Delete")}
+        check_name = _Op(m._check_name, "{}CheckNameAvailability",
                          model=attrgetter("check_name_model"))
         self.routes: list[tuple[re.Pattern[str], dict[str, _Op]]] = [
             (re.compile(f"{_VAULT}/accessPolicies/(?P<op>[^/]{{1,16}})", re.I),
-             _ops("vaults", PUT=_Op(m._access_policy,
-                                    lambda _: a.VAULTS_ACCESS_POLICIES_WRITE,
+             _ops("vaults", PUT=_Op(m._access_policy, "VaultAccessPolicyUpdate",
                                     model=lambda _: VaultAccessPolicyParameters))),
         ]
         for kind, one, deleted, deleted_all, check in (
@@ -167,14 +181,15 @@ class Management:
         ):
             self.routes += [
                 (re.compile(one, re.I), _ops(kind, **resource)),
-                (re.compile(f"{_SUB}{_RG}{_KV}/{kind}", re.I), _ops(kind, GET=_Op(m._list_rg))),
-                (re.compile(f"{_SUB}{_KV}/{kind}", re.I), _ops(kind, GET=_Op(m._list_sub))),
+                (re.compile(f"{_SUB}{_RG}{_KV}/{kind}", re.I),
+                 _ops(kind, GET=_Op(m._list_rg, "{}ListByResourceGroup"))),
+                (re.compile(f"{_SUB}{_KV}/{kind}", re.I),
+                 _ops(kind, GET=_Op(m._list_sub, "{}List"))),
                 (re.compile(f"{deleted}/purge", re.I),
-                 _ops(kind, POST=_Op(m._purge, attrgetter("purge")))),
-                (re.compile(deleted, re.I),
-                 _ops(kind, GET=_Op(m._get_deleted, attrgetter("deleted_read")))),
+                 _ops(kind, POST=_Op(m._purge, "Deleted{}Purge"))),
+                (re.compile(deleted, re.I), _ops(kind, GET=_Op(m._get_deleted, "Deleted{}Get"))),
                 (re.compile(f"{_SUB}{_KV}/{deleted_all}", re.I),
-                 _ops(kind, GET=_Op(m._list_deleted))),
+                 _ops(kind, GET=_Op(m._list_deleted, "Deleted{}List"))),
                 (re.compile(f"{_SUB}{_KV}/{check}", re.I), _ops(kind, POST=check_name)),
             ]
         self.vaults = v
@@ -189,11 +204,15 @@ class Management:
     def audiences(self, host: str) -> frozenset[str]:
         return frozenset({*MANAGEMENT_AUDIENCES, f"https://{host.lower()}"})
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request, ex: Exchange, accounting: Accounting) -> Response:
         try:
             if Arm.is_public(request.scope["path"]):  # the cloud's description: no token
+                ex.operation = _CLOUD_METADATA
+                refused = accounting.admit(request.scope, ex)
+                if refused is not None:
+                    return refused
                 return await run_in_threadpool(self.arm.metadata, request)
-            return await self._handle(request)
+            return await self._handle(request, ex, accounting)
         except DomainError as exc:
             status, body = arm_error(exc)
             return json_response(body, status)
@@ -206,30 +225,33 @@ class Management:
                      f'Bearer authorization_uri="{authority}", error="invalid_token", '
                      f'error_description="{message}"'})
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request, ex: Exchange, accounting: Accounting
+                      ) -> Response:
         host = request.headers.get("host", "")
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        try:
+            authorization, audiences = request.headers.get("authorization", ""), \
+                self.audiences(host)
+            try:
+                principal = authenticate(authorization, self.d.tokens, audiences)
+            except WouldBlock:  # an external issuer's keys must be fetched first
+                principal = await authenticate_blocking(authorization, self.d.tokens,
+                                                        audiences)
+        except MissingToken:
+            ex.operation = self.operation_of(request)
             return self._challenge(host, "AuthenticationFailed",
                                    "Authentication failed. The 'Authorization' header is "
                                    "missing.")
-        token, audiences = token.strip(), self.audiences(host)
-        try:
-            try:
-                principal = self.d.tokens.verify(token, audiences)
-            except WouldBlock:
-                principal = await run_in_threadpool(
-                    lambda: self.d.tokens.verify(token, audiences, may_block=True))
         except InvalidToken as exc:
+            ex.operation = self.operation_of(request)
             return self._challenge(host, "InvalidAuthenticationToken",
                                    f"The access token is invalid: {exc}")
-        arm = await self.arm.handle(request, principal)
+        ex.principal = principal
+        arm = await self.arm.handle(request, principal, ex, accounting)
         if arm is not None:
             return arm
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")[:2048],
                                keep_blank_values=True))
-        version = query.get("api-version")
+        version = ex.api_version = query.get("api-version")
         if version is None:
             return json_response({"error": {
                 "code": "MissingApiVersionParameter",
@@ -253,13 +275,22 @@ class Management:
                                "path."}}, 405, headers={"Allow": ", ".join(methods)})
             params = {k: v for k, v in m.groupdict().items() if v is not None}
             kind = self.kinds[found.kind]
-            if found.action is not None:
+            op = ex.operation = found.operation
+            assert op is not None
+            self._addressed(ex, request, path, params, found.kind)
+            if op.action is not None and op.scope != CALLER:
                 try:
-                    self.authorize(principal, params, found.action(kind),
-                                   params.get("name") if found.on_resource else None)
+                    self.authorize(principal, params, op.action,
+                                   params.get("name") if op.scope == RESOURCE else None)
                 except Forbidden:
+                    ex.rbac = False
                     await discard_body(request)
                     raise
+                ex.rbac = True
+            refused = accounting.admit(request.scope, ex)  # before the body is read
+            if refused is not None:
+                await discard_body(request)
+                return refused
             body = None
             if found.model is not None:
                 body = self._decode(await read_body(request, BODY_LIMIT), found.model(kind))
@@ -268,6 +299,33 @@ class Management:
             return await run_in_threadpool(found.handler, self, call, kind)
         return json_response({"error": {
             "code": "NotFound", "message": f"The path '{path[:200]}' was not found."}}, 404)
+
+    def operation_of(self, request: Request) -> Operation | None:
+        """The operation a request asks for, from its method and path alone (to name a
+        refused one)."""
+        path: str = request.scope["path"].rstrip("/")
+        if Arm.is_public(path):
+            return _CLOUD_METADATA
+        found = self.arm.operation_of(request.method, path)
+        if found is not None:
+            return found
+        for pattern, methods in self.routes:
+            if pattern.fullmatch(path) is not None:
+                op = methods.get(request.method)
+                return op.operation if op is not None else None
+        return None
+
+    @staticmethod
+    def _addressed(ex: Exchange, request: Request, path: str, params: dict[str, str],
+                   kind: str) -> None:
+        """What the request addresses: the resource's URI, and the vault's or pool's name
+        and ARM id when the path names one."""
+        ex.object_id = f"https://{request.headers.get('host', 'localhost')}{path}"
+        name, sub, rg = params.get("name"), params.get("sub"), params.get("rg")
+        if name is not None:
+            ex.resource_name = name.lower()
+            if sub is not None and rg is not None:
+                ex.resource_id = arm_id(sub, rg, kind, name)
 
     def authorize(self, principal: Principal, params: dict[str, str], action: str,
                   vault: str | None = None) -> None:

@@ -12,6 +12,7 @@ authorizer, which sees only the assignments made at the pool.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,8 @@ from openkeyvault.api.models.rbac import (
     RoleAssignmentCreateParameters,
     RoleDefinitionCreateParameters,
 )
-from openkeyvault.api.router import Guard, RoleGuard, Route, pattern
+from openkeyvault.api.router import Guard, Route, pattern, role_guard
+from openkeyvault.vault import operations
 from openkeyvault.vault.accesscontrol import AccessControlService, Assignment
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.models import Page
@@ -130,6 +132,7 @@ class RbacRoutes:
 
 def _bind(fn: Callable[[Ctx, str | None], Response],
           collection: str | None) -> Callable[[Ctx], Response]:
+    @functools.wraps(fn)
     def handler(ctx: Ctx) -> Response:
         return fn(ctx, collection)
     return handler
@@ -165,28 +168,33 @@ def rbac_routes(service: AccessControlService,
     routes = []
     for prefix, collection, scope in scopes:
         for kind, what, ops in (
-            ("roleassignments", "roleAssignments",
+            ("roleassignments", "Assignment",
              (h.list_assignments, h.get_assignment, h.create_assignment, h.delete_assignment)),
-            ("roledefinitions", "roleDefinitions",
+            ("roledefinitions", "Definition",
              (h.list_definitions, h.get_definition, h.set_definition, h.delete_definition)),
         ):
             base = f"{prefix}/{PROVIDER.lower()}/{kind}"
             listing, get, put, delete = ops
+            op = operations.get
+            put_op = op(f"Role{what}Create" if what == "Assignment" else f"Role{what}Set")
             # Definitions are written at the deployment scope: a custom role is shared by
             # every vault of the deployment (vault/accesscontrol.py).
             # A pool's own definitions are written at the pool's `/`.
-            shared = what == "roleDefinitions" and not pool
-            write_scope = "/" if what == "roleDefinitions" else scope
-            read = guard(RoleGuard(what, "read", scope))
+            shared = what == "Definition" and not pool
+            write_scope = "/" if what == "Definition" else scope
             routes += [
                 Route("GET", pattern(base), _bind(listing, collection), inline=True,
-                      guard=read),
+                      guard=guard(role_guard(op(f"Role{what}List"), scope)),
+                      operation=op(f"Role{what}List")),
                 Route("GET", pattern(base + "/{name}"), _bind(get, collection), inline=True,
-                      guard=read),
+                      guard=guard(role_guard(op(f"Role{what}Get"), scope)),
+                      operation=op(f"Role{what}Get")),
                 Route("PUT", pattern(base + "/{name}"), _bind(put, collection),
-                      guard=guard(RoleGuard(what, "write", write_scope, deployment=shared))),
+                      guard=guard(role_guard(put_op, write_scope, deployment=shared)),
+                      operation=put_op),
                 Route("DELETE", pattern(base + "/{name}"), _bind(delete, collection),
-                      guard=guard(RoleGuard(what, "delete", write_scope,
-                                            deployment=shared))),
+                      guard=guard(role_guard(op(f"Role{what}Delete"), write_scope,
+                                             deployment=shared)),
+                      operation=op(f"Role{what}Delete")),
             ]
     return routes

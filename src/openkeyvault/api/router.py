@@ -23,6 +23,7 @@ from starlette.responses import Response
 from openkeyvault.access.actions import ROLE_MANAGEMENT
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.vault.context import Caller, authorize, authorize_control
+from openkeyvault.vault.operations import ROLE_SCOPE, Operation
 
 MEMO_SIZE = 4096
 
@@ -119,6 +120,26 @@ class RoleGuard:
                           self.resource(caller, params))
 
 
+def data_guard(op: Operation) -> DataGuard:
+    """The guard of a data-plane operation: its action at its scope, with its
+    access-policy hint (vault/operations.py)."""
+    if op.action is None or op.scope == ROLE_SCOPE:
+        raise ValueError(f"{op.name} is not decided by a data action at a vault scope")
+    return DataGuard(op.action, op.scope, op.permission)
+
+
+# A role-management action (the vault's) → (what, verb) of access/actions.ROLE_MANAGEMENT.
+_ROLE_VERBS = {action: (what, verb) for (kind, what, verb), action in ROLE_MANAGEMENT.items()
+               if kind == "vault"}
+
+
+def role_guard(op: Operation, scope: str = "/", deployment: bool = False) -> RoleGuard:
+    """The guard of a role-management operation at the role scope `scope` (a template);
+    the action follows the vault's kind when checked (a pool's is its own)."""
+    what, verb = _ROLE_VERBS[op.action or ""]
+    return RoleGuard(what, verb, scope, deployment)
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -130,8 +151,14 @@ class Route:
     # than it frees. Writes, which wait on fsync, go to the thread pool.
     inline: bool = False
     # Checked before the body is read. Every data-plane route has one; None only for
-    # routes that need no authorization.
+    # routes that need no authorization. Derived from `operation` when not given.
     guard: Guard | None = None
+    # What the route does (vault/operations.py): named in every Outcome and guard.
+    operation: Operation | None = None
+
+    def __post_init__(self) -> None:
+        if self.guard is None and self.operation is not None:
+            object.__setattr__(self, "guard", data_guard(self.operation))
 
     @property
     def literal_count(self) -> int:

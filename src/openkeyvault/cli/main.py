@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from openkeyvault.cli import azsetup, ca, operator, trust, vaults
+from openkeyvault.cli import audit, azsetup, ca, events, operator, throttle, trust, usage, vaults
 from openkeyvault.cli.settings import settings_for
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
@@ -22,6 +22,7 @@ from openkeyvault.config import (
     MAX_CONNECTIONS_RANGE,
     Settings,
     default_trusted_proxies,
+    parse_throttling,
 )
 
 app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_is_help=True,
@@ -45,6 +46,7 @@ principal_app.add_typer(trust.federated_app, name="federated")
 app.add_typer(trust.issuer_app, name="issuer")
 app.add_typer(trust.token_app, name="token")
 app.add_typer(ca.ca_app, name="ca")
+app.add_typer(events.events_app, name="events")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 
@@ -64,6 +66,9 @@ def _print_table(table: Any) -> None:
 vaults.register(vault_app, _settings)
 azsetup.register(app, _settings)
 operator.register(app)
+audit.register(app, _settings)
+throttle.register(vault_app, _settings)
+usage.register(app, _settings)
 
 
 @app.command()
@@ -105,9 +110,19 @@ def server(
     public_port: Annotated[int | None, typer.Option(
         help="The port clients use, where it is not --port (nodes behind a load "
         "balancer): vault URIs and the token issuer carry it.")] = None,
+    throttling: Annotated[str, typer.Option(
+        metavar="off|on|SCALE", envvar="OKV_THROTTLING",
+        help="Throttling by Azure's limits per vault and 10 s: on (Azure's numbers), off, "
+        "or on with every limit multiplied by SCALE (e.g. 0.01 for a test that should see "
+        "429s). Default: $OKV_THROTTLING, else on.")] = "on",
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Run the production deployment this TOML file describes "
         "(made by `okv init --config FILE`; docs/operations.md).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="Serve Prometheus metrics over plain HTTP on this port "
+        "(docs/operations.md, Metrics).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        help="Address of the metrics listener.")] = "127.0.0.1",
 ) -> None:
     """Run the server: a dev server (--dev), or the production deployment a
     configuration file describes (--config, made by `okv init`)."""
@@ -132,6 +147,11 @@ def server(
         if not is_database_url(database):
             typer.echo("error: --database takes a PostgreSQL URL (postgresql://...)", err=True)
             raise typer.Exit(2)
+    try:
+        throttle_settings = parse_throttling(throttling)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     proxies = tuple(trusted_proxy) if trusted_proxy else default_trusted_proxies()
     try:
         proxies = tuple(str(parse_rule(p)) for p in proxies)
@@ -142,7 +162,8 @@ def server(
                   trusted_proxies=proxies, token_key_days=max(0, token_key_days), imds=imds,
                   idle_timeout=idle_timeout, max_connections=max_connections,
                   max_connections_per_address=max_connections_per_address,
-                  public_port=public_port,
+                  public_port=public_port, **throttle_settings,
+                  metrics_port=metrics_port, metrics_host=metrics_host,
                   **({"database_url": database} if database else {})))
 
 

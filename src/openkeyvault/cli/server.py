@@ -313,6 +313,13 @@ def run(settings: Settings) -> None:
 def _serve(settings: Settings, listeners: list[socket.socket], certificate: Path,
            key: Path) -> None:
     """Run the workers under granian on `listeners` until the server is stopped."""
+    from openkeyvault.ops import metrics
+
+    metrics.prepare(settings)  # the workers' metrics files (ops/metrics.py), emptied
+    try:
+        metrics.serve_listener(settings)
+    except metrics.MetricsListenError as exc:
+        _refuse(f"okv: cannot start: {exc}", EXIT_REFUSED)
     os.environ[ENV_VAR] = settings.to_env()
     open_files = _raise_open_file_limit()
     slots = connection_slots(settings.max_connections, open_files)

@@ -15,7 +15,10 @@ import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from openkeyvault.ops.outcome import Outcome
 
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -103,14 +106,16 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 class AccessLog:
-    """One line per request, in the same layout as the logging module's lines.
+    """One line per request, in the same layout as the logging module's lines; the first
+    observer of every answered request (ops/outcome.py).
 
     Formatted by hand and written straight to the stream: the logging machinery
     (record, handler lock, formatter, strftime) cost more than the rest of a
-    cached read together. Only request id, method, path, status and duration
-    are written: never a query string, header, body, value or token. The method
-    and the path come from the client: they are escaped (spaces too), so a line
-    always has the same five fields and a request is always exactly one line.
+    cached read together. Written: request id, method, path, status and duration, then
+    the operation (Azure's name, `-` when no route matched), the vault or pool, the
+    caller's object id and the client address: never a query string, header, body,
+    value or token. Every field is escaped (spaces too): the method and the path come
+    from the client, and a line must always have the same fields and be exactly one line.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
@@ -119,9 +124,27 @@ class AccessLog:
         self._stamp = ""
         self.enabled = logging.getLogger("openkeyvault.request").isEnabledFor(logging.INFO)
 
-    def write(self, request_id: str, method: str, path: str, status: int, ms: float) -> None:
+    def observe(self, outcome: Outcome) -> None:
+        """The line of one answered request (its method and path when the pipeline gave
+        them: api/exchange.RequestOutcome)."""
         if not self.enabled:
             return
+        caller = outcome.caller
+        self._line(outcome.request_id, getattr(outcome, "method", "-"),
+                   getattr(outcome, "path", "") or outcome.request_uri.partition("?")[0],
+                   outcome.status, outcome.duration_ms,
+                   _tail(outcome.operation, outcome.resource_name,
+                         caller.object_id if caller else None, outcome.client_ip))
+
+    def write(self, request_id: str, method: str, path: str, status: int, ms: float, *,
+              operation: str | None = None, vault: str | None = None,
+              caller: str | None = None, client: str | None = None) -> None:
+        if self.enabled:
+            self._line(request_id, method, path, status, ms,
+                       _tail(operation, vault, caller, client))
+
+    def _line(self, request_id: str, method: str, path: str, status: int, ms: float,
+              tail: str) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -133,5 +156,20 @@ class AccessLog:
         path = escape_field(path)
         self._stream.write(
             f"{self._stamp},{millis:03d} INFO openkeyvault.request rid={request_id} "
-            f"{method} {path} {status} {ms:.1f}ms\n"
+            f"{method} {path} {status} {ms:.1f}ms {tail}\n"
         )
+
+
+def _tail(operation: str | None, vault: str | None, caller: str | None,
+          client: str | None) -> str:
+    """`op=... vault=... oid=... ip=...`, each value escaped (`-` when there is none).
+    The usual case (printable values without spaces or backslashes) is checked once."""
+    tail = f"op={operation or '-'} vault={vault or '-'} oid={caller or '-'} ip={client or '-'}"
+    if tail.isprintable() and "\\" not in tail and tail.count(" ") == 3:
+        return tail
+    return (f"op={_field(operation)} vault={_field(vault)} oid={_field(caller)} "
+            f"ip={_field(client)}")
+
+
+def _field(value: str | None) -> str:
+    return escape_field(value) if value else "-"

@@ -1,8 +1,10 @@
-"""Which request the current code runs for: a number that changes with every request.
+"""Which request the current code runs for: a number that changes with every request,
+and the vault it addresses.
 
 Set by the API pipeline; it follows the request into worker threads (context
 variables are copied into them). Storage uses it to do a freshness check once
-per request rather than once per query.
+per request rather than once per query, and to read the generation of the request's
+vault's objects in that same check.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ from contextvars import ContextVar
 
 _counter = itertools.count(1)
 current: ContextVar[int] = ContextVar("okv_request", default=0)
+vault: ContextVar[str | None] = ContextVar("okv_request_vault", default=None)
 
 
 def begin() -> None:
     """Mark the start of a new request in the current context."""
     current.set(next(_counter))
+    vault.set(None)
+
+
+def addresses(name: str | None) -> None:
+    """The request addresses the vault or pool `name` (its lower-case name); said before
+    its first read of storage, so the freshness check covers that vault's objects too."""
+    vault.set(name)

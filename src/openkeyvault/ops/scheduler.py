@@ -21,8 +21,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
@@ -63,8 +63,11 @@ class Scheduler:
     scheduler lease (`lease`); without one (a single process, tests), on every tick."""
 
     def __init__(self, jobs: dict[str, Job], interval: float = INTERVAL_SECONDS,
-                 lease: Lease | None = None, holder: str | None = None) -> None:
+                 lease: Lease | None = None, holder: str | None = None,
+                 every_process: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()) -> None:
         self.jobs = jobs
+        # Loops every serving process runs beside the ticks, lease or not (event delivery).
+        self.every_process = every_process
         self.interval = interval
         self.ttl = interval * LEASE_TICKS
         self.lease = lease
@@ -142,6 +145,7 @@ class Scheduler:
     async def run(self) -> None:
         """The loop of a serving process; cancelled when it stops, it releases the lease."""
         self._stopping = False
+        loops = [asyncio.create_task(loop()) for loop in self.every_process]
         try:
             while True:
                 for name, count in (await run_in_threadpool(self.tick)).items():
@@ -149,5 +153,7 @@ class Scheduler:
                         log.info("%s: %d", name, count)
                 await asyncio.sleep(self.interval)
         finally:
+            for task in loops:
+                task.cancel()
             self._stopping = True  # a tick still running in its thread ends at its next job
             await asyncio.shield(run_in_threadpool(self.release))

@@ -107,26 +107,48 @@ class PlacementStore(Store):
         with self._r.connect() as c:
             return [_placed(r, default) for r in c.execute(q.order_by(vaults.c.name))]
 
-    def page(self, default: Placement, *, kind: str, subscription: str, group: str | None,
-             after: str | None, limit: int) -> tuple[builtins.list[PlacedVault], bool]:
-        """Live vaults of `kind` in a subscription (and resource group), in name order
-        after `after` (keyset paging: the cost of a page does not grow with the vaults
-        before it), at most `limit`; and whether more follow. A vault without a placement
-        row is in the default place."""
-        unplaced = _P.c.subscription.is_(None)
-        in_sub = (_P.c.subscription == subscription) | unplaced \
-            if subscription == default.subscription else _P.c.subscription == subscription
-        q = _SELECT.where(_P.c.deleted_date.is_(None), vaults.c.kind == kind, in_sub)
+    def page(self, default: Placement, *, kind: str | None, subscription: str,
+             group: str | None, after: str | None, limit: int, name: str | None = None
+             ) -> tuple[builtins.list[PlacedVault], bool]:
+        """Live vaults of `kind` (None: of every kind; `name`: only the one of that name)
+        in a subscription (and resource group), in name order after `after` (keyset
+        paging: the cost of a page does not grow with the vaults before it), at most
+        `limit`; and whether more follow. A vault without a placement row is in the
+        default place."""
+        q = _SELECT.where(_P.c.deleted_date.is_(None), self._in_sub(default, subscription))
+        if kind is not None:
+            q = q.where(vaults.c.kind == kind)
+        if name is not None:
+            q = q.where(vaults.c.name == name.lower())
         if group is not None:
             in_group = func.lower(_P.c.resource_group) == group.lower()
             if group.lower() == default.resource_group.lower():
-                in_group = in_group | unplaced
+                in_group = in_group | _P.c.subscription.is_(None)
             q = q.where(in_group)
         if after is not None:
             q = q.where(vaults.c.name > after)
         with self._r.connect() as c:
             rows = c.execute(q.order_by(vaults.c.name).limit(limit + 1)).all()
         return [_placed(r, default) for r in rows[:limit]], len(rows) > limit
+
+    @staticmethod
+    def _in_sub(default: Placement, subscription: str) -> Any:
+        unplaced = _P.c.subscription.is_(None)
+        return (_P.c.subscription == subscription) | unplaced \
+            if subscription == default.subscription else _P.c.subscription == subscription
+
+    def groups_in_use(self, default: Placement, subscription: str
+                      ) -> builtins.list[tuple[str, str]]:
+        """(resource group, a location) of each group that live vaults of `subscription`
+        sit in, one query however many vaults there are."""
+        q = (select(_P.c.resource_group, func.min(_P.c.location), func.count())
+             .select_from(vaults.outerjoin(_P, _P.c.vault_id == vaults.c.id))
+             .where(_P.c.deleted_date.is_(None), self._in_sub(default, subscription))
+             .group_by(_P.c.resource_group))
+        with self._r.connect() as c:
+            rows = c.execute(q).all()
+        return [(g, loc) if g is not None else (default.resource_group, default.location)
+                for g, loc, _ in rows]
 
     def create(self, name: str, sku: str, retention_days: int, purge_protection: bool,
                now: int, placement: Placement, properties: str | None,

@@ -311,3 +311,88 @@ leases = Table(
     Column("holder", String(200), nullable=False),
     Column("expires", BigInteger, nullable=False),
 )
+
+
+# ---- events (ops/events.py): a vault's subscriptions and the outbox of their deliveries ----
+
+# Where a vault's events go: a webhook, the event types it wants (JSON list; NULL: all) and
+# the schema it reads (EventGridSchema | CloudEventSchemaV1_0). `created` is on the
+# deployment's clock: a subscription gets only events of versions created after it.
+event_subscriptions = Table(
+    "event_subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vault_id", Integer, ForeignKey("vaults.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("endpoint", String(2048), nullable=False),
+    Column("event_types", Text, nullable=True),
+    Column("schema", String(32), nullable=False),
+    Column("created", UnixTime, nullable=False),
+    UniqueConstraint("vault_id", "name", name="uq_event_subscriptions_name"),
+)
+
+# One event for one subscription, as its schema renders it, until it is delivered or
+# dead-lettered. `due` is when the next attempt may start (Unix milliseconds, the nodes'
+# wall clock); a claimed row's `due` moves past the attempt so no other node takes it.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscription_id", Integer,
+           ForeignKey("event_subscriptions.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("due", BigInteger, nullable=False),
+    Column("created", UnixTime, nullable=False),
+)
+Index("ix_event_outbox_due", event_outbox.c.due)
+
+
+# ---- the audit trail (ops/audit.py, storage/audit.py) -----------------------------------
+
+# One row per audit record (written in batches; on PostgreSQL, where nodes share only the
+# database). `record` is the JSON line exactly as the stream file holds it.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("time_ms", BigInteger, nullable=False),
+    Column("vault", String(128), nullable=True),
+    Column("operation", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("caller", String(64), nullable=True),  # object id
+    Column("upn", String(256), nullable=True),
+    Column("record", Text, nullable=False),
+)
+Index("ix_audit_events_time", audit_events.c.time_ms)
+# Each stream's high-water mark: its last flushed sequence number and chain value, signed
+# with the audit key, so that a tail cut from a stream file is seen.
+audit_streams = Table(
+    "audit_streams",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("path", Text, nullable=False),  # HOST:PATH of the stream file
+    Column("seq", BigInteger, nullable=False),
+    Column("chain", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+
+# ---- billing usage (storage/usage.py, ops/usage.py) --------------------------------------
+
+# Billed transactions per vault or pool (its name), meter and calendar month (UTC,
+# "YYYY-MM"). Each worker adds what it counted since its last flush with one upsert
+# (count = count + excluded.count), so any number of processes and nodes add up; a meter
+# derived from storage (key-months, pool-hours, scheduled rotations) keeps its highest
+# reading under "<meter>@snapshot", so a purge does not erase what was billed.
+usage = Table(
+    "usage",
+    metadata,
+    Column("vault", String(64), primary_key=True),
+    Column("meter", String(64), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)

@@ -465,6 +465,8 @@ class CertificateService(ObjectService[CertificateBundle]):
                     and cur["pending"].get("status") == IN_PROGRESS))
         except NameConflict as e:
             raise self._conflict(name, e) from None
+        if ok:
+            self.events.new_version(vault, KIND.collection, items["certificates"])
         return version if ok else None
 
     def _operation(self, name: str, op: dict[str, Any]) -> CertificateOperation:

@@ -8,6 +8,7 @@ from openkeyvault.access.actions import ROLE_MANAGEMENT
 from openkeyvault.access.authorize import Authorizer, Scope
 from openkeyvault.access.policies import required
 from openkeyvault.access.principals import Principal
+from openkeyvault.ops import requestscope
 from openkeyvault.storage.records import VaultRecord
 from openkeyvault.vault.errors import Forbidden
 from openkeyvault.vault.properties import properties_of
@@ -21,8 +22,31 @@ class Caller:
     vault: VaultRecord
 
 
+# The last decision that allowed: (request number, caller, data action, path, hint). The
+# route's guard decides before the body is read and the domain checks again (defense in
+# depth); when the domain's check is that very decision, for the same request and the same
+# Caller object, it is not made twice. Outside a request (number 0) nothing is reused.
+_allowed: tuple[object, ...] = (0, None, None, None, None)
+
+
 def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: str,
               operation: str | None = None) -> None:
+    """Deny by default: raise Forbidden unless `caller` may do `data_action` at `path`
+    (the same decision already made for this request and Caller is not made again)."""
+    global _allowed
+    request = requestscope.current.get()
+    if request:
+        seen = _allowed
+        if seen[0] == request and seen[1] is caller and seen[2] == data_action \
+                and seen[3] == path and seen[4] == operation:
+            return
+    _decide(authorizer, caller, data_action, path, operation)
+    if request:
+        _allowed = (request, caller, data_action, path, operation)
+
+
+def _decide(authorizer: Authorizer, caller: Caller, data_action: str, path: str,
+            operation: str | None) -> None:
     """Deny by default: raise Forbidden unless `caller` may do `data_action` at `path`.
 
     The vault's `enableRbacAuthorization` picks the model: role assignments, or (when

@@ -136,7 +136,10 @@ class KeyService(ObjectService[KeyBundle]):
     def _store(self, vault: VaultRecord, rec: VersionRecord,
                expect_latest: str | None = None) -> bool:
         try:
-            return self._repo.add_version(vault.id, KIND.collection, rec, expect_latest)
+            if not self._repo.add_version(vault.id, KIND.collection, rec, expect_latest):
+                return False
+            self.events.new_version(vault, KIND.collection, rec)
+            return True
         except NameConflict:
             raise KIND.deleted_conflict(rec.name) from None
 
@@ -243,6 +246,21 @@ class KeyService(ObjectService[KeyBundle]):
                                 "key_ops": keytypes.check_key_ops(request.key_ops, family)}
         self._no_release_policy(request.release_policy)
         return self._bundle(caller, self._update(caller, rec, changes))
+
+    def key_type(self, vault_id: int, name: str, version: str | None
+                 ) -> tuple[str, int | None] | None:
+        """(kty, size) of the key version an operation names, None when there is none: what
+        the operation weighs against its throttling limit and which meter it counts on. No
+        authorization (asked once the route's guard has passed; nothing of the key leaves),
+        and the read is the one the operation then makes, memoised."""
+        if not names.OBJECT_NAME.fullmatch(name) or (version and len(version) > 64):
+            return None
+        rec = self._repo.get_version(vault_id, self.kind.collection, name.lower(),
+                                     version or None)
+        if rec is None or not rec.props or "kty" not in rec.props:
+            return None
+        size = rec.props.get("size")
+        return str(rec.props["kty"]), size if isinstance(size, int) else None
 
     # ---- cryptographic operations ----------------------------------------------------------
     def operate(self, caller: Caller, name: str, version: str | None, operation: str,

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.ops.clock import Clock
+from openkeyvault.ops.events import NO_EVENTS, EventPublisher
 from openkeyvault.storage.barrier import Barrier
 from openkeyvault.storage.records import NameConflict, VersionRecord
 from openkeyvault.storage.repository import Repository
@@ -70,6 +71,7 @@ class Kind:
 
 class ObjectService(Generic[B]):
     kind: Kind
+    events: EventPublisher = NO_EVENTS  # told of each new version (ops/events.py)
 
     def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
                  clock: Clock, backups: BackupCodec) -> None:

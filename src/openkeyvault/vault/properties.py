@@ -33,6 +33,7 @@ from openkeyvault.access.policies import (
     permission_names,
 )
 from openkeyvault.ops.clock import Clock
+from openkeyvault.ops.events import NO_EVENTS, EventPublisher
 from openkeyvault.storage.records import VaultRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import controlrequests as c
@@ -46,6 +47,11 @@ class VaultProperties:
     enable_rbac_authorization: bool = True
     access_policies: AccessPolicies = field(default_factory=AccessPolicies)
     network_acls: NetworkAcls = field(default_factory=NetworkAcls)
+
+    def same_access(self, other: VaultProperties) -> bool:
+        """Whether the permission model and access policies are those of `other`."""
+        return (self.enable_rbac_authorization, self.access_policies) == \
+            (other.enable_rbac_authorization, other.access_policies)
 
     @classmethod
     def from_wire(cls, body: object) -> VaultProperties:
@@ -151,6 +157,8 @@ def _dump(props: VaultProperties) -> str:
 class VaultPropertiesService:
     """Changes to a vault's properties, each read and written in one transaction."""
 
+    events: EventPublisher = NO_EVENTS  # told when access policies change (ops/events.py)
+
     def __init__(self, repo: Repository, clock: Clock, tenant_id: str) -> None:
         self._repo = repo
         self._clock = clock
@@ -173,11 +181,13 @@ class VaultPropertiesService:
         def change(current: str | None) -> str:
             props = VaultProperties.from_wire(json.loads(current)) if current else DEFAULT
             new = fn(props)
-            out.append(new)
+            out.extend((props, new))
             return _dump(new)
 
         if self._repo.update_vault_properties(vault.id, change, int(self._clock.now())) is None:
             raise VaultNotFound(f"Vault '{name[:24]}' not found.")
+        if not out[-1].same_access(out[-2]):
+            self.events.access_policy_changed(vault)
         return out[-1]
 
     def replace(self, name: str, settings: c.VaultSettings) -> VaultProperties:

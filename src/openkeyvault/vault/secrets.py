@@ -83,6 +83,7 @@ class SecretService(ObjectService[SecretBundle]):
             self._repo.add_version(caller.vault.id, KIND.collection, rec)
         except NameConflict:
             raise KIND.deleted_conflict(name) from None
+        self.events.new_version(caller.vault, KIND.collection, rec)
         return self._bundle(caller, rec, with_value=True)
 
     def get(self, caller: Caller, name: str, version: str | None) -> SecretBundle:

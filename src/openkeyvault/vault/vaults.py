@@ -32,6 +32,7 @@ from openkeyvault.access.policies import (
     InvalidAccessPolicy,
 )
 from openkeyvault.ops.clock import Clock
+from openkeyvault.ops.events import NO_EVENTS, EventPublisher
 from openkeyvault.storage.barrier import Barrier, vault_owner
 from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
 from openkeyvault.storage.records import NameConflict, VaultRecord
@@ -180,6 +181,7 @@ class VaultService:
     DELETED_TYPE = DELETED_VAULT_TYPE
     NOUN = "vault"
     NOT_FOUND_DELETED = "DeletedVaultNotFound"
+    events: EventPublisher = NO_EVENTS  # told when access policies change (ops/events.py)
 
     def __init__(self, repo: Repository, barrier: Barrier, clock: Clock,
                  placements: PlacementStore | None = None, tenant_id: str = "",
@@ -299,6 +301,26 @@ class VaultService:
                                           limit=limit)
         return ([self._render(p) for p in placed],
                 placed[-1].vault.name if more and placed else None)
+
+    def placed_page(self, subscription: str, resource_group: str | None, kind: str | None,
+                    name: str | None, after: str | None, limit: int
+                    ) -> tuple[builtins.list[PlacedVault], bool]:
+        """Live vaults and pools of any `kind` (None: every kind; `name`: only that one) in
+        name order after `after`, at most `limit`, and whether more follow (keyset paging:
+        the generic resource listing of the management API)."""
+        return self._store().page(self._default(), kind=kind,
+                                  subscription=check_subscription(subscription),
+                                  group=resource_group, after=after.lower() if after else None,
+                                  limit=limit, name=name)
+
+    def groups_in_use(self, subscription: str) -> builtins.list[tuple[str, str]]:
+        """(resource group, a location) of each group live vaults or pools of
+        `subscription` sit in: one query, however many there are."""
+        return self._store().groups_in_use(self._default(), check_subscription(subscription))
+
+    def render(self, p: PlacedVault) -> dict[str, Any]:
+        """The ARM resource of a vault of this service's kind."""
+        return self._render(p)
 
     def adopt_unplaced(self) -> int:
         """Place vaults created before placement storage in the default place."""
@@ -429,7 +451,10 @@ class VaultService:
         (a PUT: the defaults) or of the vault's current ones (a PATCH: `base` None)."""
         self._check_change(p, retention, purge_protection, props)
         new_props = _access(properties_of(p.vault) if base is None else base, props)
-        return self._store_change(p, placement, _dump(new_props), sku, purge_protection)
+        out = self._store_change(p, placement, _dump(new_props), sku, purge_protection)
+        if not new_props.same_access(properties_of(p.vault)):
+            self.events.access_policy_changed(p.vault)
+        return out
 
     def _check_change(self, p: PlacedVault, retention: int | None,
                       purge_protection: bool | None, props: Settings) -> None:
@@ -615,6 +640,8 @@ class VaultService:
             raise _bad(str(exc)) from None
         self._store().update(p.vault.id, placement=p.placement, properties=_dump(new),
                              now=int(self._clock.now()))
+        if not new.same_access(current):
+            self.events.access_policy_changed(p.vault)
         vault = self._render(self._placed(subscription, resource_group, name))
         return {"id": f"{vault['id']}/accessPolicies/{operation}", "type":
                 f"{VAULT_TYPE}/accessPolicies", "name": operation,

@@ -1,0 +1,202 @@
+"""Event Grid events of vaults: what happened, rendered for each subscription, into the outbox.
+
+Azure Key Vault publishes to Event Grid (never for managed HSM pools):
+
+- `Microsoft.KeyVault.{Secret,Key,Certificate}NewVersionCreated` when a version is made
+  (set, create, import, rotate, merge, renew; not restore, which brings back versions
+  that existed, nor recover);
+- `...NearExpiry` 30 days before the current version's `exp` (for a key, when its
+  rotation policy's Notify action says), and `...Expired` once it has passed, each
+  once per version, found by the scheduler on the deployment's clock;
+- `Microsoft.KeyVault.VaultAccessPolicyChanged` when the access policies change, or the
+  permission model switches to or from RBAC.
+
+A subscription gets only events of versions created after it was. Each event is
+rendered in the subscription's schema (Event Grid or CloudEvents 1.0) and written to
+the outbox right after the change committed (a separate transaction: a process that
+dies between the two loses that event); ops/webhooks.py delivers it, never on the
+request's path. Publishing never fails the operation that caused it: a fault is logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.records import VaultRecord, VersionRecord
+from openkeyvault.storage.subscriptions import (
+    Expiring,
+    Pending,
+    SubscriptionRecord,
+    SubscriptionStore,
+)
+
+log = logging.getLogger("openkeyvault.events")
+
+PREFIX = "Microsoft.KeyVault."
+EVENT_GRID = "EventGridSchema"
+CLOUD_EVENTS = "CloudEventSchemaV1_0"
+SCHEMAS = {"eventgrid": EVENT_GRID, "cloudevents": CLOUD_EVENTS}
+OBJECT_TYPES = {"secrets": "Secret", "keys": "Key", "certificates": "Certificate"}
+EVENT_TYPES = tuple(
+    f"{PREFIX}{label}{what}" for label in ("Certificate", "Key", "Secret")
+    for what in ("NewVersionCreated", "NearExpiry", "Expired")
+) + (f"{PREFIX}VaultAccessPolicyChanged",)
+NEAR_EXPIRY_SECONDS = 30 * 86_400
+
+
+def event_type(name: str) -> str:
+    """The full type of `name` ("SecretExpired" or "Microsoft.KeyVault.SecretExpired",
+    any case); ValueError naming the known ones otherwise."""
+    wanted = name.strip().lower()
+    for t in EVENT_TYPES:
+        if wanted in (t.lower(), t[len(PREFIX):].lower()):
+            return t
+    raise ValueError(f"unknown event type '{name[:80]}'; known: "
+                     f"{', '.join(t[len(PREFIX):] for t in EVENT_TYPES)}")
+
+
+def iso_time(seconds: float) -> str:
+    """Event Grid's eventTime: UTC with a fraction and Z."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def render(schema: str, event_id: str, kind: str, topic: str, subject: str, when: float,
+           data: dict[str, Any]) -> dict[str, Any]:
+    """One event in `schema`: Event Grid's envelope, or a CloudEvents 1.0 one."""
+    if schema == CLOUD_EVENTS:
+        return {"id": event_id, "source": topic, "specversion": "1.0", "type": kind,
+                "subject": subject, "time": iso_time(when), "data": data}
+    return {"id": event_id, "topic": topic, "subject": subject, "eventType": kind,
+            "eventTime": iso_time(when), "data": data, "dataVersion": "1",
+            "metadataVersion": "1"}
+
+
+class EventPublisher(Protocol):
+    """What the vault services call once a change committed."""
+
+    def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None: ...
+
+    def access_policy_changed(self, vault: VaultRecord) -> None: ...
+
+
+class NoEvents:
+    """The publisher of a service nobody wired to one (unit tests, tools)."""
+
+    def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None:
+        return None
+
+    def access_policy_changed(self, vault: VaultRecord) -> None:
+        return None
+
+
+NO_EVENTS: EventPublisher = NoEvents()
+
+
+class Events:
+    """The deployment's publisher: fans an event out to the vault's subscriptions."""
+
+    def __init__(self, store: SubscriptionStore, clock: Clock,
+                 vault_uri: Callable[[str], str], arm_id: Callable[[str], str | None],
+                 wall: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self._vault_uri = vault_uri  # "https://NAME.vault.DOMAIN:PORT/"
+        self._arm_id = arm_id  # the vault's ARM resource id, None if it has no placement
+        self._wall = wall
+
+    # ---- publishing ----------------------------------------------------------------
+    def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None:
+        label = OBJECT_TYPES[collection]
+        self._publish(vault, f"{PREFIX}{label}NewVersionCreated", collection, rec.name,
+                      rec.version, rec.nbf, rec.exp, rec.created)
+
+    def access_policy_changed(self, vault: VaultRecord) -> None:
+        self._publish(vault, f"{PREFIX}VaultAccessPolicyChanged", None, vault.name, "", None,
+                      None, None)
+
+    def _publish(self, vault: VaultRecord, kind: str, collection: str | None, name: str,
+                 version: str, nbf: int | None, exp: int | None, created: int | None) -> None:
+        if vault.kind != "vault":
+            return
+        try:
+            subs = [s for s in self.store.find(vault.id) if s.wants(kind)]
+            if not subs:
+                return
+            now = self._clock.now()
+            pending = self._pending(subs, vault.name, kind, collection, name, version, nbf,
+                                    exp, now)
+            self.store.enqueue(pending, int(self._wall() * 1000), int(now))
+        except Exception:  # the change itself is committed: the operation stands
+            log.exception("event %s of vault %s could not be queued", kind, vault.name)
+
+    def _pending(self, subs: list[SubscriptionRecord], vault_name: str, kind: str,
+                 collection: str | None, name: str, version: str, nbf: int | None,
+                 exp: int | None, when: float) -> list[Pending]:
+        uri = self._vault_uri(vault_name)
+        data = {
+            "Id": f"{uri}{collection}/{name}/{version}" if collection else uri,
+            "VaultName": vault_name,
+            "ObjectType": OBJECT_TYPES[collection] if collection else "Vault",
+            "ObjectName": name, "Version": version, "NBF": nbf, "EXP": exp,
+        }
+        topic = self._arm_id(vault_name) or uri
+        event_id = str(uuid.uuid4())  # one event; each subscription gets its rendering
+        return [Pending(s.id, event_id, json.dumps(render(s.schema, event_id, kind, topic,
+                                                           name, when, data)))
+                for s in subs]
+
+    # ---- expiry notices (a scheduled job) -----------------------------------------------
+    def run_expiry(self) -> int:
+        """Queue NearExpiry and Expired for the current versions of subscribed vaults'
+        objects, once per version; how many were recorded."""
+        now = int(self._clock.now())
+        done = 0
+        for collection, label in OBJECT_TYPES.items():
+            near, expired = f"{PREFIX}{label}NearExpiry", f"{PREFIX}{label}Expired"
+            rows = self.store.expiring(collection, now, now + NEAR_EXPIRY_SECONDS, near,
+                                       expired)
+            subs: dict[int, list[SubscriptionRecord]] = {}
+            for row in rows:
+                if row.exp <= now:
+                    kind = expired
+                elif now >= row.exp - _notice(row):
+                    kind = near
+                else:
+                    continue
+                if row.vault_id not in subs:
+                    subs[row.vault_id] = self.store.find(row.vault_id)
+                done += self._notice(row, kind, subs[row.vault_id], now)
+        return done
+
+    def _notice(self, row: Expiring, kind: str, subs: list[SubscriptionRecord],
+                now: int) -> int:
+        # Only subscriptions that existed when the version was created hear of it.
+        mine = [s for s in subs if s.created <= row.created and s.wants(kind)]
+        pending = self._pending(mine, row.vault_name, kind, row.collection, row.name,
+                                row.version, row.nbf, row.exp, now)
+        once = (row.vault_id, kind, row.name, row.version)
+        return int(self.store.enqueue(pending, int(self._wall() * 1000), now, once=once))
+
+
+def _notice(row: Expiring) -> int:
+    """Seconds before expiry that NearExpiry is due: 30 days, or for a key the time its
+    rotation policy's Notify action names."""
+    if row.collection != "keys" or not row.policy:
+        return NEAR_EXPIRY_SECONDS
+    from openkeyvault.vault import durations
+
+    for action in row.policy.get("lifetimeActions", []):
+        before = action.get("trigger", {}).get("timeBeforeExpiry")
+        if str(action.get("action", {}).get("type", "")).lower() == "notify" and before:
+            try:
+                return durations.parse(before, "timeBeforeExpiry")
+            except Exception:
+                break
+    return NEAR_EXPIRY_SECONDS
