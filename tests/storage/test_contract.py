@@ -18,7 +18,13 @@ import pytest
 from openkeyvault.ops import requestscope
 from openkeyvault.storage.db import Engines, open_database
 from openkeyvault.storage.identities import IdentityStore
-from openkeyvault.storage.readcache import ACCESS, BARRIER, IDENTITIES, VAULTS
+from openkeyvault.storage.readcache import (
+    ACCESS,
+    BARRIER,
+    IDENTITIES,
+    VAULTS,
+    objects_domain,
+)
 from openkeyvault.storage.records import (
     EventRecord,
     NameConflict,
@@ -294,6 +300,49 @@ def test_a_write_moves_only_its_domain(nodes: tuple[Repository, Repository]) -> 
     a.add_version(vault, "secrets", _version("plain"))
     requestscope.begin()
     assert b.snapshot(VAULTS) is vaults_memo  # a secret write keeps the vault memo
+
+
+def test_object_reads_follow_every_change_of_their_vault(
+        nodes: tuple[Repository, Repository], database: str) -> None:
+    """b memoises its reads of one vault's objects where it can (PostgreSQL: under that
+    vault's objects generation, read with the request's check) and still sees each change a
+    makes at its next request; a change in another vault leaves that generation alone."""
+    a, b = nodes
+    vault, other = _vault(a, "objmemo"), _vault(a, "objother")
+    postgres = not database.endswith(".db")
+
+    def request() -> int:
+        requestscope.begin()
+        requestscope.addresses("objmemo")
+        return b.generation(objects_domain(vault))
+
+    def read(version: str | None = None, deleted: bool = False) -> VersionRecord | None:
+        request()
+        return b.get_version(vault, "secrets", "s", version, deleted)
+
+    assert read() is None
+    first = _version("s")
+    a.add_version(vault, "secrets", first)
+    assert read() is not None and read().version == first.version  # type: ignore[union-attr]
+    assert read(first.version) is not None
+    a.update_version(vault, "secrets", "s", first.version, {"enabled": False})
+    assert read(first.version).enabled is False  # type: ignore[union-attr]
+    second = _version("s")
+    a.add_version(vault, "secrets", second)
+    assert read().version == second.version  # type: ignore[union-attr]
+    seen = request()
+    a.add_version(other, "secrets", _version("s"))
+    a.set_policy(other, "secrets", "s", {})
+    assert request() == seen  # another vault's objects: this one's memo stays
+    a.soft_delete(vault, "secrets", "s", 2, 100)
+    assert read() is None and read(deleted=True) is not None
+    a.recover(vault, "secrets", "s")
+    assert read().version == second.version  # type: ignore[union-attr]
+    a.soft_delete(vault, "secrets", "s", 3, 100)
+    assert a.purge(vault, "secrets", "s")
+    assert read(deleted=True) is None and read(second.version) is None
+    if postgres:
+        assert request() > seen > 0  # the vault's own generation moved with each change
 
 
 def test_name_conflicts_keep_their_meaning(nodes: tuple[Repository, Repository]) -> None:

@@ -12,7 +12,11 @@ A reader checks the generations once per request (outside a request, on every ca
 and keeps, per thread, one memo per set of domains; a memo is emptied when one of its
 domains' generations moved. A secret written does not flush the role cache.
 
-- `SqlReadCache` (any database): one `SELECT` of the generations table per request.
+- `SqlReadCache` (any database): one `SELECT` of the generations table per request. On
+  PostgreSQL, triggers move a generation row per vault, `objects:<vault id>`, with every
+  change to that vault's objects or versions (migration 0008); the request's vault's row
+  comes in the same query (`requestscope.addresses`), so its object reads are memoised
+  too and a GET costs that one query.
 - `SqliteReadCache`: SQLite's `PRAGMA data_version` changes only when another
   connection commits, so the generations are read only after something was written;
   the pseudo-domain `objects` (secrets, keys, certificates: too often written for a
@@ -24,10 +28,21 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
 
 from openkeyvault.ops import requestscope
-from openkeyvault.storage.schema import generations
+from openkeyvault.storage.schema import generations, vaults
 
 if TYPE_CHECKING:
     from openkeyvault.storage.db import FastReader, PostgresFastReader
@@ -40,7 +55,31 @@ DOMAINS = (VAULTS, ACCESS, IDENTITIES, BARRIER)
 OBJECTS = "objects"  # memoised only where a change anywhere is cheap to see (SQLite)
 
 _MEMO_LIMIT = 1024
-_GENERATIONS = select(generations.c.domain, generations.c.value)
+_OBJECTS_PREFIX = "objects:"
+# The domains' rows, not the per-vault ones (a deployment may have 10,000 vaults).
+_GENERATIONS = select(generations.c.domain, generations.c.value).where(
+    generations.c.domain.not_like(_OBJECTS_PREFIX + "%"))
+
+
+def objects_domain(vault_id: int) -> str:
+    """The generation row of one vault's objects (PostgreSQL; moved by triggers)."""
+    return f"{_OBJECTS_PREFIX}{vault_id}"
+
+
+def _with_vault_objects() -> Any:
+    """The domains' generations and that of the objects of the vault named `:vault` (0
+    while its row does not exist yet: the first change creates it with 1)."""
+    per_vault = generations.alias("vault_objects")
+    domain = literal(_OBJECTS_PREFIX) + cast(vaults.c.id, String)
+    vault_objects = (
+        select(domain.label("domain"), func.coalesce(per_vault.c.value, 0).label("value"))
+        .select_from(vaults.outerjoin(per_vault, per_vault.c.domain == domain))
+        .where(vaults.c.name == bindparam("vault"))
+    )
+    return union_all(_GENERATIONS, vault_objects)
+
+
+_GENERATIONS_AND_VAULT = _with_vault_objects()
 
 
 def bump(c: Connection, domains: tuple[str, ...]) -> None:
@@ -96,6 +135,22 @@ class ReadCache:
             entry = memos[domains] = (stamp, {})
         return entry[1]
 
+    def objects_stamp(self, vault_id: int) -> tuple[int, int] | None:
+        """What a memoised read of the objects of `vault_id` is valid under, or None when
+        this request's check did not cover that vault (then its reads are not memoised)."""
+        gens = self._fresh()
+        value = gens.get(objects_domain(vault_id))
+        return None if value is None else (gens.get(VAULTS, 0), value)
+
+    def objects_memo(self) -> dict[Any, tuple[tuple[int, int], Any]]:
+        """This thread's memo of object reads, each entry with the stamp it was read under
+        (one bounded memo for every vault)."""
+        memo: dict[Any, tuple[tuple[int, int], Any]] | None = \
+            getattr(self._local, "objects", None)
+        if memo is None or len(memo) > _MEMO_LIMIT:
+            memo = self._local.objects = {}
+        return memo
+
     def invalidate(self) -> None:
         """After this thread wrote: its next read re-checks the generations."""
         self._local.checked_for = None
@@ -111,11 +166,14 @@ class SqlReadCache(ReadCache):
         self._fast = fast
 
     def _current(self) -> dict[str, int]:
+        vault = requestscope.vault.get()
+        statement, params = (_GENERATIONS, {}) if vault is None \
+            else (_GENERATIONS_AND_VAULT, {"vault": vault})
         if self._fast is not None:
-            gens = {r.domain: r.value for r in self._fast.all(_GENERATIONS, {})}
+            gens = {r.domain: r.value for r in self._fast.all(statement, params)}
         else:
             with self._engine.connect() as c:
-                gens = {r.domain: r.value for r in c.execute(_GENERATIONS)}
+                gens = {r.domain: r.value for r in c.execute(statement, params)}
         return gens
 
 

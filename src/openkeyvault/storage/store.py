@@ -74,12 +74,27 @@ class Store:
                       params: dict[str, Any]) -> Any:
         """`_first`, memoised while none of `domains` changed."""
         if domains == (readcache.OBJECTS,) and not self._cache.memoises_objects:
-            return self._first(statement, params)
+            return self._first_object(statement, params)
         memo = self._cache.memo(domains)
         key = (id(statement), False, *sorted(params.items()))
         if key in memo:
             return memo[key]
         found = memo[key] = self._first(statement, params)
+        return found
+
+    def _first_object(self, statement: Any, params: dict[str, Any]) -> Any:
+        """`_first` of an object read (params name its `vault_id`), memoised under that
+        vault's objects generation where this request's check read it (PostgreSQL)."""
+        stamp = self._cache.objects_stamp(params["vault_id"])
+        if stamp is None:
+            return self._first(statement, params)
+        memo = self._cache.objects_memo()
+        key = (id(statement), *sorted(params.items()))
+        hit = memo.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        found = self._first(statement, params)
+        memo[key] = (stamp, found)
         return found
 
     def _all_cached(self, domains: tuple[str, ...], statement: Any,
