@@ -223,6 +223,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         stats.sort_stats("tottime").print_stats(args.top)
         print(f"\ncProfile of {n} secret GETs (profiler overhead included):")
         print(out.getvalue())
+    app.accounting.close()  # the audit trail and usage counts, before the directory goes
     log_file.close()
     d.close()
 
