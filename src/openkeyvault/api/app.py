@@ -69,6 +69,7 @@ from openkeyvault.ops.limits import key_units
 from openkeyvault.ops.logs import AccessLog
 from openkeyvault.ops.outcome import Gate, Observer
 from openkeyvault.storage.db import reachable
+from openkeyvault.storage.freshness import SharedCheck
 from openkeyvault.vault import operations
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden, VaultNotFound
@@ -142,6 +143,8 @@ class KeyVaultApp:
         self.hosts = HostMap(deployment.settings.domain, deployment.settings.default_vault)
         self.router = Router(data_plane_routes(deployment))
         self.pool_router = pool_router(deployment)  # managed HSM pools (api/pools.py)
+        self.freshness = SharedCheck(deployment.engines.read) \
+            if deployment.engines.dialect == "postgresql" else None
         self.large_bodies = LargeBodies()
         self.sts = oidc.TokenEndpoints(deployment)
         self.management = Management(deployment)
@@ -283,6 +286,8 @@ class KeyVaultApp:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 self.accounting.close()  # the last audit records, usage counts, metrics
+                if self.freshness is not None:
+                    await self.freshness.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -371,6 +376,8 @@ class KeyVaultApp:
         ex.resource_kind = kind.lower()
         vault_name = self.hosts.vault_name(host)
         requestscope.addresses(vault_name)  # before the first read: its objects' generation too
+        if self.freshness is not None:  # PostgreSQL: one check shared by waiting requests
+            requestscope.fresh.set(await self.freshness.generations(vault_name))
         try:
             audiences = self.hosts.audiences(host)
             try:

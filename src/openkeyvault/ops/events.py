@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from openkeyvault.ops.clock import Clock
+from openkeyvault.storage.errors import storage_fault_of
 from openkeyvault.storage.records import VaultRecord, VersionRecord
 from openkeyvault.storage.subscriptions import (
     Expiring,
@@ -133,8 +134,13 @@ class Events:
             pending = self._pending(subs, vault.name, kind, collection, name, version, nbf,
                                     exp, now)
             self.store.enqueue(pending, int(self._wall() * 1000), int(now))
-        except Exception:  # the change itself is committed: the operation stands
-            log.exception("event %s of vault %s could not be queued", kind, vault.name)
+        except Exception as e:  # the change itself is committed: the operation stands
+            fault = storage_fault_of(e)
+            if fault is None:
+                log.exception("event %s of vault %s could not be queued", kind, vault.name)
+            else:  # the database went away meanwhile: one line, no traceback
+                log.warning("event %s of vault %s could not be queued: %s", kind,
+                            vault.name, fault)
 
     def _pending(self, subs: list[SubscriptionRecord], vault_name: str, kind: str,
                  collection: str | None, name: str, version: str, nbf: int | None,

@@ -15,12 +15,15 @@ from contextvars import ContextVar
 _counter = itertools.count(1)
 current: ContextVar[int] = ContextVar("okv_request", default=0)
 vault: ContextVar[str | None] = ContextVar("okv_request_vault", default=None)
+# The generations read for this request by the pipeline (storage/freshness.py), if it did.
+fresh: ContextVar[dict[str, int] | None] = ContextVar("okv_request_fresh", default=None)
 
 
 def begin() -> None:
     """Mark the start of a new request in the current context."""
     current.set(next(_counter))
     vault.set(None)
+    fresh.set(None)
 
 
 def addresses(name: str | None) -> None:

@@ -55,22 +55,27 @@ DOMAINS = (VAULTS, ACCESS, IDENTITIES, BARRIER)
 OBJECTS = "objects"  # memoised only where a change anywhere is cheap to see (SQLite)
 
 _MEMO_LIMIT = 1024
-_OBJECTS_PREFIX = "objects:"
+OBJECTS_PREFIX = "objects:"
 # The domains' rows, not the per-vault ones (a deployment may have 10,000 vaults).
 _GENERATIONS = select(generations.c.domain, generations.c.value).where(
-    generations.c.domain.not_like(_OBJECTS_PREFIX + "%"))
+    generations.c.domain.not_like(OBJECTS_PREFIX + "%"))
+
+
+def generations_query() -> Any:
+    """The domains' generation rows (not the per-vault ones), as (domain, value)."""
+    return _GENERATIONS
 
 
 def objects_domain(vault_id: int) -> str:
     """The generation row of one vault's objects (PostgreSQL; moved by triggers)."""
-    return f"{_OBJECTS_PREFIX}{vault_id}"
+    return f"{OBJECTS_PREFIX}{vault_id}"
 
 
 def _with_vault_objects() -> Any:
     """The domains' generations and that of the objects of the vault named `:vault` (0
     while its row does not exist yet: the first change creates it with 1)."""
     per_vault = generations.alias("vault_objects")
-    domain = literal(_OBJECTS_PREFIX) + cast(vaults.c.id, String)
+    domain = literal(OBJECTS_PREFIX) + cast(vaults.c.id, String)
     vault_objects = (
         select(domain.label("domain"), func.coalesce(per_vault.c.value, 0).label("value"))
         .select_from(vaults.outerjoin(per_vault, per_vault.c.domain == domain))
@@ -115,7 +120,13 @@ class ReadCache:
         request = requestscope.current.get()
         gens: dict[str, int] | None = getattr(local, "gens", None)
         if gens is None or not request or local.checked_for != request:
-            gens = local.gens = self._current()
+            # A check the request's pipeline already made for it (storage/freshness.py),
+            # unless this thread wrote since: then it reads again, to see its own write.
+            shared = requestscope.fresh.get() if request else None
+            if shared is not None and getattr(local, "wrote_in", None) != request:
+                gens = local.gens = shared
+            else:
+                gens = local.gens = self._current()
             local.checked_for = request
         return gens
 
@@ -154,6 +165,7 @@ class ReadCache:
     def invalidate(self) -> None:
         """After this thread wrote: its next read re-checks the generations."""
         self._local.checked_for = None
+        self._local.wrote_in = requestscope.current.get()
 
 
 class SqlReadCache(ReadCache):
