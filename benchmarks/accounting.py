@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -49,8 +48,8 @@ from support import (
     API_VERSION,
     LOOPBACK,
     START_TIMEOUT,
-    STOP_TIMEOUT,
     BenchError,
+    ProcessGroup,
     Server,
     WrkResult,
     add_load_options,
@@ -159,8 +158,10 @@ def audit_records(directory: Path) -> int:
 
 
 # ---- the bare app -----------------------------------------------------------------------------
-class BareApp:
+class BareApp(ProcessGroup):
     """benchmarks/bare_sign_app.py in its own process group on a loopback port."""
+
+    what = "the bare app"
 
     def __init__(self, work_dir: Path, workers: int, cert: Path, key: Path, ca: Path) -> None:
         self.workers = workers
@@ -170,11 +171,6 @@ class BareApp:
         self.cert, self.key = cert, key
         self.ctx = ssl.create_default_context(cafile=str(ca))
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pgid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def sign(self, timeout: float = 10.0) -> int:
         req = urllib.request.Request(self.base + SIGN_PATH, method="POST",
@@ -209,28 +205,6 @@ class BareApp:
             time.sleep(0.2)
         raise BenchError(f"the bare app did not become ready in {START_TIMEOUT:.0f}s:\n"
                          f"{self.log_tail()}")
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            raise BenchError(f"the bare app exited:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @contextlib.contextmanager

@@ -122,7 +122,45 @@ def code_under_test() -> str:
 
 
 # ---- the server -------------------------------------------------------------------------------
-class Server:
+class ProcessGroup:
+    """A process started in a process group of its own (a server and its workers), with a
+    log file: its group, whether it still runs, how it stops."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+    what = "the server"
+
+    @property
+    def pgid(self) -> int:
+        """The process group: the master and its workers."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise BenchError(f"{self.what} died during the run:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGINT to the process group, SIGKILL if it has not exited in STOP_TIMEOUT."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Server(ProcessGroup):
     """`okv server --dev` in its own process group, on a loopback port; its output goes to
     server.log next to the data directory."""
 
@@ -153,12 +191,6 @@ class Server:
     def ca(self) -> str:
         return str(self.data_dir / "ca.pem")
 
-    @property
-    def pgid(self) -> int:
-        """The server's process group: the master and its workers."""
-        assert self.proc is not None
-        return self.proc.pid
-
     def start(self) -> None:
         """Start it and wait until /healthz answers and every worker is up (or the first
         run would measure startup)."""
@@ -186,10 +218,6 @@ class Server:
 
     def _workers_up(self) -> int:
         return max(0, len(group(self.pgid)) - 1)  # the granian master plus one per worker
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            raise BenchError(f"the server died during the run:\n{self.log_tail()}")
 
     def request(self, method: str, path: str, body: object = None,
                 headers: dict[str, str] | None = None, timeout: float = HTTP_TIMEOUT
@@ -225,25 +253,6 @@ class Server:
             raise BenchError(f"okv {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
         out: dict[str, Any] = json.loads(done.stdout)
         return out
-
-    def stop(self) -> None:
-        """SIGINT to the process group, SIGKILL if it has not exited in STOP_TIMEOUT."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @contextlib.contextmanager
