@@ -21,13 +21,11 @@ can reach a label: the labels are the vault's name, the operation's name and the
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import concurrent.futures
 import contextlib
 import hmac
 import json
-import multiprocessing.util
 import os
 import re
 import shutil
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openkeyvault.ops import rundir
+from openkeyvault.ops.flusher import Flusher
 from openkeyvault.ops.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -122,7 +121,7 @@ def activity_type(operation: str, resource_kind: str) -> str:
     return resource_kind or "other"
 
 
-class MetricsObserver:
+class MetricsObserver(Flusher):
     """The metrics Observer of one worker process.
 
     A request only adds to a small table in memory (its latency bucket and sum, under one
@@ -130,8 +129,11 @@ class MetricsObserver:
     memory-mapped files every FLUSH_SECONDS and at exit. A worker killed outright loses at
     most that last second of its observations."""
 
+    thread_name = "okv-metrics-flush"
+
     def __init__(self, per_vault: bool = True, engines: Engines | None = None,
                  interval: float = FLUSH_SECONDS) -> None:
+        super().__init__(interval)
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         # The worker's own registry is never scraped: the exposition reads the files.
@@ -160,9 +162,6 @@ class MetricsObserver:
                              tuple[list[Any], Any, tuple[str, ...]]] = {}
         self._vaults: set[str] = set()
         self._engines = engines
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def observe(self, outcome: Outcome) -> None:
         try:
@@ -205,28 +204,6 @@ class MetricsObserver:
         children = ([None] * (_SLOTS - 1), self._sum.labels(*labels), labels)
         self._children[key] = children
         return children
-
-    def start(self) -> MetricsObserver:
-        """Flush every `interval` seconds on a daemon thread, and once more at exit."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="okv-metrics-flush",
-                                            daemon=True)
-            self._thread.start()
-            # A worker forked by multiprocessing ends with os._exit (no atexit): its
-            # finalizers run on a normal stop instead.
-            atexit.register(self.close)
-            multiprocessing.util.Finalize(self, self.close, exitpriority=10)
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):
-                self.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(Exception):
-            self.flush()
 
     def _vault_label(self, name: str | None) -> str:
         if not self._per_vault or not name:

@@ -26,16 +26,15 @@ database applied it (the connection lost at that instant) may be added twice.
 
 from __future__ import annotations
 
-import atexit
 import calendar
 import logging
-import multiprocessing.util
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from openkeyvault.ops.flusher import Flusher
 from openkeyvault.ops.outcome import Outcome
 from openkeyvault.ops.prices import Price, price_of
 
@@ -74,19 +73,19 @@ def month_of(t: float) -> tuple[str, float, float]:
     return f"{g.tm_year:04d}-{g.tm_mon:02d}", float(start), float(end)
 
 
-class UsageMeter:
+class UsageMeter(Flusher):
     """The usage Observer of one worker process: counts in memory, flushed on a timer."""
+
+    thread_name = "okv-usage-flush"
 
     def __init__(self, flush_to: Callable[[Mapping[Key, int]], None],
                  interval: float = FLUSH_SECONDS) -> None:
+        super().__init__(interval)
         self._flush_to = flush_to
-        self._interval = interval
         self._counts: dict[Key, int] = {}
         self._lock = threading.Lock()
         self._flushing = threading.Lock()  # one flush at a time (timer, close)
         self._month: tuple[str, float, float] = ("", 0.0, 0.0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._failing = False
 
     def observe(self, outcome: Outcome) -> None:
@@ -130,30 +129,6 @@ class UsageMeter:
                 log.warning("usage counts written again")
             self._failing = False
             return True
-
-    def start(self) -> UsageMeter:
-        """Flush every `interval` seconds on a daemon thread, and once more at exit."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="okv-usage-flush",
-                                            daemon=True)
-            self._thread.start()
-            # A worker forked by multiprocessing (granian's) ends with os._exit, which skips
-            # atexit: its finalizers run on a normal stop instead. Either may come first.
-            atexit.register(self.close)
-            multiprocessing.util.Finalize(self, self.close, exitpriority=10)
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.flush()
-
-    def close(self) -> None:
-        """Stop the timer and flush what is left (at shutdown)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self._interval + 5)
-        self.flush()
 
 
 def open_usage(settings: Settings, engines: Engines,
