@@ -19,25 +19,12 @@ import asyncio
 import contextlib
 from typing import Any
 
-from sqlalchemy import Engine, String, bindparam, cast, func, literal, select, union_all
+from sqlalchemy import Engine, bindparam, func
 
 from openkeyvault.storage.db import POSTGRES_CONNECT_ARGS, postgres_error
 from openkeyvault.storage.errors import StorageUnavailable
-from openkeyvault.storage.readcache import OBJECTS_PREFIX, generations_query
-from openkeyvault.storage.schema import generations, vaults
-
-
-def _statement() -> Any:
-    """The domains' generations and those of the objects of the vaults named in
-    `:vaults` (an array), as (domain, value) rows."""
-    per_vault = generations.alias("vault_objects")
-    domain = literal(OBJECTS_PREFIX) + cast(vaults.c.id, String)
-    vault_objects = (
-        select(domain.label("domain"), func.coalesce(per_vault.c.value, 0).label("value"))
-        .select_from(vaults.outerjoin(per_vault, per_vault.c.domain == domain))
-        .where(vaults.c.name == func.any(bindparam("vaults")))
-    )
-    return union_all(generations_query(), vault_objects)
+from openkeyvault.storage.readcache import with_vault_objects
+from openkeyvault.storage.schema import vaults
 
 
 class SharedCheck:
@@ -45,7 +32,9 @@ class SharedCheck:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        compiled = _statement().compile(dialect=engine.dialect)
+        # The request's vaults as an array: one statement whatever the batch holds.
+        statement = with_vault_objects(vaults.c.name == func.any(bindparam("vaults")))
+        compiled = statement.compile(dialect=engine.dialect)
         self._sql = str(compiled)
         self._defaults = dict(compiled.params)
         self._conn: Any = None

@@ -61,30 +61,26 @@ _GENERATIONS = select(generations.c.domain, generations.c.value).where(
     generations.c.domain.not_like(OBJECTS_PREFIX + "%"))
 
 
-def generations_query() -> Any:
-    """The domains' generation rows (not the per-vault ones), as (domain, value)."""
-    return _GENERATIONS
-
-
 def objects_domain(vault_id: int) -> str:
     """The generation row of one vault's objects (PostgreSQL; moved by triggers)."""
     return f"{OBJECTS_PREFIX}{vault_id}"
 
 
-def _with_vault_objects() -> Any:
-    """The domains' generations and that of the objects of the vault named `:vault` (0
-    while its row does not exist yet: the first change creates it with 1)."""
+def with_vault_objects(which: Any) -> Any:
+    """The domains' generations and those of the objects of the vaults `which` (a
+    condition on `vaults`) selects: 0 while a vault's row does not exist yet (the first
+    change creates it with 1)."""
     per_vault = generations.alias("vault_objects")
     domain = literal(OBJECTS_PREFIX) + cast(vaults.c.id, String)
     vault_objects = (
         select(domain.label("domain"), func.coalesce(per_vault.c.value, 0).label("value"))
         .select_from(vaults.outerjoin(per_vault, per_vault.c.domain == domain))
-        .where(vaults.c.name == bindparam("vault"))
+        .where(which)
     )
     return union_all(_GENERATIONS, vault_objects)
 
 
-_GENERATIONS_AND_VAULT = _with_vault_objects()
+_GENERATIONS_AND_VAULT = with_vault_objects(vaults.c.name == bindparam("vault"))
 
 
 def bump(c: Connection, domains: tuple[str, ...]) -> None:
