@@ -3,7 +3,9 @@
 The stream files (ops/auditsink.py) are the log; these rows are its copy where the nodes
 share only the database (`audit_events`, written on PostgreSQL), and the checkpoints that
 make a cut tail visible (`audit_streams`, on every backend). One transaction per flush,
-never one per request.
+never one per request. On PostgreSQL the rows go in with one COPY, which costs the server a
+fraction of as many INSERTs; a flush retried after a lost COMMIT answer, whose rows may be
+there already, falls back to the INSERTs that keep a row already there.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -65,7 +67,7 @@ class AuditStore(Store):
         """Insert `rows` (a row already there is kept: a flush retried after a lost
         COMMIT answer) and move the streams' checkpoints forward, in one transaction."""
         with self._write() as c:
-            if rows:
+            if rows and not (self._dialect is postgresql and _copied(c, rows)):
                 c.execute(self._dialect.insert(audit_events).on_conflict_do_nothing(),
                           [vars(r) for r in rows])
             for checkpoint in checkpoints:
@@ -102,3 +104,22 @@ class AuditStore(Store):
                                audit_events.c.seq).limit(limit))
         with self._r.connect() as c:
             return [AuditRow(**r._mapping) for r in c.execute(statement).all()]
+
+
+_COPY = f"COPY audit_events ({', '.join(AuditRow.__dataclass_fields__)}) FROM STDIN"
+
+
+def _copied(c: Connection, rows: Sequence[AuditRow]) -> bool:
+    """COPY `rows` in, under a savepoint; False (and nothing written) when one of them is
+    there already, for the caller to insert them one by one."""
+    import psycopg
+
+    raw: Any = c.connection.driver_connection
+    try:
+        with c.begin_nested(), raw.cursor() as cur, cur.copy(_COPY) as copy:
+            for r in rows:
+                copy.write_row((r.stream, r.seq, r.time_ms, r.vault, r.operation, r.status,
+                                r.caller, r.upn, r.record))
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
