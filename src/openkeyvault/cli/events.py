@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from openkeyvault.cli.acting import perform
 from openkeyvault.cli.settings import settings_for
 from openkeyvault.cli.vaults import fail
 
@@ -96,14 +97,18 @@ def subscribe(
         topic = (f"/subscriptions/{place[0]}/resourceGroups/{place[1]}/providers/"
                  f"Microsoft.KeyVault/vaults/{v.name}") if place else v.name
         ctx = webhooks.tls_context(d.settings.data_dir / "ca.pem" if d.settings.dev else None)
-        try:
-            webhooks.validate(endpoint, kind, name, topic, ctx, d.clock.now())
-        except webhooks.EndpointRefused as exc:
-            fail(f"the endpoint failed the subscription handshake: {exc}")
-        try:
-            d.events.store.add(v.id, name, endpoint, wanted, kind, int(d.clock.now()))
-        except SubscriptionExists:
-            fail(f"vault '{v.name}' already has a subscription named '{name}'")
+
+        def add() -> None:  # the handshake too, once authorized
+            try:
+                webhooks.validate(endpoint, kind, name, topic, ctx, d.clock.now())
+            except webhooks.EndpointRefused as exc:
+                fail(f"the endpoint failed the subscription handshake: {exc}")
+            try:
+                d.events.store.add(v.id, name, endpoint, wanted, kind, int(d.clock.now()))
+            except SubscriptionExists:
+                fail(f"vault '{v.name}' already has a subscription named '{name}'")
+
+        perform(d, "EventSubscriptionPut", add, vault=v.name)
     typer.echo(f"subscribed {name} to the events of vault {v.name} "
                f"({', '.join(t.split('.')[-1] for t in wanted) if wanted else 'all types'})")
 
@@ -153,6 +158,7 @@ def delete(
     """Delete a subscription; its events not yet delivered are dropped."""
     with _deployment(data_dir) as d:
         v = _vault(d, vault)
-        if not d.events.store.delete(v.id, name):
+        if not perform(d, "EventSubscriptionDelete", lambda: d.events.store.delete(v.id, name),
+                       vault=v.name):
             fail(f"vault '{v.name}' has no subscription named '{name[:64]}'")
     typer.echo(f"deleted subscription {name} of vault {v.name}")

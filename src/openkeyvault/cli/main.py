@@ -167,14 +167,16 @@ def server(
                   **({"database_url": database} if database else {})))
 
 
-def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
-    """Run `fn(d.vault_properties)` and print the vault with its properties as JSON."""
+def _properties_call(data_dir: Path | None, name: str, fn: Any, operation: str) -> None:
+    """Run `fn(d.vault_properties)` as `operation` (cli/acting.py) and print the vault with
+    its properties as JSON."""
+    from openkeyvault.cli.acting import perform
     from openkeyvault.deployment import Deployment
     from openkeyvault.vault.errors import DomainError
 
     d = Deployment.open(_settings(data_dir))
     try:
-        props = fn(d.vault_properties)
+        props = perform(d, operation, lambda: fn(d.vault_properties), vault=name)
         v = d.vaults.get(name)
     except DomainError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -191,13 +193,13 @@ def _properties_call(data_dir: Path | None, name: str, fn: Any) -> None:
 @network_app.command("add-rule")
 def network_add_rule(name: str, cidr: str, data_dir: DataDir = None) -> None:
     """Allow an IPv4/IPv6 address or CIDR range (when the default action is Deny)."""
-    _properties_call(data_dir, name, lambda s: s.add_ip_rule(name, cidr))
+    _properties_call(data_dir, name, lambda s: s.add_ip_rule(name, cidr), "VaultPatch")
 
 
 @network_app.command("remove-rule")
 def network_remove_rule(name: str, cidr: str, data_dir: DataDir = None) -> None:
     """Remove an IP rule."""
-    _properties_call(data_dir, name, lambda s: s.remove_ip_rule(name, cidr))
+    _properties_call(data_dir, name, lambda s: s.remove_ip_rule(name, cidr), "VaultPatch")
 
 
 def _permissions(**given: str | None) -> dict[str, list[str]]:
@@ -220,7 +222,7 @@ def policy_set(name: str, object_id: ObjectId, data_dir: DataDir = None,
     access-policy mode)."""
     perms = _permissions(keys=keys, secrets=secrets, certificates=certificates)
     _properties_call(data_dir, name, lambda s: s.set_access_policy(
-        name, object_id, tenant_id, perms))
+        name, object_id, tenant_id, perms), "VaultAccessPolicyUpdate")
 
 
 @policy_app.command("remove")
@@ -228,16 +230,20 @@ def policy_remove(name: str, object_id: ObjectId, data_dir: DataDir = None,
                   tenant_id: TenantId = None) -> None:
     """Remove a principal's access policy."""
     _properties_call(data_dir, name, lambda s: s.remove_access_policy(
-        name, object_id, tenant_id))
+        name, object_id, tenant_id), "VaultAccessPolicyUpdate")
 
 
-def _directory_call(data_dir: Path | None, fn: Any) -> Any:
+def _directory_call(data_dir: Path | None, fn: Any, operation: str | None = None) -> Any:
+    """`fn(d.directory)`; a change as `operation` (cli/acting.py)."""
     from openkeyvault.access.directory import DirectoryError
+    from openkeyvault.cli.acting import perform
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
-        return fn(d.directory)
+        if operation is None:
+            return fn(d.directory)
+        return perform(d, operation, lambda: fn(d.directory))
     except DirectoryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -292,7 +298,8 @@ def principal_create(
         return {"tenant_id": p.tenant_id, "client_id": p.client_id, "object_id": p.object_id,
                 "display_name": p.display_name, "client_secret": secret.client_secret,
                 "secret_id": secret.credential_id, "secret_expires": secret.expires}
-    typer.echo(json.dumps(_directory_call(data_dir, create), indent=2))
+    typer.echo(json.dumps(_directory_call(data_dir, create, "ServicePrincipalCreate"),
+                          indent=2))
 
 
 @principal_app.command("list")
@@ -333,7 +340,8 @@ def principal_list(
 @principal_app.command("delete")
 def principal_delete(principal: str, data_dir: DataDir = None) -> None:
     """Delete a principal and its credentials (its tokens stop working at once)."""
-    _directory_call(data_dir, lambda d: d.delete(_find(d, principal).object_id))
+    _directory_call(data_dir, lambda d: d.delete(_find(d, principal).object_id),
+                    "ServicePrincipalDelete")
     typer.echo(json.dumps({"deleted": principal}))
 
 
@@ -345,7 +353,8 @@ def secret_add(principal: str, data_dir: DataDir = None, days: Days = 365) -> No
         s = directory.add_secret(p.object_id, days)
         return {"client_id": p.client_id, "secret_id": s.credential_id,
                 "client_secret": s.client_secret, "secret_expires": s.expires}
-    typer.echo(json.dumps(_directory_call(data_dir, add), indent=2))
+    typer.echo(json.dumps(_directory_call(data_dir, add, "ServicePrincipalCredentialAdd"),
+                          indent=2))
 
 
 @secret_app.command("remove")
@@ -353,7 +362,7 @@ def secret_remove(principal: str, secret_id: str, data_dir: DataDir = None) -> N
     """Remove (revoke) one client secret of a principal."""
     def remove(directory: Any) -> bool:
         return bool(directory.remove_secret(_find(directory, principal).object_id, secret_id))
-    if not _directory_call(data_dir, remove):
+    if not _directory_call(data_dir, remove, "ServicePrincipalCredentialRemove"):
         typer.echo(f"error: principal has no secret '{secret_id}'", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps({"removed": secret_id}))
@@ -372,14 +381,20 @@ def role_assign(
     data_dir: DataDir = None,
 ) -> None:
     """Give a principal a role at a scope (an ARM scope is stored in its internal form)."""
-    from openkeyvault.access.control import internal_to_arm
+    from openkeyvault.access.control import arm_to_internal, internal_to_arm
     from openkeyvault.access.rbac import RbacError
+    from openkeyvault.cli.acting import perform
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
         p = _find(d.directory, principal)
-        r = d.rbac.assign(p.object_id, role, scope)
+        # Authorized where it is made (an ARM scope in its internal form), for that role.
+        internal = arm_to_internal(scope) if scope.lower().startswith("/subscriptions/") \
+            else scope
+        wanted = d.rbac.definitions.find(role)
+        r = perform(d, "RoleAssignmentCreate", lambda: d.rbac.assign(p.object_id, role, scope),
+                    scope=internal or "/", assigning=wanted.id if wanted else None)
         found = d.rbac.definitions.get(r.role_definition_id)
         arm = internal_to_arm(r.scope, d.vaults.placement_of)
     except RbacError as exc:
@@ -423,11 +438,15 @@ def role_list(
 @role_app.command("remove")
 def role_remove(assignment_id: str, data_dir: DataDir = None) -> None:
     """Remove a role assignment."""
+    from openkeyvault.cli.acting import perform
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
-        removed = d.rbac.remove(assignment_id)
+        found = d.rbac.get(assignment_id)
+        removed = perform(d, "RoleAssignmentDelete", lambda: d.rbac.remove(assignment_id),
+                          scope=found.scope if found else "/",
+                          assigning=found.role_definition_id if found else None)
     finally:
         d.close()
     if not removed:
@@ -436,13 +455,17 @@ def role_remove(assignment_id: str, data_dir: DataDir = None) -> None:
     typer.echo(json.dumps({"removed": assignment_id}))
 
 
-def _definitions_call(data_dir: Path | None, fn: Any) -> Any:
+def _definitions_call(data_dir: Path | None, fn: Any, operation: str | None = None) -> Any:
+    """`fn(d.rbac.definitions)`; a change as `operation` (cli/acting.py), at `/`."""
     from openkeyvault.access.rbac import RbacError
+    from openkeyvault.cli.acting import perform
     from openkeyvault.deployment import Deployment
 
     d = Deployment.open(_settings(data_dir))
     try:
-        return fn(d.rbac.definitions)
+        if operation is None:
+            return fn(d.rbac.definitions)
+        return perform(d, operation, lambda: fn(d.rbac.definitions))
     except RbacError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -505,22 +528,28 @@ def role_definition_create(
     name = body.get("name") or str(uuid.uuid4())
     created = _definitions_call(
         data_dir, lambda defs: definition(defs.set(str(name),
-                                                   definition_document(request))[0]))
+                                                   definition_document(request))[0]),
+        "RoleDefinitionSet")
     typer.echo(json.dumps(created, indent=2))
 
 
 @definition_app.command("delete")
 def role_definition_delete(definition_id: str, data_dir: DataDir = None) -> None:
     """Delete a custom role definition (refused while it is assigned)."""
-    _definitions_call(data_dir, lambda defs: defs.delete(definition_id))
+    _definitions_call(data_dir, lambda defs: defs.delete(definition_id),
+                      "RoleDefinitionDelete")
     typer.echo(json.dumps({"deleted": definition_id}))
 
 
 def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     """The `okv` entry point. `args` and `prog_name` (default: the process's own) let the
     same entry, with its one-line fatal errors, run inside another program."""
+    import sys
+
+    from openkeyvault.cli import acting
     from openkeyvault.storage.errors import StartupRefused, StorageError
 
+    acting.ARGV[:] = sys.argv[1:] if args is None else args
     try:
         app(args=args, prog_name=prog_name)
     except StartupRefused as exc:  # the data directory is not fit to use: one line

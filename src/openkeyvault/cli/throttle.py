@@ -2,8 +2,9 @@
 
 A vault that needs more (a build farm's) or less than the deployment's limits gets a
 multiplier of them, or none at all (`--off`); the setting is kept in the database, so every
-node applies it, within ops/throttle.py's REFRESH_SECONDS and without a restart. One number
-per vault is all it keeps: the class limits themselves are the deployment's ([throttling]).
+node applies it, within ops/throttle.py's REFRESH_SECONDS and without a restart; a change is
+authorized and audited as cli/acting.py says. One number per vault is all it keeps: the
+class limits themselves are the deployment's ([throttling]).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def register(vault_app: typer.Typer, settings_for: Callable[..., Settings]) -> N
         data_dir: DataDir = None,
     ) -> None:
         """Show or set a vault's (or managed HSM pool's) scale of the throttling limits."""
+        from openkeyvault.cli.acting import perform
         from openkeyvault.deployment import Deployment
         from openkeyvault.ops.limits import LIMITS
         from openkeyvault.storage.throttles import ThrottleStore, parse_scale
@@ -45,12 +47,11 @@ def register(vault_app: typer.Typer, settings_for: Callable[..., Settings]) -> N
             if vault is None:
                 fail(f"no vault or managed HSM pool named '{name[:40]}'")
             store = ThrottleStore(d.engines)
-            if scale is not None:
-                store.set_vault_scale(vault.name, scale)
-            elif off:
-                store.set_vault_scale(vault.name, None)
-            elif reset:
-                store.reset_vault_scale(vault.name)
+            change = (lambda: store.set_vault_scale(vault.name, scale)) if scale is not None \
+                else (lambda: store.set_vault_scale(vault.name, None)) if off \
+                else (lambda: store.reset_vault_scale(vault.name)) if reset else None
+            if change is not None:
+                perform(d, "VaultThrottleSet", change, vault=vault.name)
             current = store.vault_scales().get(vault.name, 1.0)
         finally:
             d.close()

@@ -1,5 +1,6 @@
 """`okv` commands for the token service's trust: certificate and federated credentials of
-principals, trusted external issuers, and the token signing keys."""
+principals, trusted external issuers, and the token signing keys. Each change is an
+operation of the table, authorized and audited (cli/acting.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from openkeyvault.cli.acting import perform
 from openkeyvault.cli.settings import settings_for
 
 if TYPE_CHECKING:
@@ -82,7 +84,8 @@ def cert_add(
         raise typer.Exit(1) from None
     with _deployment(data_dir) as d:
         p = _principal(d, principal)
-        c = d.directory.add_certificate(p.object_id, pem, days)
+        c = perform(d, "ServicePrincipalCredentialAdd",
+                    lambda: d.directory.add_certificate(p.object_id, pem, days))
     _echo({"client_id": p.client_id, "credential_id": c.id, "thumbprint": c.sha1.upper(),
            "thumbprint_sha256": c.sha256.upper(), "subject": c.subject, "expires": c.expires})
 
@@ -93,8 +96,10 @@ def cert_remove(principal: str, credential: Annotated[str, typer.Argument(
                 data_dir: DataDir = None) -> None:
     """Remove a certificate credential."""
     with _deployment(data_dir) as d:
-        removed = d.directory.remove_credential(_principal(d, principal).object_id,
-                                                credential, "certificate")
+        oid = _principal(d, principal).object_id
+        removed = perform(d, "ServicePrincipalCredentialRemove",
+                          lambda: d.directory.remove_credential(oid, credential,
+                                                                "certificate"))
     if not removed:
         typer.echo(f"error: principal has no certificate '{credential}'", err=True)
         raise typer.Exit(1)
@@ -119,7 +124,8 @@ def federated_add(
         if d.tokens.issuers.by_issuer(issuer) is None:
             typer.echo(f"warning: '{issuer}' is not a trusted issuer yet (okv issuer add)",
                        err=True)
-        f = d.directory.add_federated(p.object_id, issuer, subject, audience)
+        f = perform(d, "ServicePrincipalCredentialAdd", lambda: d.directory.add_federated(
+            p.object_id, issuer, subject, audience))
     _echo({"client_id": p.client_id, "credential_id": f.id, "issuer": f.issuer,
            "subject": f.subject, "audience": f.audience})
 
@@ -128,8 +134,10 @@ def federated_add(
 def federated_remove(principal: str, credential_id: str, data_dir: DataDir = None) -> None:
     """Remove a federated credential."""
     with _deployment(data_dir) as d:
-        removed = d.directory.remove_credential(_principal(d, principal).object_id,
-                                                credential_id, "federated")
+        oid = _principal(d, principal).object_id
+        removed = perform(d, "ServicePrincipalCredentialRemove",
+                          lambda: d.directory.remove_credential(oid, credential_id,
+                                                                "federated"))
     if not removed:
         typer.echo(f"error: principal has no federated credential '{credential_id}'",
                    err=True)
@@ -151,8 +159,8 @@ def issuer_add(
 ) -> None:
     """Trust an external OpenID Connect issuer."""
     with _deployment(data_dir) as d:
-        r = d.tokens.issuers.add(name, issuer, jwks_url=jwks_url, jwks_file=jwks_file,
-                                 audience=audience)
+        r = perform(d, "TrustedIssuerPut", lambda: d.tokens.issuers.add(
+            name, issuer, jwks_url=jwks_url, jwks_file=jwks_file, audience=audience))
     _echo(_issuer_row(r))
 
 
@@ -183,7 +191,7 @@ def issuer_list(data_dir: DataDir = None, output: Output = "table") -> None:
 def issuer_remove(name: str, data_dir: DataDir = None) -> None:
     """Stop trusting an issuer (its tokens are refused from the next request)."""
     with _deployment(data_dir) as d:
-        removed = d.tokens.issuers.remove(name)
+        removed = perform(d, "TrustedIssuerDelete", lambda: d.tokens.issuers.remove(name))
     if not removed:
         typer.echo(f"error: no trusted issuer '{name}'", err=True)
         raise typer.Exit(1)
@@ -201,7 +209,8 @@ def token_rotate_key(
     """Make a new token signing key current. Earlier keys keep verifying the tokens they
     signed until those have expired, unless --drop-previous."""
     with _deployment(data_dir) as d:
-        kid = d.tokens.keys.rotate(drop_previous=drop_previous)
+        kid = perform(d, "SigningKeyRotate",
+                      lambda: d.tokens.keys.rotate(drop_previous=drop_previous))
     _echo({"kid": kid, "dropped_previous": drop_previous})
 
 

@@ -5,7 +5,9 @@ Each command opens the deployment's storage (safe while the server runs: the ser
 the change on its next request) and prints a Rich table, or with `--output json` the ARM
 resource shapes the management API answers. A vault is named by its name alone (unique in
 the deployment); its subscription and resource group are looked up. A refusal prints
-`error: ...` on stderr and exits with code 2, changing nothing.
+`error: ...` on stderr and exits with code 2, changing nothing. Each change is the
+management API's operation (VaultPut, VaultPatch, VaultDelete, DeletedVaultPurge),
+authorized and audited as cli/acting.py says.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ class Vaults:
     def __init__(self, d: Any) -> None:
         self.d = d
         self.service = d.vaults
+
+    def perform(self, operation: str, act: Callable[[], Any], name: str,
+                placement: tuple[str, str] | None = None) -> Any:
+        """`act` as `operation` on vault `name` (cli/acting.py); `placement`: a new
+        vault's subscription and resource group."""
+        from openkeyvault.cli.acting import perform
+
+        return perform(self.d, operation, act, vault=name, placement=placement)
 
     def place(self, name: str) -> tuple[str, str]:
         from openkeyvault.vault import names
@@ -253,8 +263,10 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
                 soft_delete_retention_in_days=retention_days,
                 enable_rbac_authorization=not access_policies,
                 enable_purge_protection=True if purge_protection else None))
-            created, _ = s.create_or_update(subscription or s.default_subscription(),
-                                            resource_group, name, request)
+            sub = subscription or s.default_subscription()
+            created, _ = vaults.perform(
+                "VaultPut", lambda: s.create_or_update(sub, resource_group, name, request),
+                name, placement=(sub, resource_group))
         show_vault(created, output)
         host_note(created["properties"]["vaultUri"])
 
@@ -327,7 +339,8 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
                 {**(current.get("tags") or {}), **tags} if tags else UNSET,
                 c.VaultSettings(enable_purge_protection=True if purge_protection else None,
                                 enable_rbac_authorization=rbac, network_acls=acls))
-            v = vaults.service.update(sub, rg, name, patch)
+            v = vaults.perform("VaultPatch",
+                               lambda: vaults.service.update(sub, rg, name, patch), name)
         show_vault(v, output)
 
     @vault_app.command("delete")
@@ -338,7 +351,7 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
             sub, rg = vaults.place(name)
             if vaults.deleted(name) is not None:
                 fail(f"vault '{name}' is already deleted")
-            vaults.service.delete(sub, rg, name)
+            vaults.perform("VaultDelete", lambda: vaults.service.delete(sub, rg, name), name)
             gone = vaults.deleted(name)
         assert gone is not None
         show_deleted([gone], output)
@@ -349,7 +362,8 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
         output = _output(output)
         with opened(settings_for, data_dir) as vaults:
             sub, rg = vaults.place(name)
-            v = vaults.service.recover(sub, rg, name)
+            # Azure recovers a vault with a PUT (createMode: recover).
+            v = vaults.perform("VaultPut", lambda: vaults.service.recover(sub, rg, name), name)
         show_vault(v, output)
 
     @vault_app.command("purge")
@@ -361,7 +375,8 @@ def register(vault_app: typer.Typer, settings_for: SettingsFor) -> None:
             if gone is None:
                 fail(f"vault '{name[:24]}' is not deleted: delete it first")
             sub, _ = vaults.place(name)
-            vaults.service.purge_deleted(gone["properties"]["location"], name, sub)
+            vaults.perform("DeletedVaultPurge", lambda: vaults.service.purge_deleted(
+                gone["properties"]["location"], name, sub), name)
         if output == "json":
             typer.echo(json.dumps({"purged": gone["name"]}))
         else:

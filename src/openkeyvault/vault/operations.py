@@ -53,6 +53,7 @@ MANAGEMENT_PLANE = "management"  # the management API (ARM) on the bare host
 IDENTITY = "identity"  # the token service and the dev identity endpoints
 SERVICE = "service"  # the node's own endpoints: health, the CA certificate, the dev clock
 SCHEDULED = "scheduled"  # done by the scheduler, not asked by a request
+OPERATOR = "operator"  # done by the `okv` command on the deployment (cli/acting.py)
 
 # ---- scopes that are not vault-relative paths --------------------------------------------
 ROLE_SCOPE = "{scope}"  # role management: the scope the path names (`/`, `/keys/NAME`)
@@ -61,6 +62,7 @@ SUBSCRIPTION = "subscription"  # ARM: the subscription in the path
 RESOURCE_GROUP = "resource group"  # ARM: the resource group in the path
 CALLER = "caller"  # any authenticated caller; a listing shows what the caller may read
 PUBLIC = "public"  # no authentication
+DIRECTORY = "directory"  # the deployment's directory of principals: checked at `/`
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,10 @@ def _role(name: str, action: str) -> Operation:
 def _arm(name: str, action: str | None, scope: str) -> Operation:
     return Operation(name, action, scope, throttle=MANAGEMENT, meter=None,
                      plane=MANAGEMENT_PLANE)
+
+
+def _operator(name: str, action: str, scope: str) -> Operation:
+    return Operation(name, action, scope, throttle=NONE, meter=None, plane=OPERATOR)
 
 
 def _unmetered(name: str, plane: str, scope: str = PUBLIC) -> Operation:
@@ -247,6 +253,20 @@ TABLE: tuple[Operation, ...] = (
     _arm("ProviderOperationList", None, CALLER),
     Operation("CloudMetadataGet", None, PUBLIC, throttle=MANAGEMENT, meter=None,
               plane=MANAGEMENT_PLANE),
+    # ---- the `okv` command's changes that no API serves (coined). Creating an Event Grid
+    # subscription on a vault is Event Grid's own action in Azure; here it is a change of
+    # the vault. The directory stands for Entra ID: who may assign roles at the whole
+    # deployment may add principals and their credentials.
+    _operator("VaultThrottleSet", a.VAULTS_WRITE, RESOURCE),
+    _operator("EventSubscriptionPut", a.VAULTS_WRITE, RESOURCE),
+    _operator("EventSubscriptionDelete", a.VAULTS_WRITE, RESOURCE),
+    _operator("ServicePrincipalCreate", a.ROLE_ASSIGNMENTS_WRITE, DIRECTORY),
+    _operator("ServicePrincipalDelete", a.ROLE_ASSIGNMENTS_DELETE, DIRECTORY),
+    _operator("ServicePrincipalCredentialAdd", a.ROLE_ASSIGNMENTS_WRITE, DIRECTORY),
+    _operator("ServicePrincipalCredentialRemove", a.ROLE_ASSIGNMENTS_WRITE, DIRECTORY),
+    _operator("TrustedIssuerPut", a.ROLE_ASSIGNMENTS_WRITE, DIRECTORY),
+    _operator("TrustedIssuerDelete", a.ROLE_ASSIGNMENTS_WRITE, DIRECTORY),
+    _operator("SigningKeyRotate", a.ROLE_ASSIGNMENTS_WRITE, DIRECTORY),
     # ---- the token service (Azure's name) and its discovery documents (coined) ----
     _unmetered("Authentication", IDENTITY),
     _unmetered("OpenIdConfigurationGet", IDENTITY),
