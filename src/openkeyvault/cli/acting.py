@@ -26,11 +26,12 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from openkeyvault import __version__
+from openkeyvault.cli.vaults import fail
 
 if TYPE_CHECKING:  # imported when a change is made: `okv --help` stays quick
     from openkeyvault.access.principals import Principal
@@ -41,18 +42,12 @@ if TYPE_CHECKING:  # imported when a change is made: `okv --help` stays quick
 
 ENV_VAR = "OKV_AS"
 ADMINISTRATOR = "administrator"  # the display name `okv init` gives the first administrator
-REFUSED = 2
 LOCAL = "local"  # the audit record's callerIpAddress: no network was involved
 T = TypeVar("T")
 
 
 class Refused(Exception):
     """The acting principal may not do this (the API's 403)."""
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(REFUSED)
 
 
 def acting_principal(d: Deployment) -> Principal:
@@ -63,7 +58,7 @@ def acting_principal(d: Deployment) -> Principal:
     if named:
         found = d.directory.find(named)
         if found is None:
-            _fail(f"{ENV_VAR}: no principal '{named[:64]}' (give its object id, client id "
+            fail(f"{ENV_VAR}: no principal '{named[:64]}' (give its object id, client id "
                   "or name)")
         return Principal(found.object_id, found.tenant_id, found.client_id)
     admin = d.directory.find(ADMINISTRATOR)
@@ -119,13 +114,15 @@ class Acting:
                               self.principal.app_id)
         kind = "management" if op.plane == ops.MANAGEMENT_PLANE else \
             "identity" if op.scope == ops.DIRECTORY else "vault"
+        # Where the vault is placed: a new one's from the command, a purged one's as it was.
+        where = (self.d.vaults.placement_of(vault) if vault else None) or placement
         trail = self._audit()
         refusal = trail.admit(Attempt(op.name, kind, vault, op.throttle, 1.0, claims, LOCAL))
         if refusal is not None:
-            _fail(f"{refusal.message} Nothing was changed.")
+            fail(f"{refusal.message} Nothing was changed.")
         status, allowed = 500, None
         try:
-            allowed = self._allowed(op, vault, scope, assigning, placement)
+            allowed = self._allowed(op, vault, scope, assigning, where)
             if not allowed:
                 status = 403
                 raise Refused(
@@ -143,33 +140,30 @@ class Acting:
             status = _status_of(exc, status)
             raise
         finally:
-            trail.observe(self._outcome(op, kind, vault, scope, status, arrived, started,
-                                        claims, allowed))
+            trail.observe(self._outcome(op, kind, vault, where, scope, status, arrived,
+                                        started, claims, allowed))
 
     def _allowed(self, op: Operation, vault: str | None, scope: str,
-                 assigning: str | None, placement: tuple[str, str] | None) -> bool:
+                 assigning: str | None, where: tuple[str, str] | None) -> bool:
         from openkeyvault.vault import operations as ops
 
         assert op.action is not None, op.name
         if op.scope in (ops.RESOURCE, ops.SUBSCRIPTION, ops.RESOURCE_GROUP):
-            where = (self.d.vaults.placement_of(vault) if vault else None) or placement
             sub, rg = (str(where[0]), str(where[1])) if where else (None, None)
             return self.d.control.allowed_control(self.principal, op.action, sub, rg, vault)
         if op.scope == ops.DIRECTORY:
             scope = "/"
         return self.d.authorizer.allowed_at(self.principal, op.action, scope, assigning)
 
-    def _outcome(self, op: Operation, kind: str, vault: str | None, scope: str,
-                 status: int, arrived: float, started: float, claims: CallerClaims,
-                 allowed: bool | None) -> Outcome:
+    def _outcome(self, op: Operation, kind: str, vault: str | None,
+                 where: tuple[str, str] | None, scope: str, status: int, arrived: float,
+                 started: float, claims: CallerClaims, allowed: bool | None) -> Outcome:
         from openkeyvault.api.exchange import arm_id
         from openkeyvault.ops.outcome import Outcome
 
         resource_id = None
-        if vault is not None:
-            where = self.d.vaults.placement_of(vault)
-            if where is not None:
-                resource_id = arm_id(str(where[0]), str(where[1]), "vault", vault)
+        if vault is not None and where is not None:
+            resource_id = arm_id(str(where[0]), str(where[1]), "vault", vault)
         target = vault if vault is not None else scope
         return Outcome(
             operation=op.name, resource_kind=kind,
@@ -197,6 +191,10 @@ class Acting:
 
 
 def _status_of(exc: BaseException, default: int) -> int:
+    """The status the API would answer `exc` with: a domain error's own, 409 for a role
+    conflict, 400 for the refusals of the directory, the issuers and role management
+    (ValueErrors whose message is safe to show)."""
+    from openkeyvault.access.definitions import RbacConflict
     from openkeyvault.api.errors import map_error
     from openkeyvault.vault.errors import DomainError
 
@@ -204,7 +202,9 @@ def _status_of(exc: BaseException, default: int) -> int:
         return 403
     if isinstance(exc, DomainError):
         return map_error(exc)[0]
-    if type(exc).__name__ in ("RbacError", "DirectoryError", "SubscriptionExists"):
+    if isinstance(exc, RbacConflict):
+        return 409
+    if isinstance(exc, ValueError):
         return 400
     return default
 
@@ -223,6 +223,6 @@ def perform(d: Deployment, name: str, act: Callable[[], T], **where: Any) -> T:
     try:
         return acting.perform(name, act, **where)
     except Refused as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         acting.close()

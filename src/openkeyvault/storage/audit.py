@@ -118,8 +118,7 @@ def _copied(c: Connection, rows: Sequence[AuditRow]) -> bool:
     try:
         with c.begin_nested(), raw.cursor() as cur, cur.copy(_COPY) as copy:
             for r in rows:
-                copy.write_row((r.stream, r.seq, r.time_ms, r.vault, r.operation, r.status,
-                                r.caller, r.upn, r.record))
+                copy.write_row(tuple(vars(r).values()))  # in the columns' order, as _COPY
     except psycopg.errors.UniqueViolation:
         return False
     return True
