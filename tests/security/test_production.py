@@ -167,6 +167,15 @@ def test_bad_configurations_are_refused(tmp_path: Path, seal: dict[str, Any], sa
     assert not (tmp_path / "data").exists()
 
 
+def test_a_forced_key_file_seal_initialises_and_serves_unsealed(tmp_path: Path) -> None:
+    """[seal] type = "devkey" with force = true: the key file is made with the database,
+    and the node needs no key holder."""
+    with production_node(tmp_path, {"type": "devkey", "force": True}) as (node, made):
+        assert made["seal"] == "devkey" and "shares" not in made
+        assert (tmp_path / "data" / "root.key").exists()
+        assert node.wait_health(200)["status"] == "ready"
+
+
 def test_a_node_of_an_uninitialised_deployment_does_not_start(tmp_path: Path) -> None:
     config = write_config(tmp_path, free_port(), SHAMIR)
     r = okv("server", "--config", str(config))

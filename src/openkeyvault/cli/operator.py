@@ -163,7 +163,6 @@ def _init(settings: Settings) -> None:
     from openkeyvault.crypto.aead import new_key
     from openkeyvault.deployment import Deployment
     from openkeyvault.storage.errors import StartupRefused, StorageError
-    from openkeyvault.storage.seal import dev_seal_root_key
     from openkeyvault.storage.seals import AutoUnsealError, DevFileSeal, KeyVaultSeal, ShamirSeal
 
     assert settings.seal is not None
@@ -175,8 +174,7 @@ def _init(settings: Settings) -> None:
             raise typer.Exit(1)
         kind = settings.seal["type"]
         shares: list[str] = []
-        if kind == "devkey":
-            root_key = dev_seal_root_key(settings.data_dir / "root.key", create=True)
+        if kind == "devkey":  # the key file is made with the database, by Deployment.open
             stored = DevFileSeal.init()
         else:
             root_key = new_key()
