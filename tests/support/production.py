@@ -121,7 +121,8 @@ class Node:
 
 
 def write_config(base: Path, port: int, seal: dict[str, Any],
-                 database_url: str | None = None) -> Path:
+                 database_url: str | None = None, extra: str = "") -> Path:
+    """The node's configuration file; `extra`: more TOML tables, as they are written."""
     write_tls(base)
     lines = ["[server]", 'data_dir = "data"', f"port = {port}", "", "[dns]",
              'domain = "localhost"', "", "[tls]", 'certificate = "tls.crt"', 'key = "tls.key"',
@@ -130,17 +131,17 @@ def write_config(base: Path, port: int, seal: dict[str, Any],
     if database_url:
         lines += ["", "[database]", f"url = {json.dumps(database_url)}"]
     config = base / "okv.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config.write_text("\n".join(lines) + "\n" + extra)
     return config
 
 
 @contextlib.contextmanager
-def production_node(base: Path, seal: dict[str, Any], database_url: str | None = None
-                    ) -> Iterator[tuple[Node, dict[str, Any]]]:
+def production_node(base: Path, seal: dict[str, Any], database_url: str | None = None,
+                    extra: str = "") -> Iterator[tuple[Node, dict[str, Any]]]:
     """An initialised, started node (sealed, unless its seal unseals itself) and what
-    `okv init` printed."""
+    `okv init` printed; `extra`: more of the configuration file (`write_config`)."""
     port = free_port()
-    config = write_config(base, port, seal, database_url)
+    config = write_config(base, port, seal, database_url, extra)
     made = okv("init", "--config", str(config))
     assert made.returncode == 0, made.stderr
     node = Node(base, config, port)

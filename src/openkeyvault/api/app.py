@@ -174,6 +174,11 @@ class KeyVaultApp:
             for p in identity.IMDS_PATHS:
                 self.special[p] = (self._sync(identity.imds_token), op("Authentication"))
             self.special[dev.CLOCK_PATH] = (self._dev_clock, op("DevClockSet"))
+        if deployment.settings.metrics_token_file is not None:  # [metrics] token_file
+            from openkeyvault.ops.metrics import MetricsEndpoint
+
+            endpoint = MetricsEndpoint(deployment.settings, deployment.engines)
+            self.special["/metrics"] = (self._metrics_of(endpoint), op("MetricsGet"))
         self._sts_operations = {"token": op("Authentication"),
                                 "openid-configuration": op("OpenIdConfigurationGet"),
                                 "keys": op("SigningKeysGet")}
@@ -182,6 +187,14 @@ class KeyVaultApp:
         async def call(request: Request) -> Response:
             return fn(request, self.d)
         return call
+
+    @staticmethod
+    def _metrics_of(endpoint: Any) -> Callable[[Request], Awaitable[Response]]:
+        async def scrape(request: Request) -> Response:  # reads files: in the thread pool
+            status, headers, body = await run_in_threadpool(
+                endpoint.respond, request.headers.get("authorization"))
+            return Response(body, status, headers=headers)
+        return scrape
 
     async def _health(self, request: Request) -> Response:
         """200 while the node can serve; 503 while its database does not answer, so that a

@@ -13,7 +13,7 @@ a process that exits).
 Exposed (docs/operations.md "Metrics") by a plain-HTTP listener of the supervising
 process (`okv server --metrics-port N`, on 127.0.0.1 unless [metrics] host says
 otherwise), and/or as /metrics on the main port for a bearer token ([metrics] token_file;
-`MetricsEndpoint`, which the app serves).
+`MetricsEndpoint`, which api/app.py mounts as /metrics).
 
 An Outcome carries no request or response body, so no secret value, key material or token
 can reach a label: the labels are the vault's name, the operation's name and the status.

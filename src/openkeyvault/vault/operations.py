@@ -275,6 +275,7 @@ TABLE: tuple[Operation, ...] = (
     _unmetered("HealthGet", SERVICE),
     _unmetered("IssuingCaGet", SERVICE),
     _unmetered("DevClockSet", SERVICE),
+    _unmetered("MetricsGet", SERVICE),  # /metrics on the main port, for [metrics] token_file
 )
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in TABLE}
