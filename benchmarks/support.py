@@ -460,13 +460,13 @@ PORT = 8443  # what the in-process app believes it listens on
 REPEATS = 5  # best of 5 batches: the machine is shared, the minimum is the stable figure
 
 
-def in_process_app(tmp: Path) -> tuple[Any, IO[str]]:
+def in_process_app(tmp: Path, **settings_extra: Any) -> tuple[Any, IO[str]]:
     """The app as a granian worker builds it (`create_app`) on a new dev data directory in
     `tmp`, and the file its request log lines go to, as they would go to a log file."""
     from openkeyvault.cli.server import prepare
     from openkeyvault.config import ENV_VAR, Settings
 
-    settings = Settings(data_dir=tmp / "data", port=PORT, dev=True)
+    settings = Settings(data_dir=tmp / "data", port=PORT, dev=True, **settings_extra)
     prepare(settings)
     os.environ[ENV_VAR] = settings.to_env()
     from openkeyvault.api.app import create_app

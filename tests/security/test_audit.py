@@ -18,8 +18,10 @@ from openkeyvault.ops.audit import (
     CLAIM_OID,
     CLAIM_TID,
     CLAIM_UPN,
+    ChainKey,
     audit_key,
     canonical,
+    encode_record,
     fail_closed,
     link,
     to_record,
@@ -111,14 +113,68 @@ def test_line_carries_stream_sequence_and_chain(tmp_path: Path) -> None:
 
 
 def test_answered_requests_that_are_no_operation_are_not_recorded(tmp_path: Path) -> None:
-    """Health checks are not audited; a failed request without an operation is (a 404
-    path, a 401 before routing)."""
+    """Health checks, the CA's certificate and metrics scrapes are not audited when they
+    succeed; a failed request without an operation is (a 404 path, a 401 before routing),
+    and so is a refused scrape."""
     trail = new_trail(tmp_path)
     trail.observe(outcome(operation="", status=200, request_uri="/healthz"))
+    trail.observe(outcome(operation="HealthGet", status=200, request_uri="/healthz"))
+    trail.observe(outcome(operation="IssuingCaGet", status=200, request_uri="/ca.pem"))
+    trail.observe(outcome(operation="MetricsGet", status=200, request_uri="/metrics"))
     trail.observe(outcome(operation="", status=404, request_uri="/nothing-here"))
+    trail.observe(outcome(operation="MetricsGet", status=401, request_uri="/metrics"))
     trail.close()
-    (only,) = (json.loads(x) for x in lines(tmp_path / "s-1.jsonl"))
-    assert (only["properties"]["requestUri"], only["sequence"]) == ("/nothing-here", 1)
+    first, second = (json.loads(x) for x in lines(tmp_path / "s-1.jsonl"))
+    assert (first["properties"]["requestUri"], first["sequence"]) == ("/nothing-here", 1)
+    assert (second["operationName"], second["resultSignature"]) == ("MetricsGet",
+                                                                    "Unauthorized")
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 64, 65, 200])
+def test_the_chain_key_is_hmac_sha256(size: int) -> None:
+    """The request path's chain value (pads hashed once) is HMAC-SHA256, as verify and
+    any other HMAC implementation compute it, for keys of every length."""
+    import hashlib
+    import hmac
+    import os
+
+    key = os.urandom(size)
+    for previous, body in ((b"", b""), (os.urandom(32), os.urandom(1000))):
+        assert ChainKey(key).link(previous, body) == \
+            hmac.new(key, previous + body, hashlib.sha256).digest() == \
+            link(key, previous, body)
+
+
+# Values a record's strings can hold: what JSON must escape, what it must not, UTF-8 of
+# every width, and a lone surrogate (no UTF-8 for it; written as `?` by both).
+AWKWARD = ["", "plain", 'quote " and \\ backslash', "tab\t nl\n cr\r \x00 \x1f \x7f",
+           "é ß 中文 😀 \u2028 \u2029", "lone \ud800 surrogate", "x" * 600]
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_the_written_record_is_the_canonical_record(value: str) -> None:
+    """`encode_record` (the template the server writes) and `canonical(to_record(...))`
+    (what verify recomputes) agree byte for byte, whatever the values."""
+    from openkeyvault.ops.outcome import CallerClaims
+
+    cases = [
+        outcome(),
+        outcome(caller=None, rbac_authorized=None, correlation_id=None, user_agent=None,
+                api_version=None, resource_id=None, object_id=None, operation=""),
+        outcome(caller=BOB, status=403, rbac_authorized=False, access_policy_match=True),
+        outcome(status=599, duration_ms=2.5),  # an unnamed status; rounds half to even
+        outcome(duration_ms=-1.0, time=T0 + 0.999999),
+        outcome(user_agent=value, correlation_id=value, client_ip=value, request_id=value,
+                object_id=value, resource_id=value, api_version=value, operation=value,
+                request_uri=f"/secrets/{value}?api-version={value}&sig={value}",
+                caller=CallerClaims(value or "o", value, value or None, value or None)),
+    ]
+    for i, o in enumerate(cases):
+        for stream, seq in (("s-1", 1), ("20261206T000000-host-1-abcd", 123456789)):
+            written = encode_record(o, stream, seq)
+            reference = canonical({**to_record(o), "stream": stream, "sequence": seq})
+            assert written == reference, (i, written, reference)
+            json.loads(written)  # and it is JSON
 
 
 def test_fail_closed_defaults(tmp_path: Path) -> None:

@@ -122,6 +122,17 @@ class DevServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def log_through(self, request_id: str, timeout: float = 20.0) -> str:
+        """The log once the request line of `request_id` is in it, and with it every line
+        written before (a worker writes its request lines a buffer at a time, within a
+        fraction of a second: ops/logs.py `buffered_stderr`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if f" rid={request_id} " in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
     def okv(self, *args: str, inprocess: bool = True) -> subprocess.CompletedProcess[str]:
         """`okv ARGS --data-dir DATA`: in this process (tests/support/okvcli.py, same result
         shape, a fraction of the time), or with `inprocess=False` as a real

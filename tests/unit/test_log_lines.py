@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,53 @@ def test_formatter_marks_stack_lines() -> None:
     record.stack_info = "Stack (most recent call last):\n  File x\n2026-01-01 forged"
     rest = _formatted(record).split("\n")[1:]
     assert len(rest) == 3 and all(line.startswith(CONTINUATION) for line in rest)
+
+
+def test_buffered_stderr_keeps_order_and_flushes_on_its_timer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """While a server runs, request lines wait in stderr's buffer (no write per line); a
+    logged warning goes out at once, after the lines before it; a quiet worker's lines
+    go out within the interval; at shutdown everything is written and stderr is
+    line-buffered again."""
+    import asyncio
+
+    from openkeyvault.ops.logs import buffered_stderr, configure_logging
+
+    path = tmp_path / "stderr.log"
+    raw = open(path, "wb", buffering=0)  # noqa: SIM115 (closed below)
+    stream = io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8",
+                              line_buffering=True)
+    monkeypatch.setattr("sys.stderr", stream)
+    logger = logging.getLogger("openkeyvault")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    configure_logging()  # its handler writes to the stream above
+    access = AccessLog()
+
+    async def run() -> None:
+        task = asyncio.create_task(buffered_stderr(interval=0.3))
+        await asyncio.sleep(0)  # it has started
+        assert not stream.line_buffering
+        access.write("rid-1", "GET", "/secrets/a", 200, 1.0)
+        access.write("rid-2", "GET", "/secrets/b", 200, 1.0)
+        assert path.read_text() == ""  # buffered: nothing written yet
+        logging.getLogger("openkeyvault.test").warning("a warning")
+        first = path.read_text().splitlines()
+        assert [("rid-1" in x, "rid-2" in x, "a warning" in x) for x in first] == [
+            (True, False, False), (False, True, False), (False, False, True)]
+        access.write("rid-3", "GET", "/secrets/c", 200, 1.0)
+        assert "rid-3" not in path.read_text()
+        await asyncio.sleep(0.6)  # the timer's flush
+        assert "rid-3" in path.read_text()
+        access.write("rid-4", "GET", "/secrets/d", 200, 1.0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(run())
+        assert "rid-4" in path.read_text()  # written at shutdown
+        assert stream.line_buffering
+    finally:
+        logger.handlers[:] = saved
+        stream.close()

@@ -66,7 +66,7 @@ from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
 from openkeyvault.ops import memory, requestscope
 from openkeyvault.ops.limits import key_units
-from openkeyvault.ops.logs import AccessLog
+from openkeyvault.ops.logs import AccessLog, buffered_stderr
 from openkeyvault.ops.outcome import Gate, Observer
 from openkeyvault.storage.db import reachable
 from openkeyvault.storage.freshness import SharedCheck
@@ -287,14 +287,15 @@ class KeyVaultApp:
         return response
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
-        task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                task = asyncio.create_task(self.scheduler.run())
+                tasks = [asyncio.create_task(self.scheduler.run()),
+                         asyncio.create_task(buffered_stderr())]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if task is not None:
+                for task in tasks:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

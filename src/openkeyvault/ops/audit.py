@@ -15,8 +15,9 @@ rekey (new shares of the same root key) does not change it.
 
 What is recorded: every request answered with an operation name (refusals included), and
 every request without one that failed (a 401 before routing, a 404 path); a successful
-request that is no operation (`/healthz`, `/ca.pem`) is not, so a load balancer's health
-checks do not fill the trail.
+read of the node's own endpoints (`UNRECORDED`: `/healthz`, `/ca.pem`, a metrics scrape)
+is not, so a load balancer's health checks and a scraper do not fill the trail (Azure's
+logs have no such records either); their failures are.
 
 One chain per writer. Every worker process of every node appends to its own stream
 (`audit/<started>-<host>-<pid>-<random>.jsonl`, the stream id in each record). A shared
@@ -67,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openkeyvault.ops.auditsink import SinkFailed, StreamFile
-from openkeyvault.ops.outcome import Attempt, Outcome, Refusal
+from openkeyvault.ops.outcome import Attempt, CallerClaims, Outcome, Refusal
 
 if TYPE_CHECKING:
     from openkeyvault.config import Settings
@@ -89,6 +90,9 @@ REFUSAL = Refusal(
     "The operation was not performed: the service cannot write its audit trail. "
     "Try again later.", RETRY_AFTER_SECONDS)
 
+# The node's own reads, not recorded when they succeed (module docstring).
+UNRECORDED = frozenset({"HealthGet", "IssuingCaGet", "MetricsGet"})
+
 CLAIM_OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 CLAIM_TID = "http://schemas.microsoft.com/identity/claims/tenantid"
@@ -108,9 +112,29 @@ def audit_key(root_key: bytes) -> bytes:
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    """The bytes a chain value covers: sorted keys, no spaces, UTF-8."""
+    """The bytes a chain value covers: sorted keys, no spaces, UTF-8 (a lone surrogate,
+    which a client's path could carry and UTF-8 cannot, as `?`)."""
     return json.dumps(record, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+                      ensure_ascii=False).encode("utf-8", "replace")
+
+
+class ChainKey:
+    """`link` with the audit key's HMAC pads hashed once (RFC 2104: the same values),
+    which saves the per-record key set-up on the request's path."""
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0") if len(key) <= 64 else \
+            hashlib.sha256(key).digest().ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def link(self, previous: bytes, body: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(previous)
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def genesis(key: bytes, stream: str) -> bytes:
@@ -118,7 +142,7 @@ def genesis(key: bytes, stream: str) -> bytes:
 
 
 def link(key: bytes, previous: bytes, body: bytes) -> bytes:
-    return hmac.new(key, previous + body, hashlib.sha256).digest()
+    return hmac.digest(key, previous + body, "sha256")
 
 
 def checkpoint_mac(key: bytes, stream: str, seq: int, chain: str) -> str:
@@ -171,16 +195,21 @@ def result_type(status: int) -> str:
     return "Success" if status < 400 else "Failure"
 
 
-def to_record(o: Outcome) -> dict[str, Any]:
-    """The AuditEvent of one answered request (only the fields listed; no stream fields)."""
+def _claims(caller: CallerClaims | None) -> dict[str, str]:
     claim: dict[str, str] = {}
-    if o.caller is not None:
-        claim[CLAIM_OID] = o.caller.object_id
-        claim[CLAIM_TID] = o.caller.tenant_id
-        if o.caller.upn:
-            claim[CLAIM_UPN] = o.caller.upn
-        if o.caller.app_id:
-            claim[CLAIM_APPID] = o.caller.app_id
+    if caller is not None:
+        claim[CLAIM_OID] = caller.object_id
+        claim[CLAIM_TID] = caller.tenant_id
+        if caller.upn:
+            claim[CLAIM_UPN] = caller.upn
+        if caller.app_id:
+            claim[CLAIM_APPID] = caller.app_id
+    return claim
+
+
+def to_record(o: Outcome) -> dict[str, Any]:
+    """The AuditEvent of one answered request (only the fields listed; no stream fields).
+    What `encode_record` writes, as a dict: the reference it is tested against."""
     return {
         "time": _time(o.time),
         "resourceId": o.resource_id or "",
@@ -193,7 +222,7 @@ def to_record(o: Outcome) -> dict[str, Any]:
         "durationMs": str(max(0, round(o.duration_ms))),
         "callerIpAddress": o.client_ip,
         "correlationId": o.correlation_id or "",
-        "identity": {"claim": claim},
+        "identity": {"claim": _claims(o.caller)},
         "properties": {
             "id": o.object_id or "",
             "requestUri": safe_uri(o.request_uri),
@@ -204,6 +233,61 @@ def to_record(o: Outcome) -> dict[str, Any]:
             "requestId": o.request_id,
         },
     }
+
+
+# ---- the record, written directly -----------------------------------------------------------
+# `canonical(to_record(o) + stream and sequence)` builds a dict of dicts and sorts it for
+# every request. The record's shape is fixed, so its canonical bytes can be written from a
+# template whose keys are already in sorted order, each value JSON-encoded as json.dumps
+# encodes it. Most of a record repeats from one request to the next (the client's address,
+# the operation, the object, the caller's claims, the status, ...): those parts are
+# encoded once per combination and kept, and only the correlation id, the duration, the
+# request id, the sequence and the time are written per record. A test checks that the two
+# agree byte for byte on every kind of value.
+_string = json.encoder.encode_basestring  # what json.dumps uses with ensure_ascii=False
+_LITERAL = {True: "true", False: "false", None: "null"}
+_MEMO_LIMIT = 4096
+_Shape = tuple[str, str, str | None, str | None, str | None, str | None,
+               CallerClaims | None, str, int, bool | None, bool | None]
+_shapes: dict[_Shape, tuple[str, str, str]] = {}  # what repeats → its three fragments
+
+
+def _fragments(shape: _Shape) -> tuple[str, str, str]:
+    """The record's JSON around the per-request values: up to correlationId's value,
+    from after durationMs up to requestId's value, and from there up to sequence's."""
+    (client_ip, operation, api_version, user_agent, object_id, resource_id, caller,
+     request_uri, status, rbac, access_policy) = shape
+    identity = canonical({"claim": _claims(caller)}).decode("utf-8", "replace")
+    return (
+        f'{{"callerIpAddress":{_string(client_ip)},"category":"AuditEvent",'
+        f'"correlationId":',
+        f',"identity":{identity},"operationName":{_string(operation)},'
+        f'"operationVersion":{_string(api_version or "")},'
+        f'"properties":{{"clientInfo":{_string(user_agent or "")},'
+        f'"httpStatusCode":{int(status)},"id":{_string(object_id or "")},'
+        f'"isAccessPolicyMatch":{_LITERAL[access_policy]},'
+        f'"isRbacAuthorized":{_LITERAL[rbac]},"requestId":',
+        f',"requestUri":{_string(safe_uri(request_uri))}}},'
+        f'"resourceId":{_string(resource_id or "")},"resultDescription":"",'
+        f'"resultSignature":{_string(_phrase(status))},'
+        f'"resultType":"{result_type(status)}","sequence":')
+
+
+def encode_record(o: Outcome, stream: str, sequence: int) -> bytes:
+    """`canonical` of the record of `o` with its stream and sequence, written directly."""
+    shape = (o.client_ip, o.operation, o.api_version, o.user_agent, o.object_id,
+             o.resource_id, o.caller, o.request_uri, o.status, o.rbac_authorized,
+             o.access_policy_match)
+    parts = _shapes.get(shape)
+    if parts is None:
+        if len(_shapes) >= _MEMO_LIMIT:
+            _shapes.clear()
+        parts = _shapes[shape] = _fragments(shape)
+    return (
+        f'{parts[0]}{_string(o.correlation_id or "")},'
+        f'"durationMs":"{max(0, round(o.duration_ms))}"{parts[1]}{_string(o.request_id)}'
+        f'{parts[2]}{int(sequence)},"stream":{_string(stream)},"time":"{_time(o.time)}"}}'
+    ).encode("utf-8", "replace")
 
 
 # ---- the trail ----------------------------------------------------------------------------
@@ -224,6 +308,7 @@ class AuditTrail:
         self.fail_closed = fail_closed
         self._file = file
         self._key = key
+        self._chain = ChainKey(key)
         self._store = store
         self._table = table and store is not None
         self._flush_seconds = flush_seconds
@@ -260,21 +345,19 @@ class AuditTrail:
 
     # ---- Observer -----------------------------------------------------------------
     def observe(self, outcome: Outcome) -> None:
-        if not outcome.operation and outcome.status < 400:
-            return  # not an operation, and answered (health checks, the CA's certificate)
+        if outcome.status < 400 and (not outcome.operation
+                                     or outcome.operation in UNRECORDED):
+            return  # no operation, or the node's own read, and answered
         try:
             self._append(outcome)
         except Exception:  # noqa: BLE001 - an observer must not raise
             log.exception("audit: a record could not be made")
 
     def _append(self, outcome: Outcome) -> None:
-        record = to_record(outcome)
         with self._lock:
             seq = self._seq + 1
-            record["stream"] = self.stream
-            record["sequence"] = seq
-            body = canonical(record)
-            chain = link(self._key, self._prev, body)
+            body = encode_record(outcome, self.stream, seq)
+            chain = self._chain.link(self._prev, body)
             line = body[:-1] + b',"chain":"' + chain.hex().encode() + b'"}\n'
             try:
                 self._file.append(line)

@@ -11,6 +11,8 @@ continuation line can pass for a record of its own.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import sys
 import threading
@@ -105,6 +107,33 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+STDERR_FLUSH_SECONDS = 0.2
+
+
+async def buffered_stderr(interval: float = STDERR_FLUSH_SECONDS) -> None:
+    """While it runs (a task on a server worker's event loop, from start-up to shutdown),
+    stderr is block-buffered and flushed every `interval` seconds.
+
+    A line-buffered stderr costs one write(2) per request line, a fair share of a cheap
+    request's time. Buffered, a busy worker writes its request lines a buffer at a time,
+    and a quiet one within `interval`. Order is kept: the logging module's handler writes
+    to the same stream and flushes it after each record, so a warning or an error goes out
+    at once, after the request lines before it. What a killed worker can lose is its last
+    `interval` of request lines, never an audit record (ops/audit.py writes those itself,
+    before each response)."""
+    stream = sys.stderr
+    if not isinstance(stream, io.TextIOWrapper) or not stream.line_buffering:
+        return
+    stream.reconfigure(line_buffering=False)
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            stream.flush()
+    finally:
+        stream.flush()
+        stream.reconfigure(line_buffering=True)
+
+
 class AccessLog:
     """One line per request, in the same layout as the logging module's lines; the first
     observer of every answered request (ops/outcome.py).
@@ -123,41 +152,57 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self.enabled = logging.getLogger("openkeyvault.request").isEnabledFor(logging.INFO)
+        self._parts: dict[tuple[str, str, str | None, str | None, str | None, str | None],
+                          tuple[str, str]] = {}
 
     def observe(self, outcome: Outcome) -> None:
         """The line of one answered request (its method and path when the pipeline gave
-        them: api/exchange.RequestOutcome)."""
+        them: api/exchange.RequestOutcome). The escaped request line and the escaped
+        fields after it repeat from one request to the next: they are made once."""
         if not self.enabled:
             return
         caller = outcome.caller
-        self._line(outcome.request_id, getattr(outcome, "method", "-"),
-                   getattr(outcome, "path", "") or outcome.request_uri.partition("?")[0],
-                   outcome.status, outcome.duration_ms,
-                   _tail(outcome.operation, outcome.resource_name,
-                         caller.object_id if caller else None, outcome.client_ip))
+        key = (getattr(outcome, "method", "-"),
+               getattr(outcome, "path", "") or outcome.request_uri.partition("?")[0],
+               outcome.operation, outcome.resource_name,
+               caller.object_id if caller else None, outcome.client_ip)
+        parts = self._parts.get(key)
+        if parts is None:
+            if len(self._parts) >= _PARTS_LIMIT:
+                self._parts.clear()
+            method, path, operation, vault, oid, client = key
+            parts = self._parts[key] = (_request_line(method, path),
+                                        _tail(operation, vault, oid, client))
+        self._write(outcome.request_id, parts[0], outcome.status, outcome.duration_ms,
+                    parts[1])
 
     def write(self, request_id: str, method: str, path: str, status: int, ms: float, *,
               operation: str | None = None, vault: str | None = None,
               caller: str | None = None, client: str | None = None) -> None:
         if self.enabled:
-            self._line(request_id, method, path, status, ms,
-                       _tail(operation, vault, caller, client))
+            self._write(request_id, _request_line(method, path), status, ms,
+                        _tail(operation, vault, caller, client))
 
-    def _line(self, request_id: str, method: str, path: str, status: int, ms: float,
-              tail: str) -> None:
+    def _write(self, request_id: str, request_line: str, status: int, ms: float,
+               tail: str) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         millis = int((now - second) * 1000)
-        if method not in _METHODS:
-            method = escape_field(method)
-        path = escape_field(path)
         self._stream.write(
             f"{self._stamp},{millis:03d} INFO openkeyvault.request rid={request_id} "
-            f"{method} {path} {status} {ms:.1f}ms {tail}\n"
+            f"{request_line} {status} {ms:.1f}ms {tail}\n"
         )
+
+
+_PARTS_LIMIT = 4096  # request lines and tails an AccessLog keeps made
+
+
+def _request_line(method: str, path: str) -> str:
+    """`METHOD PATH`, both escaped (they come from the client)."""
+    return f"{method if method in _METHODS else escape_field(method)} {escape_field(path)}"
 
 
 def _tail(operation: str | None, vault: str | None, caller: str | None,

@@ -85,6 +85,9 @@ class KeyService(ObjectService[KeyBundle]):
                  clock: Clock, backups: BackupCodec, keystores: dict[str, KeyStore]) -> None:
         super().__init__(repo, barrier, authorizer, clock, backups)
         self._keystores = keystores
+        # (vault id, name, version) → (kty, size): a version's type never changes, and
+        # its version id is never given to another key (key_type).
+        self._types: dict[tuple[int, str, str], tuple[str, int | None]] = {}
 
     # ---- helpers ------------------------------------------------------------------
     def _bundle(self, caller: Caller, rec: VersionRecord) -> KeyBundle:
@@ -251,8 +254,13 @@ class KeyService(ObjectService[KeyBundle]):
                  ) -> tuple[str, int | None] | None:
         """(kty, size) of the key version an operation names, None when there is none: what
         the operation weighs against its throttling limit and which meter it counts on. No
-        authorization (asked once the route's guard has passed; nothing of the key leaves),
-        and the read is the one the operation then makes, memoised."""
+        authorization (asked once the route's guard has passed; nothing of the key leaves).
+        A named version's type is kept once read (it is the same for as long as the
+        version exists); the latest version is read each time (memoised)."""
+        if version:
+            known = self._types.get((vault_id, name.lower(), version))
+            if known is not None:
+                return known
         if not names.OBJECT_NAME.fullmatch(name) or (version and len(version) > 64):
             return None
         rec = self._repo.get_version(vault_id, self.kind.collection, name.lower(),
@@ -260,7 +268,12 @@ class KeyService(ObjectService[KeyBundle]):
         if rec is None or not rec.props or "kty" not in rec.props:
             return None
         size = rec.props.get("size")
-        return str(rec.props["kty"]), size if isinstance(size, int) else None
+        found = str(rec.props["kty"]), size if isinstance(size, int) else None
+        if version:
+            if len(self._types) >= 4096:
+                self._types.clear()
+            self._types[vault_id, name.lower(), version] = found
+        return found
 
     # ---- cryptographic operations ----------------------------------------------------------
     def operate(self, caller: Caller, name: str, version: str | None, operation: str,
