@@ -36,6 +36,7 @@ from azure.keyvault.keys import (
 )
 from azure.keyvault.secrets import SecretClient
 
+from openkeyvault.ops.auditread import records
 from tests.sdk.clients import unique
 from tests.sdk.keys_support import environment
 from tests.support.server import DevServer, running
@@ -308,7 +309,13 @@ def test_a_rotation_is_a_new_key_version(server: DevServer, receiver: Receiver) 
     assert len(versions) == 2 and versions[-1] == rotated.properties.version
 
 
+def notifications(server: DevServer, operation: str) -> list[dict[str, Any]]:
+    """The audit records of `operation` in the server's trail."""
+    return [r for r in records(server.data_dir / "audit") if r["operationName"] == operation]
+
+
 def test_access_policy_changes_are_events(server: DevServer, receiver: Receiver) -> None:
+    logged = len(notifications(server, "VaultAccessPolicyChangedEventGridNotification"))
     assert subscribe(server, receiver.url("/ok/policy"), "--name", "policy", "--types",
                      "VaultAccessPolicyChanged").returncode == 0
     oid = "00000000-0000-0000-0000-0000000000a1"
@@ -335,6 +342,11 @@ def test_access_policy_changes_are_events(server: DevServer, receiver: Receiver)
         assert e["eventType"] == PREFIX + "VaultAccessPolicyChanged" and e["subject"] == "dev"
         assert e["data"]["ObjectType"] == "Vault" and e["data"]["VaultName"] == "dev"
         assert ARM_ID.fullmatch(e["topic"])
+    # Each publish is also an operation of the audit trail (made by the `okv` command here).
+    new = notifications(server, "VaultAccessPolicyChangedEventGridNotification")[logged:]
+    assert len(new) == 4, new
+    assert {(r["resultType"], r["properties"]["id"]) for r in new} == {
+        ("Success", f"https://dev.vault.localhost:{server.port}/")}
     # Its type filter kept every other event away from it.
     assert server.okv("events", "delete", "--vault", "dev", "--name", "policy"
                       ).returncode == 0
@@ -451,3 +463,18 @@ def test_near_expiry_and_expired_arrive_once_each(server: DevServer,
         assert len(got(kind, name)) == 1, kind
     assert not [e for e in receiver.events("/ok/expiry") if e["eventType"].endswith(
         "NewVersionCreated")]
+    # Each publish is an operation of the audit trail, as in Azure's log: one record per
+    # notice, of the service (no caller), naming the version.
+    versions = {secret.name: secret.properties.version, key.name: key.properties.version,
+                cert.name: cert.properties.version}
+    for kind, name in (("SecretNearExpiry", secret.name), ("SecretExpired", secret.name),
+                       ("KeyNearExpiry", key.name), ("KeyExpired", key.name),
+                       ("CertificateNearExpiry", cert.name),
+                       ("CertificateExpired", cert.name)):
+        [record] = wait_for(lambda kind=kind, name=name: [
+            r for r in notifications(server, f"{kind}EventGridNotification")
+            if f"/{name}/" in r["properties"]["id"]], f"the audit record of {kind}")
+        assert record["properties"]["id"].endswith(f"/{name}/{versions[name]}")
+        assert (record["resultType"], record["identity"], record["callerIpAddress"]) == (
+            "Success", {"claim": {}}, "")
+        assert record["resourceId"].endswith("/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/DEV")

@@ -52,7 +52,7 @@ def test_names_are_unique_and_rows_well_formed() -> None:
         assert op.action is None or op.action in actions.ALL, op.name
         if op.plane == ops.MANAGEMENT_PLANE:
             assert (op.throttle, op.meter) == (ops.MANAGEMENT, None), op.name
-        if op.plane in (ops.IDENTITY, ops.SERVICE):
+        if op.plane in (ops.IDENTITY, ops.SERVICE, ops.NOTIFICATION):
             assert (op.action, op.throttle, op.meter) == (None, ops.NONE, None), op.name
         if op.key_operation:
             assert op.action is not None and "/keys/" in op.action, op.name
@@ -62,7 +62,10 @@ def test_azure_names_are_used_where_azure_has_them() -> None:
     for name in ("SecretGet", "SecretSet", "SecretList", "KeySign", "KeyCreate", "KeyRotate",
                  "KeyRotateIfDue", "CertificateCreate", "CertificateIssuerSet",
                  "CertificateRenew", "VaultGet", "VaultPut", "VaultPatch", "VaultDelete",
-                 "Authentication"):
+                 "Authentication", "SecretNearExpiryEventGridNotification",
+                 "KeyExpiredEventGridNotification",
+                 "CertificateNearExpiryEventGridNotification",
+                 "VaultAccessPolicyChangedEventGridNotification"):
         assert name in BY_NAME, name
 
 

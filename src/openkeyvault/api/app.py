@@ -110,10 +110,11 @@ def _scan(headers: list[tuple[bytes, bytes]], ex: Exchange) -> tuple[str, str, b
             auth.decode("latin-1") if auth is not None else "", repeated)
 
 
-def accounting(d: Deployment) -> tuple[list[Gate], list[Observer]]:
-    """The gates asked before every operation acts (in order; the first refusal answers)
-    and the observers told of every answered request: the one place where throttling,
-    audit, metrics and usage join the pipeline (ops/outcome.py)."""
+def accounting(d: Deployment) -> tuple[list[Gate], list[Observer], Observer]:
+    """The gates asked before every operation acts (in order; the first refusal answers),
+    the observers told of every answered request, and the audit trail (also told of the
+    events the deployment publishes): the one place where throttling, audit, metrics and
+    usage join the pipeline (ops/outcome.py)."""
     from openkeyvault.ops.audit import open_audit
     from openkeyvault.ops.metrics import open_metrics
     from openkeyvault.ops.throttle import open_throttle
@@ -129,7 +130,7 @@ def accounting(d: Deployment) -> tuple[list[Gate], list[Observer]]:
     access_log = AccessLog()  # the request log: one line per answered request
     if access_log.enabled:
         observers.append(access_log)
-    return gates, observers
+    return gates, observers, trail
 
 
 class _Challenge(Exception):
@@ -153,9 +154,10 @@ class KeyVaultApp:
                                deployment.settings.trusted_proxies)
         self._queries: dict[bytes, dict[str, str]] = {}
         self._arm_paths: dict[str, bool] = {}
-        gates, observers = accounting(deployment)
+        gates, observers, trail = accounting(deployment)
         self.accounting = Accounting(gates, observers, self.client_addresses,
                                      deployment.vaults.placement_of)
+        deployment.events.notified = self.accounting.notice_recorder(trail)
         # Request ids look like GUIDs: a random per-process prefix and a counter.
         self._rid_prefix = str(uuid.uuid4())[:24]
         self._rid_counter = itertools.count(1)

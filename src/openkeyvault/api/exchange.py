@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, MutableMapping
 from dataclasses import fields
 from typing import Any
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from openkeyvault.access.network import ClientAddresses
 from openkeyvault.access.principals import Principal
 from openkeyvault.api.http import json_response
+from openkeyvault.ops.events import Notice
 from openkeyvault.ops.logs import Intervals
 from openkeyvault.ops.outcome import Attempt, CallerClaims, Gate, Observer, Outcome, Refusal
 from openkeyvault.ops.usage import key_meter
@@ -218,6 +220,19 @@ class Accounting:
             if refusal is not None:
                 return refusal_response(refusal)
         return None
+
+    def notice_recorder(self, audit: Observer) -> Callable[[Notice], None]:
+        """What records a notice the deployment published (ops/events.py) in `audit`: an
+        operation of the service's own, with no caller, answered 200."""
+        def record(notice: Notice) -> None:
+            ex = Exchange(time.perf_counter(), notice.time)
+            ex.resource_kind, ex.resource_name = "vault", notice.vault
+            ex.vault_id = notice.vault_id
+            audit.observe(Outcome(
+                notice.operation, "vault", notice.vault, self.resource_id(ex), notice.uri,
+                None, 200, notice.time, 0.0, "", None, str(uuid.uuid4()), notice.uri, None,
+                None, None, None, None, None))
+        return record
 
     def close(self) -> None:
         """At shutdown: each gate and observer that keeps something writes it out."""

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # imported when a change is made: `okv --help` stays quick
     from openkeyvault.access.principals import Principal
     from openkeyvault.deployment import Deployment
     from openkeyvault.ops.audit import AuditTrail
+    from openkeyvault.ops.events import Notice
     from openkeyvault.ops.outcome import CallerClaims, Outcome
     from openkeyvault.vault.operations import Operation
 
@@ -96,6 +97,7 @@ class Acting:
         self.principal = acting_principal(d)
         self._trail: AuditTrail | None = None
         self._agent = f"okv/{__version__} (cli; user={_os_user()})"
+        d.events.notified = self._notified  # events its changes publish (ops/events.py)
 
     def perform(self, name: str, act: Callable[[], T], *, vault: str | None = None,
                 scope: str = "/", assigning: str | None = None,
@@ -174,6 +176,19 @@ class Acting:
             request_uri=f"{_command()} {target}", user_agent=self._agent, caller=claims,
             rbac_authorized=allowed, access_policy_match=None, throttle_class=None,
             meter=None)
+
+    def _notified(self, notice: Notice) -> None:
+        """An event a change of this command published, as the API's accounting records
+        one (api/exchange.py `Accounting.notice_recorder`): the service's own operation."""
+        from openkeyvault.api.exchange import arm_id
+        from openkeyvault.ops.outcome import Outcome
+
+        where = self.d.vaults.placement_of(notice.vault)
+        self._audit().observe(Outcome(
+            notice.operation, "vault", notice.vault,
+            arm_id(where[0], where[1], "vault", notice.vault) if where else None,
+            notice.uri, None, 200, notice.time, 0.0, "", None, str(uuid.uuid4()),
+            notice.uri, None, None, None, None, None, None))
 
     def _audit(self) -> AuditTrail:
         if self._trail is None:

@@ -16,6 +16,13 @@ rendered in the subscription's schema (Event Grid or CloudEvents 1.0) and writte
 the outbox right after the change committed (a separate transaction: a process that
 dies between the two loses that event); ops/webhooks.py delivers it, never on the
 request's path. Publishing never fails the operation that caused it: a fault is logged.
+
+Azure's diagnostic log has an operation for each notice published: NearExpiry, Expired
+and VaultAccessPolicyChanged are `...EventGridNotification` records, whether or not
+anyone subscribed. `Events.notified`, when set (the API's accounting, the `okv` command's
+trail), is told of each as a `Notice` and records it. Notices of expiry are looked for in
+vaults that have a subscription (the scheduler's query stays within them), so a vault
+with none has no expiry notifications in its log; a change of its access policies does.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from openkeyvault.ops.clock import Clock
@@ -79,6 +87,22 @@ def render(schema: str, event_id: str, kind: str, topic: str, subject: str, when
             "metadataVersion": "1"}
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notice published, as the audit trail records it."""
+
+    operation: str  # e.g. "SecretNearExpiryEventGridNotification" (vault/operations.py)
+    vault_id: int  # the vault's storage id
+    vault: str  # the vault's name
+    uri: str  # the version's URI, or the vault's for an access-policy change
+    time: float  # the deployment clock's
+
+
+def notification(kind: str) -> str:
+    """The operation name of publishing event type `kind`."""
+    return f"{kind[len(PREFIX):]}EventGridNotification"
+
+
 class EventPublisher(Protocol):
     """What the vault services call once a change committed."""
 
@@ -111,6 +135,7 @@ class Events:
         self._vault_uri = vault_uri  # "https://NAME.vault.DOMAIN:PORT/"
         self._arm_id = arm_id  # the vault's ARM resource id, None if it has no placement
         self._wall = wall
+        self.notified: Callable[[Notice], None] | None = None  # module docstring
 
     # ---- publishing ----------------------------------------------------------------
     def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None:
@@ -119,8 +144,19 @@ class Events:
                       rec.version, rec.nbf, rec.exp, rec.created)
 
     def access_policy_changed(self, vault: VaultRecord) -> None:
-        self._publish(vault, f"{PREFIX}VaultAccessPolicyChanged", None, vault.name, "", None,
-                      None, None)
+        kind = f"{PREFIX}VaultAccessPolicyChanged"
+        if vault.kind == "vault":
+            self._tell(kind, vault.id, vault.name, self._vault_uri(vault.name))
+        self._publish(vault, kind, None, vault.name, "", None, None, None)
+
+    def _tell(self, kind: str, vault_id: int, vault: str, uri: str) -> None:
+        if self.notified is None:
+            return
+        try:
+            self.notified(Notice(notification(kind), vault_id, vault, uri,
+                                 self._clock.now()))
+        except Exception:  # the record's trouble is its own; the event still goes out
+            log.exception("the notification of %s in vault %s was not recorded", kind, vault)
 
     def _publish(self, vault: VaultRecord, kind: str, collection: str | None, name: str,
                  version: str, nbf: int | None, exp: int | None, created: int | None) -> None:
@@ -188,7 +224,11 @@ class Events:
         pending = self._pending(mine, row.vault_name, kind, row.collection, row.name,
                                 row.version, row.nbf, row.exp, now)
         once = (row.vault_id, kind, row.name, row.version)
-        return int(self.store.enqueue(pending, int(self._wall() * 1000), now, once=once))
+        if not self.store.enqueue(pending, int(self._wall() * 1000), now, once=once):
+            return 0
+        uri = f"{self._vault_uri(row.vault_name)}{row.collection}/{row.name}/{row.version}"
+        self._tell(kind, row.vault_id, row.vault_name, uri)
+        return 1
 
 
 def _notice(row: Expiring) -> int:

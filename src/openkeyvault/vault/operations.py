@@ -54,6 +54,7 @@ IDENTITY = "identity"  # the token service and the dev identity endpoints
 SERVICE = "service"  # the node's own endpoints: health, the CA certificate, the dev clock
 SCHEDULED = "scheduled"  # done by the scheduler, not asked by a request
 OPERATOR = "operator"  # done by the `okv` command on the deployment (cli/acting.py)
+NOTIFICATION = "notification"  # an event published to Event Grid subscribers (ops/events.py)
 
 # ---- scopes that are not vault-relative paths --------------------------------------------
 ROLE_SCOPE = "{scope}"  # role management: the scope the path names (`/`, `/keys/NAME`)
@@ -276,6 +277,10 @@ TABLE: tuple[Operation, ...] = (
     _unmetered("IssuingCaGet", SERVICE),
     _unmetered("DevClockSet", SERVICE),
     _unmetered("MetricsGet", SERVICE),  # /metrics on the main port, for [metrics] token_file
+    # ---- events published (Azure's names: each publish is an operation of its log) ----
+    *(_unmetered(f"{label}{notice}EventGridNotification", NOTIFICATION)
+      for label in ("Secret", "Key", "Certificate") for notice in ("NearExpiry", "Expired")),
+    _unmetered("VaultAccessPolicyChangedEventGridNotification", NOTIFICATION),
 )
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in TABLE}
