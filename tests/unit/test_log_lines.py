@@ -126,18 +126,21 @@ def test_buffered_stderr_keeps_order_and_flushes_on_its_timer(
     line-buffered again."""
     import asyncio
 
-    from openkeyvault.ops.logs import buffered_stderr, configure_logging
+    from openkeyvault.ops.logs import buffered_stderr
 
     path = tmp_path / "stderr.log"
     raw = open(path, "wb", buffering=0)  # noqa: SIM115 (closed below)
     stream = io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8",
                               line_buffering=True)
     monkeypatch.setattr("sys.stderr", stream)
-    logger = logging.getLogger("openkeyvault")
-    saved = logger.handlers[:]
-    logger.handlers.clear()
-    configure_logging()  # its handler writes to the stream above
-    access = AccessLog()
+    # A logger of the test's own, set up as configure_logging sets up the server's.
+    logger = logging.getLogger(f"okv-buffered-{id(stream)}")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LineFormatter("%(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    access = AccessLog(stream)
+    access.enabled = True
 
     async def run() -> None:
         task = asyncio.create_task(buffered_stderr(interval=0.3))
@@ -146,7 +149,7 @@ def test_buffered_stderr_keeps_order_and_flushes_on_its_timer(
         access.write("rid-1", "GET", "/secrets/a", 200, 1.0)
         access.write("rid-2", "GET", "/secrets/b", 200, 1.0)
         assert path.read_text() == ""  # buffered: nothing written yet
-        logging.getLogger("openkeyvault.test").warning("a warning")
+        logger.warning("a warning")
         first = path.read_text().splitlines()
         assert [("rid-1" in x, "rid-2" in x, "a warning" in x) for x in first] == [
             (True, False, False), (False, True, False), (False, False, True)]
@@ -164,5 +167,5 @@ def test_buffered_stderr_keeps_order_and_flushes_on_its_timer(
         assert "rid-4" in path.read_text()  # written at shutdown
         assert stream.line_buffering
     finally:
-        logger.handlers[:] = saved
+        logger.removeHandler(handler)
         stream.close()
