@@ -1,94 +1,111 @@
-"""The event outbox on every backend (storage/subscriptions.py): two nodes claiming due
-events at the same moment never take the same one, and an expiry notice recorded by two
-racing jobs is queued once."""
+"""A new version and its NewVersionCreated events commit together, or neither does, on
+SQLite and a real PostgreSQL: no crash between the two can leave a version whose
+subscribers never hear of it, nor an event of a version that was never made."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import Connection, select
 
+from openkeyvault.ops.events import Events
 from openkeyvault.storage.db import Engines, open_database
-from openkeyvault.storage.records import VersionRecord
+from openkeyvault.storage.records import VaultRecord, VersionRecord
 from openkeyvault.storage.repository import Repository
-from openkeyvault.storage.subscriptions import Pending, SubscriptionExists, SubscriptionStore
-from tests.support.race import race
+from openkeyvault.storage.schema import event_outbox
+from openkeyvault.storage.subscriptions import SubscriptionStore
 
-ROUNDS = 12
+
+class Clock:
+    def now(self) -> float:
+        return 1_800_000_000.0
+
+
+class Crash(Exception):
+    """The process dies here (the transaction is never committed)."""
 
 
 @pytest.fixture
-def nodes(database: str) -> Iterator[tuple[SubscriptionStore, SubscriptionStore, Repository]]:
-    opened: list[Engines] = [open_database(database), open_database(database)]
+def setup(database: str) -> Iterator[tuple[Engines, Repository, Events, VaultRecord]]:
+    engines = open_database(database)
+    repo = Repository(engines)
+    store = SubscriptionStore(engines)
+    events = Events(store, Clock(),  # type: ignore[arg-type]
+                    lambda name: f"https://{name}.vault.localhost/", lambda name: None)
+    vault = repo.create_vault("outbox", "vault", "standard", 90, False, 1)
+    other = repo.create_vault("quiet", "vault", "standard", 90, False, 1)
+    store.add(vault.id, "all", "https://127.0.0.1/hook", None, "EventGridSchema", 0)
+    store.add(vault.id, "keys-only", "https://127.0.0.1/keys",
+              ["Microsoft.KeyVault.KeyNewVersionCreated"], "EventGridSchema", 0)
+    store.add(other.id, "other", "https://127.0.0.1/other", None, "EventGridSchema", 0)
     try:
-        yield (SubscriptionStore(opened[0]), SubscriptionStore(opened[1]),
-               Repository(opened[0]))
+        yield engines, repo, events, vault
     finally:
-        for e in opened:
-            e.dispose()
+        engines.dispose()
 
 
-def _subscribed(store: SubscriptionStore, repo: Repository, vault: str = "evvault") -> int:
-    vault_id = repo.create_vault(vault, "vault", "standard", 90, False, 1).id
-    store.add(vault_id, "hook", "https://example.invalid/hook", None, "EventGridSchema", 1)
-    return vault_id
+def _version(name: str) -> VersionRecord:
+    return VersionRecord(name=name, version=uuid.uuid4().hex, created=1, updated=1,
+                         enabled=True, sealed=b"x", key_version=1)
 
 
-def test_a_subscription_name_is_taken_once(
-        nodes: tuple[SubscriptionStore, SubscriptionStore, Repository]) -> None:
-    a, b, repo = nodes
-    vault = _subscribed(a, repo)
-    with pytest.raises(SubscriptionExists):
-        b.add(vault, "hook", "https://example.invalid/other", None, "EventGridSchema", 2)
-    assert [s.endpoint for s in b.find(vault)] == ["https://example.invalid/hook"]
+def outbox(engines: Engines) -> list[dict[str, Any]]:
+    with engines.read.connect() as c:
+        return [json.loads(r.body) for r in c.execute(select(event_outbox.c.body))]
 
 
-def test_two_nodes_never_claim_the_same_event(
-        nodes: tuple[SubscriptionStore, SubscriptionStore, Repository]) -> None:
-    a, b, repo = nodes
-    sub = a.find(_subscribed(a, repo))[0].id
-    total = ROUNDS * 8
-    a.enqueue([Pending(sub, str(uuid.uuid4()), "{}") for _ in range(total)], 1_000, 1)
-    taken: list[int] = []
-    for _ in range(ROUNDS):
-        ra, rb = race(lambda: a.claim(2_000, 60_000, 5), lambda: b.claim(2_000, 60_000, 5))
-        ids = [c.id for c in (*ra, *rb)]
-        assert len(ids) == len(set(ids)), ids
-        taken.extend(ids)
-    assert len(taken) == len(set(taken))
-    # Claimed rows are not due again until their claim runs out.
-    assert not a.any_due(2_000) or len(taken) < total
-    assert a.claim(2_000 + 60_001, 60_000, total) != []
+def test_a_version_and_its_events_commit_together(
+        setup: tuple[Engines, Repository, Events, VaultRecord]) -> None:
+    engines, repo, events, vault = setup
+    v = _version("Committed")
+    assert repo.add_version(vault.id, "secrets", v, also=events.new_version(vault, "secrets"))
+    [event] = outbox(engines)  # the subscription that wants every type; not the keys-only one
+    assert event["eventType"] == "Microsoft.KeyVault.SecretNewVersionCreated"
+    assert (event["subject"], event["data"]["Version"]) == ("Committed", v.version)
+    assert repo.get_version(vault.id, "secrets", "committed", v.version) is not None
 
 
-def test_a_notice_is_queued_once_by_racing_jobs(
-        nodes: tuple[SubscriptionStore, SubscriptionStore, Repository]) -> None:
-    a, b, repo = nodes
-    vault = _subscribed(a, repo)
-    sub = a.find(vault)[0].id
-    for i in range(ROUNDS):
-        once = (vault, "Microsoft.KeyVault.SecretExpired", f"s{i}", "v1")
-        ra, rb = race(lambda: a.enqueue([Pending(sub, "a", "{}")], 1, 1, once),  # noqa: B023
-                      lambda: b.enqueue([Pending(sub, "b", "{}")], 1, 1, once))  # noqa: B023
-        assert sorted([ra, rb]) == [False, True], (ra, rb)
-    assert a.waiting() == ROUNDS
+def test_a_crash_before_the_commit_leaves_neither(
+        setup: tuple[Engines, Repository, Events, VaultRecord]) -> None:
+    engines, repo, events, vault = setup
+    publish = events.new_version(vault, "keys")
+    assert publish is not None
+
+    def then_crash(c: Connection, v: VersionRecord) -> None:
+        publish(c, v)
+        assert len(c.execute(select(event_outbox.c.id)).all()) == 2  # written, not committed
+        raise Crash
+
+    v = _version("lost")
+    with pytest.raises(Crash):
+        repo.add_version(vault.id, "keys", v, also=then_crash)
+    assert outbox(engines) == []
+    assert repo.get_version(vault.id, "keys", "lost", v.version) is None
 
 
-def test_expiring_reads_subscribed_vaults_and_skips_what_was_sent(
-        nodes: tuple[SubscriptionStore, SubscriptionStore, Repository]) -> None:
-    a, _, repo = nodes
-    vault = _subscribed(a, repo)
-    quiet = repo.create_vault("quietvault", "vault", "standard", 90, False, 1).id
-    for v in (vault, quiet):
-        repo.add_version(v, "secrets", VersionRecord(
-            name="soon", version="v1", created=1, updated=1, enabled=True, exp=100,
-            sealed=b"x", key_version=1))
-    near, expired = "Microsoft.KeyVault.SecretNearExpiry", "Microsoft.KeyVault.SecretExpired"
-    [row] = a.expiring("secrets", 50, 150, near, expired)
-    assert (row.vault_id, row.name, row.version, row.exp) == (vault, "soon", "v1", 100)
-    a.enqueue([], 1, 50, (vault, near, "soon", "v1"))
-    assert a.expiring("secrets", 50, 150, near, expired) == []  # near sent, not expired yet
-    assert len(a.expiring("secrets", 100, 200, near, expired)) == 1  # now expired
-    a.enqueue([], 1, 100, (vault, expired, "soon", "v1"))
-    assert a.expiring("secrets", 100, 200, near, expired) == []
+def test_a_version_not_added_sends_nothing(
+        setup: tuple[Engines, Repository, Events, VaultRecord]) -> None:
+    engines, repo, events, vault = setup
+    first = _version("raced")
+    assert repo.add_version(vault.id, "secrets", first)
+    # A compare-and-set that loses (another version became the latest meanwhile).
+    assert not repo.add_version(vault.id, "secrets", _version("raced"), expect_latest="nope",
+                                also=events.new_version(vault, "secrets"))
+    assert outbox(engines) == []
+
+
+def test_linked_versions_send_the_owners_event(
+        setup: tuple[Engines, Repository, Events, VaultRecord]) -> None:
+    """A certificate's version (with its key's and secret's) is one event, the
+    certificate's, in the same transaction."""
+    engines, repo, events, vault = setup
+    items = {c: _version("cert") for c in ("certificates", "keys", "secrets")}
+    assert repo.add_linked(vault.id, "cert", ("certificates", "keys", "secrets"), items,
+                           None, also=events.new_version(vault, "certificates"))
+    [event] = outbox(engines)
+    assert event["eventType"] == "Microsoft.KeyVault.CertificateNewVersionCreated"
+    assert event["data"]["Version"] == items["certificates"].version

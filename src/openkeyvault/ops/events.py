@@ -13,9 +13,11 @@ Azure Key Vault publishes to Event Grid (never for managed HSM pools):
 
 A subscription gets only events of versions created after it was. Each event is
 rendered in the subscription's schema (Event Grid or CloudEvents 1.0) and written to
-the outbox right after the change committed (a separate transaction: a process that
-dies between the two loses that event); ops/webhooks.py delivers it, never on the
-request's path. Publishing never fails the operation that caused it: a fault is logged.
+the outbox: a NewVersionCreated event in the transaction that adds the version (the
+version and its events commit together, so a process that dies has either made both
+or neither); an access-policy change's right after the change committed; a notice of
+expiry with its once-per-version mark. ops/webhooks.py delivers them, never on the
+request's path. A fault while publishing never fails the change that caused it.
 
 Azure's diagnostic log has an operation for each notice published: NearExpiry, Expired
 and VaultAccessPolicyChanged are `...EventGridNotification` records, whether or not
@@ -35,6 +37,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from sqlalchemy import Connection
 
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.errors import storage_fault_of
@@ -103,10 +107,15 @@ def notification(kind: str) -> str:
     return f"{kind[len(PREFIX):]}EventGridNotification"
 
 
-class EventPublisher(Protocol):
-    """What the vault services call once a change committed."""
+# Called in a version's write transaction once the version is added (storage/repository.py).
+InTransaction = Callable[[Connection, VersionRecord], None]
 
-    def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None: ...
+
+class EventPublisher(Protocol):
+    """What the vault services call: before adding a version, for what its transaction
+    must also write (None: nothing), and once an access-policy change committed."""
+
+    def new_version(self, vault: VaultRecord, collection: str) -> InTransaction | None: ...
 
     def access_policy_changed(self, vault: VaultRecord) -> None: ...
 
@@ -114,7 +123,7 @@ class EventPublisher(Protocol):
 class NoEvents:
     """The publisher of a service nobody wired to one (unit tests, tools)."""
 
-    def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None:
+    def new_version(self, vault: VaultRecord, collection: str) -> InTransaction | None:
         return None
 
     def access_policy_changed(self, vault: VaultRecord) -> None:
@@ -138,10 +147,27 @@ class Events:
         self.notified: Callable[[Notice], None] | None = None  # module docstring
 
     # ---- publishing ----------------------------------------------------------------
-    def new_version(self, vault: VaultRecord, collection: str, rec: VersionRecord) -> None:
-        label = OBJECT_TYPES[collection]
-        self._publish(vault, f"{PREFIX}{label}NewVersionCreated", collection, rec.name,
-                      rec.version, rec.nbf, rec.exp, rec.created)
+    def new_version(self, vault: VaultRecord, collection: str) -> InTransaction | None:
+        """What the transaction adding a version of `collection` to `vault` also writes:
+        its NewVersionCreated event, for each subscription that wants it (read in that
+        transaction, so one deleted meanwhile is not written to)."""
+        if vault.kind != "vault":
+            return None
+        kind = f"{PREFIX}{OBJECT_TYPES[collection]}NewVersionCreated"
+
+        def also(c: Connection, rec: VersionRecord) -> None:
+            subs = [s for s in self.store.find_in(c, vault.id) if s.wants(kind)]
+            if not subs:
+                return
+            try:
+                now = self._clock.now()
+                pending = self._pending(subs, vault.name, kind, collection, rec.name,
+                                        rec.version, rec.nbf, rec.exp, now)
+            except Exception:  # a fault of the rendering: the version is made without it
+                log.exception("event %s of vault %s could not be made", kind, vault.name)
+                return
+            self.store.enqueue_in(c, pending, int(self._wall() * 1000), int(now))
+        return also
 
     def access_policy_changed(self, vault: VaultRecord) -> None:
         kind = f"{PREFIX}VaultAccessPolicyChanged"

@@ -182,6 +182,8 @@ _NEWEST_DATA_KEY = (select(data_keys.c.version, data_keys.c.wrapped)
                     .order_by(data_keys.c.version.desc()).limit(1))
 
 _RACE_RETRIES = 8
+# What a version's write transaction also does (the connection, the version added).
+Also = Callable[[Connection, VersionRecord], None]
 
 
 class _Raced(Exception):
@@ -343,11 +345,13 @@ class Repository(Store):
         return _version(row) if row else None
 
     def add_version(self, vault_id: int, collection: str, v: VersionRecord,
-                    expect_latest: str | None = None) -> bool:
+                    expect_latest: str | None = None, also: Also | None = None) -> bool:
         """Add a version, creating the object if new. NameConflict(deleted=True) if soft-deleted.
 
         With `expect_latest`, add it only if that is still the object's latest version
-        (compare-and-set inside the write transaction); False when it is not.
+        (compare-and-set inside the write transaction); False when it is not. `also` is
+        called with the transaction and the version once it is added: what must commit
+        with it (the events it causes, ops/events.py).
         """
         name_lc = v.name.lower()
         with self._write() as c:
@@ -366,6 +370,8 @@ class Repository(Store):
                 return False
             v.name = row.name
             c.execute(insert(versions).values(**_version_values(row.id, v)))
+            if also is not None:
+                also(c, v)
         return True
 
     def _lock_object(self, c: Connection, vault_id: int, collection: str, name_lc: str
@@ -587,18 +593,19 @@ class Repository(Store):
     def add_linked(self, vault_id: int, name: str, collections: Sequence[str],
                    items: dict[str, VersionRecord], state: dict[str, Any] | None,
                    expect_latest: str | None = None,
-                   expect_state: Callable[[dict[str, Any] | None], bool] | None = None
-                   ) -> bool:
+                   expect_state: Callable[[dict[str, Any] | None], bool] | None = None,
+                   also: Also | None = None) -> bool:
         """In one transaction: add `items` (collection → version, all named `name`) and set
         the owner's state. NameConflict(deleted=True) if any object is soft-deleted,
         NameConflict(deleted=False) if another collection holds the name while the owner
         does not. With `expect_latest`, only if that is still the owner's latest version;
-        with `expect_state`, only if it holds for the owner's current state."""
+        with `expect_state`, only if it holds for the owner's current state. `also`: as
+        for add_version, with the owner's version."""
         name_lc = name.lower()
         for _ in range(_RACE_RETRIES):
             try:
                 return self._add_linked(vault_id, name, name_lc, collections, items, state,
-                                        expect_latest, expect_state)
+                                        expect_latest, expect_state, also)
             except _Raced:
                 continue  # a concurrent writer created one of the objects: decide again
             except _Declined:
@@ -608,7 +615,8 @@ class Repository(Store):
     def _add_linked(self, vault_id: int, name: str, name_lc: str, collections: Sequence[str],
                     items: dict[str, VersionRecord], state: dict[str, Any] | None,
                     expect_latest: str | None,
-                    expect_state: Callable[[dict[str, Any] | None], bool] | None) -> bool:
+                    expect_state: Callable[[dict[str, Any] | None], bool] | None,
+                    also: Also | None) -> bool:
         owner = collections[0]
         with self._write() as c:
             # The owner's row first (created here when absent, so that a concurrent creator
@@ -656,6 +664,8 @@ class Repository(Store):
                 if col == owner and state is not None:
                     c.execute(update(objects).where(objects.c.id == object_id)
                               .values(policy=json.dumps(state)))
+            if also is not None and owner in items:
+                also(c, items[owner])
         return True
 
     def set_linked_state(self, vault_id: int, collection: str, name_lc: str,

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.db import Engines
@@ -136,6 +136,10 @@ class SubscriptionStore(Store):
         with self._r.connect() as c:
             return [_subscription(r) for r in c.execute(_ALL)]
 
+    def find_in(self, c: Connection, vault_id: int) -> list[SubscriptionRecord]:
+        """A vault's subscriptions, read in the caller's write transaction."""
+        return [_subscription(r) for r in c.execute(_OF_VAULT, {"vault_id": vault_id})]
+
     def delete(self, vault_id: int, name: str) -> bool:
         """Remove the subscription and whatever of it is still in the outbox."""
         with self._write() as c:
@@ -166,6 +170,16 @@ class SubscriptionStore(Store):
                      "body": p.body, "attempts": 0, "due": due_ms, "created": created}
                     for p in pending])
             return True
+
+    @staticmethod
+    def enqueue_in(c: Connection, pending: list[Pending], due_ms: int, created: int) -> None:
+        """Put `pending` in the outbox in the caller's write transaction: the change that
+        caused the events and the events commit together, or neither does."""
+        if pending:
+            c.execute(event_outbox.insert(), [
+                {"subscription_id": p.subscription_id, "event_id": p.event_id,
+                 "body": p.body, "attempts": 0, "due": due_ms, "created": created}
+                for p in pending])
 
     def any_due(self, now_ms: int) -> bool:
         """Whether some row is due (a read: an idle loop writes nothing)."""

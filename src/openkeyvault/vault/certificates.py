@@ -462,11 +462,10 @@ class CertificateService(ObjectService[CertificateBundle]):
                 expect_latest,
                 None if expect_pending is None else lambda cur: bool(
                     cur and (cur.get("pending") or {}).get("request_id") == expect_pending
-                    and cur["pending"].get("status") == IN_PROGRESS))
+                    and cur["pending"].get("status") == IN_PROGRESS),
+                also=self.events.new_version(vault, KIND.collection))
         except NameConflict as e:
             raise self._conflict(name, e) from None
-        if ok:
-            self.events.new_version(vault, KIND.collection, items["certificates"])
         return version if ok else None
 
     def _operation(self, name: str, op: dict[str, Any]) -> CertificateOperation:

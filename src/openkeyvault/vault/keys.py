@@ -139,10 +139,8 @@ class KeyService(ObjectService[KeyBundle]):
     def _store(self, vault: VaultRecord, rec: VersionRecord,
                expect_latest: str | None = None) -> bool:
         try:
-            if not self._repo.add_version(vault.id, KIND.collection, rec, expect_latest):
-                return False
-            self.events.new_version(vault, KIND.collection, rec)
-            return True
+            return self._repo.add_version(vault.id, KIND.collection, rec, expect_latest,
+                                          also=self.events.new_version(vault, KIND.collection))
         except NameConflict:
             raise KIND.deleted_conflict(rec.name) from None
 

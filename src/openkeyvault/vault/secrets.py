@@ -80,10 +80,10 @@ class SecretService(ObjectService[SecretBundle]):
             sealed=sealed, key_version=key_version,
         )
         try:
-            self._repo.add_version(caller.vault.id, KIND.collection, rec)
+            self._repo.add_version(caller.vault.id, KIND.collection, rec,
+                                   also=self.events.new_version(caller.vault, KIND.collection))
         except NameConflict:
             raise KIND.deleted_conflict(name) from None
-        self.events.new_version(caller.vault, KIND.collection, rec)
         return self._bundle(caller, rec, with_value=True)
 
     def get(self, caller: Caller, name: str, version: str | None) -> SecretBundle:
