@@ -109,3 +109,29 @@ def test_linked_versions_send_the_owners_event(
     [event] = outbox(engines)
     assert event["eventType"] == "Microsoft.KeyVault.CertificateNewVersionCreated"
     assert event["data"]["Version"] == items["certificates"].version
+
+
+def test_an_access_policy_change_and_its_event_commit_together(
+        setup: tuple[Engines, Repository, Events, VaultRecord]) -> None:
+    engines, repo, events, vault = setup
+    told: list[str] = []
+    events.notified = lambda notice: told.append(notice.operation)
+    event = events.access_policy_changed(vault)
+
+    def then_crash(c: Connection) -> None:
+        event.write(c)
+        raise Crash
+
+    with pytest.raises(Crash):
+        repo.update_vault_properties(vault.id, lambda current: '{"crashed": true}', 2,
+                                     also=then_crash)
+    assert outbox(engines) == [] and told == []
+    found = repo.get_vault("outbox")
+    assert found is not None and "crashed" not in (found.properties or "")
+
+    assert repo.update_vault_properties(vault.id, lambda current: '{"kept": true}', 3,
+                                        also=event.write) is not None
+    event.published()
+    [sent] = outbox(engines)
+    assert sent["eventType"] == "Microsoft.KeyVault.VaultAccessPolicyChanged"
+    assert told == ["VaultAccessPolicyChangedEventGridNotification"]

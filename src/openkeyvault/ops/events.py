@@ -13,11 +13,11 @@ Azure Key Vault publishes to Event Grid (never for managed HSM pools):
 
 A subscription gets only events of versions created after it was. Each event is
 rendered in the subscription's schema (Event Grid or CloudEvents 1.0) and written to
-the outbox: a NewVersionCreated event in the transaction that adds the version (the
-version and its events commit together, so a process that dies has either made both
-or neither); an access-policy change's right after the change committed; a notice of
-expiry with its once-per-version mark. ops/webhooks.py delivers them, never on the
-request's path. A fault while publishing never fails the change that caused it.
+the outbox in the transaction of the change that caused it (a new version, an
+access-policy change: the change and its events commit together, so a process that dies
+has made both or neither); a notice of expiry with its once-per-version mark.
+ops/webhooks.py delivers them, never on the request's path. A fault while rendering an
+event never fails the change that caused it.
 
 Azure's diagnostic log has an operation for each notice published: NearExpiry, Expired
 and VaultAccessPolicyChanged are `...EventGridNotification` records, whether or not
@@ -41,7 +41,6 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from openkeyvault.ops.clock import Clock
-from openkeyvault.storage.errors import storage_fault_of
 from openkeyvault.storage.records import VaultRecord, VersionRecord
 from openkeyvault.storage.subscriptions import (
     Expiring,
@@ -111,13 +110,30 @@ def notification(kind: str) -> str:
 InTransaction = Callable[[Connection, VersionRecord], None]
 
 
+class AccessPolicyEvent(Protocol):
+    """A vault's access-policy change as an event: `write` in the change's transaction
+    (the outbox rows), `published` once it committed (the notice, for the audit trail)."""
+
+    def write(self, c: Connection) -> None: ...
+
+    def published(self) -> None: ...
+
+
 class EventPublisher(Protocol):
-    """What the vault services call: before adding a version, for what its transaction
-    must also write (None: nothing), and once an access-policy change committed."""
+    """What the vault services call before a change, for what its write transaction must
+    also write: a new version's events (None: nothing), an access-policy change's."""
 
     def new_version(self, vault: VaultRecord, collection: str) -> InTransaction | None: ...
 
-    def access_policy_changed(self, vault: VaultRecord) -> None: ...
+    def access_policy_changed(self, vault: VaultRecord) -> AccessPolicyEvent: ...
+
+
+class _Nothing:
+    def write(self, c: Connection) -> None:
+        return None
+
+    def published(self) -> None:
+        return None
 
 
 class NoEvents:
@@ -126,8 +142,8 @@ class NoEvents:
     def new_version(self, vault: VaultRecord, collection: str) -> InTransaction | None:
         return None
 
-    def access_policy_changed(self, vault: VaultRecord) -> None:
-        return None
+    def access_policy_changed(self, vault: VaultRecord) -> AccessPolicyEvent:
+        return _Nothing()
 
 
 NO_EVENTS: EventPublisher = NoEvents()
@@ -156,24 +172,42 @@ class Events:
         kind = f"{PREFIX}{OBJECT_TYPES[collection]}NewVersionCreated"
 
         def also(c: Connection, rec: VersionRecord) -> None:
-            subs = [s for s in self.store.find_in(c, vault.id) if s.wants(kind)]
-            if not subs:
-                return
-            try:
-                now = self._clock.now()
-                pending = self._pending(subs, vault.name, kind, collection, rec.name,
-                                        rec.version, rec.nbf, rec.exp, now)
-            except Exception:  # a fault of the rendering: the version is made without it
-                log.exception("event %s of vault %s could not be made", kind, vault.name)
-                return
-            self.store.enqueue_in(c, pending, int(self._wall() * 1000), int(now))
+            self._enqueue_in(c, vault, kind, collection, rec.name, rec.version, rec.nbf,
+                             rec.exp)
         return also
 
-    def access_policy_changed(self, vault: VaultRecord) -> None:
+    def access_policy_changed(self, vault: VaultRecord) -> AccessPolicyEvent:
+        """The VaultAccessPolicyChanged event of `vault`, to write with the change."""
         kind = f"{PREFIX}VaultAccessPolicyChanged"
-        if vault.kind == "vault":
-            self._tell(kind, vault.id, vault.name, self._vault_uri(vault.name))
-        self._publish(vault, kind, None, vault.name, "", None, None, None)
+        if vault.kind != "vault":
+            return _Nothing()
+        events = self
+
+        class Change:
+            def write(self, c: Connection) -> None:
+                events._enqueue_in(c, vault, kind, None, vault.name, "", None, None)
+
+            def published(self) -> None:
+                events._tell(kind, vault.id, vault.name, events._vault_uri(vault.name))
+        return Change()
+
+    def _enqueue_in(self, c: Connection, vault: VaultRecord, kind: str,
+                    collection: str | None, name: str, version: str, nbf: int | None,
+                    exp: int | None) -> None:
+        """The event's outbox rows, in the change's transaction, for each subscription
+        that wants it (read in it). A fault while rendering leaves the change without its
+        event (logged); a fault of the database fails the change, as it would anyway."""
+        subs = [s for s in self.store.find_in(c, vault.id) if s.wants(kind)]
+        if not subs:
+            return
+        try:
+            now = self._clock.now()
+            pending = self._pending(subs, vault.name, kind, collection, name, version, nbf,
+                                    exp, now)
+        except Exception:
+            log.exception("event %s of vault %s could not be made", kind, vault.name)
+            return
+        self.store.enqueue_in(c, pending, int(self._wall() * 1000), int(now))
 
     def _tell(self, kind: str, vault_id: int, vault: str, uri: str) -> None:
         if self.notified is None:
@@ -183,26 +217,6 @@ class Events:
                                  self._clock.now()))
         except Exception:  # the record's trouble is its own; the event still goes out
             log.exception("the notification of %s in vault %s was not recorded", kind, vault)
-
-    def _publish(self, vault: VaultRecord, kind: str, collection: str | None, name: str,
-                 version: str, nbf: int | None, exp: int | None, created: int | None) -> None:
-        if vault.kind != "vault":
-            return
-        try:
-            subs = [s for s in self.store.find(vault.id) if s.wants(kind)]
-            if not subs:
-                return
-            now = self._clock.now()
-            pending = self._pending(subs, vault.name, kind, collection, name, version, nbf,
-                                    exp, now)
-            self.store.enqueue(pending, int(self._wall() * 1000), int(now))
-        except Exception as e:  # the change itself is committed: the operation stands
-            fault = storage_fault_of(e)
-            if fault is None:
-                log.exception("event %s of vault %s could not be queued", kind, vault.name)
-            else:  # the database went away meanwhile: one line, no traceback
-                log.warning("event %s of vault %s could not be queued: %s", kind,
-                            vault.name, fault)
 
     def _pending(self, subs: list[SubscriptionRecord], vault_name: str, kind: str,
                  collection: str | None, name: str, version: str, nbf: int | None,

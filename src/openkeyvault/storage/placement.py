@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.readcache import VAULTS
@@ -188,7 +189,11 @@ class PlacementStore(Store):
 
     def update(self, vault_id: int, *, placement: Placement,
                properties: str | None = None, sku: str | None = None,
-               purge_protection: bool | None = None, now: int) -> None:
+               purge_protection: bool | None = None, now: int,
+               also: Callable[[Connection], None] | None = None) -> None:
+        """Change a vault's placement (and its SKU, purge protection and properties when
+        given) in one write transaction; `also` is called in it last (what must commit
+        with the change: its events, ops/events.py)."""
         with self._write(VAULTS) as c:
             changes: dict[str, Any] = {}
             if sku is not None:
@@ -214,6 +219,8 @@ class PlacementStore(Store):
                           .values(**_values(placement)))
             else:
                 c.execute(insert(_P).values(vault_id=vault_id, **_values(placement)))
+            if also is not None:
+                also(c)
 
     def expired(self, now: int) -> builtins.list[tuple[int, str]]:
         """(id, name) of deleted vaults whose scheduled purge date has passed."""

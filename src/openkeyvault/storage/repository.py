@@ -309,9 +309,11 @@ class Repository(Store):
             return [_vault(r) for r in c.execute(_LIVE_VAULTS.order_by(vaults.c.name))]
 
     def update_vault_properties(self, vault_id: int, change: Callable[[str | None], str],
-                                now: int) -> str | None:
+                                now: int, also: Callable[[Connection], None] | None = None
+                                ) -> str | None:
         """Replace a vault's properties with `change(current)`, read and written in one
-        write transaction (concurrent changes queue, none is lost); None if no such vault."""
+        write transaction (concurrent changes queue, none is lost); None if no such vault.
+        `also` is called in it last (what must commit with the change)."""
         with self._write(VAULTS) as c:
             if c.execute(select(vaults.c.id).where(vaults.c.id == vault_id)).first() is None:
                 return None
@@ -324,6 +326,8 @@ class Repository(Store):
             else:
                 c.execute(update(vault_properties).where(vault_properties.c.vault_id == vault_id)
                           .values(properties=text, updated=now))
+            if also is not None:
+                also(c)
             return text
 
     # ---- objects and versions ---------------------------------------------

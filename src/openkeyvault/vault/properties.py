@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openkeyvault.access.network import (
     ALLOW,
@@ -38,6 +38,9 @@ from openkeyvault.storage.records import VaultRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import controlrequests as c
 from openkeyvault.vault.errors import BadParameter, NotFound, VaultNotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 MAX_PROPERTIES_CHARS = 1024 * 1024
 
@@ -177,6 +180,7 @@ class VaultPropertiesService:
                 ) -> VaultProperties:
         vault = self._vault(name)
         out: list[VaultProperties] = []
+        event = self.events.access_policy_changed(vault)
 
         def change(current: str | None) -> str:
             props = VaultProperties.from_wire(json.loads(current)) if current else DEFAULT
@@ -184,10 +188,15 @@ class VaultPropertiesService:
             out.extend((props, new))
             return _dump(new)
 
-        if self._repo.update_vault_properties(vault.id, change, int(self._clock.now())) is None:
+        def also(tx: Connection) -> None:  # decided on what was read in the transaction
+            if not out[-1].same_access(out[-2]):
+                event.write(tx)
+
+        if self._repo.update_vault_properties(vault.id, change, int(self._clock.now()),
+                                              also) is None:
             raise VaultNotFound(f"Vault '{name[:24]}' not found.")
         if not out[-1].same_access(out[-2]):
-            self.events.access_policy_changed(vault)
+            event.published()
         return out[-1]
 
     def replace(self, name: str, settings: c.VaultSettings) -> VaultProperties:

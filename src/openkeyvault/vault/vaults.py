@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from openkeyvault.access.policies import (
     KINDS,
@@ -53,6 +53,9 @@ from openkeyvault.vault.properties import (
     properties_of,
 )
 from openkeyvault.vault.requests import UNSET, Unset
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 SKUS = ("standard", "premium")
 DEFAULT_RESOURCE_GROUP = "default"
@@ -451,9 +454,12 @@ class VaultService:
         (a PUT: the defaults) or of the vault's current ones (a PATCH: `base` None)."""
         self._check_change(p, retention, purge_protection, props)
         new_props = _access(properties_of(p.vault) if base is None else base, props)
-        out = self._store_change(p, placement, _dump(new_props), sku, purge_protection)
-        if not new_props.same_access(properties_of(p.vault)):
-            self.events.access_policy_changed(p.vault)
+        event = None if new_props.same_access(properties_of(p.vault)) \
+            else self.events.access_policy_changed(p.vault)
+        out = self._store_change(p, placement, _dump(new_props), sku, purge_protection,
+                                 event.write if event is not None else None)
+        if event is not None:
+            event.published()
         return out
 
     def _check_change(self, p: PlacedVault, retention: int | None,
@@ -471,11 +477,12 @@ class VaultService:
             raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
 
     def _store_change(self, p: PlacedVault, placement: Placement, properties: str,
-                      sku: str | None, purge_protection: bool | None) -> dict[str, Any]:
+                      sku: str | None, purge_protection: bool | None,
+                      also: Callable[[Connection], None] | None = None) -> dict[str, Any]:
         v = p.vault
         self._store().update(v.id, placement=placement, properties=properties, sku=sku,
                              purge_protection=True if purge_protection else None,
-                             now=int(self._clock.now()))
+                             now=int(self._clock.now()), also=also)
         found = self._store().get(v.name, self._default())
         assert found is not None
         return self._render(found)
@@ -638,10 +645,12 @@ class VaultService:
             new = replace(current, access_policies=AccessPolicies(tuple(held.values())))
         except InvalidAccessPolicy as exc:
             raise _bad(str(exc)) from None
+        event = None if new.same_access(current) else self.events.access_policy_changed(p.vault)
         self._store().update(p.vault.id, placement=p.placement, properties=_dump(new),
-                             now=int(self._clock.now()))
-        if not new.same_access(current):
-            self.events.access_policy_changed(p.vault)
+                             now=int(self._clock.now()),
+                             also=event.write if event is not None else None)
+        if event is not None:
+            event.published()
         vault = self._render(self._placed(subscription, resource_group, name))
         return {"id": f"{vault['id']}/accessPolicies/{operation}", "type":
                 f"{VAULT_TYPE}/accessPolicies", "name": operation,
