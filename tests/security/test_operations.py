@@ -150,3 +150,29 @@ def test_every_row_asked_by_a_request_is_served(
     served.add("CloudMetadataGet")  # answered before authentication (api/management.py)
     rows = {op.name for op in TABLE if op.plane in (ops.DATA, ops.MANAGEMENT_PLANE)}
     assert rows - served == set()
+
+
+@pytest.mark.parametrize(("name", "call"), [
+    ("SecretList", lambda d, caller: d.secrets.list(caller, None, None)),
+    ("KeyList", lambda d, caller: d.keys.list(caller, None, None)),
+    ("CertificateList", lambda d, caller: d.certificates.list_certificates(
+        caller, None, None, None)),
+    ("CertificateIssuersList", lambda d, caller: d.issuers.list(caller, None, None)),
+])
+def test_services_check_the_action_their_row_names(
+        deployment: Deployment, monkeypatch: pytest.MonkeyPatch, name: str, call: Any) -> None:
+    """The table is the one place that says what an operation needs: the service asks
+    for its row's action, so a row changed to an action the caller lacks refuses it."""
+    import dataclasses
+
+    from openkeyvault.vault.context import Caller
+    from openkeyvault.vault.errors import Forbidden
+
+    vault = deployment.repo.get_vault("dev")
+    assert vault is not None
+    caller = Caller(deployment.dev_principal, vault)  # Key Vault Administrator
+    call(deployment, caller)  # allowed by its row as it is
+    elsewhere = "Microsoft.KeyVault/managedHsm/keys/read/action"  # no vault role has it
+    monkeypatch.setitem(BY_NAME, name, dataclasses.replace(BY_NAME[name], action=elsewhere))
+    with pytest.raises(Forbidden):
+        call(deployment, caller)

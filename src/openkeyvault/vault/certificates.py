@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from openkeyvault.access import actions
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.crypto import certificate_keys as ck
 from openkeyvault.crypto import certificates as x5
@@ -49,11 +48,7 @@ from openkeyvault.vault.objects import Kind, ObjectService
 from openkeyvault.vault.requests import ObjectAttributes, Unset
 from openkeyvault.vault.secrets import _context as secret_context
 
-KIND = Kind(
-    collection="certificates", label="Certificate", read=actions.CERTIFICATES_READ,
-    delete=actions.CERTIFICATES_DELETE, recover=actions.CERTIFICATES_RECOVER,
-    purge=actions.CERTIFICATES_PURGE,
-)
+KIND = Kind(collection="certificates", label="Certificate")
 LINKED = ("certificates", "keys", "secrets")
 MAX_TAG_CHARS = 256
 MAX_IMPORT_CHARS = 64 * 1024
@@ -165,11 +160,11 @@ class CertificateService(ObjectService[CertificateBundle]):
         return self._bundle(caller, rec, state.get("policy"))
 
     def get(self, caller: Caller, name: str, version: str | None) -> CertificateBundle:
-        self._check(caller, actions.CERTIFICATES_READ, name, operation="get")
+        self._check(caller, "CertificateGet", name)
         return self._full(caller, self._find(caller, name, version))
 
     def get_deleted(self, caller: Caller, name: str) -> CertificateBundle:
-        self._check(caller, KIND.read, name, operation="get")
+        self._check(caller, "CertificateGetDeleted", name)
         rec = None
         if names.OBJECT_NAME.fullmatch(name):
             rec = self._repo.get_version(caller.vault.id, KIND.collection, name.lower(), None,
@@ -180,7 +175,7 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     # ---- lifecycle of the three objects -------------------------------------------------
     def delete(self, caller: Caller, name: str) -> CertificateBundle:
-        self._check(caller, KIND.delete, name)
+        self._check(caller, "CertificateDelete", name)
         rec = self._find(caller, name, None)
         now = self._now()
         purge_at = now + caller.vault.retention_days * 86_400
@@ -191,14 +186,14 @@ class CertificateService(ObjectService[CertificateBundle]):
         return self._full(caller, rec)
 
     def recover(self, caller: Caller, name: str) -> CertificateBundle:
-        self._check(caller, KIND.recover, name)
+        self._check(caller, "CertificateRecover", name)
         if not names.OBJECT_NAME.fullmatch(name) or not self._repo.recover_linked(
                 caller.vault.id, LINKED, name.lower()):
             raise KIND.deleted_not_found(name[:127])
         return self._full(caller, self._find(caller, name, None))
 
     def purge(self, caller: Caller, name: str) -> None:
-        self._check(caller, KIND.purge, name)
+        self._check(caller, "CertificatePurge", name)
         if caller.vault.purge_protection:
             raise Forbidden(
                 'Operation "purge" is not allowed because purge protection is enabled for this '
@@ -211,7 +206,7 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     # ---- policy -------------------------------------------------------------------------
     def get_policy(self, caller: Caller, name: str) -> PolicyBundle:
-        self._check(caller, actions.CERTIFICATES_READ, name, operation="get")
+        self._check(caller, "CertificatePolicyGet", name)
         state = self._live_state(caller, name)
         return PolicyBundle(name, state["policy"])
 
@@ -225,7 +220,7 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     def update_policy(self, caller: Caller, name: str, given: CertificatePolicy
                       ) -> PolicyBundle:
-        self._check(caller, actions.CERTIFICATES_UPDATE, name)
+        self._check(caller, "CertificatePolicyUpdate", name)
         state = self._live_state(caller, name)
         policy = self._checked_policy(caller, given, state["policy"])
         self._replace_state(caller, name, state, {**state, "policy": policy})
@@ -267,7 +262,7 @@ class CertificateService(ObjectService[CertificateBundle]):
     def create(self, caller: Caller, name: str, request: CertificateCreate
                ) -> CertificateOperation:
         _check_certificate_name(name)
-        self._check(caller, actions.CERTIFICATES_CREATE, name)
+        self._check(caller, "CertificateCreate", name)
         vid = caller.vault.id
         obj = self._repo.get_object(vid, KIND.collection, name.lower())
         self._check_name_free(vid, name, obj)
@@ -492,14 +487,14 @@ class CertificateService(ObjectService[CertificateBundle]):
         return NotFound(f"Pending certificate not found: {name}", code="PendingCertificateNotFound")
 
     def get_operation(self, caller: Caller, name: str) -> CertificateOperation:
-        self._check(caller, actions.CERTIFICATES_READ, name, operation="get")
+        self._check(caller, "CertificatePendingGet", name)
         stored, _, op = self._pending(caller, name)
         return self._operation(stored, op)
 
     def cancel_operation(self, caller: Caller, name: str, flag: bool
                          ) -> CertificateOperation:
         """CertificateOperationUpdateParameter: `flag` is its cancellation_requested."""
-        self._check(caller, actions.CERTIFICATES_UPDATE, name)
+        self._check(caller, "CertificatePendingUpdate", name)
         stored, state, op = self._pending(caller, name)
         if not flag or op["status"] != IN_PROGRESS:
             return self._operation(stored, op)  # nothing left to cancel
@@ -515,7 +510,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         return self._operation(stored, new_op)
 
     def delete_operation(self, caller: Caller, name: str) -> CertificateOperation:
-        self._check(caller, actions.CERTIFICATES_DELETE, name)
+        self._check(caller, "CertificatePendingDelete", name)
         stored, state, op = self._pending(caller, name)
         rid = op["request_id"]
         new_state = {**state, "pending": None}
@@ -529,7 +524,7 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     def merge(self, caller: Caller, name: str, request: CertificateMerge
               ) -> CertificateBundle:
-        self._check(caller, actions.CERTIFICATES_CREATE, name)
+        self._check(caller, "CertificatePendingMerge", name)
         stored, state, op = self._pending(caller, name)
         if op["status"] != IN_PROGRESS or not op.get("sealed_key"):
             raise BadParameter(f"The certificate operation of {stored} is {op['status']}; "
@@ -578,7 +573,7 @@ class CertificateService(ObjectService[CertificateBundle]):
     def import_certificate(self, caller: Caller, name: str, request: CertificateImport
                            ) -> CertificateBundle:
         _check_certificate_name(name)
-        self._check(caller, actions.CERTIFICATES_IMPORT, name)
+        self._check(caller, "CertificateImport", name)
         vid = caller.vault.id
         obj = self._repo.get_object(vid, KIND.collection, name.lower())
         self._check_name_free(vid, name, obj)
@@ -635,7 +630,7 @@ class CertificateService(ObjectService[CertificateBundle]):
                request: CertificateUpdate) -> CertificateBundle:
         """CertificateUpdateParameters: `enabled` (null keeps it), tags (null clears them)
         and the policy; nbf and exp are the certificate's and cannot change."""
-        self._check(caller, actions.CERTIFICATES_UPDATE, name)
+        self._check(caller, "CertificateUpdate", name)
         rec = self._find(caller, name, version)
         changes: dict[str, Any] = {}
         if isinstance(request.attributes.enabled, bool):
@@ -662,7 +657,7 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     # ---- backup / restore ----------------------------------------------------------------
     def backup(self, caller: Caller, name: str) -> bytes:
-        self._check(caller, actions.CERTIFICATES_BACKUP, name)
+        self._check(caller, "CertificateBackup", name)
         latest = self._find(caller, name, None)
         vid, name_lc = caller.vault.id, name.lower()
         state = self._state(vid, name)
@@ -699,7 +694,7 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise BadParameter("The secret value could not be unsealed.") from None
 
     def restore(self, caller: Caller, blob: bytes) -> CertificateBundle:
-        self._check(caller, actions.CERTIFICATES_RESTORE)
+        self._check(caller, "CertificateRestore")
         payload = self._backups.unpack(KIND.collection, blob)
         name = str(payload.get("name", ""))
         _check_certificate_name(name)
@@ -743,7 +738,7 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise BadParameter("includePending must be true or false.")
         if flag == "false":
             return self.list(caller, maxresults, token)
-        self._check(caller, KIND.read, operation="list")
+        self._check(caller, "CertificateList")
         size = paging.page_size(maxresults)
         after = paging.position(token, "a", str)
         vid = caller.vault.id

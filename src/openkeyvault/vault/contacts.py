@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from openkeyvault.access import actions
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
@@ -70,23 +69,30 @@ class ContactService:
         self._authz = authorizer
         self._clock = clock
 
+    def _check(self, caller: Caller, operation: str) -> None:
+        """Deny by default: what the row `operation` of vault/operations.py needs (imported
+        here: that table imports this module's PATH)."""
+        from openkeyvault.vault import operations
+
+        op = operations.get(operation)
+        authorize(self._authz, caller, op.action or "", PATH, op.permission)
+
     def get(self, caller: Caller) -> list[Contact]:
-        authorize(self._authz, caller, actions.CERTIFICATES_READ, PATH,
-                  operation="managecontacts")
+        self._check(caller, "CertificateContactsGet")
         stored = self._store.get_contacts(caller.vault.id)
         if stored is None:
             raise not_found()
         return _contacts(stored)
 
     def set(self, caller: Caller, contacts: list[CertificateContact] | None) -> list[Contact]:
-        authorize(self._authz, caller, actions.CERTIFICATE_CONTACTS_WRITE, PATH)
+        self._check(caller, "CertificateContactsSet")
         parsed = parse_contacts(contacts)
         self._store.set_contacts(caller.vault.id, [c.to_dict() for c in parsed],
                                  int(self._clock.now()))
         return parsed
 
     def delete(self, caller: Caller) -> list[Contact]:
-        authorize(self._authz, caller, actions.CERTIFICATE_CONTACTS_WRITE, PATH)
+        self._check(caller, "CertificateContactsDelete")
         stored = self._store.delete_contacts(caller.vault.id)
         if stored is None:
             raise not_found()

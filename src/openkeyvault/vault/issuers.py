@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from openkeyvault.access import actions
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.crypto.authority import BUILTIN_PROVIDER
 from openkeyvault.ops.clock import Clock
@@ -147,10 +146,13 @@ class IssuerService:
         self._authz = authorizer
         self._clock = clock
 
-    def _check(self, caller: Caller, action: str, name: str | None = None,
-               operation: str | None = None) -> None:
+    def _check(self, caller: Caller, operation: str, name: str | None = None) -> None:
+        """Deny by default: what the row `operation` of vault/operations.py needs."""
+        from openkeyvault.vault import operations
+
+        op = operations.get(operation)
         path = f"/certificates/issuers/{name}" if name else "/certificates/issuers"
-        authorize(self._authz, caller, action, path, operation)
+        authorize(self._authz, caller, op.action or "", path, op.permission)
 
     def _seal(self, vault_id: int, name_lc: str, password: str) -> tuple[int, bytes]:
         return self._barrier.seal(vault_owner(vault_id), _context(vault_id, name_lc),
@@ -158,7 +160,7 @@ class IssuerService:
 
     # ---- operations -----------------------------------------------------------------
     def list(self, caller: Caller, maxresults: str | None, skiptoken: str | None) -> Page:
-        self._check(caller, actions.CERTIFICATE_CAS_READ, operation="listissuers")
+        self._check(caller, "CertificateIssuersList")
         size = paging.page_size(maxresults)
         after = paging.position(skiptoken, "issuer", str)
         recs = self._store.list_issuers(caller.vault.id, after, size + 1)
@@ -168,7 +170,7 @@ class IssuerService:
         return Page([_bundle(r) for r in recs], token)
 
     def get(self, caller: Caller, name: str) -> IssuerBundle:
-        self._check(caller, actions.CERTIFICATE_CAS_READ, name, operation="getissuers")
+        self._check(caller, "CertificateIssuerGet", name)
         rec = self._store.get(caller.vault.id, name.lower()) \
             if names.OBJECT_NAME.fullmatch(name) else None
         if rec is None:
@@ -177,7 +179,7 @@ class IssuerService:
 
     def set(self, caller: Caller, name: str, request: CertificateIssuer) -> IssuerBundle:
         """SetCertificateIssuer: create the issuer, or replace every field of an existing one."""
-        self._check(caller, actions.CERTIFICATE_CAS_WRITE, name)
+        self._check(caller, "CertificateIssuerSet", name)
         self._check_name(name)
         provider = text(request.provider, "provider", MAX_PROVIDER_CHARS, required=True)
         assert provider is not None
@@ -203,7 +205,7 @@ class IssuerService:
     def update(self, caller: Caller, name: str, request: CertificateIssuer) -> IssuerBundle:
         """UpdateCertificateIssuer: change only the fields sent (within `credentials` and
         `org_details` too: an absent `pwd` keeps the stored password)."""
-        self._check(caller, actions.CERTIFICATE_CAS_WRITE, name)
+        self._check(caller, "CertificateIssuerUpdate", name)
         changes: dict[str, Any] = {}
         if request.provider is not None:
             changes["provider"] = text(request.provider, "provider", MAX_PROVIDER_CHARS)
@@ -235,7 +237,7 @@ class IssuerService:
         return _bundle(rec)
 
     def delete(self, caller: Caller, name: str) -> IssuerBundle:
-        self._check(caller, actions.CERTIFICATE_CAS_DELETE, name)
+        self._check(caller, "CertificateIssuerDelete", name)
         rec = self._store.delete(caller.vault.id, name.lower()) \
             if names.OBJECT_NAME.fullmatch(name) else None
         if rec is None:

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from openkeyvault.access import actions
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.keystore.base import KeyRef, KeySpec, KeyStore, KeyStoreError, StoredKey
 from openkeyvault.ops.clock import Clock
@@ -27,7 +26,7 @@ from openkeyvault.storage.records import (
     VersionRecord,
 )
 from openkeyvault.storage.repository import Repository
-from openkeyvault.vault import durations, keytypes, names
+from openkeyvault.vault import durations, keytypes, names, operations
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize
 from openkeyvault.vault.errors import BadParameter, Forbidden
@@ -44,22 +43,20 @@ from openkeyvault.vault.requests import (
     ObjectAttributes,
 )
 
-KIND = Kind(
-    collection="keys", label="Key", read=actions.KEYS_READ, delete=actions.KEYS_DELETE,
-    recover=actions.KEYS_RECOVER, purge=actions.KEYS_PURGE,
-)
+KIND = Kind(collection="keys", label="Key")
 MAX_KEY_TAG_CHARS = 256
 MAX_OPERATION_BYTES = 64 * 1024
 DAY = 86_400
 
-# operation → (data action, key_ops entry, refused outside the nbf/exp window)
+# operation (as in the path) → (its row of vault/operations.py, key_ops entry, refused
+# outside the nbf/exp window)
 OPERATIONS: dict[str, tuple[str, str, bool]] = {
-    "encrypt": (actions.KEYS_ENCRYPT, "encrypt", True),
-    "decrypt": (actions.KEYS_DECRYPT, "decrypt", False),
-    "wrapkey": (actions.KEYS_WRAP, "wrapKey", True),
-    "unwrapkey": (actions.KEYS_UNWRAP, "unwrapKey", False),
-    "sign": (actions.KEYS_SIGN, "sign", True),
-    "verify": (actions.KEYS_VERIFY, "verify", False),
+    "encrypt": ("KeyEncrypt", "encrypt", True),
+    "decrypt": ("KeyDecrypt", "decrypt", False),
+    "wrapkey": ("KeyWrap", "wrapKey", True),
+    "unwrapkey": ("KeyUnwrap", "unwrapKey", False),
+    "sign": ("KeySign", "sign", True),
+    "verify": ("KeyVerify", "verify", False),
 }
 
 DEFAULT_NOTIFY = {"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}
@@ -162,7 +159,7 @@ class KeyService(ObjectService[KeyBundle]):
     # ---- create / import ---------------------------------------------------------------
     def create(self, caller: Caller, name: str, request: KeyCreate) -> KeyBundle:
         names.check_object_name(name)
-        self._check(caller, actions.KEYS_CREATE, name)
+        self._check(caller, "KeyCreate", name)
         kty, family, hardware = self._kty(caller, request.kty)
         spec = self._spec(family, request)
         key_ops = keytypes.check_key_ops(request.key_ops, family)
@@ -210,7 +207,7 @@ class KeyService(ObjectService[KeyBundle]):
 
     def import_key(self, caller: Caller, name: str, request: KeyImport) -> KeyBundle:
         names.check_object_name(name)
-        self._check(caller, actions.KEYS_IMPORT, name)
+        self._check(caller, "KeyImport", name)
         jwk = request.key
         kty, family, hardware = self._kty(caller, jwk.kty, bool(request.hsm))
         key_ops = keytypes.check_key_ops(jwk.key_ops, family)
@@ -222,21 +219,21 @@ class KeyService(ObjectService[KeyBundle]):
 
     # ---- read / update ------------------------------------------------------------------
     def get(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
-        self._check(caller, actions.KEYS_READ, name, operation="get")
+        self._check(caller, "KeyGet", name)
         return self._bundle(caller, self._find(caller, name, version))
 
     def get_attestation(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
         """GetKeyAttestation: attestation blobs come from a Managed HSM's hardware, and a
         vault's keys have none. The key is still looked up (a `get`: access checked,
         KeyNotFound for a missing one) so the refusal speaks of a key that exists."""
-        self._check(caller, actions.KEYS_READ, name, operation="get")
+        self._check(caller, "KeyGetAttestation", name)
         self._find(caller, name, version)
         raise BadParameter("Key attestation is available for keys in a Managed HSM only; "
                            "the keys of a vault have no attestation.")
 
     def update(self, caller: Caller, name: str, version: str | None,
                request: KeyUpdate) -> KeyBundle:
-        self._check(caller, actions.KEYS_UPDATE, name)
+        self._check(caller, "KeyUpdate", name)
         rec = self._find(caller, name, version)
         changes = request.attributes.changes()
         if request.tags is not UNSET:
@@ -277,8 +274,8 @@ class KeyService(ObjectService[KeyBundle]):
     def operate(self, caller: Caller, name: str, version: str | None, operation: str,
                 request: KeyOperation) -> KeyOperationResult | bool:
         """encrypt, decrypt, wrapkey, unwrapkey, sign (→ bytes) and verify (→ bool)."""
-        data_action, key_op, windowed = OPERATIONS[operation]
-        self._check(caller, data_action, name)
+        row, key_op, windowed = OPERATIONS[operation]
+        self._check(caller, row, name)
         rec = self._find(caller, name, version)
         verb = key_op if operation not in ("wrapkey", "unwrapkey") else operation
         if not rec.enabled:
@@ -323,14 +320,15 @@ class KeyService(ObjectService[KeyBundle]):
     def random_bytes(self, caller: Caller, count: int) -> bytes:
         # Random bytes belong to the vault, not to its keys collection: only an assignment on
         # the vault (or above) covers them.
-        authorize(self._authz, caller, actions.RNG, "/")
+        rng = operations.get("RandomBytesGet")
+        authorize(self._authz, caller, rng.action or "", "/", rng.permission)
         if not 1 <= count <= 128:
             raise BadParameter("count must be an integer from 1 to 128.")
         return os.urandom(count)
 
     # ---- backup / restore ------------------------------------------------------------------
     def backup(self, caller: Caller, name: str) -> bytes:
-        self._check(caller, actions.KEYS_BACKUP, name)
+        self._check(caller, "KeyBackup", name)
         latest = self._find(caller, name, None)
         versions = [{
             "version": r.version, "props": r.props,
@@ -343,7 +341,7 @@ class KeyService(ObjectService[KeyBundle]):
                                                     "policy": policy})
 
     def restore(self, caller: Caller, blob: bytes) -> KeyBundle:
-        self._check(caller, actions.KEYS_RESTORE)
+        self._check(caller, "KeyRestore")
         payload = self._backups.unpack(KIND.collection, blob)
         name = str(payload.get("name", ""))
         names.check_object_name(name)
@@ -370,7 +368,7 @@ class KeyService(ObjectService[KeyBundle]):
 
     # ---- rotation -------------------------------------------------------------------------
     def rotate(self, caller: Caller, name: str) -> KeyBundle:
-        self._check(caller, actions.KEYS_ROTATE, name)
+        self._check(caller, "KeyRotate", name)
         latest = self._find(caller, name, None)
         self._refuse_managed(latest, "rotate")
         policy = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
@@ -403,7 +401,7 @@ class KeyService(ObjectService[KeyBundle]):
         return rec
 
     def get_rotation_policy(self, caller: Caller, name: str) -> RotationPolicy:
-        self._check(caller, actions.KEY_ROTATION_POLICIES_READ, name)
+        self._check(caller, "KeyRotationPolicyGet", name)
         self._find(caller, name, None)
         stored = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
         if stored is None:
@@ -412,7 +410,7 @@ class KeyService(ObjectService[KeyBundle]):
 
     def set_rotation_policy(self, caller: Caller, name: str,
                             request: KeyRotationPolicy) -> RotationPolicy:
-        self._check(caller, actions.KEY_ROTATION_POLICIES_WRITE, name)
+        self._check(caller, "KeyRotationPolicySet", name)
         latest = self._find(caller, name, None)
         self._refuse_managed(latest, "setRotationPolicy")
         actions_in, expiry = _validate_policy(request)

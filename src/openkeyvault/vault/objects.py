@@ -16,7 +16,7 @@ from openkeyvault.ops.events import NO_EVENTS, EventPublisher
 from openkeyvault.storage.barrier import Barrier
 from openkeyvault.storage.records import NameConflict, VersionRecord
 from openkeyvault.storage.repository import Repository
-from openkeyvault.vault import names, paging
+from openkeyvault.vault import names, operations, paging
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize
 from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
@@ -32,10 +32,6 @@ MAX_BACKUP_VERSIONS = 500
 class Kind:
     collection: str  # "secrets"
     label: str  # "Secret"
-    read: str  # data action for metadata reads and listing
-    delete: str
-    recover: str
-    purge: str
 
     @property
     def not_found_code(self) -> str:
@@ -88,12 +84,14 @@ class ObjectService(Generic[B]):
     def _now(self) -> int:
         return int(self._clock.now())
 
-    def _check(self, caller: Caller, action: str, name: str | None = None,
-               operation: str | None = None) -> None:
-        """`operation`: the access-policy permission the operation needs when its data
-        action does not say (reading metadata is `get` or `list`)."""
+    def _check(self, caller: Caller, operation: str, name: str | None = None) -> None:
+        """Deny by default: the caller needs what `operation` needs (the row of that name in
+        vault/operations.py, whose data action and access-policy permission the route's
+        guard checked already: decided once per request), at the object or the
+        collection."""
+        op = operations.get(operation)
         path = f"/{self.kind.collection}/{name}" if name else f"/{self.kind.collection}"
-        authorize(self._authz, caller, action, path, operation)
+        authorize(self._authz, caller, op.action or "", path, op.permission)
 
     def _attributes(self, caller: Caller, rec: VersionRecord) -> Attributes:
         v = caller.vault
@@ -130,11 +128,11 @@ class ObjectService(Generic[B]):
 
     # ---- shared operations ------------------------------------------------------
     def list(self, caller: Caller, maxresults: str | None, token: str | None) -> Page:
-        self._check(caller, self.kind.read, operation="list")
+        self._check(caller, f"{self.kind.label}List")
         return self._list_latest(caller, False, maxresults, token)
 
     def list_deleted(self, caller: Caller, maxresults: str | None, token: str | None) -> Page:
-        self._check(caller, self.kind.read, operation="list")
+        self._check(caller, f"{self.kind.label}ListDeleted")
         return self._list_latest(caller, True, maxresults, token)
 
     def _list_latest(self, caller: Caller, deleted: bool, maxresults: str | None,
@@ -150,7 +148,7 @@ class ObjectService(Generic[B]):
 
     def list_versions(self, caller: Caller, name: str, maxresults: str | None,
                       token: str | None) -> Page:
-        self._check(caller, self.kind.read, name, operation="list")
+        self._check(caller, f"{self.kind.label}ListVersions", name)
         size = paging.page_size(maxresults)
         after = paging.position(token, "s", int)
         rows = self._repo.list_versions(caller.vault.id, self.kind.collection, name.lower(),
@@ -161,7 +159,7 @@ class ObjectService(Generic[B]):
         return Page([self._bundle(caller, r) for r in rows], nxt)
 
     def delete(self, caller: Caller, name: str) -> B:
-        self._check(caller, self.kind.delete, name)
+        self._check(caller, f"{self.kind.label}Delete", name)
         rec = self._find(caller, name, None)
         self._refuse_managed(rec, "delete")
         now = self._now()
@@ -174,7 +172,7 @@ class ObjectService(Generic[B]):
         return self._bundle(caller, rec)
 
     def get_deleted(self, caller: Caller, name: str) -> B:
-        self._check(caller, self.kind.read, name, operation="get")
+        self._check(caller, f"{self.kind.label}GetDeleted", name)
         rec = None
         if names.OBJECT_NAME.fullmatch(name):
             rec = self._repo.get_version(caller.vault.id, self.kind.collection, name.lower(),
@@ -184,7 +182,7 @@ class ObjectService(Generic[B]):
         return self._bundle(caller, rec)
 
     def recover(self, caller: Caller, name: str) -> B:
-        self._check(caller, self.kind.recover, name)
+        self._check(caller, f"{self.kind.label}Recover", name)
         self._refuse_managed(self._managed_latest(caller, name, True), "recover")
         if not names.OBJECT_NAME.fullmatch(name) or not self._repo.recover(
             caller.vault.id, self.kind.collection, name.lower()
@@ -193,7 +191,7 @@ class ObjectService(Generic[B]):
         return self._bundle(caller, self._find(caller, name, None))
 
     def purge(self, caller: Caller, name: str) -> None:
-        self._check(caller, self.kind.purge, name)
+        self._check(caller, f"{self.kind.label}Purge", name)
         if caller.vault.purge_protection:
             raise Forbidden(
                 'Operation "purge" is not allowed because purge protection is enabled for this '

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from openkeyvault.access import actions
 from openkeyvault.storage.barrier import BarrierError, vault_owner
 from openkeyvault.storage.records import NameConflict, VersionRecord
 from openkeyvault.vault import names
@@ -19,10 +18,7 @@ from openkeyvault.vault.models import SecretBundle
 from openkeyvault.vault.objects import Kind, ObjectService
 from openkeyvault.vault.requests import NO_ATTRIBUTES, UNSET, ObjectAttributes, SecretUpdate
 
-KIND = Kind(
-    collection="secrets", label="Secret", read=actions.SECRETS_READ_METADATA,
-    delete=actions.SECRETS_DELETE, recover=actions.SECRETS_RECOVER, purge=actions.SECRETS_PURGE,
-)
+KIND = Kind(collection="secrets", label="Secret")
 
 
 def _context(vault_id: int, name_lc: str, version: str) -> bytes:
@@ -58,7 +54,7 @@ class SecretService(ObjectService[SecretBundle]):
             attributes: ObjectAttributes = NO_ATTRIBUTES, tags: dict[str, str] | None = None
             ) -> SecretBundle:
         names.check_object_name(name)
-        self._check(caller, actions.SECRETS_SET, name)
+        self._check(caller, "SecretSet", name)
         self._refuse_certificate_name(caller, name)
         raw = value.encode("utf-8")
         if len(raw) > names.MAX_SECRET_VALUE_BYTES:
@@ -87,7 +83,7 @@ class SecretService(ObjectService[SecretBundle]):
         return self._bundle(caller, rec, with_value=True)
 
     def get(self, caller: Caller, name: str, version: str | None) -> SecretBundle:
-        self._check(caller, actions.SECRETS_GET, name)
+        self._check(caller, "SecretGet", name)
         rec = self._find(caller, name, version)
         if not rec.enabled:
             raise Forbidden("Operation get is not allowed on a disabled secret.",
@@ -97,7 +93,7 @@ class SecretService(ObjectService[SecretBundle]):
     def update(self, caller: Caller, name: str, version: str | None,
                request: SecretUpdate) -> SecretBundle:
         """Change what the request sent: contentType, tags, enabled, nbf, exp."""
-        self._check(caller, actions.SECRETS_UPDATE, name)
+        self._check(caller, "SecretUpdate", name)
         rec = self._find(caller, name, version)
         changes: dict[str, Any] = {}
         if request.content_type is not UNSET:
@@ -108,7 +104,7 @@ class SecretService(ObjectService[SecretBundle]):
         return self._bundle(caller, self._update(caller, rec, changes))
 
     def backup(self, caller: Caller, name: str) -> bytes:
-        self._check(caller, actions.SECRETS_BACKUP, name)
+        self._check(caller, "SecretBackup", name)
         latest = self._find(caller, name, None)
         versions = [{
             "version": r.version, "value": self._value(caller, r), "contentType": r.content_type,
@@ -118,7 +114,7 @@ class SecretService(ObjectService[SecretBundle]):
         return self._backups.pack(KIND.collection, {"name": latest.name, "versions": versions})
 
     def restore(self, caller: Caller, blob: bytes) -> SecretBundle:
-        self._check(caller, actions.SECRETS_RESTORE)
+        self._check(caller, "SecretRestore")
         payload = self._backups.unpack(KIND.collection, blob)
         name = str(payload.get("name", ""))
         names.check_object_name(name)
