@@ -210,11 +210,13 @@ class Accounting:
     # ---- the calls ----------------------------------------------------------------------
     def admit(self, scope: Scope, ex: Exchange) -> Response | None:
         """None when every gate admits the operation; else the response to send instead."""
-        if not self.gates or ex.operation is None:
-            return None
         op = ex.operation
+        if op is None or not self.gates:
+            return None
         attempt = Attempt(op.name, ex.resource_kind, ex.resource_name, op.throttle, ex.units,
-                          self.claims(ex.principal), self.client_ip(scope, ex))
+                          self.claims(ex.principal),
+                          ex.client_ip if ex.client_ip is not None
+                          else self.client_ip(scope, ex))
         for gate in self.gates:
             refusal = gate.admit(attempt)
             if refusal is not None:
@@ -244,16 +246,6 @@ class Accounting:
                 except Exception:  # noqa: BLE001 - the others still close
                     log.exception("closing %s failed", type(part).__name__)
 
-    @staticmethod
-    def _meter(ex: Exchange) -> str | None:
-        """The operation's meter; a transaction on a key is metered by the key's type."""
-        op = ex.operation
-        if op is None:
-            return None
-        if op.key_operation and ex.key is not None and op.meter == OPERATIONS_METER:
-            return key_meter(*ex.key)
-        return op.meter
-
     def observe(self, scope: Scope, ex: Exchange, status: int,
                 request_id: str) -> None:
         """Tell every observer of the answered request; an observer that fails is not
@@ -265,15 +257,22 @@ class Accounting:
         correlation, agent = ex.correlation, ex.user_agent
         path: str = scope["path"]
         query: bytes = scope["query_string"]
+        if op is None:
+            name = throttle = meter = None
+        else:
+            name, throttle, meter = op.name, op.throttle, op.meter
+            if op.key_operation and ex.key is not None and meter == OPERATIONS_METER:
+                meter = key_meter(*ex.key)  # a transaction on a key: by the key's type
         outcome = RequestOutcome(
-            op.name if op is not None else "", ex.resource_kind, ex.resource_name,
-            self.resource_id(ex), ex.object_id, ex.api_version, status, ex.arrived,
-            (time.perf_counter() - ex.started) * 1000, self.client_ip(scope, ex),
+            name or "", ex.resource_kind, ex.resource_name,
+            ex.resource_id if ex.resource_id is not None or ex.vault_id is None
+            else self.resource_id(ex), ex.object_id, ex.api_version, status, ex.arrived,
+            (time.perf_counter() - ex.started) * 1000,
+            ex.client_ip if ex.client_ip is not None else self.client_ip(scope, ex),
             correlation[:CORRELATION_MAX].decode("latin-1") if correlation else None,
             request_id, f"{path}?{query.decode('latin-1')}" if query else path,
             agent[:USER_AGENT_MAX].decode("latin-1") if agent else None,
-            self.claims(ex.principal), ex.rbac, ex.access_policy,
-            op.throttle if op is not None else None, self._meter(ex), ex.units,
+            self.claims(ex.principal), ex.rbac, ex.access_policy, throttle, meter, ex.units,
             scope["method"], path)
         for observer in self.observers:
             try:

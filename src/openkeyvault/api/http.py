@@ -100,12 +100,75 @@ async def read_body_buffer(request: Request, limit: int) -> bytes | bytearray:
             await _discard(request.stream(), 0)
         raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
     seconds = body_deadline(limit if declared is None else declared)
+    task = asyncio.current_task()
+    if task is None:  # (not in a task: a timer of its own)
+        try:
+            async with asyncio.timeout(seconds):
+                return await _read(request, declared, limit)
+        except TimeoutError:
+            raise _late(seconds) from None
+    _DEADLINES.watch(task, seconds)
     try:
-        async with asyncio.timeout(seconds):
-            return await _read(request, declared, limit)
-    except TimeoutError:
-        raise BodyTimeout(f"The request body did not arrive within {seconds:.0f} seconds."
-                          ) from None
+        return await _read(request, declared, limit)
+    except asyncio.CancelledError:
+        if not _DEADLINES.cut(task):
+            raise  # cancelled by someone else (the client went away)
+        raise _late(seconds) from None
+    finally:
+        _DEADLINES.forget(task)
+
+
+def _late(seconds: float) -> BodyTimeout:
+    return BodyTimeout(f"The request body did not arrive within {seconds:.0f} seconds.")
+
+
+class Deadlines:
+    """The deadlines of the bodies a worker is reading, kept by one timer that looks every
+    `tick` seconds, instead of a timer per body (asyncio.timeout costs a request several
+    microseconds). A read past its deadline has its task cancelled, which `cut` then tells
+    from any other cancellation; deadlines are met to within `tick` (they are 10 s and
+    more)."""
+
+    def __init__(self, tick: float = 1.0) -> None:
+        self._tick = tick
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, task: asyncio.Task[Any], seconds: float) -> None:
+        loop = task.get_loop()
+        if loop is not self._loop:  # another event loop (a test's): the timer starts over
+            self._loop, self._timer = loop, None
+            self._due = {t: d for t, d in self._due.items() if t.get_loop() is loop}
+        self._due[task] = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_later(self._tick, self._look, loop)
+
+    def forget(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+        self._cut.discard(task)
+
+    def cut(self, task: asyncio.Task[Any]) -> bool:
+        """Whether this was the task's deadline (its cancellation is then taken back)."""
+        if task not in self._cut:
+            return False
+        task.uncancel()
+        return True
+
+    def _look(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            return  # (a loop given up for another)
+        now = loop.time()
+        for task, due in list(self._due.items()):
+            if due <= now:
+                del self._due[task]
+                self._cut.add(task)
+                task.cancel()
+        self._timer = loop.call_later(self._tick, self._look, loop) if self._due else None
+
+
+_DEADLINES = Deadlines()
 
 
 def body_deadline(size: int) -> float:
