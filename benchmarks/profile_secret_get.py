@@ -97,7 +97,6 @@ async def in_situ(app: Any, driver: Driver, scope: dict[str, Any], n: int, total
     """Time each step inside real requests (wrappers add well under a microsecond each)."""
     from starlette.responses import Response
 
-    import openkeyvault.api.app as app_mod
     import openkeyvault.api.render as render_mod
     import openkeyvault.api.secrets as secrets_routes
 
@@ -108,11 +107,13 @@ async def in_situ(app: Any, driver: Driver, scope: dict[str, Any], n: int, total
     t.wrap(d.repo, "get_version", "secret query (repo.get_version)")
     t.wrap(d.barrier, "open", "barrier decrypt (Barrier.open)")
     t.wrap(render_mod, "secret", "render.secret (bundle -> dict)")
-    t.wrap(secrets_routes, "json_response", "json.dumps + Response() (json_response)")
+    t.wrap(secrets_routes, "json_response", "JSON + Response() (json_response)")
     t.wrap(Response, "__call__", "Starlette Response.__call__ (ASGI send)")
-    t.wrap(app_mod.log, "info", "request log line (log.info to a file)")
     t.wrap(app.router, "resolve", "router.resolve")
-    t.wrap(app_mod.uuid, "uuid4", "uuid4 request id")
+    for gate in app.accounting.gates:  # throttling, the audit trail's health
+        t.wrap(gate, "admit", f"gate: {type(gate).__name__}.admit")
+    for observer in app.accounting.observers:  # audit, metrics, usage, the request log
+        t.wrap(observer, "observe", f"observer: {type(observer).__name__}.observe")
     try:
         for _ in range(min(200, n)):
             await driver.call(scope)

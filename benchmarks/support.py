@@ -460,13 +460,19 @@ PORT = 8443  # what the in-process app believes it listens on
 REPEATS = 5  # best of 5 batches: the machine is shared, the minimum is the stable figure
 
 
-def in_process_app(tmp: Path, **settings_extra: Any) -> tuple[Any, IO[str]]:
+THROTTLING_SCALE = 1_000_000.0  # the limits x 10^6: the gate runs and counts, never refuses
+
+
+def in_process_app(tmp: Path) -> tuple[Any, IO[str]]:
     """The app as a granian worker builds it (`create_app`) on a new dev data directory in
     `tmp`, and the file its request log lines go to, as they would go to a log file."""
     from openkeyvault.cli.server import prepare
     from openkeyvault.config import ENV_VAR, Settings
 
-    settings = Settings(data_dir=tmp / "data", port=PORT, dev=True, **settings_extra)
+    # Like the benchmark servers: one vault driven far past Azure's limits (a profile of
+    # 429s would measure nothing).
+    settings = Settings(data_dir=tmp / "data", port=PORT, dev=True,
+                        throttling_scale=THROTTLING_SCALE)
     prepare(settings)
     os.environ[ENV_VAR] = settings.to_env()
     from openkeyvault.api.app import create_app
@@ -527,7 +533,8 @@ class Driver:
 
 
 async def per_request_us(driver: Driver, scope: dict[str, Any], n: int) -> float:
-    """Microseconds per call of `scope` after a warm-up, best of REPEATS batches of n/REPEATS."""
+    """Microseconds per call of `scope` after a warm-up, best of REPEATS batches of n/REPEATS
+    (BenchError if the app stopped answering it with success: that would be timed too)."""
     for _ in range(min(200, n)):
         await driver.call(scope)
     batch, best = max(1, n // REPEATS), float("inf")
@@ -536,4 +543,7 @@ async def per_request_us(driver: Driver, scope: dict[str, Any], n: int) -> float
         for _ in range(batch):
             await driver.call(scope)
         best = min(best, (time.perf_counter() - t0) / batch)
+    if not 200 <= driver.status < 300:
+        raise BenchError(f"{scope['method']} {scope['path']} answered {driver.status}: "
+                         f"{driver.body[:200]!r}")
     return best * 1e6
