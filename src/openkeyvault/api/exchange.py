@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, MutableMapping
 from dataclasses import fields
 from typing import Any
@@ -196,12 +195,14 @@ class Accounting:
         once per vault and kept: a vault does not move)."""
         if ex.resource_id is not None or ex.vault_id is None or ex.resource_name is None:
             return ex.resource_id
-        key = (ex.vault_id, ex.resource_name)
+        return self._arm_id(ex.vault_id, ex.resource_name, ex.resource_kind)
+
+    def _arm_id(self, vault_id: int, name: str, kind: str) -> str | None:
+        key = (vault_id, name)
         if key in self._ids:
             return self._ids[key]
-        placed = self._placement(ex.resource_name)
-        found = None if placed is None else arm_id(placed[0], placed[1], ex.resource_kind,
-                                                    ex.resource_name)
+        placed = self._placement(name)
+        found = None if placed is None else arm_id(placed[0], placed[1], kind, name)
         if len(self._ids) >= _CACHE_LIMIT:
             self._ids.clear()
         self._ids[key] = found
@@ -227,13 +228,7 @@ class Accounting:
         """What records a notice the deployment published (ops/events.py) in `audit`: an
         operation of the service's own, with no caller, answered 200."""
         def record(notice: Notice) -> None:
-            ex = Exchange(time.perf_counter(), notice.time)
-            ex.resource_kind, ex.resource_name = "vault", notice.vault
-            ex.vault_id = notice.vault_id
-            audit.observe(Outcome(
-                notice.operation, "vault", notice.vault, self.resource_id(ex), notice.uri,
-                None, 200, notice.time, 0.0, "", None, str(uuid.uuid4()), notice.uri, None,
-                None, None, None, None, None))
+            audit.observe(notice.outcome(self._arm_id(notice.vault_id, notice.vault, "vault")))
         return record
 
     def close(self) -> None:

@@ -181,14 +181,10 @@ class Acting:
         """An event a change of this command published, as the API's accounting records
         one (api/exchange.py `Accounting.notice_recorder`): the service's own operation."""
         from openkeyvault.api.exchange import arm_id
-        from openkeyvault.ops.outcome import Outcome
 
         where = self.d.vaults.placement_of(notice.vault)
-        self._audit().observe(Outcome(
-            notice.operation, "vault", notice.vault,
-            arm_id(where[0], where[1], "vault", notice.vault) if where else None,
-            notice.uri, None, 200, notice.time, 0.0, "", None, str(uuid.uuid4()),
-            notice.uri, None, None, None, None, None, None))
+        self._audit().observe(notice.outcome(
+            arm_id(where[0], where[1], "vault", notice.vault) if where else None))
 
     def _audit(self) -> AuditTrail:
         if self._trail is None:

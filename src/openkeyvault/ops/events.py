@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from openkeyvault.ops.clock import Clock
+from openkeyvault.ops.outcome import Outcome
 from openkeyvault.storage.records import VaultRecord, VersionRecord
 from openkeyvault.storage.subscriptions import (
     Expiring,
@@ -99,6 +100,13 @@ class Notice:
     vault: str  # the vault's name
     uri: str  # the version's URI, or the vault's for an access-policy change
     time: float  # the deployment clock's
+
+    def outcome(self, resource_id: str | None) -> Outcome:
+        """The notice as the audit trail records it: an operation of the service's own,
+        with no caller, answered 200; `resource_id`: the vault's ARM id."""
+        return Outcome(self.operation, "vault", self.vault, resource_id, self.uri, None, 200,
+                       self.time, 0.0, "", None, str(uuid.uuid4()), self.uri, None, None,
+                       None, None, None, None)
 
 
 def notification(kind: str) -> str:
