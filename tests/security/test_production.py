@@ -4,6 +4,7 @@ seal and rekey."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,32 @@ def test_a_node_sealed_by_another_key_vault_unseals_itself(
             assert n.wait_health(503)["sealed"] is True
             status = n.operator("status")
             assert "disabled" in status.stdout
+
+
+def test_a_sealed_node_closes_its_audit_streams(tmp_path: Path) -> None:
+    """Sealing a node closes its workers' accounting while the node runs on: each audit
+    stream of the unsealed time ends at its last record (the space reserved ahead cut
+    off, the final checkpoint written) and the trail verifies; unsealed again, the workers
+    write new streams. Without the close, the old streams stay open, with their reserved
+    tail of NUL bytes and their flusher threads, next to the new ones."""
+    with production_node(tmp_path, SHAMIR) as (node, made):
+        _unseal(node, made["shares"][:3])
+        node.wait_health(200)
+        _vault(node, made, "closing")  # audited requests, in the node's workers
+        assert node.operator("seal").returncode == 0
+        node.wait_health(503)
+        directory = tmp_path / "data" / "audit"
+        deadline = time.monotonic() + 30
+        while True:  # each worker notices the seal within a second
+            streams = sorted(directory.glob("*.jsonl"))
+            tails = [p.read_bytes()[-2:] for p in streams]
+            if (streams and all(t == b"}\n" for t in tails)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert streams and all(t == b"}\n" for t in tails), list(zip(streams, tails, strict=True))
+        _unseal(node, made["shares"][2:5])
+        node.wait_health(200)
+        _vault(node, made, "reopened")
+        assert len(sorted(directory.glob("*.jsonl"))) > len(streams)
+        verified = okv("audit", "verify", "--config", str(node.config))  # (needs the key)
+        assert verified.returncode == 0, verified.stdout + verified.stderr

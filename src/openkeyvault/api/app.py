@@ -301,11 +301,17 @@ class KeyVaultApp:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                self.accounting.close()  # the last audit records, usage counts, metrics
-                if self.freshness is not None:
-                    await self.freshness.close()
+                await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def aclose(self) -> None:
+        """At shutdown (or when a production node is sealed again): the last audit records
+        and checkpoint, usage counts and metrics written out, the freshness connection
+        closed. The deployment itself is the caller's to close."""
+        await run_in_threadpool(self.accounting.close)
+        if self.freshness is not None:
+            await self.freshness.close()
 
     def _request_id(self) -> str:
         return f"{self._rid_prefix}{next(self._rid_counter) & 0xFFFFFFFFFFFF:012x}"

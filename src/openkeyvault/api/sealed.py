@@ -5,7 +5,10 @@ second. With it, the worker opens the deployment and serves (the scheduler start
 then); without it — before the unseal, or after `okv operator seal` — every request
 but `/healthz` is answered `503 ServiceUnavailable` with `Retry-After`, and
 `/healthz` answers 503 with the seal's state, so a load balancer takes the node out.
-Nothing is lost while sealed: the database is only read again once unsealed.
+Nothing is lost while sealed: the database is only read again once unsealed. Sealed
+again, a worker closes what it opened unsealed: the scheduler, the accounting (its audit
+streams end at their last record, usage counts and metrics are written out), the
+deployment; unsealed once more, it starts new ones.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from openkeyvault import __version__
 from openkeyvault.api.errors import error_body
 from openkeyvault.api.http import json_response
 from openkeyvault.config import Settings
+from openkeyvault.ops.logs import buffered_stderr
 
 log = logging.getLogger("openkeyvault.seal")
 
@@ -40,6 +44,7 @@ class SealGate:
         self.inner: Any = None
         self._scheduler: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._stderr: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -67,15 +72,21 @@ class SealGate:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._watch = asyncio.create_task(self._watch_seal())
+                self._stderr = asyncio.create_task(buffered_stderr())  # as api/app.py's
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._watch is not None:
-                    self._watch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._watch
-                await self._close()  # the scheduler, then the deployment
+                await self._stop(self._watch)  # first: it would open the app again
+                await self._close()  # the scheduler, the accounting, then the deployment
+                await self._stop(self._stderr)  # last: what was logged is written
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    @staticmethod
+    async def _stop(task: asyncio.Task[None] | None) -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _watch_seal(self) -> None:
         while True:
@@ -96,10 +107,8 @@ class SealGate:
 
     async def _close(self) -> None:
         inner, self.inner = self.inner, None
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
-            self._scheduler = None
+        await self._stop(self._scheduler)
+        self._scheduler = None
         if inner is not None:
+            await inner.aclose()  # the last audit records and usage counts
             await run_in_threadpool(inner.d.close)
