@@ -255,3 +255,48 @@ def test_a_sealed_node_closes_its_audit_streams(tmp_path: Path) -> None:
         assert len(sorted(directory.glob("*.jsonl"))) > len(streams)
         verified = okv("audit", "verify", "--config", str(node.config))  # (needs the key)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_requests_refused_while_sealed_are_audited_once_unsealed(tmp_path: Path) -> None:
+    """A sealed node cannot chain records (no root key, no audit key): its workers keep
+    what they refused and record it as soon as the node is unsealed. Health probes are
+    not kept."""
+    import json
+
+    with production_node(tmp_path, SHAMIR) as (node, made):
+        sent = []
+        for path, correlation in (("/secrets/early?api-version=7.6", "c-1"),
+                                  ("/keys?api-version=7.6&sig=do-not-log", "c-2")):
+            r = requests.get(f"https://sealedv.vault.localhost:{node.port}{path}",
+                             verify=node.ca, timeout=10,
+                             headers={"x-ms-client-request-id": correlation,
+                                      "User-Agent": "sealed-test/1.0",
+                                      "Authorization": "Bearer not-a-token"})
+            assert r.status_code == 503
+            sent.append((r.headers["x-ms-request-id"], path, correlation))
+        assert node.health()[0] == 503
+        assert list((tmp_path / "data" / "audit").glob("*.sealed"))  # kept meanwhile
+        _unseal(node, made["shares"][:3])
+        node.wait_health(200)
+        deadline = time.monotonic() + 30
+        while list((tmp_path / "data" / "audit").glob("*.sealed*")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not list((tmp_path / "data" / "audit").glob("*.sealed*"))
+        found = okv("audit", "query", "--config", str(node.config), "--output", "json",
+                    "--limit", "1000")
+        assert found.returncode == 0, found.stderr
+        records = {r["properties"]["requestId"]: r for r in json.loads(found.stdout)}
+        for request_id, path, correlation in sent:
+            record = records[request_id]
+            assert (record["resultSignature"], record["correlationId"],
+                    record["callerIpAddress"]) == ("ServiceUnavailable", correlation,
+                                                   "127.0.0.1")
+            assert record["properties"]["clientInfo"] == "sealed-test/1.0"
+            assert record["properties"]["requestUri"].startswith(path.split("&")[0])
+            assert "do-not-log" not in json.dumps(record)  # unknown query values: REDACTED
+            assert record["identity"] == {"claim": {}}  # no token was read
+        assert not [r for r in records.values()
+                    if r["properties"]["requestUri"].startswith("/healthz")]
+        verified = okv("audit", "verify", "--config", str(node.config))
+        assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -155,6 +155,7 @@ class KeyVaultApp:
         self._queries: dict[bytes, dict[str, str]] = {}
         self._arm_paths: dict[str, bool] = {}
         gates, observers, trail = accounting(deployment)
+        self.audit = trail  # (also given what a sealed worker refused: api/sealed.py)
         self.accounting = Accounting(gates, observers, self.client_addresses,
                                      deployment.vaults.placement_of)
         deployment.events.notified = self.accounting.notice_recorder(trail)

@@ -516,12 +516,16 @@ def fail_closed(settings: Settings) -> bool:
     return not settings.dev
 
 
+def stream_host() -> str:
+    """This host's name as stream ids write it."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "node"
+
+
 def new_stream_id(now: float | None = None) -> str:
     """`<started>-<host>-<pid>-<random>`: unique per process start, sortable by time."""
     started = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now if now is not None
                                                           else time.time()))
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "node"
-    return f"{started}-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{started}-{stream_host()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def dev_root_key(settings: Settings) -> bytes:
