@@ -136,6 +136,18 @@ def arm_id(subscription: str, resource_group: str, kind: str, name: str) -> str:
             f"MICROSOFT.KEYVAULT/{provider}/{name}").upper()
 
 
+def client_address(addresses: ClientAddresses, scope: Scope) -> str:
+    """The client's address: the socket peer, or behind one of the trusted proxies the
+    address it forwarded for (access/network.py); "" when there is none."""
+    client = scope.get("client")
+    peer = client[0] if client and isinstance(client[0], str) else None
+    if not addresses.trusted:
+        return peer or ""
+    forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    found = addresses.resolve(peer, forwarded)
+    return str(found) if found is not None else ""
+
+
 def refusal_response(refusal: Refusal) -> Response:
     """A gate's refusal as the client sees it: a Key Vault error body, its status and,
     when the gate says when to come back, Retry-After."""
@@ -179,15 +191,7 @@ class Accounting:
         """The client's address: the socket peer, or behind a trusted proxy the address it
         forwarded for (access/network.py); worked out once per request."""
         if ex.client_ip is None:
-            client = scope.get("client")
-            peer = client[0] if client and isinstance(client[0], str) else None
-            if not self._addresses.trusted:
-                ex.client_ip = peer or ""
-            else:
-                forwarded = [v.decode("latin-1") for k, v in scope["headers"]
-                             if k == b"x-forwarded-for"]
-                found = self._addresses.resolve(peer, forwarded)
-                ex.client_ip = str(found) if found is not None else ""
+            ex.client_ip = client_address(self._addresses, scope)
         return ex.client_ip
 
     def resource_id(self, ex: Exchange) -> str | None:

@@ -101,25 +101,17 @@ async def read_body_buffer(request: Request, limit: int) -> bytes | bytearray:
         raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
     seconds = body_deadline(limit if declared is None else declared)
     task = asyncio.current_task()
-    if task is None:  # (not in a task: a timer of its own)
-        try:
-            async with asyncio.timeout(seconds):
-                return await _read(request, declared, limit)
-        except TimeoutError:
-            raise _late(seconds) from None
+    assert task is not None  # (an ASGI request runs in a task)
     _DEADLINES.watch(task, seconds)
     try:
         return await _read(request, declared, limit)
     except asyncio.CancelledError:
         if not _DEADLINES.cut(task):
             raise  # cancelled by someone else (the client went away)
-        raise _late(seconds) from None
+        raise BodyTimeout(f"The request body did not arrive within {seconds:.0f} seconds."
+                          ) from None
     finally:
         _DEADLINES.forget(task)
-
-
-def _late(seconds: float) -> BodyTimeout:
-    return BodyTimeout(f"The request body did not arrive within {seconds:.0f} seconds.")
 
 
 class Deadlines:

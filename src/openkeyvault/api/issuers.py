@@ -18,9 +18,9 @@ from openkeyvault.api.models.issuers import (
 from openkeyvault.api.router import Route, pattern
 from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.vault import operations
-from openkeyvault.vault.contacts import PATH as CONTACTS_PATH
 from openkeyvault.vault.contacts import Contact, ContactService
 from openkeyvault.vault.issuers import IssuerBundle, IssuerService
+from openkeyvault.vault.operations import CONTACTS as CONTACTS_PATH
 
 CA_PATH = "/ca.pem"
 PEM_TYPE = "application/x-pem-file"

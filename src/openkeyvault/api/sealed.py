@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from openkeyvault import __version__
 from openkeyvault.access.network import ClientAddresses
 from openkeyvault.api.errors import error_body
-from openkeyvault.api.exchange import CORRELATION_MAX, USER_AGENT_MAX
+from openkeyvault.api.exchange import CORRELATION_MAX, USER_AGENT_MAX, client_address
 from openkeyvault.api.hosts import HostMap, valid_host
 from openkeyvault.api.http import json_response
 from openkeyvault.config import Settings
@@ -92,18 +92,13 @@ class SealGate:
         vault = self._hosts.vault_name(host) if valid_host(host) else None
         path: str = scope["path"]
         query: bytes = scope["query_string"]
-        client = scope.get("client")
-        peer = client[0] if client and isinstance(client[0], str) else None
-        forwarded = [v.decode("latin-1") for k, v in scope["headers"]
-                     if k == b"x-forwarded-for"] if self._addresses.trusted else []
-        found = self._addresses.resolve(peer, forwarded)
         correlation = headers.get(b"x-ms-client-request-id")
         agent = headers.get(b"user-agent")
         api_version = dict(parse_qsl(query.decode("latin-1"))).get("api-version")
         return Outcome(
             "", self._hosts.kind(host).lower() if vault else "service", vault, None,
             f"https://{host}{path}" if vault else None, api_version, 503, time.time(),
-            (time.perf_counter() - started) * 1000, str(found) if found is not None else "",
+            (time.perf_counter() - started) * 1000, client_address(self._addresses, scope),
             correlation[:CORRELATION_MAX].decode("latin-1") if correlation else None,
             request_id, f"{path}?{query.decode('latin-1')}" if query else path,
             agent[:USER_AGENT_MAX].decode("latin-1") if agent else None,

@@ -1,9 +1,10 @@
 """The audit trail: one AuditEvent record per answered request, in a tamper-evident chain.
 
-Record. `to_record` turns an `Outcome` (ops/outcome.py) into Azure's diagnostic-log
-AuditEvent shape (time, resourceId, operationName, ..., identity.claim, properties). It
-copies only the fields listed there: an Outcome carries no body, token or key material,
-and nothing else is read. Of the request URI's query it keeps the values of the API's own
+Record. `encode_record` writes an `Outcome` (ops/outcome.py) as Azure's diagnostic-log
+AuditEvent (time, resourceId, operationName, ..., identity.claim, properties; `to_record`
+is the same record as a dict, what it is tested against). It copies only the fields
+listed there: an Outcome carries no body, token or key material, and nothing else is
+read. Of the request URI's query it keeps the values of the API's own
 parameters only (`safe_uri`).
 
 Chain. Every record carries `stream`, `sequence` and `chain` = HMAC-SHA256(audit key,

@@ -38,11 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
-
 from openkeyvault.ops.clock import Clock
 from openkeyvault.ops.outcome import Outcome
 from openkeyvault.storage.records import VaultRecord, VersionRecord
+from openkeyvault.storage.repository import Also
+from openkeyvault.storage.store import Transaction
 from openkeyvault.storage.subscriptions import (
     Expiring,
     Pending,
@@ -115,14 +115,14 @@ def notification(kind: str) -> str:
 
 
 # Called in a version's write transaction once the version is added (storage/repository.py).
-InTransaction = Callable[[Connection, VersionRecord], None]
+InTransaction = Also
 
 
 class AccessPolicyEvent(Protocol):
     """A vault's access-policy change as an event: `write` in the change's transaction
     (the outbox rows), `published` once it committed (the notice, for the audit trail)."""
 
-    def write(self, c: Connection) -> None: ...
+    def write(self, c: Transaction) -> None: ...
 
     def published(self) -> None: ...
 
@@ -137,7 +137,7 @@ class EventPublisher(Protocol):
 
 
 class _Nothing:
-    def write(self, c: Connection) -> None:
+    def write(self, c: Transaction) -> None:
         return None
 
     def published(self) -> None:
@@ -179,7 +179,7 @@ class Events:
             return None
         kind = f"{PREFIX}{OBJECT_TYPES[collection]}NewVersionCreated"
 
-        def also(c: Connection, rec: VersionRecord) -> None:
+        def also(c: Transaction, rec: VersionRecord) -> None:
             self._enqueue_in(c, vault, kind, collection, rec.name, rec.version, rec.nbf,
                              rec.exp)
         return also
@@ -192,14 +192,14 @@ class Events:
         events = self
 
         class Change:
-            def write(self, c: Connection) -> None:
+            def write(self, c: Transaction) -> None:
                 events._enqueue_in(c, vault, kind, None, vault.name, "", None, None)
 
             def published(self) -> None:
                 events._tell(kind, vault.id, vault.name, events._vault_uri(vault.name))
         return Change()
 
-    def _enqueue_in(self, c: Connection, vault: VaultRecord, kind: str,
+    def _enqueue_in(self, c: Transaction, vault: VaultRecord, kind: str,
                     collection: str | None, name: str, version: str, nbf: int | None,
                     exp: int | None) -> None:
         """The event's outbox rows, in the change's transaction, for each subscription

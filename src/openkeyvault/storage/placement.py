@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openkeyvault.storage.readcache import VAULTS
@@ -29,7 +29,7 @@ from openkeyvault.storage.schema import (
     vaults,
     versions,
 )
-from openkeyvault.storage.store import Store
+from openkeyvault.storage.store import Store, Transaction
 
 _P = vault_placement
 
@@ -190,7 +190,7 @@ class PlacementStore(Store):
     def update(self, vault_id: int, *, placement: Placement,
                properties: str | None = None, sku: str | None = None,
                purge_protection: bool | None = None, now: int,
-               also: Callable[[Connection], None] | None = None) -> None:
+               also: Callable[[Transaction], None] | None = None) -> None:
         """Change a vault's placement (and its SKU, purge protection and properties when
         given) in one write transaction; `also` is called in it last (what must commit
         with the change: its events, ops/events.py)."""

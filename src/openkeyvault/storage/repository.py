@@ -37,7 +37,7 @@ from openkeyvault.storage.schema import (
     vaults,
     versions,
 )
-from openkeyvault.storage.store import Store, insert_ignore
+from openkeyvault.storage.store import Store, Transaction, insert_ignore
 
 _VERSION_COLS = (
     objects.c.name,
@@ -182,8 +182,10 @@ _NEWEST_DATA_KEY = (select(data_keys.c.version, data_keys.c.wrapped)
                     .order_by(data_keys.c.version.desc()).limit(1))
 
 _RACE_RETRIES = 8
-# What a version's write transaction also does (the connection, the version added).
-Also = Callable[[Connection, VersionRecord], None]
+# What a version's write transaction also does (the transaction, the version added).
+Also = Callable[[Transaction, VersionRecord], None]
+# What a vault's write transaction also does.
+AlsoVault = Callable[[Transaction], None]
 
 
 class _Raced(Exception):
@@ -309,7 +311,7 @@ class Repository(Store):
             return [_vault(r) for r in c.execute(_LIVE_VAULTS.order_by(vaults.c.name))]
 
     def update_vault_properties(self, vault_id: int, change: Callable[[str | None], str],
-                                now: int, also: Callable[[Connection], None] | None = None
+                                now: int, also: AlsoVault | None = None
                                 ) -> str | None:
         """Replace a vault's properties with `change(current)`, read and written in one
         write transaction (concurrent changes queue, none is lost); None if no such vault.

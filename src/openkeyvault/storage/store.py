@@ -23,6 +23,11 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from openkeyvault.storage import readcache
 from openkeyvault.storage.db import Engines
 
+# A write transaction in progress, as a storage method hands it to its caller's `also`
+# hook (what must commit with the change: ops/events.py). Outside storage/ it is only
+# passed back to storage methods, never used to run SQL.
+Transaction = Connection
+
 
 class Store:
     def __init__(self, engines: Engines) -> None:

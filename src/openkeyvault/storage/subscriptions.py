@@ -164,11 +164,7 @@ class SubscriptionStore(Store):
                 "version": once[3], "time": created,
             }):
                 return False
-            if pending:
-                c.execute(event_outbox.insert(), [
-                    {"subscription_id": p.subscription_id, "event_id": p.event_id,
-                     "body": p.body, "attempts": 0, "due": due_ms, "created": created}
-                    for p in pending])
+            self.enqueue_in(c, pending, due_ms, created)
             return True
 
     @staticmethod

@@ -15,13 +15,13 @@ from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.certificate_issuers import CertificateIssuerStore
 from openkeyvault.storage.records import VaultRecord
 from openkeyvault.vault.certrequests import CertificateContact
-from openkeyvault.vault.context import Caller, authorize
+from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, NotFound
 from openkeyvault.vault.issuers import MAX_NAME_CHARS, MAX_PHONE_CHARS, check_email, text
+from openkeyvault.vault.operations import CONTACTS as PATH
 
 MAX_CONTACTS = 100  # per vault
 NOT_FOUND_CODE = "ContactsNotFound"
-PATH = "/certificates/contacts"
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,7 @@ class ContactService:
         self._clock = clock
 
     def _check(self, caller: Caller, operation: str) -> None:
-        """Deny by default: what the row `operation` of vault/operations.py needs (imported
-        here: that table imports this module's PATH)."""
-        from openkeyvault.vault import operations
-
-        op = operations.get(operation)
-        authorize(self._authz, caller, op.action or "", PATH, op.permission)
+        authorize_operation(self._authz, caller, operation, PATH)
 
     def get(self, caller: Caller) -> list[Contact]:
         self._check(caller, "CertificateContactsGet")

@@ -10,6 +10,7 @@ from openkeyvault.access.policies import required
 from openkeyvault.access.principals import Principal
 from openkeyvault.ops import requestscope
 from openkeyvault.storage.records import VaultRecord
+from openkeyvault.vault import operations
 from openkeyvault.vault.errors import Forbidden
 from openkeyvault.vault.properties import properties_of
 
@@ -43,6 +44,15 @@ def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: st
     _decide(authorizer, caller, data_action, path, operation)
     if request:
         _allowed = (request, caller, data_action, path, operation)
+
+
+def authorize_operation(authorizer: Authorizer, caller: Caller, operation: str,
+                        path: str) -> None:
+    """`authorize` for the row `operation` of vault/operations.py (its data action and
+    access-policy permission) at `path`: how the domain services check, so that no service
+    spells out what an operation needs."""
+    op = operations.get(operation)
+    authorize(authorizer, caller, op.action or "", path, op.permission)
 
 
 def _decide(authorizer: Authorizer, caller: Caller, data_action: str, path: str,

@@ -28,7 +28,7 @@ from openkeyvault.vault.certrequests import (
     IssuerCredentials,
     OrganizationDetails,
 )
-from openkeyvault.vault.context import Caller, authorize
+from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, NotFound
 from openkeyvault.vault.models import Page
 
@@ -147,12 +147,8 @@ class IssuerService:
         self._clock = clock
 
     def _check(self, caller: Caller, operation: str, name: str | None = None) -> None:
-        """Deny by default: what the row `operation` of vault/operations.py needs."""
-        from openkeyvault.vault import operations
-
-        op = operations.get(operation)
         path = f"/certificates/issuers/{name}" if name else "/certificates/issuers"
-        authorize(self._authz, caller, op.action or "", path, op.permission)
+        authorize_operation(self._authz, caller, operation, path)
 
     def _seal(self, vault_id: int, name_lc: str, password: str) -> tuple[int, bytes]:
         return self._barrier.seal(vault_owner(vault_id), _context(vault_id, name_lc),

@@ -26,9 +26,9 @@ from openkeyvault.storage.records import (
     VersionRecord,
 )
 from openkeyvault.storage.repository import Repository
-from openkeyvault.vault import durations, keytypes, names, operations
+from openkeyvault.vault import durations, keytypes, names
 from openkeyvault.vault.backup import BackupCodec
-from openkeyvault.vault.context import Caller, authorize
+from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, Forbidden
 from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
 from openkeyvault.vault.objects import Kind, ObjectService
@@ -320,8 +320,7 @@ class KeyService(ObjectService[KeyBundle]):
     def random_bytes(self, caller: Caller, count: int) -> bytes:
         # Random bytes belong to the vault, not to its keys collection: only an assignment on
         # the vault (or above) covers them.
-        rng = operations.get("RandomBytesGet")
-        authorize(self._authz, caller, rng.action or "", "/", rng.permission)
+        authorize_operation(self._authz, caller, "RandomBytesGet", "/")
         if not 1 <= count <= 128:
             raise BadParameter("count must be an integer from 1 to 128.")
         return os.urandom(count)

@@ -16,9 +16,9 @@ from openkeyvault.ops.events import NO_EVENTS, EventPublisher
 from openkeyvault.storage.barrier import Barrier
 from openkeyvault.storage.records import NameConflict, VersionRecord
 from openkeyvault.storage.repository import Repository
-from openkeyvault.vault import names, operations, paging
+from openkeyvault.vault import names, paging
 from openkeyvault.vault.backup import BackupCodec
-from openkeyvault.vault.context import Caller, authorize
+from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
 from openkeyvault.vault.lifecycle import DAY, recovery_level
 from openkeyvault.vault.models import Attributes, DeletedInfo, Page
@@ -89,9 +89,8 @@ class ObjectService(Generic[B]):
         vault/operations.py, whose data action and access-policy permission the route's
         guard checked already: decided once per request), at the object or the
         collection."""
-        op = operations.get(operation)
         path = f"/{self.kind.collection}/{name}" if name else f"/{self.kind.collection}"
-        authorize(self._authz, caller, op.action or "", path, op.permission)
+        authorize_operation(self._authz, caller, operation, path)
 
     def _attributes(self, caller: Caller, rec: VersionRecord) -> Attributes:
         v = caller.vault

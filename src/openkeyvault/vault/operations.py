@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 from openkeyvault.access import actions as a
 from openkeyvault.access import policies
-from openkeyvault.vault.contacts import PATH as CONTACTS
+
+# The vault's certificate contacts (one resource of the vault, vault/contacts.py).
+CONTACTS = "/certificates/contacts"
 
 # ---- throttling classes (Azure's service limits, azure-behavior.md §1) ----------------------
 # Secret CREATE + Certificate IMPORT + Key IMPORT: one bucket

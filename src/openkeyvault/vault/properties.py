@@ -40,7 +40,7 @@ from openkeyvault.vault import controlrequests as c
 from openkeyvault.vault.errors import BadParameter, NotFound, VaultNotFound
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from openkeyvault.storage.store import Transaction
 
 MAX_PROPERTIES_CHARS = 1024 * 1024
 
@@ -188,7 +188,7 @@ class VaultPropertiesService:
             out.extend((props, new))
             return _dump(new)
 
-        def also(tx: Connection) -> None:  # decided on what was read in the transaction
+        def also(tx: Transaction) -> None:  # decided on what was read in the transaction
             if not out[-1].same_access(out[-2]):
                 event.write(tx)
 

@@ -55,7 +55,7 @@ from openkeyvault.vault.properties import (
 from openkeyvault.vault.requests import UNSET, Unset
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from openkeyvault.storage.store import Transaction
 
 SKUS = ("standard", "premium")
 DEFAULT_RESOURCE_GROUP = "default"
@@ -478,7 +478,7 @@ class VaultService:
 
     def _store_change(self, p: PlacedVault, placement: Placement, properties: str,
                       sku: str | None, purge_protection: bool | None,
-                      also: Callable[[Connection], None] | None = None) -> dict[str, Any]:
+                      also: Callable[[Transaction], None] | None = None) -> dict[str, Any]:
         v = p.vault
         self._store().update(v.id, placement=placement, properties=properties, sku=sku,
                              purge_protection=True if purge_protection else None,
