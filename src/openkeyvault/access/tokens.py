@@ -45,7 +45,7 @@ MAX_TOKEN_CHARS = 16_384
 MAX_SUBJECT_CHARS = 600
 _CACHE_LIMIT = 50_000
 
-__all__ = ["InvalidToken", "IssuedToken", "TokenService", "WouldBlock"]
+__all__ = ["InvalidToken", "IssuedToken", "TokenService", "Verified", "WouldBlock"]
 
 
 class InvalidToken(Exception):
@@ -61,12 +61,19 @@ class IssuedToken:
 
 
 @dataclass(frozen=True)
-class _Verified:
+class Verified:
+    """A token found valid: its principal, and what it was accepted on."""
+
     principal: Principal
     exp: int
     aud: str
     kid: str | None  # the deployment's own token: its signing key
     issuer: str | None  # an external token: the trusted issuer's name
+
+    @property
+    def until(self) -> int:
+        """The first second (of the deployment clock) at which it is no longer accepted."""
+        return self.exp + SKEW_SECONDS
 
 
 def check_times(claims: dict[str, Any], now: int, *, nbf_required: bool,
@@ -105,7 +112,7 @@ class TokenService:
         self._store = store
         self.issuers = issuers
         self._lookup = lookup
-        self._cache: dict[bytes, _Verified] = {}
+        self._cache: dict[bytes, Verified] = {}
         self._lock = threading.Lock()
         # Per thread: (storage snapshot, digests of cached tokens re-checked under it).
         self._checked = threading.local()
@@ -141,6 +148,11 @@ class TokenService:
                may_block: bool = False) -> Principal:
         """The token's principal if it is valid for one of `audiences` (the resources of the
         host called). WouldBlock if an issuer's keys must be fetched and not `may_block`."""
+        return self.verified(token, audiences, may_block=may_block).principal
+
+    def verified(self, token: str, audiences: frozenset[str], *,
+                 may_block: bool = False) -> Verified:
+        """`verify`, with what the token was accepted on (its expiry among it)."""
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidToken("The access token is too long.")
         now = int(self._clock.now())
@@ -156,7 +168,7 @@ class TokenService:
             # While storage is unchanged, what was re-checked holds: one dict lookup.
             checked = self._checked
             if getattr(checked, "snapshot", None) is snapshot and digest in checked.digests:
-                return hit.principal
+                return hit
             self._still_trusted(hit)
         else:
             hit = self._verify_new(token, now, audiences, may_block)
@@ -170,9 +182,9 @@ class TokenService:
         if getattr(checked, "snapshot", None) is not snapshot or len(checked.digests) > 4096:
             checked.snapshot, checked.digests = snapshot, set()
         checked.digests.add(digest)
-        return hit.principal
+        return hit
 
-    def _still_trusted(self, hit: _Verified) -> None:
+    def _still_trusted(self, hit: Verified) -> None:
         """The signing key (or the issuer) of a cached token is still trusted."""
         if hit.kid is not None:
             if self.keys.verifier(hit.kid) is None:
@@ -183,7 +195,7 @@ class TokenService:
             raise InvalidToken("The access token issuer is not trusted.")
 
     def _verify_new(self, token: str, now: int, audiences: frozenset[str],
-                    may_block: bool) -> _Verified:
+                    may_block: bool) -> Verified:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -198,7 +210,7 @@ class TokenService:
         return self._verify_external(token, header, issuer, now, may_block)
 
     def _verify_own(self, token: str, header: dict[str, Any], now: int,
-                    audiences: frozenset[str]) -> _Verified:
+                    audiences: frozenset[str]) -> Verified:
         if header.get("alg") not in ALGORITHMS:
             raise InvalidToken("The access token is signed with an algorithm that is not allowed.")
         kid = header.get("kid")
@@ -224,7 +236,7 @@ class TokenService:
         exp = check_times(claims, now, nbf_required=True)
         principal = Principal(str(claims["oid"]), self.tenant_id, claims.get("appid"),
                               self.issuer)
-        return _Verified(principal, exp, aud, kid, None)
+        return Verified(principal, exp, aud, kid, None)
 
     def verify_external_signature(self, token: str, header: dict[str, Any],
                                   issuer: TrustedIssuerRecord, *, may_block: bool,
@@ -258,7 +270,7 @@ class TokenService:
         return claims
 
     def _verify_external(self, token: str, header: dict[str, Any], issuer: TrustedIssuerRecord,
-                         now: int, may_block: bool) -> _Verified:
+                         now: int, may_block: bool) -> Verified:
         claims = self.verify_external_signature(token, header, issuer, may_block=may_block)
         audience = (issuer.audience or "").rstrip("/")
         if not _audience_matches(claims["aud"], audience):
@@ -275,4 +287,4 @@ class TokenService:
                                "deployment.")
         principal = Principal(record.object_id, record.tenant_id, record.client_id,
                               issuer.issuer)
-        return _Verified(principal, exp, audience, None, issuer.name)
+        return Verified(principal, exp, audience, None, issuer.name)

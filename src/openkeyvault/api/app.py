@@ -36,8 +36,9 @@ from starlette.responses import Response
 
 from openkeyvault import __version__
 from openkeyvault.access.network import ClientAddresses
-from openkeyvault.api import dev, firewall, identity, oidc
+from openkeyvault.api import admitted, dev, firewall, identity, oidc
 from openkeyvault.api import issuers as issuers_api
+from openkeyvault.api.admitted import Admitted
 from openkeyvault.api.bearer import (
     InvalidToken,
     MissingToken,
@@ -60,7 +61,7 @@ from openkeyvault.api.http import (
 from openkeyvault.api.management import Management, is_management_path
 from openkeyvault.api.peers import BusyPeers
 from openkeyvault.api.pools import pool_router
-from openkeyvault.api.router import Route, Router
+from openkeyvault.api.router import DataGuard, Route, Router
 from openkeyvault.api.routes import data_plane_routes
 from openkeyvault.api.versions import LATEST, SUPPORTED
 from openkeyvault.deployment import Deployment
@@ -71,7 +72,7 @@ from openkeyvault.ops.outcome import Gate, Observer
 from openkeyvault.storage.db import reachable
 from openkeyvault.storage.freshness import SharedCheck
 from openkeyvault.vault import operations
-from openkeyvault.vault.context import Caller
+from openkeyvault.vault.context import Caller, reaffirm
 from openkeyvault.vault.errors import BadParameter, DomainError, Forbidden, VaultNotFound
 from openkeyvault.vault.operations import IDENTITY, ROLE_SCOPE, Operation
 from openkeyvault.vault.properties import properties_of
@@ -401,71 +402,27 @@ class KeyVaultApp:
         requestscope.addresses(vault_name)  # before the first read: its objects' generation too
         if self.freshness is not None:  # PostgreSQL: one check shared by waiting requests
             requestscope.fresh.set(await self.freshness.generations(vault_name))
-        try:
-            audiences = self.hosts.audiences(host)
-            try:
-                principal = authenticate(authorization, self.d.tokens, audiences)
-            except WouldBlock:  # an external issuer's keys must be fetched first
-                principal = await authenticate_blocking(authorization, self.d.tokens,
-                                                        audiences)
-        except MissingToken:
-            raise _Challenge("AKV10000: Request is missing a Bearer or PoP token.") from None
-        except InvalidToken as exc:
-            raise _Challenge(f"AKV10032: {exc}") from None
-        ex.principal = principal
-
-        vault = self.d.repo.get_vault(vault_name) if vault_name else None
-        if vault is None or vault.kind != kind:  # a vault host serves no pool, and back
-            noun = "vault" if kind == "vault" else "managed HSM"
-            raise VaultNotFound(f"No {noun} answers at host '{host[:255]}'.")
-        ex.resource_name, ex.vault_id = vault.name, vault.id
-        props = properties_of(vault)
-        acls = props.network_acls
-        if not acls.open:
-            refusal = firewall.refusal(acls, self.client_addresses, request, principal, vault)
-            if refusal is not None:
-                await discard_body(request)
-                raise refusal
-
-        query = self._query(request.scope["query_string"])
-        api_version = ex.api_version = query.get("api-version")
-        if api_version is None:
-            raise BadParameter("The 'api-version' query parameter is required.")
-        if api_version not in SUPPORTED:
-            raise BadParameter(
-                f"The specified version ({api_version[:32]}) is not recognized. Consider using "
-                f"the latest supported version ({LATEST})."
-            )
-
-        router = self.router if kind == "vault" else self.pool_router
-        resolved = router.resolve(request.method, path)
-        if resolved is None:
-            return json_response(error_body("NotFound", "The requested path was not found."), 404)
-        if resolved is False:
-            return json_response(
-                error_body("MethodNotAllowed",
-                           f"The method {request.method} is not allowed on this path."), 405,
-                headers={"Allow": ", ".join(router.methods(path))})
-        assert isinstance(resolved, tuple)
-        route, params = resolved
-        op = ex.operation = route.operation
-        base = f"https://{host}"
-        ex.object_id = base + path
-        caller = Caller(principal, vault)
-        if route.guard is not None:  # authorization first: no body is read for a refusal
-            # Roles decide role management, a pool's data plane, and a vault set to RBAC.
-            by_roles = kind != "vault" or props.enable_rbac_authorization or (
-                op is not None and op.scope == ROLE_SCOPE)
-            try:
-                route.guard.check(self.d.authorizer, caller, params)
-            except Forbidden:
-                ex.authorized(by_roles, False)
-                await discard_body(request)
-                raise
-            except Exception:  # a fault on the way to the decision, or not served
-                await discard_body(request)
-                raise
-            ex.authorized(by_roles, True)
+        memo = self.d.repo.memo(*admitted.DOMAINS)
+        memo_key = admitted.key(host, authorization, request.method, path)
+        hit = admitted.find(memo, memo_key, ex.arrived)
+        if hit is None:
+            found = await self._admit(request, ex, host, kind, vault_name, authorization)
+            if isinstance(found, Response):
+                return found
+            hit, query, keep = found
+            if keep:
+                memo[memo_key] = hit
+        else:  # the same as before, on storage that has not changed since (api/admitted.py)
+            ex.principal = hit.principal
+            ex.resource_name, ex.vault_id = hit.vault.name, hit.vault.id
+            query = self._api_version(request, ex)
+            ex.operation = hit.route.operation
+            ex.object_id = hit.object_id
+            if hit.decision is not None:
+                reaffirm(hit.caller, *hit.decision)
+                ex.authorized(hit.by_roles, True)
+        route, params, caller, vault = hit.route, hit.params, hit.caller, hit.vault
+        op = route.operation
         if op is not None and op.key_operation and "name" in params:
             # What a key transaction weighs and how it is billed depend on the key's type.
             ex.key = self.d.keys.key_type(vault.id, params["name"], params.get("version"))
@@ -475,8 +432,8 @@ class KeyVaultApp:
         if refused is not None:
             await discard_body(request)
             return refused
-        ctx = Ctx(caller=caller, base=base, path=path,
-                  api_version=api_version, query=query, params=params)
+        ctx = Ctx(caller=caller, base=f"https://{host}", path=path,
+                  api_version=query["api-version"], query=query, params=params)
         if request.method not in _BODY_METHODS:
             return await self._call(route, ctx, ex)
         limit = route.body_limit or DEFAULT_BODY_LIMIT
@@ -493,6 +450,87 @@ class KeyVaultApp:
                 error_body("ServiceUnavailable", "The server is busy with other large "
                            "requests; retry later."), 503,
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    def _api_version(self, request: Request, ex: Exchange) -> dict[str, str]:
+        """The request's query, once its api-version is known to be one this serves."""
+        query = self._query(request.scope["query_string"])
+        api_version = ex.api_version = query.get("api-version")
+        if api_version is None:
+            raise BadParameter("The 'api-version' query parameter is required.")
+        if api_version not in SUPPORTED:
+            raise BadParameter(
+                f"The specified version ({api_version[:32]}) is not recognized. Consider using "
+                f"the latest supported version ({LATEST})."
+            )
+        return query
+
+    async def _admit(self, request: Request, ex: Exchange, host: str, kind: str,
+                     vault_name: str | None, authorization: str
+                     ) -> tuple[Admitted, dict[str, str], bool] | Response:
+        """Authenticate, find the vault, check its firewall, the api-version, the route and
+        its guard: what the request was admitted on, its query, and whether that may be
+        memoised (api/admitted.py); or the response when the path has no such route."""
+        try:
+            audiences = self.hosts.audiences(host)
+            try:
+                verified = authenticate(authorization, self.d.tokens, audiences)
+            except WouldBlock:  # an external issuer's keys must be fetched first
+                verified = await authenticate_blocking(authorization, self.d.tokens,
+                                                       audiences)
+        except MissingToken:
+            raise _Challenge("AKV10000: Request is missing a Bearer or PoP token.") from None
+        except InvalidToken as exc:
+            raise _Challenge(f"AKV10032: {exc}") from None
+        principal = ex.principal = verified.principal
+
+        vault = self.d.repo.get_vault(vault_name) if vault_name else None
+        if vault is None or vault.kind != kind:  # a vault host serves no pool, and back
+            noun = "vault" if kind == "vault" else "managed HSM"
+            raise VaultNotFound(f"No {noun} answers at host '{host[:255]}'.")
+        ex.resource_name, ex.vault_id = vault.name, vault.id
+        props = properties_of(vault)
+        acls = props.network_acls
+        if not acls.open:
+            refusal = firewall.refusal(acls, self.client_addresses, request, principal, vault)
+            if refusal is not None:
+                await discard_body(request)
+                raise refusal
+
+        query = self._api_version(request, ex)
+        router = self.router if kind == "vault" else self.pool_router
+        path: str = request.scope["path"]
+        resolved = router.resolve(request.method, path)
+        if resolved is None:
+            return json_response(error_body("NotFound", "The requested path was not found."), 404)
+        if resolved is False:
+            return json_response(
+                error_body("MethodNotAllowed",
+                           f"The method {request.method} is not allowed on this path."), 405,
+                headers={"Allow": ", ".join(router.methods(path))})
+        assert isinstance(resolved, tuple)
+        route, params = resolved
+        op = ex.operation = route.operation
+        ex.object_id = f"https://{host}{path}"
+        caller = Caller(principal, vault)
+        guard, by_roles = route.guard, False
+        if guard is not None:  # authorization first: no body is read for a refusal
+            # Roles decide role management, a pool's data plane, and a vault set to RBAC.
+            by_roles = kind != "vault" or props.enable_rbac_authorization or (
+                op is not None and op.scope == ROLE_SCOPE)
+            try:
+                guard.check(self.d.authorizer, caller, params)
+            except Forbidden:
+                ex.authorized(by_roles, False)
+                await discard_body(request)
+                raise
+            except Exception:  # a fault on the way to the decision, or not served
+                await discard_body(request)
+                raise
+            ex.authorized(by_roles, True)
+        decision = guard.decision(params) if isinstance(guard, DataGuard) else None
+        keep = acls.open and (guard is None or decision is not None)
+        return Admitted(principal, verified.until, vault, route, params, caller,
+                        ex.object_id, decision, by_roles), query, keep
 
     async def _call(self, route: Route, ctx: Ctx, ex: Exchange) -> Response:
         if route.inline:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 
-from openkeyvault.access.principals import Principal
-from openkeyvault.access.tokens import InvalidToken, TokenService, WouldBlock
+from openkeyvault.access.tokens import InvalidToken, TokenService, Verified, WouldBlock
 
 __all__ = ["InvalidToken", "MissingToken", "WouldBlock", "authenticate",
            "authenticate_blocking"]
@@ -17,9 +16,9 @@ class MissingToken(Exception):
 
 
 def authenticate(authorization: str, tokens: TokenService, audiences: frozenset[str],
-                 may_block: bool = False) -> Principal:
-    """The principal of the bearer token in `authorization` (the request's Authorization
-    header, "" without one), valid for one of `audiences`.
+                 may_block: bool = False) -> Verified:
+    """The bearer token in `authorization` (the request's Authorization header, "" without
+    one), verified valid for one of `audiences`: its principal and its expiry.
 
     MissingToken when there is none, InvalidToken (message safe to show) when it is not
     acceptable. WouldBlock, unless `may_block`, when a token of an external issuer needs
@@ -31,10 +30,10 @@ def authenticate(authorization: str, tokens: TokenService, audiences: frozenset[
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise MissingToken
-    return tokens.verify(token, audiences, may_block=may_block)
+    return tokens.verified(token, audiences, may_block=may_block)
 
 
 async def authenticate_blocking(authorization: str, tokens: TokenService,
-                                audiences: frozenset[str]) -> Principal:
+                                audiences: frozenset[str]) -> Verified:
     """`authenticate` in a worker thread, where fetching an issuer's keys may block."""
     return await run_in_threadpool(authenticate, authorization, tokens, audiences, True)

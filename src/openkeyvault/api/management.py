@@ -232,10 +232,10 @@ class Management:
             authorization, audiences = request.headers.get("authorization", ""), \
                 self.audiences(host)
             try:
-                principal = authenticate(authorization, self.d.tokens, audiences)
+                principal = authenticate(authorization, self.d.tokens, audiences).principal
             except WouldBlock:  # an external issuer's keys must be fetched first
-                principal = await authenticate_blocking(authorization, self.d.tokens,
-                                                        audiences)
+                principal = (await authenticate_blocking(authorization, self.d.tokens,
+                                                         audiences)).principal
         except MissingToken:
             ex.operation = self.operation_of(request)
             return self._challenge(host, "AuthenticationFailed",

@@ -84,9 +84,13 @@ class DataGuard:
         object.__setattr__(self, "_prefix", prefix)
         object.__setattr__(self, "_param", param)
 
-    def check(self, authorizer: Authorizer, caller: Caller, params: dict[str, str]) -> None:
+    def decision(self, params: dict[str, str]) -> tuple[str, str, str | None]:
+        """What is decided for a request with `params`: data action, path, permission."""
         path = self._prefix if self._param is None else self._prefix + params[self._param]
-        authorize(authorizer, caller, self.action, path, self.operation)
+        return self.action, path, self.operation
+
+    def check(self, authorizer: Authorizer, caller: Caller, params: dict[str, str]) -> None:
+        authorize(authorizer, caller, *self.decision(params))
 
 
 @dataclass(frozen=True)

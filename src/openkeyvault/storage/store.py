@@ -117,6 +117,12 @@ class Store:
         """The same object for as long as none of `domains` changed (for this thread)."""
         return self._cache.memo(domains)
 
+    def memo(self, *domains: str) -> dict[Any, Any]:
+        """A dict for this thread's own memos of what is decided from `domains` alone: a
+        new, empty one as soon as one of them changed (it is `snapshot(*domains)`; keys
+        must not collide with the reads memoised there, whose keys start with an int)."""
+        return self._cache.memo(domains)
+
     def generation(self, domain: str) -> int:
         return self._cache.generation(domain)
 

@@ -46,6 +46,16 @@ def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: st
         _allowed = (request, caller, data_action, path, operation)
 
 
+def reaffirm(caller: Caller, data_action: str, path: str, operation: str | None) -> None:
+    """For this request, the decision `authorize` would make for these arguments is the one
+    it made for an earlier request on storage that has not changed since (api/admitted.py):
+    it allowed. The domain's own check of it is then not made again."""
+    global _allowed
+    request = requestscope.current.get()
+    if request:
+        _allowed = (request, caller, data_action, path, operation)
+
+
 def authorize_operation(authorizer: Authorizer, caller: Caller, operation: str,
                         path: str) -> None:
     """`authorize` for the row `operation` of vault/operations.py (its data action and
