@@ -108,7 +108,8 @@ class ReadCache:
         self._local = threading.local()
 
     def _current(self) -> dict[str, int]:
-        """The generation of every domain, as storage has it now."""
+        """The generation of every domain, as storage has it now (a dict never changed
+        once returned: `memo` recognises the same generations by the same object)."""
         raise NotImplementedError
 
     def _fresh(self) -> dict[str, int]:
@@ -132,14 +133,19 @@ class ReadCache:
     def memo(self, domains: tuple[str, ...]) -> dict[Any, Any]:
         """The memo for `domains`: the same object for as long as none of them changed."""
         gens = self._fresh()
-        stamp = tuple(gens.get(d, 0) for d in domains)
-        memos: dict[tuple[str, ...], tuple[tuple[int, ...], dict[Any, Any]]] | None = \
-            getattr(self._local, "memos", None)
+        memos: dict[tuple[str, ...], tuple[tuple[int, ...], dict[Any, Any], object]] | None \
+            = getattr(self._local, "memos", None)
         if memos is None:
             memos = self._local.memos = {}
         entry = memos.get(domains)
+        if entry is not None and entry[2] is gens and len(entry[1]) <= _MEMO_LIMIT:
+            return entry[1]  # the very generations it was stamped with: nothing to compare
+        stamp = tuple([gens.get(d, 0) for d in domains])
         if entry is None or entry[0] != stamp or len(entry[1]) > _MEMO_LIMIT:
-            entry = memos[domains] = (stamp, {})
+            entry = (stamp, {}, gens)
+        else:
+            entry = (stamp, entry[1], gens)
+        memos[domains] = entry
         return entry[1]
 
     def objects_stamp(self, vault_id: int) -> tuple[int, int] | None:
