@@ -284,6 +284,32 @@ def test_another_nodes_write_is_seen_at_the_next_request(
     assert [r.id for r in b.role_assignments("p-seen")] == ["ra-seen"]
 
 
+def test_each_request_is_checked_once_while_requests_interleave(
+        nodes: tuple[Repository, Repository], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the event loop one request awaits its body while another runs: each keeps the
+    check it made, and a new request still checks anew."""
+    _, b = nodes
+    checks: list[int] = []
+    current = b._cache._current
+    monkeypatch.setattr(b._cache, "_current",
+                        lambda: checks.append(requestscope.current.get()) or current())
+    requestscope.begin()
+    first = requestscope.current.get()
+    b.get_vault("interleaved")
+    requestscope.begin()
+    second = requestscope.current.get()
+    b.get_vault("interleaved")
+    requestscope.current.set(first)  # the first resumes
+    b.get_vault("interleaved")
+    b.role_assignments("p-interleaved")
+    requestscope.current.set(second)
+    b.get_vault("interleaved")
+    assert checks == [first, second]
+    requestscope.begin()
+    b.get_vault("interleaved")
+    assert len(checks) == 3
+
+
 def test_a_write_moves_only_its_domain(nodes: tuple[Repository, Repository]) -> None:
     a, b = nodes
     vault = _vault(a, "domains")

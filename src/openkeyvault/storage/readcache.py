@@ -55,6 +55,7 @@ DOMAINS = (VAULTS, ACCESS, IDENTITIES, BARRIER)
 OBJECTS = "objects"  # memoised only where a change anywhere is cheap to see (SQLite)
 
 _MEMO_LIMIT = 1024
+_CHECKED_LIMIT = 256  # requests whose check one thread keeps (those in flight on a worker)
 OBJECTS_PREFIX = "objects:"
 # The domains' rows, not the per-vault ones (a deployment may have 10,000 vaults).
 _GENERATIONS = select(generations.c.domain, generations.c.value).where(
@@ -113,18 +114,30 @@ class ReadCache:
         raise NotImplementedError
 
     def _fresh(self) -> dict[str, int]:
+        """The generations this thread checked for the current request (checked now if
+        it has not yet; outside a request, on every call). Kept per request, for the last
+        _CHECKED_LIMIT requests: on the event loop requests interleave (one awaits its
+        body while another runs), and each keeps the check it made."""
         local = self._local
         request = requestscope.current.get()
-        gens: dict[str, int] | None = getattr(local, "gens", None)
-        if gens is None or not request or local.checked_for != request:
-            # A check the request's pipeline already made for it (storage/freshness.py),
-            # unless this thread wrote since: then it reads again, to see its own write.
-            shared = requestscope.fresh.get() if request else None
-            if shared is not None and getattr(local, "wrote_in", None) != request:
-                gens = local.gens = shared
-            else:
-                gens = local.gens = self._current()
-            local.checked_for = request
+        checked: dict[int, dict[str, int]] | None = getattr(local, "checked", None)
+        if checked is None:
+            checked = local.checked = {}
+        if request:
+            gens = checked.get(request)
+            if gens is not None:
+                return gens
+        # A check the request's pipeline already made for it (storage/freshness.py),
+        # unless this thread wrote since: then it reads again, to see its own write.
+        shared = requestscope.fresh.get() if request else None
+        if shared is not None and getattr(local, "wrote_in", None) != request:
+            gens = local.gens = shared
+        else:
+            gens = local.gens = self._current()
+        if request:
+            if len(checked) >= _CHECKED_LIMIT:
+                checked.clear()
+            checked[request] = gens
         return gens
 
     def generation(self, domain: str) -> int:
@@ -166,8 +179,11 @@ class ReadCache:
 
     def invalidate(self) -> None:
         """After this thread wrote: its next read re-checks the generations."""
-        self._local.checked_for = None
-        self._local.wrote_in = requestscope.current.get()
+        request = requestscope.current.get()
+        checked: dict[int, dict[str, int]] | None = getattr(self._local, "checked", None)
+        if checked is not None:
+            checked.pop(request, None)
+        self._local.wrote_in = request
 
 
 class SqlReadCache(ReadCache):

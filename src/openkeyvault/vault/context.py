@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from openkeyvault.access.actions import ROLE_MANAGEMENT
@@ -23,37 +24,38 @@ class Caller:
     vault: VaultRecord
 
 
-# The last decision that allowed: (request number, caller, data action, path, hint). The
-# route's guard decides before the body is read and the domain checks again (defense in
-# depth); when the domain's check is that very decision, for the same request and the same
-# Caller object, it is not made twice. Outside a request (number 0) nothing is reused.
-_allowed: tuple[object, ...] = (0, None, None, None, None)
+# The request's last decision that allowed: (request number, caller, data action, path,
+# hint). The route's guard decides before the body is read and the domain checks again
+# (defense in depth); when the domain's check is that very decision, for the same request
+# and the same Caller object, it is not made twice. Outside a request (number 0) nothing
+# is reused. A context variable: each request's task has its own, so requests whose
+# bodies arrive meanwhile do not take the place of this one's.
+_allowed: ContextVar[tuple[object, ...]] = ContextVar(
+    "okv_allowed", default=(0, None, None, None, None))
 
 
 def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: str,
               operation: str | None = None) -> None:
     """Deny by default: raise Forbidden unless `caller` may do `data_action` at `path`
     (the same decision already made for this request and Caller is not made again)."""
-    global _allowed
     request = requestscope.current.get()
     if request:
-        seen = _allowed
+        seen = _allowed.get()
         if seen[0] == request and seen[1] is caller and seen[2] == data_action \
                 and seen[3] == path and seen[4] == operation:
             return
     _decide(authorizer, caller, data_action, path, operation)
     if request:
-        _allowed = (request, caller, data_action, path, operation)
+        _allowed.set((request, caller, data_action, path, operation))
 
 
 def reaffirm(caller: Caller, data_action: str, path: str, operation: str | None) -> None:
     """For this request, the decision `authorize` would make for these arguments is the one
     it made for an earlier request on storage that has not changed since (api/admitted.py):
     it allowed. The domain's own check of it is then not made again."""
-    global _allowed
     request = requestscope.current.get()
     if request:
-        _allowed = (request, caller, data_action, path, operation)
+        _allowed.set((request, caller, data_action, path, operation))
 
 
 def authorize_operation(authorizer: Authorizer, caller: Caller, operation: str,
