@@ -9,8 +9,9 @@ wrk's requests. It prints:
 - the in-process cost per request of the secret GET and of the no-op /healthz;
 - the same hot path taken apart: each step timed on its own (the storage check and the
   look-up of the request's admission, api/admitted.py, which a repeated request is served
-  from, so that the token verify, vault lookup and route are not run again; the secret query, barrier decrypt, rendering + JSON + Response, the request
-  log line, ...), so the parts add up to roughly the whole;
+  from, so that the token verify, vault lookup and route are not run again; the secret
+  query, barrier decrypt, rendering + JSON + Response, the request log line, ...), so the
+  parts add up to roughly the whole;
 - with --cprofile, a cProfile of the secret GET loop (profiler overhead inflates pure-Python
   code; use the step timings for proportions and the profile for the call tree).
 

@@ -462,3 +462,46 @@ def test_open_throttle_follows_the_settings(tmp_path: Path) -> None:
             gate.windows.path.unlink()
     finally:
         engines.dispose()
+
+
+# ---- leases: most requests counted without the file lock ----------------------------------
+def test_a_lease_counts_ahead_and_is_given_back(tmp_path: Path) -> None:
+    """A process counts whole requests ahead (at most 32, at most an eighth of the room
+    left) and spends them without the file's lock; another process sees them counted.
+    What is not spent goes back when the process next takes the lock in a later second,
+    and when it closes: in the end exactly what was admitted is counted."""
+    path = tmp_path / "counters"
+    a, b = SharedWindows(path, capacity=64), SharedWindows(path, capacity=64)
+    try:
+        assert a.take(KEY, 100, 1, 400) == 0  # 1 admitted, 32 ahead: 33 counted
+        assert b.take(KEY, 100, 1, 34) == 0
+        assert b.take(KEY, 100, 1, 34) > 0  # the lease's units count for everyone
+        assert [a.take(KEY, 100, 1, 400) for _ in range(32)] == [0] * 32  # from the lease
+        assert b.take(KEY, 100, 1, 34) > 0  # still 34: the lease was spent, not added to
+        assert a.take(KEY, 101, 1, 400) == 0  # a new second: nothing was left to give back
+        a.close()  # the 32 counted ahead at 101 go back: 35 were admitted in all
+        assert [b.take(KEY, 101, 1, 36) for _ in range(2)] == [0, 9]
+    finally:
+        b.close()
+
+
+def test_leases_shrink_to_none_near_the_limit(windows: SharedWindows) -> None:
+    """Near the limit every request takes the lock, so the limit is met exactly."""
+    assert [windows.take(KEY, 100, 1, 20) for _ in range(21)] == [0] * 20 + [10]
+    other = counter_key("dev", "key_other")
+    assert [windows.take(other, 100, 2.5, 500) for _ in range(201)] == [0] * 200 + [10]
+
+
+def test_an_unspent_lease_of_an_earlier_second_goes_back_to_that_second(
+        tmp_path: Path) -> None:
+    path = tmp_path / "counters"
+    a, b = SharedWindows(path, capacity=64), SharedWindows(path, capacity=64)
+    try:
+        assert a.take(KEY, 100, 1, 400) == 0  # 32 ahead, counted in second 100
+        assert a.take(KEY, 105, 1, 400) == 0  # they go back to 100; 32 ahead at 105
+        a.close()
+        # Counted: one at 100 and one at 105. At 109 a limit of 3 leaves room for one.
+        assert [b.take(KEY, 109, 1, 3) for _ in range(2)] == [0, 1]
+        assert b.take(KEY, 110, 1, 3) == 0  # second 100's one has left the window
+    finally:
+        b.close()

@@ -14,10 +14,15 @@ How the limit is shared, and why:
   its lease lapses (LEASE_SECONDS); a new one is counted within REFRESH_SECONDS.
 - Within a node, the worker processes share the node's share through one small file
   mapped into each (`SharedWindows`, on tmpfs where there is one), updated under an
-  exclusive `flock`: one lock, one look-up and a read-modify-write of a few bytes per request.
+  exclusive `flock`: one lock, one look-up and a read-modify-write of a few bytes.
   A per-process share (limit / workers) would be cheaper still but wrong for the common
   case of one client on one keep-alive connection, which one worker serves: it would get
   only 1/workers of the limit.
+- A process that takes the lock counts a `Lease` of requests like the one at hand ahead
+  (at most LEASE_REQUESTS, at most 1/LEASE_SHARE of the room left, none near the limit)
+  and counts the next ones in that second from it, without the lock. What it did not spend
+  goes back the next time it takes the lock and when it closes; until then the other
+  processes count it, so they may refuse a little early, never admit beyond the limit.
 
 The window slides in whole seconds: each (vault, class) keeps the units admitted in each
 of the last 10 seconds, and a request is admitted while their sum plus its own units stays
@@ -79,11 +84,26 @@ _LAST = struct.Struct("<q")
 _ENTRY = _KEY + _BODY.size
 _EMPTY = bytes(_KEY)
 _NOTHING = 1e-9  # a total this small is an empty window (sums of fractional units)
+# A lease: at most LEASE_REQUESTS requests ahead, and at most 1/LEASE_SHARE of the room
+# left in the window, so that leases shrink to none as the limit nears.
+LEASE_REQUESTS = 32
+LEASE_SHARE = 8
 
 
 def counter_key(vault: str, throttle_class: str) -> bytes:
     """The key of a vault's counter of a class: the same in every process of a node."""
     return hashlib.blake2b(f"{vault}\0{throttle_class}".encode(), digest_size=_KEY).digest()
+
+
+class Lease:
+    """Units a process counted ahead in one second of a counter, for requests it has not
+    had yet: while they last, a request in that second is counted without the file lock."""
+
+    __slots__ = ("left", "second")
+
+    def __init__(self, second: int, left: float) -> None:
+        self.second = second
+        self.left = left
 
 
 class SharedWindows:
@@ -114,6 +134,7 @@ class SharedWindows:
             raise
         self._lock = threading.Lock()
         self._slots: dict[bytes, int] = {}  # key → offset, checked against the file each time
+        self._leases: dict[bytes, Lease] = {}  # key → this process's lease on its counter
         self._full_said = False
 
     def _header_wrong(self) -> bool:
@@ -131,8 +152,14 @@ class SharedWindows:
     def take(self, key: bytes, second: int, units: float, limit: float) -> int:
         """Count `units` against the counter `key` at `second` if they fit within `limit`
         over the last 10 seconds, or the window is empty (a `limit` of 0 admits nothing):
-        0; else, counting nothing, the whole seconds until they would fit."""
+        0; else, counting nothing, the whole seconds until they would fit.
+
+        Most requests are counted from this process's lease (`Lease`): no file lock."""
         with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and lease.second == second and lease.left >= units:
+                lease.left -= units
+                return 0
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 mm = self._mm
@@ -142,17 +169,28 @@ class SharedWindows:
                     if off < 0:
                         return 0
                 body = off + _KEY
-                last, total = _HEAD.unpack_from(mm, body)
-                if second == last and total + units <= limit:  # the common case
-                    at = body + _HEAD.size + second % WINDOW_SECONDS * 8
-                    _HEAD.pack_into(mm, body, last, total + units)
-                    _UNITS.pack_into(mm, at, _UNITS.unpack_from(mm, at)[0] + units)
-                    return 0
-                return self._take(body, second, units, limit)
+                if lease is not None:  # what is left of it goes back first
+                    del self._leases[key]
+                    self._give_back(body, lease)
+                return self._take(key, body, second, units, limit)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _take(self, body: int, second: int, units: float, limit: float) -> int:
+    def _give_back(self, body: int, lease: Lease) -> None:
+        """Uncount the units of `lease` that were not spent (while its second is still in
+        the window: after that they have left it anyway)."""
+        if lease.left <= _NOTHING:
+            return
+        last, total, *spent = _BODY.unpack_from(self._mm, body)
+        if last - lease.second >= WINDOW_SECONDS:
+            return
+        i = lease.second % WINDOW_SECONDS
+        back = min(lease.left, spent[i])
+        spent[i] -= back
+        _BODY.pack_into(self._mm, body, last, max(total - back, 0.0), *spent)
+
+    def _take(self, key: bytes, body: int, second: int, units: float, limit: float
+              ) -> int:
         mm = self._mm
         last, total, *spent = _BODY.unpack_from(mm, body)
         if second <= last:
@@ -182,8 +220,18 @@ class SharedWindows:
                 if freed >= must_free - _NOTHING:
                     return wait
             return WINDOW_SECONDS
-        spent[second % WINDOW_SECONDS] += units
-        _BODY.pack_into(mm, body, second, total + units, *spent)
+        # Admitted, with a lease of whole requests like this one ahead, if there is room.
+        ahead = units * min(LEASE_REQUESTS,
+                            int((limit - total - units) / (units * LEASE_SHARE))) \
+            if units > 0 else 0.0
+        if ahead > 0:
+            if len(self._leases) >= 4 * self.capacity:
+                self._return_leases()
+            self._leases[key] = Lease(second, ahead)
+        else:
+            ahead = 0.0
+        spent[second % WINDOW_SECONDS] += units + ahead
+        _BODY.pack_into(mm, body, second, total + units + ahead, *spent)
         return 0
 
     def _find(self, key: bytes, second: int) -> int:
@@ -215,11 +263,25 @@ class SharedWindows:
         self._slots[key] = reuse
         return reuse
 
+    def _return_leases(self) -> None:
+        """Give back every lease's unspent units (the caller holds the file lock)."""
+        leases, self._leases = self._leases, {}
+        for key, lease in leases.items():
+            off = self._slots.get(key, -1)
+            if off >= 0 and self._mm[off:off + _KEY] == key:
+                self._give_back(off + _KEY, lease)
+
     def close(self) -> None:
-        with contextlib.suppress(BufferError, ValueError):
-            self._mm.close()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        """Give back the leases, then unmap and close (a process that stops leaves no
+        units counted that it never admitted)."""
+        with self._lock:
+            if self._leases:
+                with contextlib.suppress(OSError, ValueError), self._locked_file():
+                    self._return_leases()
+            with contextlib.suppress(BufferError, ValueError):
+                self._mm.close()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 class NodeView(Protocol):

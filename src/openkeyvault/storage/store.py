@@ -77,11 +77,12 @@ class Store:
 
     def _first_cached(self, domains: tuple[str, ...], statement: Any,
                       params: dict[str, Any]) -> Any:
-        """`_first`, memoised while none of `domains` changed."""
+        """`_first`, memoised while none of `domains` changed. (Keyed by the parameters in
+        the caller's order: the same values in another order only miss, never mix up.)"""
         if domains == (readcache.OBJECTS,) and not self._cache.memoises_objects:
             return self._first_object(statement, params)
         memo = self._cache.memo(domains)
-        key = (id(statement), False, *sorted(params.items()))
+        key = (id(statement), False, *params.items())
         if key in memo:
             return memo[key]
         found = memo[key] = self._first(statement, params)
@@ -94,7 +95,7 @@ class Store:
         if stamp is None:
             return self._first(statement, params)
         memo = self._cache.objects_memo()
-        key = (id(statement), *sorted(params.items()))
+        key = (id(statement), *params.items())
         hit = memo.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
@@ -107,7 +108,7 @@ class Store:
         """`_all`, memoised while none of `domains` changed (the same tuple object while
         it holds, so callers may keep what they derived from it)."""
         memo = self._cache.memo(domains)
-        key = (id(statement), True, *sorted(params.items()))
+        key = (id(statement), True, *params.items())
         hit = memo.get(key)
         if hit is None:
             hit = memo[key] = self._all(statement, params)
