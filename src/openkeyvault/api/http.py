@@ -76,9 +76,13 @@ def empty_response(status: int = 204) -> Response:
 
 
 def declared_length(request: Request) -> int | None:
-    """The Content-Length the client declared, or None (absent, malformed: chunked)."""
-    declared = request.headers.get("content-length")
-    return int(declared) if declared is not None and declared.isdigit() else None
+    """The Content-Length the client declared (the first, as `request.headers` reads it),
+    or None (absent, malformed: chunked). Read from the raw headers: building Starlette's
+    Headers for it would cost more than the rest."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
