@@ -328,6 +328,25 @@ def test_a_write_moves_only_its_domain(nodes: tuple[Repository, Repository]) -> 
     assert b.snapshot(VAULTS) is vaults_memo  # a secret write keeps the vault memo
 
 
+def test_each_read_of_a_version_is_its_own_record(
+        nodes: tuple[Repository, Repository]) -> None:
+    """Props and tags are parsed once per text and shared by later reads: what one caller
+    changes in its record is not seen by the next."""
+    a, b = nodes
+    vault = _vault(a, "ownrecord")
+    v = _version("s")
+    v.props, v.tags = {"kty": "EC", "key_ops": ["sign"]}, {"team": "a"}
+    a.add_version(vault, "keys", v)
+    requestscope.begin()
+    first = b.get_version(vault, "keys", "s", None)
+    assert first is not None and first.tags is not None
+    first.props["kty"] = "changed"
+    first.tags["team"] = "changed"
+    requestscope.begin()
+    again = b.get_version(vault, "keys", "s", v.version)
+    assert again is not None and again.props["kty"] == "EC" and again.tags == {"team": "a"}
+
+
 def test_object_reads_follow_every_change_of_their_vault(
         nodes: tuple[Repository, Repository], database: str) -> None:
     """b memoises its reads of one vault's objects where it can (PostgreSQL: under that

@@ -58,6 +58,22 @@ _VERSION_COLS = (
 )
 
 
+_PARSED: dict[str, dict[str, Any]] = {}  # JSON text of a version's props or tags → parsed
+_PARSED_LIMIT = 1024
+
+
+def _parsed(text: str) -> dict[str, Any]:
+    """The JSON object `text`, parsed once per text (a key's props hold its public JWK,
+    read on every operation): each caller gets its own copy of the top level."""
+    found = _PARSED.get(text)
+    if found is None:
+        found = json.loads(text)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[text] = found
+    return dict(found)
+
+
 def _version(row: Row[Any, *tuple[Any, ...]]) -> VersionRecord:
     return VersionRecord(
         name=row.name,
@@ -68,8 +84,8 @@ def _version(row: Row[Any, *tuple[Any, ...]]) -> VersionRecord:
         nbf=row.nbf,
         exp=row.exp,
         content_type=row.content_type,
-        tags=json.loads(row.tags) if row.tags is not None else None,
-        props=json.loads(row.props) if row.props else {},
+        tags=_parsed(row.tags) if row.tags is not None else None,
+        props=_parsed(row.props) if row.props else {},
         sealed=row.sealed,
         key_version=row.key_version,
         seq=row.seq,
