@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from openkeyvault.api.jsondepth import TOO_DEEP, too_deep
@@ -173,6 +173,17 @@ def body_deadline(size: int) -> float:
 
 
 async def _read(request: Request, declared: int | None, limit: int) -> bytes | bytearray:
+    if declared is not None and declared <= _ONE_MESSAGE:
+        # A small body comes in one message, read here without the stream's generator.
+        message = await request.receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")
+            if len(body) != declared:
+                raise BadParameter("The request body is "
+                                   f"{'longer' if len(body) > declared else 'shorter'} "
+                                   "than its Content-Length.")
+            return body
+        return await _read_rest(request, message, declared)
     stream = request.stream()
     if declared is not None:
         buf = bytearray(declared)
@@ -196,6 +207,32 @@ async def _read(request: Request, declared: int | None, limit: int) -> bytes | b
             raise TooLarge(f"The request body is larger than the {limit}-byte limit.")
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_ONE_MESSAGE = 64 * 1024  # a declared body this small is looked for in the first message
+
+
+async def _read_rest(request: Request, first: Any, declared: int) -> bytearray:
+    """The body whose first message (`first`) did not hold all of it."""
+    if first["type"] == "http.disconnect":
+        raise ClientDisconnect
+    buf = bytearray(declared)
+    chunk: bytes = first.get("body", b"")
+    if len(chunk) > declared:
+        raise BadParameter("The request body is longer than its Content-Length.")
+    buf[:len(chunk)] = chunk
+    size = len(chunk)
+    stream = request.stream()  # the next messages (the first was not the last)
+    async for chunk in stream:
+        end = size + len(chunk)
+        if end > declared:
+            await _discard(stream, end)
+            raise BadParameter("The request body is longer than its Content-Length.")
+        buf[size:end] = chunk
+        size = end
+    if size != declared:
+        raise BadParameter("The request body is shorter than its Content-Length.")
+    return buf
 
 
 async def discard_body(request: Request) -> None:
