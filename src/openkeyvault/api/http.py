@@ -173,7 +173,9 @@ def body_deadline(size: int) -> float:
 
 
 async def _read(request: Request, declared: int | None, limit: int) -> bytes | bytearray:
-    if declared is not None and declared <= _ONE_MESSAGE:
+    if declared is not None:
+        if declared > _ONE_MESSAGE:
+            return await _read_declared(request, declared)
         # A small body comes in one message, read here without the stream's generator.
         message = await request.receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
@@ -183,23 +185,10 @@ async def _read(request: Request, declared: int | None, limit: int) -> bytes | b
                                    f"{'longer' if len(body) > declared else 'shorter'} "
                                    "than its Content-Length.")
             return body
-        return await _read_rest(request, message, declared)
-    stream = request.stream()
-    if declared is not None:
-        buf = bytearray(declared)
-        size = 0
-        async for chunk in stream:
-            end = size + len(chunk)
-            if end > declared:
-                await _discard(stream, end)
-                raise BadParameter("The request body is longer than its Content-Length.")
-            buf[size:end] = chunk
-            size = end
-        if size != declared:
-            raise BadParameter("The request body is shorter than its Content-Length.")
-        return buf
+        return await _read_declared(request, declared, message)
     chunks: list[bytes] = []
     size = 0
+    stream = request.stream()
     async for chunk in stream:
         size += len(chunk)
         if size > limit:
@@ -212,17 +201,20 @@ async def _read(request: Request, declared: int | None, limit: int) -> bytes | b
 _ONE_MESSAGE = 64 * 1024  # a declared body this small is looked for in the first message
 
 
-async def _read_rest(request: Request, first: Any, declared: int) -> bytearray:
-    """The body whose first message (`first`) did not hold all of it."""
-    if first["type"] == "http.disconnect":
-        raise ClientDisconnect
+async def _read_declared(request: Request, declared: int, first: Any = None) -> bytearray:
+    """A body of `declared` bytes into one buffer of that size (after `first`, its first
+    message, when that was read already)."""
     buf = bytearray(declared)
-    chunk: bytes = first.get("body", b"")
-    if len(chunk) > declared:
-        raise BadParameter("The request body is longer than its Content-Length.")
-    buf[:len(chunk)] = chunk
-    size = len(chunk)
-    stream = request.stream()  # the next messages (the first was not the last)
+    size = 0
+    if first is not None:
+        if first["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk: bytes = first.get("body", b"")
+        if len(chunk) > declared:
+            raise BadParameter("The request body is longer than its Content-Length.")
+        buf[:len(chunk)] = chunk
+        size = len(chunk)
+    stream = request.stream()
     async for chunk in stream:
         end = size + len(chunk)
         if end > declared:
