@@ -157,7 +157,10 @@ class FastReader:
         """SQLite's `PRAGMA data_version` on this thread's connection: it changes whenever
         another connection commits (storage/readcache.py)."""
         try:
-            return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+            cursor: sqlite3.Cursor | None = getattr(self._local, "version_cursor", None)
+            if cursor is None:  # one per thread, kept: no cursor made per request
+                cursor = self._local.version_cursor = self._conn().cursor()
+            return int(cursor.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as e:
             _reraise(e)
 
