@@ -105,7 +105,7 @@ async def in_situ(app: Any, driver: Driver, scope: dict[str, Any], n: int, total
 
     d, t = app.d, Timer()
     print("\nthe secret GET, each step timed inside real requests:")
-    t.wrap(d.repo, "memo", "storage check (repo.memo: PRAGMA data_version)")
+    t.wrap(d.repo, "snapshot", "storage check (repo.snapshot: PRAGMA data_version)")
     t.wrap(admitted_mod, "find", "admission memo look-up (admitted.find)")
     t.wrap(d.tokens, "verified", "token verify (a memo miss only)")
     t.wrap(d.repo, "get_vault", "vault lookup query (a memo miss only)")

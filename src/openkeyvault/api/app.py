@@ -402,7 +402,7 @@ class KeyVaultApp:
         requestscope.addresses(vault_name)  # before the first read: its objects' generation too
         if self.freshness is not None:  # PostgreSQL: one check shared by waiting requests
             requestscope.fresh.set(await self.freshness.generations(vault_name))
-        memo = self.d.repo.memo(*admitted.DOMAINS)
+        memo = self.d.repo.snapshot(*admitted.DOMAINS)
         memo_key = admitted.key(host, authorization, request.method, path)
         hit = admitted.find(memo, memo_key, ex.arrived)
         if hit is None:

@@ -219,9 +219,7 @@ class Accounting:
         if op is None or not self.gates:
             return None
         attempt = Attempt(op.name, ex.resource_kind, ex.resource_name, op.throttle, ex.units,
-                          self.claims(ex.principal),
-                          ex.client_ip if ex.client_ip is not None
-                          else self.client_ip(scope, ex))
+                          self.claims(ex.principal), self.client_ip(scope, ex))
         for gate in self.gates:
             refusal = gate.admit(attempt)
             if refusal is not None:
@@ -263,11 +261,9 @@ class Accounting:
             if op.key_operation and ex.key is not None and meter == OPERATIONS_METER:
                 meter = key_meter(*ex.key)  # a transaction on a key: by the key's type
         outcome = RequestOutcome(
-            name or "", ex.resource_kind, ex.resource_name,
-            ex.resource_id if ex.resource_id is not None or ex.vault_id is None
-            else self.resource_id(ex), ex.object_id, ex.api_version, status, ex.arrived,
-            (time.perf_counter() - ex.started) * 1000,
-            ex.client_ip if ex.client_ip is not None else self.client_ip(scope, ex),
+            name or "", ex.resource_kind, ex.resource_name, self.resource_id(ex),
+            ex.object_id, ex.api_version, status, ex.arrived,
+            (time.perf_counter() - ex.started) * 1000, self.client_ip(scope, ex),
             correlation[:CORRELATION_MAX].decode("latin-1") if correlation else None,
             request_id, f"{path}?{query.decode('latin-1')}" if query else path,
             agent[:USER_AGENT_MAX].decode("latin-1") if agent else None,

@@ -178,12 +178,9 @@ async def _read(request: Request, declared: int | None, limit: int) -> bytes | b
             return await _read_declared(request, declared)
         # A small body comes in one message, read here without the stream's generator.
         message = await request.receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            body: bytes = message.get("body", b"")
-            if len(body) != declared:
-                raise BadParameter("The request body is "
-                                   f"{'longer' if len(body) > declared else 'shorter'} "
-                                   "than its Content-Length.")
+        body: bytes = message.get("body", b"")
+        if message["type"] == "http.request" and not message.get("more_body", False) \
+                and len(body) == declared:
             return body
         return await _read_declared(request, declared, message)
     chunks: list[bytes] = []
@@ -206,6 +203,7 @@ async def _read_declared(request: Request, declared: int, first: Any = None) -> 
     message, when that was read already)."""
     buf = bytearray(declared)
     size = 0
+    more = True
     if first is not None:
         if first["type"] == "http.disconnect":
             raise ClientDisconnect
@@ -214,14 +212,16 @@ async def _read_declared(request: Request, declared: int, first: Any = None) -> 
             raise BadParameter("The request body is longer than its Content-Length.")
         buf[:len(chunk)] = chunk
         size = len(chunk)
-    stream = request.stream()
-    async for chunk in stream:
-        end = size + len(chunk)
-        if end > declared:
-            await _discard(stream, end)
-            raise BadParameter("The request body is longer than its Content-Length.")
-        buf[size:end] = chunk
-        size = end
+        more = first.get("more_body", False)
+    if more:  # (after the last message the stream would wait for the client to go)
+        stream = request.stream()
+        async for chunk in stream:
+            end = size + len(chunk)
+            if end > declared:
+                await _discard(stream, end)
+                raise BadParameter("The request body is longer than its Content-Length.")
+            buf[size:end] = chunk
+            size = end
     if size != declared:
         raise BadParameter("The request body is shorter than its Content-Length.")
     return buf

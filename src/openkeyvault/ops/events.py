@@ -144,6 +144,9 @@ class _Nothing:
         return None
 
 
+NO_CHANGE: AccessPolicyEvent = _Nothing()  # what a change that leaves access alone writes
+
+
 class NoEvents:
     """The publisher of a service nobody wired to one (unit tests, tools)."""
 
@@ -151,7 +154,7 @@ class NoEvents:
         return None
 
     def access_policy_changed(self, vault: VaultRecord) -> AccessPolicyEvent:
-        return _Nothing()
+        return NO_CHANGE
 
 
 NO_EVENTS: EventPublisher = NoEvents()
@@ -186,18 +189,9 @@ class Events:
 
     def access_policy_changed(self, vault: VaultRecord) -> AccessPolicyEvent:
         """The VaultAccessPolicyChanged event of `vault`, to write with the change."""
-        kind = f"{PREFIX}VaultAccessPolicyChanged"
         if vault.kind != "vault":
-            return _Nothing()
-        events = self
-
-        class Change:
-            def write(self, c: Transaction) -> None:
-                events._enqueue_in(c, vault, kind, None, vault.name, "", None, None)
-
-            def published(self) -> None:
-                events._tell(kind, vault.id, vault.name, events._vault_uri(vault.name))
-        return Change()
+            return NO_CHANGE
+        return _PolicyChange(self, vault)
 
     def _enqueue_in(self, c: Transaction, vault: VaultRecord, kind: str,
                     collection: str | None, name: str, version: str, nbf: int | None,
@@ -277,6 +271,23 @@ class Events:
         uri = f"{self._vault_uri(row.vault_name)}{row.collection}/{row.name}/{row.version}"
         self._tell(kind, row.vault_id, row.vault_name, uri)
         return 1
+
+
+class _PolicyChange:
+    """A vault's VaultAccessPolicyChanged (Events.access_policy_changed)."""
+
+    KIND = f"{PREFIX}VaultAccessPolicyChanged"
+
+    def __init__(self, events: Events, vault: VaultRecord) -> None:
+        self._events, self._vault = events, vault
+
+    def write(self, c: Transaction) -> None:
+        self._events._enqueue_in(c, self._vault, self.KIND, None, self._vault.name, "",
+                                 None, None)
+
+    def published(self) -> None:
+        v = self._vault
+        self._events._tell(self.KIND, v.id, v.name, self._events._vault_uri(v.name))
 
 
 def _notice(row: Expiring) -> int:

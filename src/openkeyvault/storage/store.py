@@ -114,14 +114,11 @@ class Store:
             hit = memo[key] = self._all(statement, params)
         return hit
 
-    def snapshot(self, *domains: str) -> object:
-        """The same object for as long as none of `domains` changed (for this thread)."""
-        return self._cache.memo(domains)
-
-    def memo(self, *domains: str) -> dict[Any, Any]:
-        """A dict for this thread's own memos of what is decided from `domains` alone: a
-        new, empty one as soon as one of them changed (it is `snapshot(*domains)`; keys
-        must not collide with the reads memoised there, whose keys start with an int)."""
+    def snapshot(self, *domains: str) -> dict[Any, Any]:
+        """The same object for as long as none of `domains` changed (for this thread): a
+        dict, where a caller may also memoise what it decides from `domains` alone (a new,
+        empty one as soon as one of them changed; keys must not collide with the reads
+        memoised there, whose keys start with an int)."""
         return self._cache.memo(domains)
 
     def generation(self, domain: str) -> int:

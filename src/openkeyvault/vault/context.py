@@ -45,14 +45,13 @@ def authorize(authorizer: Authorizer, caller: Caller, data_action: str, path: st
                 and seen[3] == path and seen[4] == operation:
             return
     _decide(authorizer, caller, data_action, path, operation)
-    if request:
-        _allowed.set((request, caller, data_action, path, operation))
+    reaffirm(caller, data_action, path, operation)
 
 
 def reaffirm(caller: Caller, data_action: str, path: str, operation: str | None) -> None:
-    """For this request, the decision `authorize` would make for these arguments is the one
-    it made for an earlier request on storage that has not changed since (api/admitted.py):
-    it allowed. The domain's own check of it is then not made again."""
+    """For this request, the decision `authorize` would make for these arguments allowed
+    (it just did, or it did for an earlier request on storage that has not changed since:
+    api/admitted.py). The domain's own check of it is then not made again."""
     request = requestscope.current.get()
     if request:
         _allowed.set((request, caller, data_action, path, operation))

@@ -32,7 +32,7 @@ from openkeyvault.access.policies import (
     InvalidAccessPolicy,
 )
 from openkeyvault.ops.clock import Clock
-from openkeyvault.ops.events import NO_EVENTS, EventPublisher
+from openkeyvault.ops.events import NO_CHANGE, NO_EVENTS, EventPublisher
 from openkeyvault.storage.barrier import Barrier, vault_owner
 from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
 from openkeyvault.storage.records import NameConflict, VaultRecord
@@ -454,12 +454,11 @@ class VaultService:
         (a PUT: the defaults) or of the vault's current ones (a PATCH: `base` None)."""
         self._check_change(p, retention, purge_protection, props)
         new_props = _access(properties_of(p.vault) if base is None else base, props)
-        event = None if new_props.same_access(properties_of(p.vault)) \
+        event = NO_CHANGE if new_props.same_access(properties_of(p.vault)) \
             else self.events.access_policy_changed(p.vault)
         out = self._store_change(p, placement, _dump(new_props), sku, purge_protection,
-                                 event.write if event is not None else None)
-        if event is not None:
-            event.published()
+                                 event.write)
+        event.published()
         return out
 
     def _check_change(self, p: PlacedVault, retention: int | None,
@@ -645,12 +644,11 @@ class VaultService:
             new = replace(current, access_policies=AccessPolicies(tuple(held.values())))
         except InvalidAccessPolicy as exc:
             raise _bad(str(exc)) from None
-        event = None if new.same_access(current) else self.events.access_policy_changed(p.vault)
+        event = NO_CHANGE if new.same_access(current) \
+            else self.events.access_policy_changed(p.vault)
         self._store().update(p.vault.id, placement=p.placement, properties=_dump(new),
-                             now=int(self._clock.now()),
-                             also=event.write if event is not None else None)
-        if event is not None:
-            event.published()
+                             now=int(self._clock.now()), also=event.write)
+        event.published()
         vault = self._render(self._placed(subscription, resource_group, name))
         return {"id": f"{vault['id']}/accessPolicies/{operation}", "type":
                 f"{VAULT_TYPE}/accessPolicies", "name": operation,
