@@ -1,11 +1,12 @@
-"""The floor for an RSA-2048 signature over HTTPS: a bare Starlette app under granian that
-does nothing but sign, for benchmarks/accounting.py to compare the server's sign rate with.
+"""The floor for a signature over HTTPS: a bare Starlette app under granian that does
+nothing but sign, for benchmarks/accounting.py to compare the server's sign rate with.
 
     python benchmarks/bare_sign_app.py --port P --workers N --cert CERT.pem --key KEY.pem
 
-One route, `POST /keys/bench/1/sign` with a JSON body {"alg": "RS256", "value": DIGEST}
-(DIGEST base64url): it decodes the digest, signs it with RSA-2048 PKCS#1 v1.5 using
-pyca/cryptography and a key made when the worker starts, and answers {"kid", "value"}.
+One route, `POST /keys/bench/1/sign` with a JSON body {"alg": ALG, "value": DIGEST}
+(DIGEST base64url): it decodes the digest, signs it using pyca/cryptography and a key made
+when the worker starts (RS256: RSA-2048 PKCS#1 v1.5; ES256: P-256 ECDSA, r || s), and
+answers {"kid", "value"}.
 No authentication, storage, audit, metrics or request log: what is left is TLS, granian,
 Starlette's request and response, JSON and the RSA operation. granian runs it as `okv
 server` runs the app (ASGI, one Rust I/O thread per worker, HTTP/1.1 only, TLS 1.2+), on
@@ -21,7 +22,7 @@ import json
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -36,23 +37,32 @@ def _b64url_decode(text: str) -> bytes:
 
 
 def create_app() -> Starlette:
-    """The app of one worker, with its own RSA-2048 key (made here, after the fork)."""
-    key = rsa.generate_private_key(65537, 2048)
+    """The app of one worker, with its own RSA-2048 and P-256 keys (made here, after the
+    fork)."""
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
     prehashed = utils.Prehashed(hashes.SHA256())
+    pkcs1, ecdsa = padding.PKCS1v15(), ec.ECDSA(prehashed)
 
     async def sign(request: Request) -> JSONResponse:
         try:
             body = json.loads(await request.body())
-            if body.get("alg") != "RS256":
+            alg = body.get("alg")
+            if alg not in ("RS256", "ES256"):
                 raise ValueError("alg")
             digest = _b64url_decode(str(body["value"]))
             if len(digest) != 32:
                 raise ValueError("digest")
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             return JSONResponse({"error": {"code": "BadParameter",
-                                           "message": "expected RS256 and a SHA-256 digest"}},
+                                           "message": "expected RS256 or ES256 and a SHA-256 "
+                                                      "digest"}},
                                 status_code=400)
-        signature = key.sign(digest, padding.PKCS1v15(), prehashed)
+        if alg == "RS256":
+            signature = rsa_key.sign(digest, pkcs1, prehashed)
+        else:
+            r, s = utils.decode_dss_signature(ec_key.sign(digest, ecdsa))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         value = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
         return JSONResponse({"kid": KID, "value": value})
 
