@@ -16,9 +16,11 @@ AZ_WANTED := $(filter 1 true yes,$(CI) $(OKV_AZURE_CLI))
 # PostgreSQL's server binaries for the tests' throwaway clusters (tests/support/postgres.py).
 PG_FOUND = command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 HAPROXY_FOUND = command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy
+# SoftHSM2, the PKCS#11 token HSM-protected keys live in on a dev server and in the tests.
+SOFTHSM_FOUND = command -v softhsm2-util >/dev/null 2>&1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test test-cluster lint bench clean az-venv system-packages
+.PHONY: dev test test-cluster lint bench clean az-venv system-packages softhsm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -36,20 +38,30 @@ $(AZ_STAMP):
 az-venv: $(AZ_STAMP)
 
 # The distribution's packages the tests need, installed where missing (one apt run):
-# PostgreSQL's server binaries (throwaway clusters, tests/support/postgres.py) and
-# HAProxy (the load balancer in front of several nodes).
+# PostgreSQL's server binaries (throwaway clusters, tests/support/postgres.py), HAProxy
+# (the load balancer in front of several nodes) and SoftHSM2 (HSM-protected keys).
 system-packages:
 	@missing=""; \
 	$(PG_FOUND) || missing="$$missing postgresql"; \
 	$(HAPROXY_FOUND) || missing="$$missing haproxy"; \
+	$(SOFTHSM_FOUND) || missing="$$missing softhsm2"; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@$(PG_FOUND) || { echo "PostgreSQL's initdb is still missing" >&2; exit 1; }
 	@$(HAPROXY_FOUND) || { echo "haproxy is still missing" >&2; exit 1; }
+	@$(SOFTHSM_FOUND) || { echo "softhsm2 is still missing" >&2; exit 1; }
 
-dev: $(STAMP)
+# The dev server's HSM: SoftHSM2, installed where missing. Without it (no root, no sudo,
+# no network) the dev server still starts and says that HSM key types are unavailable.
+softhsm:
+	@$(SOFTHSM_FOUND) || { $(SUDO) apt-get update -qq && $(SUDO) env \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  softhsm2 >/dev/null; } || echo "make: SoftHSM2 could not be installed; HSM-protected \
+	keys will be unavailable" >&2
+
+dev: $(STAMP) softhsm
 	$(BIN)/okv server --dev $(ARGS)
 
 test: $(STAMP) system-packages $(if $(AZ_WANTED),$(AZ_STAMP))

@@ -140,6 +140,10 @@ class Settings:
     throttling: bool = True
     throttling_scale: float = 1.0
     throttling_limits: dict[str, float] = field(default_factory=dict)
+    # The PKCS#11 token HSM-protected keys live in (keystore/pkcs11.py), as the config
+    # file's [pkcs11] table: module, token, pin_file or pin_env, environment. None: none
+    # (a dev server uses the SoftHSM2 token in its data directory, keystore/softhsm.py).
+    pkcs11: dict[str, Any] | None = None
 
     @property
     def db_path(self) -> Path:
@@ -214,7 +218,8 @@ def load_config(path: Path) -> Settings:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    known = {"server", "dns", "tls", "database", "seal", "audit", "metrics", "throttling"}
+    known = {"server", "dns", "tls", "database", "seal", "audit", "metrics", "throttling",
+             "pkcs11"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(known))}")
@@ -254,12 +259,42 @@ def load_config(path: Path) -> Settings:
         settings["audit_fail_closed"] = audit["fail_closed"]
     settings.update(_metrics_settings(raw.get("metrics", {}), base, path))
     settings.update(_throttling_settings(raw.get("throttling", {}), path))
+    if "pkcs11" in raw:
+        settings["pkcs11"] = _pkcs11_settings(raw["pkcs11"], base, path)
     if "domain" in dns:
         settings["domain"] = str(dns["domain"])
     try:
         return Settings(**settings)
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _pkcs11_settings(table: Any, base: Path, path: Path) -> dict[str, Any]:
+    """[pkcs11] module, token, pin_file | pin_env, environment (docs/hsm.md)."""
+    where = f"{path}: [pkcs11]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    if unknown := sorted(set(table) - {"module", "token", "pin_file", "pin_env",
+                                       "environment"}):
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for key in ("module", "token"):
+        if not isinstance(table.get(key), str) or not table[key]:
+            raise ConfigError(f"{where} {key} is required (the PKCS#11 module's path and "
+                              "the token's label)")
+    if ("pin_file" in table) == ("pin_env" in table):
+        raise ConfigError(f"{where}: give the user PIN as exactly one of pin_file (a file "
+                          "holding it) or pin_env (an environment variable's name)")
+    env = table.get("environment", {})
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in env.items()):
+        raise ConfigError(f"{where} environment must be a table of NAME = \"value\"")
+    out: dict[str, Any] = {"module": str((base / table["module"]).resolve()),
+                           "token": table["token"], "environment": dict(env)}
+    if "pin_file" in table:
+        out["pin_file"] = str((base / str(table["pin_file"])).resolve())
+    else:
+        out["pin_env"] = str(table["pin_env"])
+    return out
 
 
 def parse_throttling(value: str) -> dict[str, Any]:

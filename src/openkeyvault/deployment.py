@@ -31,7 +31,7 @@ from openkeyvault.access.tokens import RETAIN_SECONDS, TokenService
 from openkeyvault.config import Settings
 from openkeyvault.crypto.authority import CertificateAuthority
 from openkeyvault.crypto.signing import generate_rsa_pem
-from openkeyvault.keystore.software import SoftwareKeyStore
+from openkeyvault.keystore.configured import keystores
 from openkeyvault.ops import audit
 from openkeyvault.ops.clock import Clock, deployment_clock
 from openkeyvault.ops.events import Events
@@ -189,9 +189,7 @@ class Deployment:
             managed_hsms=managed_hsms,
             vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
-            keys=KeyService(
-                repo, barrier, authorizer, clock, backups, {"software": SoftwareKeyStore()}
-            ),
+            keys=KeyService(repo, barrier, authorizer, clock, backups, keystores(settings)),
             identities=identities,
             assertions=ClientAssertions(directory, tokens, identities, clock),
             issuers=cert_issuers,
@@ -249,6 +247,7 @@ class Deployment:
         return changed
 
     def close(self) -> None:
+        self.keys.close()
         self.engines.dispose()
 
 

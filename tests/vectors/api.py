@@ -31,11 +31,20 @@ def bearer_token(server: DevServer) -> str:
 
 
 class KeyApi:
-    def __init__(self, server: DevServer, session: requests.Session) -> None:
+    """`vault`: a vault other than the default, named by the Host header (the connection
+    still goes to 127.0.0.1); `hsm`: keys are imported into the HSM ("Hsm": true), so
+    every operation runs in the dev server's PKCS#11 token."""
+
+    def __init__(self, server: DevServer, session: requests.Session, *,
+                 vault: str | None = None, hsm: bool = False) -> None:
         self.server = server
         self.base = f"https://127.0.0.1:{server.port}"
         self.session = session
+        self.hsm = hsm
+        self.label = ", HSM" if hsm else ""
         session.headers["Authorization"] = f"Bearer {bearer_token(server)}"
+        if vault is not None:
+            session.headers["Host"] = f"{vault}.vault.localhost:{server.port}"
         self._keys: dict[str, str] = {}
         self.imports = 0
         self.requests = 0
@@ -53,9 +62,11 @@ class KeyApi:
         path = self._keys.get(cache_key)
         if path is None:
             name = f"wycheproof-{uuid.uuid4().hex[:16]}"
-            r = self.call("PUT", f"/keys/{name}", {"key": prepared})
+            body: dict[str, Any] = {"key": prepared, **({"Hsm": True} if self.hsm else {})}
+            r = self.call("PUT", f"/keys/{name}", body)
             assert r.status_code == 200, r.text
             key = r.json()["key"]
+            assert key["kty"] == prepared["kty"] + ("-HSM" if self.hsm else ""), key["kty"]
             # The bundle shows exactly the public half we sent, never the private members.
             public = ("n", "e") if prepared["kty"].startswith("RSA") else ("crv", "x", "y")
             assert {k: key[k] for k in public} == {k: prepared[k] for k in public}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,28 @@ def key_api(server: DevServer) -> Iterator[KeyApi]:
         yield api
         tally.NOTES.append(f"API: {api.imports} keys imported, {api.requests} requests "
                            "on one keep-alive session")
+
+
+@pytest.fixture(scope="session")
+def hsm_key_api(server: DevServer) -> Iterator[KeyApi]:
+    """The same client on a Premium vault whose keys are imported into the HSM."""
+    vault = f"wyc{uuid.uuid4().hex[:12]}"
+    made = server.okv("vault", "create", vault, "--sku", "premium")
+    assert made.returncode == 0, made.stderr
+    with requests.Session() as session:
+        api = KeyApi(server, session, vault=vault, hsm=True)
+        yield api
+        tally.NOTES.append(f"API, HSM: {api.imports} keys imported into the token, "
+                           f"{api.requests} requests")
+
+
+@pytest.fixture(params=["software", "hsm"])
+def any_key_api(request: pytest.FixtureRequest) -> KeyApi:
+    """Each RSA vector test twice: software keys in the default vault, HSM keys in a
+    Premium vault."""
+    api: KeyApi = request.getfixturevalue("key_api" if request.param == "software"
+                                          else "hsm_key_api")
+    return api
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

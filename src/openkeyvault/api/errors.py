@@ -25,6 +25,7 @@ STATUS: dict[type[e.DomainError], tuple[int, str]] = {
     e.RoleDefinitionExists: (409, "RoleDefinitionWithSameNameExists"),
     e.TooLarge: (413, "RequestEntityTooLarge"),
     e.BodyTimeout: (408, "RequestTimeout"),
+    e.Unavailable: (503, "ServiceUnavailable"),
 }
 
 
@@ -58,6 +59,7 @@ ARM_CODES: dict[type[e.DomainError], str] = {
     e.Conflict: "Conflict",
     e.TooLarge: "RequestEntityTooLarge",
     e.BodyTimeout: "RequestTimeout",
+    e.Unavailable: "ServiceUnavailable",
 }
 
 

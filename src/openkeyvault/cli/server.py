@@ -39,6 +39,7 @@ def prepare(settings: Settings) -> dict[str, str]:
     The data directory is checked before anything is created (Deployment.open); a start
     that must not go on ends the process with one line saying what was found and what
     to do. A restart writes nothing, so it also works from a full or read-only disk."""
+    _ensure_dev_token(settings)
     try:
         d = Deployment.open(settings)
         try:
@@ -62,6 +63,22 @@ def prepare(settings: Settings) -> dict[str, str]:
         _refuse(f"okv: cannot start: cannot write {exc.filename}: {exc.strerror}",
                 EXIT_UNAVAILABLE)
     return env
+
+
+def _ensure_dev_token(settings: Settings) -> None:
+    """A dev server without [pkcs11] settings keeps HSM-protected keys in a SoftHSM2 token
+    in its data directory, made here on the first start. Without SoftHSM2 it serves all
+    else, and says once that Premium vaults' HSM key types are unavailable."""
+    if settings.pkcs11 or not settings.dev:
+        return
+    from openkeyvault.keystore import softhsm
+    from openkeyvault.keystore.configured import DEV_TOKEN_LABEL
+
+    try:
+        softhsm.ensure_token(settings.data_dir, DEV_TOKEN_LABEL)
+    except (softhsm.SoftHsmError, OSError) as exc:
+        print(f"okv: warning: HSM-protected keys (RSA-HSM, EC-HSM in Premium vaults) are "
+              f"unavailable: {exc}", file=sys.stderr, flush=True)
 
 
 def _refuse(line: str, status: int) -> NoReturn:

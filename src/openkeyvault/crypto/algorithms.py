@@ -96,7 +96,10 @@ def _public(key: PrivateKey | PublicKey) -> PublicKey:
     return key
 
 
-def _sign_alg(alg: str, key: PrivateKey | PublicKey, digest: bytes) -> SignAlg:
+def sign_spec(alg: str, key: PrivateKey | PublicKey, digest: bytes) -> SignAlg:
+    """The table entry for a signature algorithm, checked against the key (private or
+    public: a backend whose private key stays in a token checks with the public one)
+    and the digest length; `AlgorithmError` for what does not fit."""
     spec = SIGN.get(alg)
     if spec is None:
         raise AlgorithmError(f"Unknown signature algorithm '{alg[:32]}'.")
@@ -117,7 +120,7 @@ def _sign_alg(alg: str, key: PrivateKey | PublicKey, digest: bytes) -> SignAlg:
 
 def sign(key: PrivateKey, alg: str, digest: bytes) -> bytes:
     """Sign a digest. ECDSA signatures are raw r||s, as JWS defines them."""
-    spec = _sign_alg(alg, key, digest)
+    spec = sign_spec(alg, key, digest)
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(digest, spec.rsa_padding, spec.prehashed)
     der = key.sign(digest, spec.ecdsa)
@@ -127,7 +130,7 @@ def sign(key: PrivateKey, alg: str, digest: bytes) -> bytes:
 
 
 def verify(key: PrivateKey | PublicKey, alg: str, digest: bytes, signature: bytes) -> bool:
-    spec = _sign_alg(alg, key, digest)
+    spec = sign_spec(alg, key, digest)
     pub = _public(key)
     try:
         if isinstance(pub, rsa.RSAPublicKey):

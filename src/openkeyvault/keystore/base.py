@@ -1,32 +1,41 @@
-"""The KeyStore protocol: every backend (software now, PKCS#11 next) implements it.
+"""The KeyStore protocol: every backend implements it (software, PKCS#11).
 
-A backend turns key specs into `StoredKey`s: the public JWK members, plus an
-opaque `blob` the vault layer seals through the barrier and stores (for the
-software backend the PKCS#8 private key; for an HSM a handle). Operations take
-a `KeyRef`: a stable cache id for the key version and a way to fetch the blob
-only when the backend has not already loaded it.
+A backend turns key specs into `StoredKey`s: the public JWK members plus an opaque
+`blob` the vault layer seals through the barrier and stores. For the software backend
+the blob is the PKCS#8 private key; for a PKCS#11 token it names the token's objects
+(the private key never leaves the token). Each key version records the name of the
+backend that made it (`props["keystore"]`), and its operations are routed by that
+name, never by the key type.
+
+Operations take a `KeyRef`: a stable cache id for the key version, the key's family and
+a way to fetch the blob only when the backend has not already loaded it. Algorithms are
+JSON Web Algorithm names; each backend checks them against the typed tables of
+`crypto/algorithms.py` and answers `KeyStoreError` (or `AlgorithmError`,
+`DecryptionError`: all `ValueError`s with messages safe to show) for what it refuses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+RSA, EC, OCT = "RSA", "EC", "oct"
 
 
 @dataclass(frozen=True)
 class KeySpec:
-    family: str  # "RSA" or "EC"
-    size: int | None = None  # RSA modulus bits
+    family: str  # RSA, EC or oct
+    size: int | None = None  # RSA modulus bits (AES key bits for oct)
     public_exponent: int = 65537
-    curve: str | None = None  # EC curve, Key Vault spelling
+    curve: str | None = None  # EC curve, Key Vault spelling (P-256, P-256K, P-384, P-521)
 
 
 @dataclass(frozen=True)
 class StoredKey:
-    public: dict[str, Any]  # n/e or crv/x/y, base64url
+    public: dict[str, Any]  # n/e or crv/x/y, base64url (empty for oct)
     blob: bytes  # opaque to everyone but the backend
-    size: int  # RSA modulus bits or EC field bits
+    size: int  # RSA modulus bits, EC field bits or AES key bits
 
 
 @dataclass(frozen=True)
@@ -36,16 +45,64 @@ class KeyRef:
     blob: Callable[[], bytes]
 
 
+@dataclass(frozen=True)
+class PlainKey:
+    """Key material given in the clear (JWK private members), for `import_key`."""
+
+    jwk: dict[str, Any]
+    family: str
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """Key material wrapped to a key-exchange key the backend holds (`kek`), for
+    `import_key`: `alg` names the wrapping (e.g. CKM_RSA_AES_KEY_WRAP)."""
+
+    kek: KeyRef
+    alg: str
+    blob: bytes
+    family: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, for the vault layer to choose and refuse with."""
+
+    hardware: bool  # keys are protected by hardware (kty RSA-HSM, EC-HSM, oct-HSM)
+    families: frozenset[str]
+    rsa_sizes: tuple[int, ...] = ()
+    curves: tuple[str, ...] = ()
+    sign: frozenset[str] = frozenset()  # JWA signature algorithms
+    encrypt: frozenset[str] = frozenset()  # JWA encryption (and key wrap) algorithms
+    wrapped_import: frozenset[str] = frozenset()  # WrappedKey algorithms accepted
+    export: bool = False  # keys can be exported wrapped to another key
+    # Where the backend does part of an algorithm on the host, and why (docs, tests).
+    host_steps: dict[str, str] = field(default_factory=dict)
+
+
 class KeyStoreError(ValueError):
-    """Bad key input for this backend (message safe to show)."""
+    """Bad key input for this backend, or what it cannot do (message safe to show)."""
+
+
+class KeyStoreUnavailable(RuntimeError):
+    """The backend cannot be reached (its module, token or PIN); not the caller's fault."""
 
 
 class KeyStore(Protocol):
     name: str
 
+    def capabilities(self) -> Capabilities: ...
+
     def generate(self, spec: KeySpec) -> StoredKey: ...
 
-    def import_jwk(self, jwk: dict[str, Any], family: str) -> StoredKey: ...
+    def import_key(self, material: PlainKey | WrappedKey) -> StoredKey: ...
+
+    def destroy(self, ref: KeyRef) -> None:
+        """Remove the key from the backend for good (purge). Destroying a key that is
+        already gone is not an error."""
+
+    def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
+        """The key's private material wrapped to `wrapping` (a public key) with `alg`."""
 
     def sign(self, ref: KeyRef, alg: str, digest: bytes) -> bytes: ...
 
@@ -55,4 +112,11 @@ class KeyStore(Protocol):
 
     def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes: ...
 
-    def forget(self, cache_id_prefix: str) -> None: ...
+    def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes: ...
+
+    def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes: ...
+
+    def forget(self, cache_id_prefix: str) -> None:
+        """Drop what is cached for keys whose cache id starts with the prefix."""
+
+    def close(self) -> None: ...

@@ -2,14 +2,14 @@
 
 The blob is the PKCS#8 DER private key (sealed by the barrier before it is
 stored). Loaded key objects are kept in a bounded in-memory cache keyed by
-key version, so the hot path is one private-key operation.
+key version, so the hot path is one private-key operation. Its keys are the
+software-protected types (RSA, EC); it neither imports wrapped keys nor exports.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -23,9 +23,21 @@ from openkeyvault.crypto.jwk import (
     private_from_jwk,
     public_jwk,
 )
-from openkeyvault.keystore.base import KeyRef, KeySpec, KeyStoreError, StoredKey
+from openkeyvault.keystore.base import (
+    Capabilities,
+    KeyRef,
+    KeySpec,
+    KeyStoreError,
+    PlainKey,
+    StoredKey,
+    WrappedKey,
+)
 
 CACHE_SIZE = 4096
+CAPABILITIES = Capabilities(
+    hardware=False, families=frozenset({"RSA", "EC"}), rsa_sizes=RSA_SIZES,
+    curves=tuple(CURVES), sign=frozenset(algorithms.SIGN),
+    encrypt=frozenset(algorithms.ENCRYPT))
 
 
 def _stored(key: PrivateKey) -> StoredKey:
@@ -43,6 +55,9 @@ class SoftwareKeyStore:
         self._size = cache_size
         self._lock = threading.Lock()
 
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
     def generate(self, spec: KeySpec) -> StoredKey:
         if spec.family == "RSA":
             if spec.size not in RSA_SIZES:
@@ -56,11 +71,20 @@ class SoftwareKeyStore:
             raise KeyStoreError(f"Unsupported curve; use one of {', '.join(CURVES)}.")
         return _stored(ec.generate_private_key(CURVES[spec.curve][0]()))
 
-    def import_jwk(self, jwk: dict[str, Any], family: str) -> StoredKey:
+    def import_key(self, material: PlainKey | WrappedKey) -> StoredKey:
+        if isinstance(material, WrappedKey):
+            raise KeyStoreError("Wrapped key material can only be imported into an HSM.")
         try:
-            return _stored(private_from_jwk(jwk, family))
+            return _stored(private_from_jwk(material.jwk, material.family))
         except JwkError as exc:
             raise KeyStoreError(str(exc)) from None
+
+    def destroy(self, ref: KeyRef) -> None:
+        """Nothing is held outside storage: dropping the cached object is all."""
+        self.forget(ref.cache_id)
+
+    def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
+        raise KeyStoreError("Keys in this keystore are not exportable.")
 
     def _key(self, ref: KeyRef) -> PrivateKey:
         key = self._cache.get(ref.cache_id)
@@ -89,7 +113,17 @@ class SoftwareKeyStore:
     def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes:
         return algorithms.decrypt(self._key(ref), alg, ciphertext)
 
+    def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes:
+        return algorithms.encrypt(self._key(ref), alg, key)
+
+    def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes:
+        return algorithms.decrypt(self._key(ref), alg, wrapped)
+
     def forget(self, cache_id_prefix: str) -> None:
         with self._lock:
             for k in [k for k in self._cache if k.startswith(cache_id_prefix)]:
                 del self._cache[k]
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()

@@ -448,13 +448,14 @@ class Repository(Store):
             return [_version(r) for r in c.execute(q)]
 
     def list_versions(self, vault_id: int, collection: str, name_lc: str, after_seq: int | None,
-                      limit: int) -> list[VersionRecord]:
+                      limit: int, *, deleted: bool = False) -> list[VersionRecord]:
         # The object's id first (a scalar subquery): the page is then read in seq order
         # from ix_versions_object_seq and stops at `limit`, however many versions there are
         # (with a plain join PostgreSQL reads and sorts them all).
         object_id = select(objects.c.id).where(
             self._object_where(vault_id, collection, name_lc),
-            objects.c.deleted_date.is_(None)).scalar_subquery()
+            objects.c.deleted_date.is_not(None) if deleted
+            else objects.c.deleted_date.is_(None)).scalar_subquery()
         q = (
             select(*_VERSION_COLS)
             .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
@@ -467,9 +468,12 @@ class Repository(Store):
         with self._r.connect() as c:
             return [_version(r) for r in c.execute(q)]
 
-    def all_versions(self, vault_id: int, collection: str, name_lc: str) -> list[VersionRecord]:
-        """Every version of a live object, oldest first (for backup)."""
-        return self.list_versions(vault_id, collection, name_lc, None, 1_000_000)
+    def all_versions(self, vault_id: int, collection: str, name_lc: str, *,
+                     deleted: bool = False) -> list[VersionRecord]:
+        """Every version of a live object (a soft-deleted one with `deleted`), oldest
+        first (for backup, and for a purge to destroy HSM key material)."""
+        return self.list_versions(vault_id, collection, name_lc, None, 1_000_000,
+                                  deleted=deleted)
 
     def soft_delete(self, vault_id: int, collection: str, name_lc: str, now: int,
                     purge_at: int) -> bool:

@@ -47,6 +47,11 @@ class TooLarge(DomainError):
     pass
 
 
+class Unavailable(DomainError):
+    """A part of the deployment the operation needs (an HSM) cannot be reached: not the
+    caller's fault; the message names no module, token or PIN."""
+
+
 class BodyTimeout(DomainError):
     """The request body did not arrive in time (a client sending it too slowly)."""
 

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from openkeyvault.access.authorize import Authorizer
-from openkeyvault.keystore.base import KeyRef, KeySpec, KeyStore, KeyStoreError, StoredKey
+from openkeyvault.keystore.base import (
+    KeyRef,
+    KeySpec,
+    KeyStore,
+    KeyStoreUnavailable,
+    PlainKey,
+    StoredKey,
+)
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, BarrierError, vault_owner
 from openkeyvault.storage.records import (
@@ -29,7 +36,7 @@ from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import durations, keytypes, names
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize_operation
-from openkeyvault.vault.errors import BadParameter, Forbidden
+from openkeyvault.vault.errors import BadParameter, Forbidden, Unavailable
 from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
 from openkeyvault.vault.objects import Kind, ObjectService
 from openkeyvault.vault.requests import (
@@ -80,8 +87,13 @@ class KeyService(ObjectService[KeyBundle]):
 
     def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
                  clock: Clock, backups: BackupCodec, keystores: dict[str, KeyStore]) -> None:
+        """`keystores` by name: each version is served by the one whose name it records;
+        new keys go to the first whose hardware protection matches the key type's."""
         super().__init__(repo, barrier, authorizer, clock, backups)
         self._keystores = keystores
+        self._makers = {hardware: next((k for k in keystores.values()
+                                        if k.capabilities().hardware is hardware), None)
+                        for hardware in (False, True)}
         # (vault id, name, version) → (kty, size): a version's type never changes, and
         # its version id is never given to another key (key_type).
         self._types: dict[tuple[int, str, str], tuple[str, int | None]] = {}
@@ -96,12 +108,23 @@ class KeyService(ObjectService[KeyBundle]):
         )
 
     def _keystore(self, hardware: bool) -> KeyStore:
-        store = self._keystores.get("hsm" if hardware else "software")
+        """The keystore new keys of a type with this protection are made in."""
+        store = self._makers[hardware]
         if store is None:
             raise BadParameter(
                 "HSM-protected key types need an HSM keystore, and none is configured for this "
                 "deployment."
             )
+        return store
+
+    def _serving(self, rec: VersionRecord) -> KeyStore:
+        """The keystore that holds this version: the one it was made in."""
+        name = rec.props.get("keystore", "software")
+        store = self._keystores.get(name)
+        if store is None:
+            log.error("keys: a key version is held by keystore '%s', which this deployment "
+                      "does not configure", name)
+            raise Unavailable("The keystore holding this key is not available on the server.")
         return store
 
     def _ref(self, vault: VaultRecord, rec: VersionRecord) -> KeyRef:
@@ -183,10 +206,8 @@ class KeyService(ObjectService[KeyBundle]):
         self._no_release_policy(release_policy)
         tags = names.check_tags(tags_in, MAX_KEY_TAG_CHARS)
         store = self._keystore(hardware)
-        try:
+        with _keystore_faults(error_prefix):
             stored = make(store)
-        except KeyStoreError as exc:
-            raise BadParameter(f"{error_prefix}{exc}") from None
         rec = self._new_version(caller.vault, name, kty, stored, key_ops, store.name, enabled,
                                 nbf, exp, tags, self._now())
         self._store(caller.vault, rec)
@@ -211,10 +232,10 @@ class KeyService(ObjectService[KeyBundle]):
         jwk = request.key
         kty, family, hardware = self._kty(caller, jwk.kty, bool(request.hsm))
         key_ops = keytypes.check_key_ops(jwk.key_ops, family)
-        members = jwk.members()
+        material = PlainKey(jwk.members(), family)
         return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
                              request.tags, request.release_policy,
-                             lambda store: store.import_jwk(members, family),
+                             lambda store: store.import_key(material),
                              "The key could not be imported: ")
 
     # ---- read / update ------------------------------------------------------------------
@@ -299,9 +320,9 @@ class KeyService(ObjectService[KeyBundle]):
         if not alg:
             raise BadParameter("The request must name an algorithm ('alg').")
         value = _bounded(request.value, "value")
-        store = self._keystore(keytypes.KTY[rec.props["kty"]][1])
+        store = self._serving(rec)
         ref = self._ref(caller.vault, rec)
-        try:
+        with _keystore_faults():
             if operation == "verify":
                 if request.digest is None:
                     raise BadParameter("A verify request needs the 'digest'.")
@@ -309,12 +330,14 @@ class KeyService(ObjectService[KeyBundle]):
                 return store.verify(ref, alg, digest, value)
             if operation == "sign":
                 out = store.sign(ref, alg, value)
-            elif operation in ("encrypt", "wrapkey"):
+            elif operation == "encrypt":
                 out = store.encrypt(ref, alg, value)
+            elif operation == "wrapkey":
+                out = store.wrap(ref, alg, value)
+            elif operation == "unwrapkey":
+                out = store.unwrap(ref, alg, value)
             else:
                 out = store.decrypt(ref, alg, value)
-        except ValueError as exc:  # AlgorithmError, DecryptionError, KeyStoreError
-            raise BadParameter(str(exc)) from None
         return KeyOperationResult(rec.name, rec.version, out)
 
     def random_bytes(self, caller: Caller, count: int) -> bytes:
@@ -329,6 +352,9 @@ class KeyService(ObjectService[KeyBundle]):
     def backup(self, caller: Caller, name: str) -> bytes:
         self._check(caller, "KeyBackup", name)
         latest = self._find(caller, name, None)
+        if self._held_outside(latest):
+            raise BadParameter("Keys held in an HSM cannot be backed up on this deployment: "
+                               "their material never leaves the HSM.")
         versions = [{
             "version": r.version, "props": r.props,
             "blob": base64.b64encode(self._ref(caller.vault, r).blob()).decode(),
@@ -365,6 +391,35 @@ class KeyService(ObjectService[KeyBundle]):
         for store in self._keystores.values():
             store.forget(_cache_prefix(caller.vault.id, name.lower()))
 
+    def _held_outside(self, rec: VersionRecord) -> bool:
+        """Whether the version's key lives in a keystore outside storage (an HSM)."""
+        store = self._keystores.get(rec.props.get("keystore", "software"))
+        return store is not None and store.capabilities().hardware
+
+    def close(self) -> None:
+        """Close the keystores' sessions (a deployment closing)."""
+        for store in self._keystores.values():
+            store.close()
+
+    def purge(self, caller: Caller, name: str) -> None:
+        """Purge, then destroy each version's key in a keystore that holds it outside
+        storage (an HSM's token objects): purged key material is gone for good. The
+        versions are read first: a destroy that fails is logged, and the object is
+        purged all the same (it can no longer be named)."""
+        held = []
+        if names.OBJECT_NAME.fullmatch(name):
+            held = [(self._keystores[rec.props["keystore"]], self._ref(caller.vault, rec))
+                    for rec in self._repo.all_versions(caller.vault.id, KIND.collection,
+                                                       name.lower(), deleted=True)
+                    if self._held_outside(rec)]
+        super().purge(caller, name)
+        for store, ref in held:
+            try:
+                store.destroy(ref)
+            except (ValueError, KeyStoreUnavailable) as exc:
+                log.error("keys: a purged key version could not be destroyed in keystore "
+                          "'%s': %s", store.name, exc)
+
     # ---- rotation -------------------------------------------------------------------------
     def rotate(self, caller: Caller, name: str) -> KeyBundle:
         self._check(caller, "KeyRotate", name)
@@ -386,10 +441,8 @@ class KeyService(ObjectService[KeyBundle]):
                             base64.urlsafe_b64decode(p["public"]["e"] + "=="), "big"))
                 if family == "RSA" else KeySpec("EC", curve=p["public"]["crv"]))
         store = self._keystore(hardware)
-        try:
+        with _keystore_faults():
             stored = store.generate(spec)
-        except KeyStoreError as exc:
-            raise BadParameter(str(exc)) from None
         now = self._now()
         expiry = (policy or {}).get("attributes", {}).get("expiryTime")
         exp = now + durations.parse(expiry, "expiryTime") if expiry else None
@@ -464,6 +517,31 @@ class KeyService(ObjectService[KeyBundle]):
                                                      latest.name, latest.version, now)):
                 done += 1
         return done
+
+
+class _keystore_faults:  # noqa: N801 - used as a `with` block, like contextlib's
+    """What a keystore raises, as the API says it: a refused input or algorithm (every
+    `ValueError`: KeyStoreError, AlgorithmError, DecryptionError) is 400 with its
+    message after `prefix`; an unreachable backend is 503, with the reason in the log."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, KeyStoreUnavailable):
+            log.error("keys: the keystore is unavailable: %s", exc)
+            raise Unavailable("The HSM holding this key cannot be reached on the server. "
+                              "Retry later.") from None
+        if isinstance(exc, ValueError):
+            raise BadParameter(f"{self.prefix}{exc}") from None
 
 
 def _bounded(value: bytes, field: str) -> bytes:

@@ -1,0 +1,712 @@
+"""The PKCS#11 KeyStore: RSA and EC keys generated and held in a PKCS#11 token (a hardware
+security module, or SoftHSM2 for development and tests); private-key operations run in
+the token and the private key never leaves it.
+
+Keys are token objects named by a random 16-byte CKA_ID (CKA_LABEL `<prefix>-<id hex>`);
+the private object is SENSITIVE and not EXTRACTABLE. The blob the vault layer seals only
+names the objects: `{"v": 1, "id": <hex CKA_ID>, "family": "RSA" | "EC", "ir": <base64>}`,
+where `ir` is the RSA key's implicit-rejection secret (see `pkcs1_v15_decode`). The
+public-key operations (verify, encrypt, wrap) run on the host with the public key read
+from the token, through `crypto/algorithms.py` like the software backend.
+
+Two decryptions are finished on the host, on the output of the raw RSA operation done in
+the token (CKM_RSA_X_509): RSA-OAEP-256, because SoftHSM2 refuses OAEP with SHA-256, and
+RSA1_5, because a token answers a bad padding with an error, and that error is the oracle
+of Bleichenbacher's attack; the host answers with implicit rejection instead, as OpenSSL
+does. `Capabilities.host_steps` records both.
+
+Processes and threads. A PKCS#11 module is initialized once per process and reads its
+environment then (SoftHSM2: SOFTHSM2_CONF), so the loaded library is kept per module path
+for the whole process, and a keystore asking for the same module with another environment
+is refused. Nothing is loaded until first use. PKCS#11 state must not be used across
+fork: a child process initializes the library again and opens its own sessions on first
+use. python-pkcs11 is not safe for concurrent use from several threads, so one lock
+serializes every PKCS#11 call in the process. That costs little: a worker process serves
+requests on one event-loop thread, and the server uses every core by running several
+worker processes, each with its own library, login and sessions.
+
+Login belongs to the application, not to one session, and closing a session opened with
+the PIN logs every session out. So the process logs in to a token once, with a session it
+keeps open, and each keystore works in its own session opened without the PIN.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pkcs11
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pkcs11.constants import Attribute, MechanismFlag, ObjectClass
+from pkcs11.exceptions import (
+    DeviceRemoved,
+    KeyHandleInvalid,
+    MultipleObjectsReturned,
+    MultipleTokensReturned,
+    NoSuchKey,
+    NoSuchToken,
+    ObjectHandleInvalid,
+    PKCS11Error,
+    SessionClosed,
+    SessionHandleInvalid,
+    TokenNotPresent,
+    UserAlreadyLoggedIn,
+    UserNotLoggedIn,
+)
+from pkcs11.mechanisms import MGF, KeyType, Mechanism
+
+from openkeyvault.crypto import algorithms
+from openkeyvault.crypto.algorithms import AlgorithmError, DecryptionError, SignAlg
+from openkeyvault.crypto.jwk import (
+    CURVES,
+    RSA_SIZES,
+    JwkError,
+    PrivateKey,
+    PublicKey,
+    curve_name,
+    private_from_jwk,
+    public_jwk,
+)
+from openkeyvault.crypto.rsapadding import (
+    implicit_rejection_kdk,
+    oaep_sha256_decode,
+    pkcs1_v15_decode,
+)
+from openkeyvault.keystore.base import (
+    EC,
+    RSA,
+    Capabilities,
+    KeyRef,
+    KeySpec,
+    KeyStoreError,
+    KeyStoreUnavailable,
+    PlainKey,
+    StoredKey,
+    WrappedKey,
+)
+
+CACHE_SIZE = 4096
+ID_BYTES = 16
+IR_BYTES = 32
+
+_T = TypeVar("_T")
+
+_BAD_BLOB = "Stored key material has an unexpected type."
+
+# DER of the named-curve EC parameters (an OBJECT IDENTIFIER), Key Vault curve name → OID.
+EC_PARAMS: dict[str, bytes] = {
+    "P-256": bytes.fromhex("06082a8648ce3d030107"),  # secp256r1, 1.2.840.10045.3.1.7
+    "P-256K": bytes.fromhex("06052b8104000a"),  # secp256k1, 1.3.132.0.10
+    "P-384": bytes.fromhex("06052b81040022"),  # secp384r1, 1.3.132.0.34
+    "P-521": bytes.fromhex("06052b81040023"),  # secp521r1, 1.3.132.0.35
+}
+_CURVE_BY_PARAMS = {der: crv for crv, der in EC_PARAMS.items()}
+
+# RSASSA-PKCS1-v1_5 signs DigestInfo(hash OID, digest); CKM_RSA_PKCS takes the DigestInfo
+# built by the caller. These are its DER prefixes (RFC 8017 §9.2, note 1), with the hash
+# and MGF1 mechanisms PSS names for the same hash.
+_HASHES: dict[type[hashes.HashAlgorithm], tuple[bytes, Mechanism, MGF]] = {
+    hashes.SHA256: (bytes.fromhex("3031300d060960864801650304020105000420"),
+                    Mechanism.SHA256, MGF.SHA256),
+    hashes.SHA384: (bytes.fromhex("3041300d060960864801650304020205000430"),
+                    Mechanism.SHA384, MGF.SHA384),
+    hashes.SHA512: (bytes.fromhex("3051300d060960864801650304020305000440"),
+                    Mechanism.SHA512, MGF.SHA512),
+}
+_OAEP_SHA1 = (Mechanism.SHA_1, MGF.SHA1, None)
+
+_RSA_CAPABILITIES = (MechanismFlag.SIGN | MechanismFlag.VERIFY | MechanismFlag.ENCRYPT
+                     | MechanismFlag.DECRYPT | MechanismFlag.WRAP | MechanismFlag.UNWRAP)
+_EC_CAPABILITIES = MechanismFlag.SIGN | MechanismFlag.VERIFY
+_PRIVATE_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False, Attribute.DERIVE: False,
+}
+_PUBLIC_TEMPLATE: dict[Attribute, Any] = {Attribute.TOKEN: True, Attribute.PRIVATE: False}
+
+# Errors after which the session cannot be trusted: the keystore drops its session and
+# cache, and the next call starts again.
+_SESSION_LOST: tuple[type[PKCS11Error], ...] = (
+    SessionClosed, SessionHandleInvalid, DeviceRemoved, TokenNotPresent, UserNotLoggedIn,
+)
+# A cached object handle no longer names an object (destroyed by another process).
+_HANDLE_STALE: tuple[type[PKCS11Error], ...] = (KeyHandleInvalid, ObjectHandleInvalid)
+_KEY_GONE = "The key is not in the PKCS#11 token."
+
+HOST_STEPS = {
+    "RSA-OAEP-256": "The token does the raw RSA decryption (CKM_RSA_X_509) and the host "
+                    "decodes OAEP with SHA-256: SoftHSM2 refuses CKM_RSA_PKCS_OAEP with "
+                    "SHA-256.",
+    "RSA1_5": "The token does the raw RSA decryption (CKM_RSA_X_509) and the host decodes "
+              "PKCS#1 v1.5 with implicit rejection: a bad padding yields a pseudo-random "
+              "plaintext instead of a token error, so there is no padding oracle.",
+}
+
+
+# --- The library, shared by the whole process ------------------------------------------
+
+_LOCK = threading.RLock()
+
+
+def _new_lock_in_child() -> None:
+    # A thread of the parent may have held the lock at fork; the child has only one thread.
+    global _LOCK
+    _LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+@dataclass
+class _Login:
+    session: Any  # the session that logged in; kept open, closing it would log out all
+    pin_mac: bytes  # so a second keystore on the token must know the same PIN
+
+
+@dataclass
+class _Module:
+    lib: Any  # pkcs11.lib
+    environment: dict[str, str]
+    pid: int  # the process that initialized it
+    logins: dict[str, _Login] = field(default_factory=dict)  # token label → login
+
+
+_MODULES: dict[str, _Module] = {}
+_PIN_KEY = secrets.token_bytes(32)
+
+
+def _module(path: str, environment: dict[str, str]) -> _Module:
+    """The loaded, initialized module at `path` (call with `_LOCK` held)."""
+    loaded = _MODULES.get(path)
+    if loaded is None:
+        os.environ.update(environment)
+        try:
+            lib = pkcs11.lib(path)
+        except (PKCS11Error, OSError) as exc:
+            raise KeyStoreUnavailable(
+                f"The PKCS#11 module {path} could not be loaded: {str(exc) or type(exc).__name__}"
+            ) from None
+        loaded = _MODULES[path] = _Module(lib, dict(environment), os.getpid())
+    elif loaded.environment != environment:
+        raise KeyStoreUnavailable(
+            f"The PKCS#11 module {path} is already loaded in this process with another "
+            "environment; a module is initialized once per process, so every keystore "
+            "using it must give the same environment."
+        )
+    if loaded.pid != os.getpid():
+        _initialize_in_child(loaded)
+    return loaded
+
+
+def _initialize_in_child(loaded: _Module) -> None:
+    """After fork, forget the parent's logins (their sessions belong to the parent and are
+    not closed from here) and initialize the library again for this process."""
+    loaded.logins.clear()
+    with contextlib.suppress(PKCS11Error):
+        loaded.lib.finalize()
+    try:
+        loaded.lib.initialize()
+    except PKCS11Error as exc:
+        raise KeyStoreUnavailable(
+            f"The PKCS#11 module could not be initialized after fork ({type(exc).__name__})."
+        ) from None
+    loaded.pid = os.getpid()
+
+
+def _token(loaded: _Module, label: str) -> Any:
+    try:
+        return loaded.lib.get_token(token_label=label)
+    except NoSuchToken:
+        raise KeyStoreUnavailable(f"There is no PKCS#11 token labelled '{label}'.") from None
+    except MultipleTokensReturned:
+        raise KeyStoreUnavailable(
+            f"More than one PKCS#11 token is labelled '{label}'."
+        ) from None
+    except PKCS11Error as exc:
+        raise KeyStoreUnavailable(
+            f"The PKCS#11 token '{label}' could not be reached ({type(exc).__name__})."
+        ) from None
+
+
+def _log_in(loaded: _Module, token: Any, label: str, pin: Callable[[], str]) -> None:
+    """Log the process in to the token once; later keystores must give the same PIN."""
+    try:
+        value = pin()
+    except KeyStoreUnavailable:
+        raise  # the PIN source's own message, written to be shown
+    except Exception:  # anything else: say only that it failed, it may quote the PIN
+        raise KeyStoreUnavailable("The PKCS#11 PIN could not be read.") from None
+    mac = hmac.new(_PIN_KEY, value.encode(), hashlib.sha256).digest()
+    login = loaded.logins.get(label)
+    if login is not None:
+        if not hmac.compare_digest(login.pin_mac, mac):
+            raise KeyStoreUnavailable(f"Login to the PKCS#11 token '{label}' failed.")
+        return
+    try:
+        session = token.open(rw=True, user_pin=value)
+    except UserAlreadyLoggedIn:
+        session = None  # other code in this process logged in, and keeps the login
+    except PKCS11Error as exc:
+        raise KeyStoreUnavailable(
+            f"Login to the PKCS#11 token '{label}' failed ({type(exc).__name__})."
+        ) from None
+    loaded.logins[label] = _Login(session, mac)
+
+
+# --- Blobs and key objects -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Blob:
+    key_id: bytes
+    family: str
+    ir: bytes  # RSA only (empty for EC)
+
+
+def _blob(key_id: bytes, family: str, ir: bytes) -> bytes:
+    doc: dict[str, Any] = {"v": 1, "id": key_id.hex(), "family": family}
+    if family == RSA:
+        doc["ir"] = base64.b64encode(ir).decode()
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _parse_blob(raw: bytes, family: str) -> _Blob:
+    """The blob's fields, checked strictly; a blob of another shape or family is refused."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        raise KeyStoreError(_BAD_BLOB) from None
+    if not isinstance(doc, dict) or doc.get("family") != family or family not in (RSA, EC):
+        raise KeyStoreError(_BAD_BLOB)
+    keys = {"v", "id", "family", "ir"} if family == RSA else {"v", "id", "family"}
+    version, key_id = doc.get("v"), doc.get("id")
+    if (set(doc) != keys or type(version) is not int or version != 1
+            or not isinstance(key_id, str) or not re.fullmatch(r"[0-9a-f]{32}", key_id)):
+        raise KeyStoreError(_BAD_BLOB)
+    return _Blob(bytes.fromhex(key_id), family, _ir(doc["ir"]) if family == RSA else b"")
+
+
+def _ir(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise KeyStoreError(_BAD_BLOB)
+    try:
+        ir = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise KeyStoreError(_BAD_BLOB) from None
+    if len(ir) != IR_BYTES:
+        raise KeyStoreError(_BAD_BLOB)
+    return ir
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A loaded key: the token's private object (a handle, no key material) and the public
+    key rebuilt on the host."""
+
+    private: Any
+    public: PublicKey
+    family: str
+    ir: bytes
+    length: int  # RSA modulus length in bytes (0 for EC)
+
+
+def _uint(n: int, size: int | None = None) -> bytes:
+    return n.to_bytes(size or max(1, (n.bit_length() + 7) // 8), "big")
+
+
+def _octet_string(data: bytes) -> bytes:
+    """DER OCTET STRING around `data` (CKA_EC_POINT holds the point wrapped in one)."""
+    n = len(data)
+    return bytes([0x04, n]) + data if n < 0x80 else bytes([0x04, 0x81, n]) + data
+
+
+def _ec_point(value: bytes, size: int) -> bytes:
+    """The uncompressed point from CKA_EC_POINT: a DER OCTET STRING around 04||x||y, or,
+    from tokens that follow older readings of the standard, the bare point."""
+    if len(value) == 1 + 2 * size:
+        return value
+    if len(value) > 3 and value[0] == 0x04:
+        if value[1] < 0x80 and len(value) == 2 + value[1]:
+            return value[2:]
+        if value[1] == 0x81 and len(value) == 3 + value[2]:
+            return value[3:]
+    raise KeyStoreError("The PKCS#11 token returned a malformed EC public key.")
+
+
+def _public_key(obj: Any, family: str) -> PublicKey:
+    """The cryptography public key of a token public-key object."""
+    if obj.key_type != (KeyType.RSA if family == RSA else KeyType.EC):
+        raise KeyStoreError(_BAD_BLOB)
+    if family == RSA:
+        n = int.from_bytes(obj[Attribute.MODULUS], "big")
+        e = int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big")
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    crv = _CURVE_BY_PARAMS.get(bytes(obj[Attribute.EC_PARAMS]))
+    if crv is None:
+        raise KeyStoreError("The key in the PKCS#11 token is on an unsupported curve.")
+    curve_cls, size = CURVES[crv]
+    point = _ec_point(bytes(obj[Attribute.EC_POINT]), size)
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve_cls(), point)
+    except ValueError:
+        raise KeyStoreError("The PKCS#11 token returned a malformed EC public key.") from None
+
+
+def _key_size(public: PublicKey) -> int:
+    return public.key_size if isinstance(public, rsa.RSAPublicKey) else public.curve.key_size
+
+
+def _import_templates(key: PrivateKey) -> tuple[dict[Attribute, Any], dict[Attribute, Any]]:
+    """C_CreateObject templates (private, public) holding the key's numbers."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        nums = key.private_numbers()
+        pub = {Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: _uint(nums.public_numbers.n),
+               Attribute.PUBLIC_EXPONENT: _uint(nums.public_numbers.e)}
+        private = {
+            **pub, Attribute.SIGN: True, Attribute.DECRYPT: True, Attribute.UNWRAP: True,
+            Attribute.PRIVATE_EXPONENT: _uint(nums.d), Attribute.PRIME_1: _uint(nums.p),
+            Attribute.PRIME_2: _uint(nums.q), Attribute.EXPONENT_1: _uint(nums.dmp1),
+            Attribute.EXPONENT_2: _uint(nums.dmq1), Attribute.COEFFICIENT: _uint(nums.iqmp),
+        }
+        return private, {**pub, Attribute.VERIFY: True, Attribute.ENCRYPT: True,
+                         Attribute.WRAP: True}
+    crv = curve_name(key)
+    size = CURVES[crv][1]
+    params = {Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: EC_PARAMS[crv]}
+    private = {**params, Attribute.SIGN: True,
+               Attribute.VALUE: _uint(key.private_numbers().private_value, size)}
+    pn = key.public_key().public_numbers()
+    point = b"\x04" + _uint(pn.x, size) + _uint(pn.y, size)
+    return private, {**params, Attribute.VERIFY: True, Attribute.EC_POINT: _octet_string(point)}
+
+
+def _rsa_sign_request(spec: SignAlg, digest: bytes) -> tuple[bytes, Mechanism, Any]:
+    """What CKM_RSA_PKCS or CKM_RSA_PKCS_PSS signs for a digest, and the mechanism."""
+    prefix, hash_mechanism, mgf = _HASHES[spec.hash]
+    if spec.pss:
+        return digest, Mechanism.RSA_PKCS_PSS, (hash_mechanism, mgf, spec.digest_size)
+    return prefix + digest, Mechanism.RSA_PKCS, None
+
+
+def _ecdsa_raw(signature: bytes, size: int) -> bytes:
+    """r||s with each half `size` bytes, as JWS wants it (a token may return shorter
+    halves when r or s has leading zero bytes)."""
+    half = len(signature) // 2
+    if len(signature) % 2 or half > size or half == 0:
+        raise KeyStoreUnavailable("The PKCS#11 token returned a malformed ECDSA signature.")
+    return signature[:half].rjust(size, b"\0") + signature[half:].rjust(size, b"\0")
+
+
+def _check_encryption(alg: str, family: str) -> None:
+    """The refusals of `algorithms.encrypt` and `algorithms.decrypt`, with their messages,
+    for a key whose private half is in the token."""
+    if alg not in algorithms.ENCRYPT:
+        raise AlgorithmError(f"Unknown encryption algorithm '{alg[:32]}'.")
+    if family != RSA:
+        raise AlgorithmError(f"Algorithm {alg} needs an RSA key.")
+
+
+# --- The keystore ----------------------------------------------------------------------
+
+
+class Pkcs11KeyStore:
+    """Keys in the token labelled `token_label` of the PKCS#11 module at `module`, logged
+    in with the user PIN `pin` returns (read when a session is first opened, never kept).
+    `environment` is set in os.environ before the module is loaded (e.g. SOFTHSM2_CONF);
+    `label_prefix` starts the CKA_LABEL of the keys made here."""
+
+    name = "pkcs11"
+
+    def __init__(self, module: str, token_label: str, pin: Callable[[], str], *,
+                 environment: dict[str, str] | None = None, label_prefix: str = "okv",
+                 cache_size: int = CACHE_SIZE) -> None:
+        self._module_path = module
+        self._token_label = token_label
+        self._pin = pin
+        self._environment = dict(environment or {})
+        self._prefix = label_prefix
+        self._cache: OrderedDict[str, _Key] = OrderedDict()
+        self._size = cache_size
+        self._session: Any = None
+        self._pid = os.getpid()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            hardware=True, families=frozenset({RSA, EC}), rsa_sizes=RSA_SIZES,
+            curves=tuple(CURVES), sign=frozenset(algorithms.SIGN),
+            encrypt=frozenset(algorithms.ENCRYPT), export=False, host_steps=dict(HOST_STEPS),
+        )
+
+    # Sessions, errors and the cache (all called with _LOCK held).
+
+    def _open(self) -> Any:
+        """This keystore's session, opened (and the library loaded, the process logged in)
+        on first use, and again in a child process after fork."""
+        if self._pid != os.getpid():
+            self._session = None  # the parent's: not closed from here
+            self._cache.clear()
+            self._pid = os.getpid()
+        if self._session is None:
+            loaded = _module(self._module_path, self._environment)
+            token = _token(loaded, self._token_label)
+            _log_in(loaded, token, self._token_label, self._pin)
+            try:
+                self._session = token.open(rw=True)
+            except PKCS11Error as exc:
+                raise KeyStoreUnavailable(
+                    f"No session could be opened on the PKCS#11 token '{self._token_label}' "
+                    f"({type(exc).__name__})."
+                ) from None
+        return self._session
+
+    def _after_error(self, exc: PKCS11Error) -> None:
+        """Forget what a token error showed to be stale: the cached handles, or the session
+        (and, logged out, the process's login), so the next call starts again."""
+        if isinstance(exc, _HANDLE_STALE):
+            self._cache.clear()
+        elif isinstance(exc, _SESSION_LOST):
+            self._session = None
+            self._cache.clear()
+            if isinstance(exc, UserNotLoggedIn):
+                _MODULES[self._module_path].logins.pop(self._token_label, None)
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        """Run a token call. Its failures become KeyStoreUnavailable (the token or session
+        is gone) or KeyStoreError (the key is gone, or the token refused), named by the
+        error class only."""
+        try:
+            return fn()
+        except PKCS11Error as exc:
+            self._after_error(exc)
+            if isinstance(exc, _HANDLE_STALE):
+                raise KeyStoreError(_KEY_GONE) from None
+            if isinstance(exc, _SESSION_LOST):
+                raise KeyStoreUnavailable(
+                    f"The PKCS#11 token could not be used ({type(exc).__name__})."
+                ) from None
+            raise KeyStoreError(
+                f"The PKCS#11 token refused the operation ({type(exc).__name__})."
+            ) from None
+
+    def _key(self, ref: KeyRef) -> _Key:
+        """The loaded key, from the cache or the token. `ref.blob()` runs with the lock
+        held; the lock is reentrant, so a blob source may use this keystore itself."""
+        session = self._open()
+        key = self._cache.get(ref.cache_id)
+        if key is not None:
+            return key
+        blob = _parse_blob(ref.blob(), ref.family)
+        key = self._call(lambda: self._load(session, blob))
+        self._cache[ref.cache_id] = key
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return key
+
+    @staticmethod
+    def _load(session: Any, blob: _Blob) -> _Key:
+        try:
+            private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=blob.key_id)
+            public_obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=blob.key_id)
+        except NoSuchKey:
+            raise KeyStoreError(_KEY_GONE) from None
+        except MultipleObjectsReturned:
+            raise KeyStoreError("The PKCS#11 token holds more than one key with this id.") \
+                from None
+        public = _public_key(public_obj, blob.family)
+        length = (public.key_size + 7) // 8 if isinstance(public, rsa.RSAPublicKey) else 0
+        return _Key(private, public, blob.family, blob.ir, length)
+
+    def _public(self, ref: KeyRef) -> PublicKey:
+        with _LOCK:
+            return self._key(ref).public
+
+    def forget(self, cache_id_prefix: str) -> None:
+        with _LOCK:
+            for k in [k for k in self._cache if k.startswith(cache_id_prefix)]:
+                del self._cache[k]
+
+    def close(self) -> None:
+        """Close this keystore's session (the library stays loaded, the process logged
+        in); the next call opens a new one."""
+        with _LOCK:
+            session, self._session = self._session, None
+            self._cache.clear()
+            if session is not None and self._pid == os.getpid():
+                with contextlib.suppress(PKCS11Error):
+                    session.close()
+
+    # Making and removing keys.
+
+    def _label(self, key_id: bytes) -> str:
+        return f"{self._prefix}-{key_id.hex()}"
+
+    def _stored(self, key_id: bytes, family: str, public: PublicKey) -> StoredKey:
+        ir = secrets.token_bytes(IR_BYTES) if family == RSA else b""
+        return StoredKey(public_jwk(public), _blob(key_id, family, ir), _key_size(public))
+
+    def generate(self, spec: KeySpec) -> StoredKey:
+        if spec.family == RSA:
+            if spec.size not in RSA_SIZES:
+                raise KeyStoreError(
+                    f"RSA key size must be one of {', '.join(map(str, RSA_SIZES))}."
+                )
+            if spec.public_exponent not in (3, 65537):
+                raise KeyStoreError("The RSA public exponent must be 3 or 65537.")
+            return self._generate(RSA, spec.size, {
+                Attribute.PUBLIC_EXPONENT: _uint(spec.public_exponent)})
+        if spec.curve not in CURVES:
+            raise KeyStoreError(f"Unsupported curve; use one of {', '.join(CURVES)}.")
+        return self._generate(EC, None, {Attribute.EC_PARAMS: EC_PARAMS[spec.curve]})
+
+    def _generate(self, family: str, bits: int | None, params: dict[Attribute, Any]) -> StoredKey:
+        key_id = secrets.token_bytes(ID_BYTES)
+        with _LOCK:
+            session = self._open()
+            public_obj = self._call(lambda: self._generate_pair(session, family, bits, params,
+                                                                key_id))
+            try:
+                public = self._call(lambda: _public_key(public_obj, family))
+            except (KeyStoreError, KeyStoreUnavailable):
+                with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
+                    self._destroy_objects(session, key_id)
+                raise
+        return self._stored(key_id, family, public)
+
+    def _generate_pair(self, session: Any, family: str, bits: int | None,
+                       params: dict[Attribute, Any], key_id: bytes) -> Any:
+        """C_GenerateKeyPair in the token; the public object."""
+        common: dict[str, Any] = {
+            "store": True, "id": key_id, "label": self._label(key_id),
+            "private_template": _PRIVATE_TEMPLATE,
+        }
+        if family == RSA:
+            public, _ = session.generate_keypair(
+                KeyType.RSA, bits, capabilities=_RSA_CAPABILITIES,
+                public_template={**_PUBLIC_TEMPLATE, **params}, **common)
+        else:
+            domain = session.create_domain_parameters(KeyType.EC, params, local=True)
+            public, _ = domain.generate_keypair(
+                capabilities=_EC_CAPABILITIES, public_template=_PUBLIC_TEMPLATE, **common)
+        return public
+
+    def import_key(self, material: PlainKey | WrappedKey) -> StoredKey:
+        """Create the token objects of a key given in the clear; the Python key object is
+        dropped as soon as its numbers are in the templates."""
+        if isinstance(material, WrappedKey):
+            raise KeyStoreError("Wrapped key import is not available in this keystore yet.")
+        try:
+            key = private_from_jwk(material.jwk, material.family)
+        except JwkError as exc:
+            raise KeyStoreError(str(exc)) from None
+        private, public_attrs = _import_templates(key)
+        public = key.public_key()
+        del key
+        key_id = secrets.token_bytes(ID_BYTES)
+        names = {Attribute.ID: key_id, Attribute.LABEL: self._label(key_id)}
+        private.update({**_PRIVATE_TEMPLATE, **names, Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+        public_attrs.update({**_PUBLIC_TEMPLATE, **names,
+                             Attribute.CLASS: ObjectClass.PUBLIC_KEY})
+        with _LOCK:
+            session = self._open()
+            self._call(lambda: self._create_pair(session, private, public_attrs))
+        return self._stored(key_id, material.family, public)
+
+    @staticmethod
+    def _create_pair(session: Any, private: dict[Attribute, Any],
+                     public: dict[Attribute, Any]) -> None:
+        created = session.create_object(private)
+        try:
+            session.create_object(public)
+        except PKCS11Error:
+            with contextlib.suppress(PKCS11Error):
+                created.destroy()
+            raise
+
+    def destroy(self, ref: KeyRef) -> None:
+        """Destroy the token's private and public objects with the key's CKA_ID (none left
+        is not an error) and forget the key."""
+        blob = _parse_blob(ref.blob(), ref.family)
+        with _LOCK:
+            session = self._open()
+            self._call(lambda: self._destroy_objects(session, blob.key_id))
+            self._cache.pop(ref.cache_id, None)
+
+    @staticmethod
+    def _destroy_objects(session: Any, key_id: bytes) -> None:
+        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+            for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id})):
+                obj.destroy()
+
+    def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
+        raise KeyStoreError("Keys in this keystore are not exportable.")
+
+    # Key operations.
+
+    def sign(self, ref: KeyRef, alg: str, digest: bytes) -> bytes:
+        """Sign a digest in the token. ECDSA signatures are raw r||s, as JWS defines them."""
+        with _LOCK:
+            key = self._key(ref)
+            public = key.public
+            spec = algorithms.sign_spec(alg, public, digest)
+            if isinstance(public, rsa.RSAPublicKey):
+                data, mechanism, param = _rsa_sign_request(spec, digest)
+                signature: bytes = self._call(lambda: key.private.sign(
+                    data, mechanism=mechanism, mechanism_param=param))
+                return signature.rjust(key.length, b"\0")
+            raw: bytes = self._call(lambda: key.private.sign(digest, mechanism=Mechanism.ECDSA))
+        return _ecdsa_raw(raw, CURVES[curve_name(public)][1])
+
+    def verify(self, ref: KeyRef, alg: str, digest: bytes, signature: bytes) -> bool:
+        return algorithms.verify(self._public(ref), alg, digest, signature)
+
+    def encrypt(self, ref: KeyRef, alg: str, plaintext: bytes) -> bytes:
+        return algorithms.encrypt(self._public(ref), alg, plaintext)
+
+    def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes:
+        """Decrypt in the token (RSA-OAEP), or do the raw RSA step in the token and decode
+        the padding on the host (RSA-OAEP-256, RSA1_5: see `HOST_STEPS`)."""
+        with _LOCK:
+            key = self._key(ref)
+            _check_encryption(alg, key.family)
+            if len(ciphertext) != key.length:
+                raise DecryptionError()
+            if alg == "RSA-OAEP":
+                return self._decrypt(key, ciphertext, Mechanism.RSA_PKCS_OAEP, _OAEP_SHA1)
+            assert isinstance(key.public, rsa.RSAPublicKey)
+            if int.from_bytes(ciphertext, "big") >= key.public.public_numbers().n:
+                raise DecryptionError()
+            em = self._decrypt(key, ciphertext, Mechanism.RSA_X_509, None).rjust(key.length,
+                                                                                  b"\0")
+        if alg == "RSA-OAEP-256":
+            return oaep_sha256_decode(em)
+        return pkcs1_v15_decode(em, implicit_rejection_kdk(key.ir, ciphertext))
+
+    def _decrypt(self, key: _Key, ciphertext: bytes, mechanism: Mechanism, param: Any) -> bytes:
+        """C_Decrypt; every failure is the one DecryptionError (with the lock held)."""
+        try:
+            plaintext: bytes = key.private.decrypt(ciphertext, mechanism=mechanism,
+                                                   mechanism_param=param)
+        except PKCS11Error as exc:
+            self._after_error(exc)
+            raise DecryptionError() from None
+        if len(plaintext) > key.length:
+            raise DecryptionError()
+        return plaintext
+
+    def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes:
+        return self.encrypt(ref, alg, key)
+
+    def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes:
+        return self.decrypt(ref, alg, wrapped)

@@ -1,0 +1,755 @@
+"""The KeyStore conformance suite: every backend (software, PKCS#11 on a SoftHSM2 token)
+gives the same results and the same refusals, with signatures and ciphertexts checked by
+`cryptography` outside the keystore. Then what only the PKCS#11 backend has: the token's
+own view of its keys, destroy in the token, the blob, fork and threads, and the paddings
+it decodes on the host, checked against OpenSSL's.
+
+A PKCS#11 module is initialized once per process with one SOFTHSM2_CONF, so the whole
+module uses one token (and one keystore on it), kept in `_TOKEN` and `_STORES`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from pkcs11.constants import Attribute, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from openkeyvault.crypto import algorithms
+from openkeyvault.crypto.algorithms import AlgorithmError, DecryptionError
+from openkeyvault.crypto.jwk import CURVES, b64u, public_from_jwk, public_jwk
+from openkeyvault.crypto.rsapadding import (
+    implicit_rejection_kdk,
+    oaep_sha256_decode,
+    pkcs1_v15_decode,
+)
+from openkeyvault.keystore.base import (
+    KeyRef,
+    KeySpec,
+    KeyStore,
+    KeyStoreError,
+    KeyStoreUnavailable,
+    PlainKey,
+    StoredKey,
+    WrappedKey,
+)
+from openkeyvault.keystore.pkcs11 import EC_PARAMS, Pkcs11KeyStore
+from openkeyvault.keystore.softhsm import SoftHsmError, SoftToken, ensure_token
+from openkeyvault.keystore.software import SoftwareKeyStore
+
+TOKEN_LABEL = "okv-test"
+_TOKEN: dict[str, SoftToken] = {}
+_STORES: dict[str, Any] = {}
+_KEYS: dict[tuple[str, KeySpec], tuple[StoredKey, KeyRef]] = {}
+_IDS = itertools.count()
+
+RSA2048 = KeySpec("RSA", 2048)
+RSA2048_E3 = KeySpec("RSA", 2048, public_exponent=3)
+RSA3072 = KeySpec("RSA", 3072)
+RSA4096 = KeySpec("RSA", 4096)
+EC_SPECS = {crv: KeySpec("EC", curve=crv) for crv in CURVES}
+P256 = EC_SPECS["P-256"]
+
+HASH = {"256": hashes.SHA256, "56K": hashes.SHA256, "384": hashes.SHA384,
+        "512": hashes.SHA512}
+ES_CURVE = {"ES256": "P-256", "ES256K": "P-256K", "ES384": "P-384", "ES512": "P-521"}
+RSA_SIGN = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+ENCRYPT_ALGS = ["RSA1_5", "RSA-OAEP", "RSA-OAEP-256"]
+DECRYPTION_FAILED = "The ciphertext could not be decrypted with this key."
+
+
+# --- Fixtures and helpers -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def soft_token(tmp_path_factory: pytest.TempPathFactory) -> SoftToken:
+    if "token" not in _TOKEN:
+        try:
+            _TOKEN["token"] = ensure_token(tmp_path_factory.mktemp("softhsm"), TOKEN_LABEL)
+        except SoftHsmError as exc:
+            pytest.fail(f"The PKCS#11 keystore tests need SoftHSM2 ({exc}); `make test` "
+                        "installs it.")
+    return _TOKEN["token"]
+
+
+def _environment(token: SoftToken) -> dict[str, str]:
+    return {"SOFTHSM2_CONF": str(token.conf)}
+
+
+@pytest.fixture(scope="module")
+def p11(soft_token: SoftToken) -> Pkcs11KeyStore:
+    if "pkcs11" not in _STORES:
+        _STORES["pkcs11"] = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin,
+                                           environment=_environment(soft_token))
+    store = _STORES["pkcs11"]
+    assert isinstance(store, Pkcs11KeyStore)
+    return store
+
+
+@pytest.fixture(scope="module", params=["software", "pkcs11"])
+def store(request: pytest.FixtureRequest) -> KeyStore:
+    if request.param == "pkcs11":
+        return request.getfixturevalue("p11")
+    return _STORES.setdefault("software", SoftwareKeyStore())
+
+
+@pytest.fixture(scope="module")
+def token_session(p11: Pkcs11KeyStore, soft_token: SoftToken) -> Iterator[Any]:
+    """A session of the test's own on the token, to look at what the token holds. It needs
+    no PIN: the keystore has logged this process in (login belongs to the process)."""
+    key_for(p11, P256)
+    session = pkcs11.lib(soft_token.module).get_token(token_label=TOKEN_LABEL).open()
+    yield session
+    session.close()
+
+
+def new_ref(store: KeyStore, stored: StoredKey, family: str) -> KeyRef:
+    return KeyRef(f"{store.name}/{next(_IDS)}", family, lambda: stored.blob)
+
+
+def key_for(store: KeyStore, spec: KeySpec) -> tuple[StoredKey, KeyRef]:
+    """One key per backend and spec for the whole module (RSA 4096 is slow to make)."""
+    if (store.name, spec) not in _KEYS:
+        stored = store.generate(spec)
+        _KEYS[store.name, spec] = (stored, new_ref(store, stored, spec.family))
+    return _KEYS[store.name, spec]
+
+
+def digest_for(alg: str, message: bytes = b"conformance") -> bytes:
+    h = hashes.Hash(HASH[alg[-3:]]())
+    h.update(message)
+    return h.finalize()
+
+
+def verify_outside(jwk: dict[str, Any], alg: str, digest: bytes, signature: bytes) -> None:
+    """Check a signature with `cryptography` alone (raises InvalidSignature)."""
+    h = HASH[alg[-3:]]()
+    if alg.startswith("ES"):
+        pub = public_from_jwk(jwk, "EC")
+        assert isinstance(pub, ec.EllipticCurvePublicKey)
+        size = CURVES[ES_CURVE[alg]][1]
+        assert len(signature) == 2 * size
+        der = utils.encode_dss_signature(int.from_bytes(signature[:size], "big"),
+                                         int.from_bytes(signature[size:], "big"))
+        pub.verify(der, digest, ec.ECDSA(utils.Prehashed(h)))
+        return
+    rsa_pub = public_from_jwk(jwk, "RSA")
+    assert isinstance(rsa_pub, rsa.RSAPublicKey)
+    assert len(signature) == rsa_pub.key_size // 8
+    pad: padding.AsymmetricPadding = (
+        padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size) if alg.startswith("PS")
+        else padding.PKCS1v15())
+    rsa_pub.verify(signature, digest, pad, utils.Prehashed(h))
+
+
+def outside_padding(alg: str) -> padding.AsymmetricPadding:
+    if alg == "RSA1_5":
+        return padding.PKCS1v15()
+    h: hashes.HashAlgorithm = hashes.SHA1() if alg == "RSA-OAEP" else hashes.SHA256()
+    return padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None)
+
+
+def rsa_public(stored: StoredKey) -> rsa.RSAPublicKey:
+    pub = public_from_jwk(stored.public, "RSA")
+    assert isinstance(pub, rsa.RSAPublicKey)
+    return pub
+
+
+def raw_encrypt(pub: rsa.RSAPublicKey, em: bytes) -> bytes:
+    """Textbook RSA of an encoded block, to make ciphertexts with whatever padding."""
+    nums = pub.public_numbers()
+    return pow(int.from_bytes(em, "big"), nums.e, nums.n).to_bytes(len(em), "big")
+
+
+def private_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+    jwk = public_jwk(key)
+    if isinstance(key, rsa.RSAPrivateKey):
+        nums = key.private_numbers()
+        for name, value in (("d", nums.d), ("p", nums.p), ("q", nums.q), ("dp", nums.dmp1),
+                            ("dq", nums.dmq1), ("qi", nums.iqmp)):
+            jwk[name] = b64u(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+        return jwk
+    size = CURVES[jwk["crv"]][1]
+    jwk["d"] = b64u(key.private_numbers().private_value.to_bytes(size, "big"))
+    return jwk
+
+
+# --- Every backend ------------------------------------------------------------------------
+
+
+def test_capabilities(store: KeyStore) -> None:
+    caps = store.capabilities()
+    assert caps.families >= {"RSA", "EC"}
+    assert caps.sign == frozenset(algorithms.SIGN)
+    assert caps.encrypt == frozenset(algorithms.ENCRYPT)
+    assert set(caps.curves) == set(CURVES)
+    assert set(caps.rsa_sizes) == {2048, 3072, 4096}
+
+
+@pytest.mark.parametrize("spec", [RSA2048, RSA2048_E3, RSA3072, RSA4096, *EC_SPECS.values()],
+                         ids=lambda s: f"{s.family}-{s.size or s.curve}-{s.public_exponent}")
+def test_generate(store: KeyStore, spec: KeySpec) -> None:
+    stored, _ = key_for(store, spec)
+    pub = public_from_jwk(stored.public, spec.family)
+    if isinstance(pub, rsa.RSAPublicKey):
+        assert set(stored.public) == {"n", "e"}
+        assert pub.key_size == spec.size == stored.size
+        assert pub.public_numbers().e == spec.public_exponent
+    else:
+        assert isinstance(pub, ec.EllipticCurvePublicKey)
+        assert stored.public["crv"] == spec.curve
+        assert stored.size == pub.curve.key_size
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (KeySpec("RSA", 1024), "RSA key size must be one of 2048, 3072, 4096."),
+    (KeySpec("RSA", None), "RSA key size must be one of 2048, 3072, 4096."),
+    (KeySpec("RSA", 2048, public_exponent=5), "The RSA public exponent must be 3 or 65537."),
+    (KeySpec("EC", curve="P-192"), "Unsupported curve; use one of P-256, P-256K, P-384, P-521."),
+    (KeySpec("EC"), "Unsupported curve; use one of P-256, P-256K, P-384, P-521."),
+], ids=["rsa-1024", "rsa-no-size", "exponent-5", "p-192", "no-curve"])
+def test_generate_refusals(store: KeyStore, spec: KeySpec, message: str) -> None:
+    with pytest.raises(KeyStoreError) as err:
+        store.generate(spec)
+    assert str(err.value) == message
+
+
+SIGN_CASES = ([(alg, RSA2048) for alg in RSA_SIGN]
+              + [("RS256", RSA2048_E3), ("PS256", RSA3072), ("RS512", RSA4096),
+                 ("PS512", RSA4096)]
+              + [(alg, EC_SPECS[crv]) for alg, crv in ES_CURVE.items()])
+
+
+@pytest.mark.parametrize(("alg", "spec"), SIGN_CASES,
+                         ids=[f"{a}-{s.size or s.curve}-{s.public_exponent}"
+                              for a, s in SIGN_CASES])
+def test_sign_verifies_outside(store: KeyStore, alg: str, spec: KeySpec) -> None:
+    stored, ref = key_for(store, spec)
+    digest = digest_for(alg)
+    signature = store.sign(ref, alg, digest)
+    verify_outside(stored.public, alg, digest, signature)
+    with pytest.raises(InvalidSignature):
+        verify_outside(stored.public, alg, digest_for(alg, b"other"), signature)
+
+
+@pytest.mark.parametrize(("alg", "spec"), [("RS256", RSA2048), ("PS384", RSA2048),
+                                           ("ES256", P256), ("ES512", EC_SPECS["P-521"])])
+def test_verify_through_keystore(store: KeyStore, alg: str, spec: KeySpec) -> None:
+    _, ref = key_for(store, spec)
+    digest = digest_for(alg)
+    signature = store.sign(ref, alg, digest)
+    assert store.verify(ref, alg, digest, signature) is True
+    tampered = bytes([signature[0] ^ 1]) + signature[1:]
+    assert store.verify(ref, alg, digest, tampered) is False
+    assert store.verify(ref, alg, digest_for(alg, b"other"), signature) is False
+    assert store.verify(ref, alg, digest, signature[:-1]) is False
+
+
+DECRYPT_CASES = ([(alg, RSA2048) for alg in ENCRYPT_ALGS]
+                 + [("RSA1_5", RSA3072), ("RSA-OAEP-256", RSA4096), ("RSA-OAEP", RSA2048_E3)])
+
+
+@pytest.mark.parametrize(("alg", "spec"), DECRYPT_CASES,
+                         ids=[f"{a}-{s.size}-{s.public_exponent}" for a, s in DECRYPT_CASES])
+def test_decrypt_what_cryptography_encrypted(store: KeyStore, alg: str, spec: KeySpec) -> None:
+    stored, ref = key_for(store, spec)
+    pub = rsa_public(stored)
+    limit = pub.key_size // 8 - algorithms.ENCRYPT[alg][1]
+    for size in (0, 1, 32, limit):
+        plaintext = os.urandom(size)
+        ciphertext = pub.encrypt(plaintext, outside_padding(alg))
+        assert store.decrypt(ref, alg, ciphertext) == plaintext
+
+
+@pytest.mark.parametrize("alg", ENCRYPT_ALGS)
+def test_wrap_unwrap_round_trip(store: KeyStore, alg: str) -> None:
+    _, ref = key_for(store, RSA2048)
+    key = os.urandom(32)
+    wrapped = store.wrap(ref, alg, key)
+    assert len(wrapped) == 256
+    assert store.unwrap(ref, alg, wrapped) == key
+    assert store.decrypt(ref, alg, store.encrypt(ref, alg, b"secret")) == b"secret"
+
+
+def _rsa_ref(store: KeyStore) -> KeyRef:
+    return key_for(store, RSA2048)[1]
+
+
+def _ec_ref(store: KeyStore) -> KeyRef:
+    return key_for(store, P256)[1]
+
+
+REFUSALS: list[tuple[str, Callable[[KeyStore], object], type[Exception], str]] = [
+    ("digest-length", lambda s: s.sign(_rsa_ref(s), "RS256", b"\0" * 31), AlgorithmError,
+     "Invalid digest length for RS256: 31 bytes given, 32 expected."),
+    ("digest-length-ec", lambda s: s.sign(_ec_ref(s), "ES256", b"\0" * 48), AlgorithmError,
+     "Invalid digest length for ES256: 48 bytes given, 32 expected."),
+    ("ec-alg-rsa-key", lambda s: s.sign(_rsa_ref(s), "ES256", b"\0" * 32), AlgorithmError,
+     "Algorithm ES256 cannot be used with an RSA key."),
+    ("rsa-alg-ec-key", lambda s: s.sign(_ec_ref(s), "PS256", b"\0" * 32), AlgorithmError,
+     "Algorithm PS256 cannot be used with an EC key."),
+    ("wrong-curve", lambda s: s.sign(_ec_ref(s), "ES384", b"\0" * 48), AlgorithmError,
+     "Algorithm ES384 needs a P-384 key; this key is P-256."),
+    ("wrong-curve-k", lambda s: s.sign(_ec_ref(s), "ES256K", b"\0" * 32), AlgorithmError,
+     "Algorithm ES256K needs a P-256K key; this key is P-256."),
+    ("unknown-sign", lambda s: s.sign(_rsa_ref(s), "XS256", b"\0" * 32), AlgorithmError,
+     "Unknown signature algorithm 'XS256'."),
+    ("unknown-verify", lambda s: s.verify(_ec_ref(s), "HS256", b"\0" * 32, b"\0" * 64),
+     AlgorithmError, "Unknown signature algorithm 'HS256'."),
+    ("verify-digest-length", lambda s: s.verify(_rsa_ref(s), "PS512", b"\0" * 32, b"\0"),
+     AlgorithmError, "Invalid digest length for PS512: 32 bytes given, 64 expected."),
+    ("unknown-encrypt", lambda s: s.encrypt(_rsa_ref(s), "A128KW", b"x"), AlgorithmError,
+     "Unknown encryption algorithm 'A128KW'."),
+    ("unknown-decrypt", lambda s: s.decrypt(_rsa_ref(s), "RSA-OAEP-384", b"\0" * 256),
+     AlgorithmError, "Unknown encryption algorithm 'RSA-OAEP-384'."),
+    ("encrypt-ec", lambda s: s.encrypt(_ec_ref(s), "RSA-OAEP", b"x"), AlgorithmError,
+     "Algorithm RSA-OAEP needs an RSA key."),
+    ("decrypt-ec", lambda s: s.decrypt(_ec_ref(s), "RSA1_5", b"\0" * 256), AlgorithmError,
+     "Algorithm RSA1_5 needs an RSA key."),
+    ("unwrap-ec", lambda s: s.unwrap(_ec_ref(s), "RSA-OAEP-256", b"\0" * 256), AlgorithmError,
+     "Algorithm RSA-OAEP-256 needs an RSA key."),
+    ("too-long-oaep", lambda s: s.encrypt(_rsa_ref(s), "RSA-OAEP", b"\0" * 215), AlgorithmError,
+     "The plaintext is too long for RSA-OAEP with this key: at most 214 bytes."),
+    ("too-long-oaep-256", lambda s: s.wrap(_rsa_ref(s), "RSA-OAEP-256", b"\0" * 191),
+     AlgorithmError, "The plaintext is too long for RSA-OAEP-256 with this key: at most 190 "
+     "bytes."),
+    ("too-long-rsa1_5", lambda s: s.encrypt(_rsa_ref(s), "RSA1_5", b"\0" * 246), AlgorithmError,
+     "The plaintext is too long for RSA1_5 with this key: at most 245 bytes."),
+    *[(f"short-{alg}", (lambda a: lambda s: s.decrypt(_rsa_ref(s), a, b"\1" * 255))(alg),
+       DecryptionError, DECRYPTION_FAILED) for alg in ENCRYPT_ALGS],
+    *[(f"long-{alg}", (lambda a: lambda s: s.unwrap(_rsa_ref(s), a, b"\1" * 257))(alg),
+       DecryptionError, DECRYPTION_FAILED) for alg in ENCRYPT_ALGS],
+    *[(f"empty-{alg}", (lambda a: lambda s: s.decrypt(_rsa_ref(s), a, b""))(alg),
+       DecryptionError, DECRYPTION_FAILED) for alg in ENCRYPT_ALGS],
+    *[(f"above-modulus-{alg}", (lambda a: lambda s: s.decrypt(_rsa_ref(s), a, b"\xff" * 256))(
+        alg), DecryptionError, DECRYPTION_FAILED) for alg in ENCRYPT_ALGS],
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [r[1:] for r in REFUSALS],
+                         ids=[r[0] for r in REFUSALS])
+def test_refusals_say_the_same(store: KeyStore, call: Callable[[KeyStore], object],
+                               error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as err:
+        call(store)
+    assert type(err.value) is error
+    assert str(err.value) == message
+
+
+def test_rsa1_5_bad_padding_gives_pseudo_random_plaintext(store: KeyStore) -> None:
+    stored, ref = key_for(store, RSA2048)
+    pub = rsa_public(stored)
+    rng = random.Random(1)  # the same ciphertexts every run
+    # No 00 separator; block type 01; a separator after only 4 bytes of padding.
+    bad = [b"\x00\x02" + bytes(rng.randrange(1, 256) for _ in range(254)),
+           b"\x00\x01" + rng.randbytes(254),
+           b"\x00\x02" + bytes(rng.randrange(1, 256) for _ in range(4)) + b"\x00"
+           + rng.randbytes(249)]
+    outputs = []
+    for em in bad:
+        ciphertext = raw_encrypt(pub, em)
+        first = store.decrypt(ref, "RSA1_5", ciphertext)
+        assert store.decrypt(ref, "RSA1_5", ciphertext) == first
+        assert store.unwrap(ref, "RSA1_5", ciphertext) == first
+        assert len(first) <= 256 - 11
+        outputs.append(first)
+    assert len(set(outputs)) == len(outputs)
+
+
+@pytest.mark.parametrize("alg", ["RSA-OAEP", "RSA-OAEP-256"])
+def test_oaep_tampered_ciphertext_fails_alike(store: KeyStore, alg: str) -> None:
+    stored, ref = key_for(store, RSA2048)
+    ciphertext = bytearray(rsa_public(stored).encrypt(b"secret", outside_padding(alg)))
+    ciphertext[-1] ^= 1
+    with pytest.raises(DecryptionError) as err:
+        store.decrypt(ref, alg, bytes(ciphertext))
+    assert str(err.value) == DECRYPTION_FAILED
+    # Well-formed RSA, bad OAEP block: a PKCS#1 v1.5 block.
+    v15 = rsa_public(stored).encrypt(b"secret", padding.PKCS1v15())
+    with pytest.raises(DecryptionError):
+        store.decrypt(ref, alg, v15)
+
+
+@pytest.mark.parametrize("kind", ["RSA-2048", "RSA-3072-e3", *CURVES])
+def test_import_key_then_sign(store: KeyStore, kind: str) -> None:
+    if kind.startswith("RSA"):
+        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = rsa.generate_private_key(
+            3 if kind.endswith("e3") else 65537, int(kind[4:8]))
+        family, alg = "RSA", "PS256"
+    else:
+        key = ec.generate_private_key(CURVES[kind][0]())
+        family, alg = "EC", next(a for a, c in ES_CURVE.items() if c == kind)
+    stored = store.import_key(PlainKey(private_jwk(key), family))
+    assert stored.public == public_jwk(key)
+    ref = new_ref(store, stored, family)
+    digest = digest_for(alg)
+    verify_outside(public_jwk(key), alg, digest, store.sign(ref, alg, digest))
+    if isinstance(key, rsa.RSAPrivateKey):
+        ciphertext = store.encrypt(ref, "RSA-OAEP-256", b"imported")
+        assert key.decrypt(ciphertext, outside_padding("RSA-OAEP-256")) == b"imported"
+        theirs = key.public_key().encrypt(b"back", outside_padding("RSA-OAEP"))
+        assert store.decrypt(ref, "RSA-OAEP", theirs) == b"back"
+    store.destroy(ref)
+
+
+@pytest.mark.parametrize(("jwk", "family", "message"), [
+    ({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, "EC",
+     "The JWK has no private key material ('d')."),
+    ({"kty": "EC", "crv": "P-192", "d": "AQ"}, "EC",
+     "Unsupported curve 'P-192'; use one of P-256, P-256K, P-384, P-521."),
+    ({"kty": "oct", "k": "AAAA"}, "oct", "Key type family 'oct' cannot be imported."),
+], ids=["no-d", "bad-curve", "oct"])
+def test_import_key_refusals(store: KeyStore, jwk: dict[str, Any], family: str,
+                             message: str) -> None:
+    with pytest.raises(KeyStoreError) as err:
+        store.import_key(PlainKey(jwk, family))
+    assert str(err.value) == message
+
+
+def test_destroy_twice_is_not_an_error(store: KeyStore) -> None:
+    stored = store.generate(P256)
+    ref = new_ref(store, stored, "EC")
+    store.sign(ref, "ES256", digest_for("ES256"))
+    store.destroy(ref)
+    store.destroy(ref)
+
+
+# --- PKCS#11 only ------------------------------------------------------------------------
+
+
+def _objects(session: Any, stored: StoredKey, cls: ObjectClass | None = None) -> list[Any]:
+    attrs: dict[Attribute, Any] = {Attribute.ID: bytes.fromhex(json.loads(stored.blob)["id"])}
+    if cls is not None:
+        attrs[Attribute.CLASS] = cls
+    return list(session.get_objects(attrs))
+
+
+def test_pkcs11_capabilities(p11: Pkcs11KeyStore) -> None:
+    caps = p11.capabilities()
+    assert caps.hardware is True
+    assert caps.families == frozenset({"RSA", "EC"})
+    assert caps.export is False
+    assert caps.wrapped_import == frozenset()
+    assert set(caps.host_steps) == {"RSA-OAEP-256", "RSA1_5"}
+
+
+def test_pkcs11_curve_parameters_are_the_named_curves() -> None:
+    names = {"P-256": "secp256r1", "P-256K": "secp256k1", "P-384": "secp384r1",
+             "P-521": "secp521r1"}
+    assert {crv: encode_named_curve_parameters(name) for crv, name in names.items()} == EC_PARAMS
+
+
+@pytest.mark.parametrize("spec", [RSA2048, P256, EC_SPECS["P-521"]],
+                         ids=["rsa", "p-256", "p-521"])
+def test_pkcs11_generated_private_key_never_leaves_the_token(
+        p11: Pkcs11KeyStore, token_session: Any, spec: KeySpec) -> None:
+    stored, _ = key_for(p11, spec)
+    [private] = _objects(token_session, stored, ObjectClass.PRIVATE_KEY)
+    [public] = _objects(token_session, stored, ObjectClass.PUBLIC_KEY)
+    assert private[Attribute.SENSITIVE] is True
+    assert private[Attribute.EXTRACTABLE] is False
+    assert private[Attribute.ALWAYS_SENSITIVE] is True
+    assert private[Attribute.NEVER_EXTRACTABLE] is True
+    assert private[Attribute.TOKEN] is True and private[Attribute.PRIVATE] is True
+    assert private[Attribute.SIGN] is True and private[Attribute.DERIVE] is False
+    assert private[Attribute.DECRYPT] is (spec.family == "RSA")
+    assert private[Attribute.UNWRAP] is (spec.family == "RSA")
+    assert public[Attribute.VERIFY] is True and public[Attribute.TOKEN] is True
+    assert public[Attribute.ENCRYPT] is (spec.family == "RSA")
+    key_id = json.loads(stored.blob)["id"]
+    assert private[Attribute.LABEL] == public[Attribute.LABEL] == f"okv-{key_id}"
+    secret = Attribute.PRIVATE_EXPONENT if spec.family == "RSA" else Attribute.VALUE
+    with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+        private[secret]
+
+
+def test_pkcs11_imported_private_key_is_sensitive(p11: Pkcs11KeyStore,
+                                                  token_session: Any) -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    stored = p11.import_key(PlainKey(private_jwk(key), "RSA"))
+    [private] = _objects(token_session, stored, ObjectClass.PRIVATE_KEY)
+    assert private[Attribute.SENSITIVE] is True
+    assert private[Attribute.EXTRACTABLE] is False
+    assert private[Attribute.TOKEN] is True
+    with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+        private[Attribute.PRIME_1]
+    p11.destroy(new_ref(p11, stored, "RSA"))
+
+
+def test_pkcs11_destroy_removes_the_objects(p11: Pkcs11KeyStore, token_session: Any) -> None:
+    stored = p11.generate(RSA2048)
+    ref = new_ref(p11, stored, "RSA")
+    p11.sign(ref, "RS256", digest_for("RS256"))
+    assert len(_objects(token_session, stored)) == 2
+    p11.destroy(ref)
+    assert _objects(token_session, stored) == []
+    with pytest.raises(KeyStoreError) as err:
+        p11.sign(ref, "RS256", digest_for("RS256"))
+    assert str(err.value) == "The key is not in the PKCS#11 token."
+    p11.destroy(ref)
+
+
+def test_pkcs11_key_destroyed_elsewhere_is_gone(p11: Pkcs11KeyStore,
+                                               soft_token: SoftToken) -> None:
+    """A key destroyed by another process while its handle is cached here."""
+    stored = p11.generate(P256)
+    ref = new_ref(p11, stored, "EC")
+    digest = digest_for("ES256")
+    p11.sign(ref, "ES256", digest)
+    token = pkcs11.lib(soft_token.module).get_token(token_label=TOKEN_LABEL)
+    with token.open(rw=True) as session:
+        for obj in _objects(session, stored):
+            obj.destroy()
+    for _ in range(2):  # the stale handle, then the lookup in the token
+        with pytest.raises(KeyStoreError) as err:
+            p11.sign(ref, "ES256", digest)
+        assert str(err.value) == "The key is not in the PKCS#11 token."
+    p11.destroy(ref)
+
+
+@pytest.mark.parametrize("spec", [RSA2048, P256], ids=["rsa", "ec"])
+def test_pkcs11_blob_only_names_the_key(p11: Pkcs11KeyStore, spec: KeySpec) -> None:
+    stored, _ = key_for(p11, spec)
+    doc = json.loads(stored.blob)
+    assert stored.blob == json.dumps(doc, separators=(",", ":")).encode()
+    assert doc["v"] == 1 and doc["family"] == spec.family
+    assert len(bytes.fromhex(doc["id"])) == 16
+    if spec.family == "RSA":
+        assert set(doc) == {"v", "id", "family", "ir"}
+        assert len(base64.b64decode(doc["ir"], validate=True)) == 32
+    else:
+        assert set(doc) == {"v", "id", "family"}
+    assert len(stored.blob) < 150
+
+
+GOOD_ID = "0a" * 16
+GOOD_IR = base64.b64encode(bytes(32)).decode()
+
+
+@pytest.mark.parametrize(("blob", "family"), [
+    (b"", "RSA"), (b"\xff\xfe", "RSA"), (b"[]", "RSA"), (b"{}", "EC"), (b"[" * 5000, "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC"}).encode(), "RSA"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "RSA", "ir": GOOD_IR}).encode(), "EC"),
+    (json.dumps({"v": 2, "id": GOOD_ID, "family": "EC"}).encode(), "EC"),
+    (json.dumps({"v": True, "id": GOOD_ID, "family": "EC"}).encode(), "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID.upper(), "family": "EC"}).encode(), "EC"),
+    (json.dumps({"v": 1, "id": "00" * 15, "family": "EC"}).encode(), "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "d": "AA"}).encode(), "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "RSA"}).encode(), "RSA"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "RSA", "ir": "AAAA"}).encode(), "RSA"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "RSA", "ir": GOOD_IR[:-1] + "!"}).encode(),
+     "RSA"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct"}).encode(), "oct"),
+], ids=["empty", "not-utf8", "list", "no-fields", "deep", "ec-blob-rsa-key", "rsa-blob-ec-key",
+        "version-2", "version-true", "upper-case-id", "short-id", "extra-field", "no-ir",
+        "short-ir", "bad-base64-ir", "oct"])
+def test_pkcs11_bad_blob_is_refused(p11: Pkcs11KeyStore, blob: bytes, family: str) -> None:
+    ref = KeyRef(f"bad/{next(_IDS)}", family, lambda: blob)
+    for call in (lambda: p11.sign(ref, "RS256", b"\0" * 32), lambda: p11.destroy(ref)):
+        with pytest.raises(KeyStoreError) as err:
+            call()
+        assert str(err.value) == "Stored key material has an unexpected type."
+
+
+def test_pkcs11_not_yet_available(p11: Pkcs11KeyStore) -> None:
+    stored, ref = key_for(p11, RSA2048)
+    with pytest.raises(KeyStoreError) as err:
+        p11.import_key(WrappedKey(ref, "CKM_RSA_AES_KEY_WRAP", b"\0" * 512, "RSA"))
+    assert str(err.value) == "Wrapped key import is not available in this keystore yet."
+    with pytest.raises(KeyStoreError) as err:
+        p11.export(key_for(p11, P256)[1], ref, "RSA-OAEP-256")
+    assert str(err.value) == "Keys in this keystore are not exportable."
+
+
+def test_pkcs11_signs_in_a_forked_child(p11: Pkcs11KeyStore) -> None:
+    stored, ref = key_for(p11, P256)
+    digest = digest_for("ES256")
+    p11.sign(ref, "ES256", digest)  # the parent's session and cache are in use
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the signature, or the error, and leave at once
+        code = 1
+        try:
+            os.close(read)
+            signature = p11.sign(ref, "ES256", digest)
+            fresh = p11.generate(RSA2048)
+            fresh_sig = p11.sign(new_ref(p11, fresh, "RSA"), "PS256", digest)
+            p11.destroy(new_ref(p11, fresh, "RSA"))
+            out = {"sig": signature.hex(), "jwk": fresh.public, "fresh": fresh_sig.hex()}
+            code = 0
+        except BaseException as exc:
+            out = {"error": repr(exc)}
+        finally:
+            os.write(write, json.dumps(out).encode())
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        result = json.loads(f.read())
+    _, status = os.waitpid(pid, 0)
+    assert "error" not in result, result
+    assert os.waitstatus_to_exitcode(status) == 0
+    verify_outside(stored.public, "ES256", digest, bytes.fromhex(result["sig"]))
+    verify_outside(result["jwk"], "PS256", digest, bytes.fromhex(result["fresh"]))
+    # The parent's session still works.
+    verify_outside(stored.public, "ES256", digest, p11.sign(ref, "ES256", digest))
+
+
+def test_pkcs11_threads_sign_at_once(p11: Pkcs11KeyStore) -> None:
+    cases = [("PS256", RSA2048), ("RS384", RSA2048), ("ES256", P256),
+             ("ES384", EC_SPECS["P-384"])]
+    keys = {spec: key_for(p11, spec) for _, spec in cases}
+    fresh = [new_ref(p11, keys[RSA2048][0], "RSA") for _ in range(4)]  # cold cache entries
+
+    def sign(i: int) -> tuple[str, dict[str, Any], bytes, bytes]:
+        alg, spec = cases[i % len(cases)]
+        stored, ref = keys[spec]
+        if alg == "PS256" and i < 16:
+            ref = fresh[i % 4]
+        digest = digest_for(alg, str(i).encode())
+        return alg, stored.public, digest, p11.sign(ref, alg, digest)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(sign, range(64)))
+    for alg, jwk, digest, signature in results:
+        verify_outside(jwk, alg, digest, signature)
+
+
+def test_pkcs11_close_then_use_again(p11: Pkcs11KeyStore) -> None:
+    stored, ref = key_for(p11, RSA2048)
+    p11.close()
+    digest = digest_for("RS256")
+    verify_outside(stored.public, "RS256", digest, p11.sign(ref, "RS256", digest))
+
+
+def test_pkcs11_unavailable_module(tmp_path: Path) -> None:
+    store = Pkcs11KeyStore(str(tmp_path / "libnothing.so"), TOKEN_LABEL, lambda: "1234")
+    with pytest.raises(KeyStoreUnavailable) as err:
+        store.generate(P256)
+    assert "could not be loaded" in str(err.value)
+
+
+def test_pkcs11_module_loaded_with_another_environment(p11: Pkcs11KeyStore,
+                                                       soft_token: SoftToken) -> None:
+    key_for(p11, P256)
+    other = Pkcs11KeyStore(soft_token.module, TOKEN_LABEL, soft_token.pin,
+                           environment={"SOFTHSM2_CONF": "/elsewhere/softhsm2.conf"})
+    with pytest.raises(KeyStoreUnavailable) as err:
+        other.generate(P256)
+    assert "another environment" in str(err.value)
+
+
+def test_pkcs11_unknown_token(p11: Pkcs11KeyStore, soft_token: SoftToken) -> None:
+    key_for(p11, P256)
+    other = Pkcs11KeyStore(soft_token.module, "no-such-token", soft_token.pin,
+                           environment=_environment(soft_token))
+    with pytest.raises(KeyStoreUnavailable) as err:
+        other.generate(P256)
+    assert str(err.value) == "There is no PKCS#11 token labelled 'no-such-token'."
+
+
+def test_pkcs11_wrong_pin_is_refused(p11: Pkcs11KeyStore, soft_token: SoftToken) -> None:
+    key_for(p11, P256)
+    wrong = "wrong-" + soft_token.pin()[:4]
+    other = Pkcs11KeyStore(soft_token.module, TOKEN_LABEL, lambda: wrong,
+                           environment=_environment(soft_token))
+    with pytest.raises(KeyStoreUnavailable) as err:
+        other.generate(P256)
+    assert wrong not in str(err.value) and soft_token.pin() not in str(err.value)
+
+    def unreadable() -> str:
+        raise OSError(f"no such file: {soft_token.pin()}")
+
+    broken = Pkcs11KeyStore(soft_token.module, TOKEN_LABEL, unreadable,
+                            environment=_environment(soft_token))
+    with pytest.raises(KeyStoreUnavailable) as err:
+        broken.generate(P256)
+    assert str(err.value) == "The PKCS#11 PIN could not be read."
+
+    def unset() -> str:
+        raise KeyStoreUnavailable("the environment variable OKV_PIN is not set")
+
+    missing = Pkcs11KeyStore(soft_token.module, TOKEN_LABEL, unset,
+                             environment=_environment(soft_token))
+    with pytest.raises(KeyStoreUnavailable) as err:
+        missing.generate(P256)
+    assert str(err.value) == "the environment variable OKV_PIN is not set"
+
+
+def test_pkcs11_a_second_keystore_on_the_token_shares_the_login(
+        p11: Pkcs11KeyStore, soft_token: SoftToken) -> None:
+    stored, ref = key_for(p11, P256)
+    second = Pkcs11KeyStore(soft_token.module, TOKEN_LABEL, soft_token.pin,
+                            environment=_environment(soft_token), label_prefix="other")
+    digest = digest_for("ES256")
+    verify_outside(stored.public, "ES256", digest, second.sign(ref, "ES256", digest))
+    second.close()  # does not log the first keystore out
+    verify_outside(stored.public, "ES256", digest, p11.sign(ref, "ES256", digest))
+
+
+# --- The paddings decoded on the host, against OpenSSL ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 2048)
+
+
+def _raw_decrypt(key: rsa.RSAPrivateKey, ciphertext: bytes) -> bytes:
+    nums = key.private_numbers()
+    n = nums.public_numbers.n
+    return pow(int.from_bytes(ciphertext, "big"), nums.d, n).to_bytes(len(ciphertext), "big")
+
+
+def test_pkcs11_host_pkcs1_v15_decode_is_openssls_implicit_rejection(
+        host_key: rsa.RSAPrivateKey) -> None:
+    """With OpenSSL's key-derivation secret (SHA-256 of the private exponent), the host
+    decoder gives what OpenSSL's implicit rejection gives, good padding or bad."""
+    k = 256
+    secret = hashlib.sha256(host_key.private_numbers().d.to_bytes(k, "big")).digest()
+    pub = host_key.public_key()
+    rng = random.Random(7)
+    blocks = [
+        b"\x00\x02" + bytes(rng.randrange(1, 256) for _ in range(254)),  # no separator
+        b"\x00\x02" + bytes(rng.randrange(1, 256) for _ in range(7)) + b"\x00" + bytes(246),
+        b"\x00\x02" + bytes(rng.randrange(1, 256) for _ in range(8)) + b"\x00" + bytes(245),
+        b"\x00\x02" + bytes(rng.randrange(1, 256) for _ in range(253)) + b"\x00",  # empty
+        b"\x01\x02" + bytes(rng.randrange(1, 256) for _ in range(10)) + b"\x00" + bytes(243),
+        b"\x00\x01" + b"\xff" * 10 + b"\x00" + bytes(243),
+        *(b"\x00" + rng.randbytes(255) for _ in range(40)),
+    ]
+    ciphertexts = [raw_encrypt(pub, em) for em in blocks]
+    ciphertexts += [pub.encrypt(os.urandom(n), padding.PKCS1v15()) for n in (0, 1, 100, 245)]
+    for ciphertext in ciphertexts:
+        mine = pkcs1_v15_decode(_raw_decrypt(host_key, ciphertext),
+                                implicit_rejection_kdk(secret, ciphertext))
+        assert mine == host_key.decrypt(ciphertext, padding.PKCS1v15())
+
+
+def test_pkcs11_host_oaep_sha256_decode(host_key: rsa.RSAPrivateKey) -> None:
+    pub = host_key.public_key()
+    for n in (0, 1, 64, 190):
+        message = os.urandom(n)
+        em = _raw_decrypt(host_key, pub.encrypt(message, outside_padding("RSA-OAEP-256")))
+        assert oaep_sha256_decode(em) == message
+        for i in (0, 1, 40, 255):  # first byte, seed, label hash, message end
+            tampered = bytearray(em)
+            tampered[i] ^= 0x40
+            with pytest.raises(DecryptionError):
+                oaep_sha256_decode(bytes(tampered))
+    for em in (bytes(256), b"\x00" + bytes(65), bytes(10)):
+        with pytest.raises(DecryptionError):
+            oaep_sha256_decode(em)
