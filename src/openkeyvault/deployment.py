@@ -189,7 +189,8 @@ class Deployment:
             managed_hsms=managed_hsms,
             vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
-            keys=KeyService(repo, barrier, authorizer, clock, backups, keystores(settings)),
+            keys=KeyService(repo, barrier, authorizer, clock, backups,
+                            keystores(settings, deployment_id)),
             identities=identities,
             assertions=ClientAssertions(directory, tokens, identities, clock),
             issuers=cert_issuers,
@@ -211,6 +212,8 @@ class Deployment:
             "usage-snapshots": self._usage_snapshots,
             "purge-expired": lambda: purge_expired(self.repo, self.clock),
             "deleted-vaults": self.vaults.purge_expired,
+            # After the purges: the HSM keys their versions named are destroyed.
+            "hsm-orphans": self.keys.destroy_orphans,
             "key-rotation": self.keys.run_policies,
             "certificate-lifetime-actions": self.certificates.run_lifetime_actions,
             "token-signing-keys": self._token_key_upkeep,

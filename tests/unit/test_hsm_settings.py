@@ -14,6 +14,7 @@ from openkeyvault.keystore import softhsm
 from openkeyvault.keystore.base import KeyStoreUnavailable
 from openkeyvault.keystore.configured import DEV_TOKEN_LABEL, keystores, pin_reader
 
+DEPLOYMENT = "3f2c1e0a-9b8d-4c7e-a6f5-0123456789ab"
 BASE = """[server]\ndata_dir = "data"\n[tls]\ncertificate = "tls.crt"\nkey = "tls.key"
 [seal]\ntype = "shamir"\nshares = 3\nthreshold = 2\n"""
 
@@ -73,7 +74,7 @@ def test_the_dev_token_is_made_once(tmp_path: Path) -> None:
     assert softhsm.find_module() is not None, "SoftHSM2 is missing: `make test` installs it"
     assert softhsm.existing_token(tmp_path, DEV_TOKEN_LABEL) is None
     settings = Settings(data_dir=tmp_path, dev=True)
-    assert set(keystores(settings)) == {"software"}  # no token yet: HSM types refused
+    assert set(keystores(settings, DEPLOYMENT)) == {"software"}  # no token yet: HSM types refused
     token = softhsm.ensure_token(tmp_path, DEV_TOKEN_LABEL)
     assert token.conf.read_text().startswith(f"directories.tokendir = {tmp_path}/softhsm/")
     assert stat.S_IMODE(token.pin_file.stat().st_mode) == 0o600
@@ -82,11 +83,11 @@ def test_the_dev_token_is_made_once(tmp_path: Path) -> None:
     again = softhsm.ensure_token(tmp_path, DEV_TOKEN_LABEL)  # a restart writes nothing
     assert again == token
     assert (token.pin_file.stat().st_mtime_ns, token.conf.stat().st_mtime_ns) == stamp
-    stores = keystores(settings)
+    stores = keystores(settings, DEPLOYMENT)
     assert list(stores) == ["software", "pkcs11"]
     assert [s.capabilities().hardware for s in stores.values()] == [False, True]
     # a production deployment never uses a dev token it finds
-    assert set(keystores(Settings(data_dir=tmp_path, dev=False))) == {"software"}
+    assert set(keystores(Settings(data_dir=tmp_path, dev=False), DEPLOYMENT)) == {"software"}
 
 
 def test_without_softhsm_the_token_cannot_be_made(tmp_path: Path,

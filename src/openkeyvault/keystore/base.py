@@ -36,6 +36,9 @@ class StoredKey:
     public: dict[str, Any]  # n/e or crv/x/y, base64url (empty for oct)
     blob: bytes  # opaque to everyone but the backend
     size: int  # RSA modulus bits, EC field bits or AES key bits
+    # The public name of what the backend holds outside storage for this key (an HSM's
+    # object id), as `held()` lists it; None when storage's blob is all there is.
+    handle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,13 @@ class KeyStore(Protocol):
     def destroy(self, ref: KeyRef) -> None:
         """Remove the key from the backend for good (purge). Destroying a key that is
         already gone is not an error."""
+
+    def held(self) -> frozenset[str]:
+        """The handles of every key this backend holds outside storage for this
+        deployment (empty for a backend that holds none)."""
+
+    def destroy_held(self, handle: str) -> None:
+        """Destroy a held key by its handle (one no key version names any more)."""
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         """The key's private material wrapped to `wrapping` (a public key) with `alg`."""

@@ -16,17 +16,19 @@ from openkeyvault.keystore.software import SoftwareKeyStore
 DEV_TOKEN_LABEL = "okv-dev"  # noqa: S105 - a label, not a secret
 
 
-def keystores(settings: Settings) -> dict[str, KeyStore]:
+def keystores(settings: Settings, deployment_id: str) -> dict[str, KeyStore]:
     """By name; the software keystore first. Nothing is loaded here: an HSM keystore
-    opens its module and session on first use (in each worker process)."""
+    opens its module and session on first use (in each worker process). The HSM's
+    objects are labelled with the deployment's id, so deployments sharing a token never
+    take each other's keys for their own."""
     out: dict[str, KeyStore] = {"software": SoftwareKeyStore()}
-    hsm = hsm_keystore(settings)
+    hsm = hsm_keystore(settings, deployment_id)
     if hsm is not None:
         out[hsm.name] = hsm
     return out
 
 
-def hsm_keystore(settings: Settings) -> KeyStore | None:
+def hsm_keystore(settings: Settings, deployment_id: str) -> KeyStore | None:
     """The PKCS#11 keystore of the [pkcs11] settings, else a dev server's SoftHSM2 token,
     else None (HSM key types are then refused)."""
     if settings.pkcs11:
@@ -41,7 +43,13 @@ def hsm_keystore(settings: Settings) -> KeyStore | None:
         return None
     from openkeyvault.keystore.pkcs11 import Pkcs11KeyStore  # python-pkcs11 only if used
 
-    return Pkcs11KeyStore(module, label, pin, environment=environment)
+    return Pkcs11KeyStore(module, label, pin, environment=environment,
+                          label_prefix=label_prefix(deployment_id))
+
+
+def label_prefix(deployment_id: str) -> str:
+    """What the CKA_LABEL of this deployment's HSM keys starts with."""
+    return f"okv-{deployment_id.replace('-', '')[:16]}"
 
 
 def pin_reader(conf: dict[str, Any]) -> Callable[[], str]:

@@ -554,7 +554,8 @@ class Pkcs11KeyStore:
 
     def _stored(self, key_id: bytes, family: str, public: PublicKey) -> StoredKey:
         ir = secrets.token_bytes(IR_BYTES) if family == RSA else b""
-        return StoredKey(public_jwk(public), _blob(key_id, family, ir), _key_size(public))
+        return StoredKey(public_jwk(public), _blob(key_id, family, ir), _key_size(public),
+                         handle=key_id.hex())
 
     def generate(self, spec: KeySpec) -> StoredKey:
         if spec.family == RSA:
@@ -644,10 +645,34 @@ class Pkcs11KeyStore:
             self._cache.pop(ref.cache_id, None)
 
     @staticmethod
-    def _destroy_objects(session: Any, key_id: bytes) -> None:
+    def _destroy_objects(session: Any, key_id: bytes, label: str | None = None) -> None:
         for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-            for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id})):
+            found: dict[Attribute, Any] = {Attribute.CLASS: cls, Attribute.ID: key_id}
+            if label is not None:
+                found[Attribute.LABEL] = label
+            for obj in list(session.get_objects(found)):
                 obj.destroy()
+
+    def held(self) -> frozenset[str]:
+        """The CKA_IDs (hex) of the key objects labelled with this keystore's prefix."""
+        start = f"{self._prefix}-"
+        with _LOCK:
+            session = self._open()
+            return self._call(lambda: frozenset(
+                obj[Attribute.ID].hex()
+                for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                for obj in session.get_objects({Attribute.CLASS: cls})
+                if str(obj[Attribute.LABEL]).startswith(start)))
+
+    def destroy_held(self, handle: str) -> None:
+        """Destroy the objects with this CKA_ID (hex) that carry this keystore's label."""
+        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+            raise KeyStoreError("Not a key handle of this keystore.")
+        key_id = bytes.fromhex(handle)
+        with _LOCK:
+            session = self._open()
+            self._call(lambda: self._destroy_objects(session, key_id, self._label(key_id)))
+            self._cache.clear()  # rare (a clean-up job): no need to find the one entry
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         raise KeyStoreError("Keys in this keystore are not exportable.")

@@ -83,6 +83,12 @@ class SoftwareKeyStore:
         """Nothing is held outside storage: dropping the cached object is all."""
         self.forget(ref.cache_id)
 
+    def held(self) -> frozenset[str]:
+        return frozenset()
+
+    def destroy_held(self, handle: str) -> None:
+        raise KeyStoreError("The software keystore holds no key outside storage.")
+
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         raise KeyStoreError("Keys in this keystore are not exportable.")
 

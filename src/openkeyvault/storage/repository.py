@@ -475,6 +475,18 @@ class Repository(Store):
         return self.list_versions(vault_id, collection, name_lc, None, 1_000_000,
                                   deleted=deleted)
 
+    def key_handles(self, keystore: str) -> set[str]:
+        """The handles (props "handle") of every key version, live or soft-deleted, in
+        any vault, that keystore `keystore` holds: what an HSM must keep."""
+        marker = json.dumps({"keystore": keystore})[1:-1]  # as json.dumps writes props
+        q = (select(versions.c.props)
+             .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
+             .where(objects.c.collection == "keys", versions.c.props.contains(marker, autoescape=True)))
+        with self._r.connect() as c:
+            found = (_parsed(text) for (text,) in c.execute(q))
+            return {str(p["handle"]) for p in found
+                    if p.get("keystore") == keystore and p.get("handle")}
+
     def soft_delete(self, vault_id: int, collection: str, name_lc: str, now: int,
                     purge_at: int) -> bool:
         with self._write() as c:

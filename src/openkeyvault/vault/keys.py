@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,12 @@ OPERATIONS: dict[str, tuple[str, str, bool]] = {
     "verify": ("KeyVerify", "verify", False),
 }
 
+# A key an HSM holds that no key version names (purged by retention or with its vault,
+# or made just before a crash kept it from being stored) is destroyed once scans at
+# least this many seconds apart have both found it unnamed (OKV_HSM_ORPHAN_GRACE).
+ORPHAN_GRACE_ENV = "OKV_HSM_ORPHAN_GRACE"
+DEFAULT_ORPHAN_GRACE = 600.0
+
 DEFAULT_NOTIFY = {"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}
 MIN_ROTATE_AFTER_CREATE = 7 * DAY
 MIN_BEFORE_EXPIRY = 7 * DAY
@@ -91,6 +98,8 @@ class KeyService(ObjectService[KeyBundle]):
         new keys go to the first whose hardware protection matches the key type's."""
         super().__init__(repo, barrier, authorizer, clock, backups)
         self._keystores = keystores
+        self._orphans: dict[tuple[str, str], float] = {}  # (keystore, handle) → first seen
+        self._last_scan = float("-inf")
         self._makers = {hardware: next((k for k in keystores.values()
                                         if k.capabilities().hardware is hardware), None)
                         for hardware in (False, True)}
@@ -153,7 +162,8 @@ class KeyService(ObjectService[KeyBundle]):
             name=name, version=version, created=now, updated=now, enabled=enabled, nbf=nbf,
             exp=exp, tags=tags, sealed=sealed, key_version=key_version,
             props={"kty": kty, "key_ops": key_ops, "public": stored.public, "size": stored.size,
-                   "keystore": keystore},
+                   "keystore": keystore,
+                   **({"handle": stored.handle} if stored.handle is not None else {})},
         )
 
     def _store(self, vault: VaultRecord, rec: VersionRecord,
@@ -396,6 +406,36 @@ class KeyService(ObjectService[KeyBundle]):
         store = self._keystores.get(rec.props.get("keystore", "software"))
         return store is not None and store.capabilities().hardware
 
+    def destroy_orphans(self) -> int:
+        """Destroy the keys HSM keystores hold that no key version names any more, once
+        two scans at least the grace apart found each unnamed (a scheduled job: a purge
+        by retention or of a whole vault removes the rows only). Returns how many."""
+        grace = orphan_grace()
+        now = time.monotonic()
+        if now - self._last_scan < grace / 2:
+            return 0
+        self._last_scan = now
+        destroyed = 0
+        unnamed: set[tuple[str, str]] = set()
+        for store in self._keystores.values():
+            if not store.capabilities().hardware:
+                continue
+            held = store.held()  # first: a key stored after this is named below
+            named = self._repo.key_handles(store.name)
+            unnamed |= {(store.name, h) for h in held - named}
+        for found in list(self._orphans):
+            if found not in unnamed:
+                del self._orphans[found]  # named again, or gone
+        for name, handle in unnamed:
+            first = self._orphans.setdefault((name, handle), now)
+            if now - first >= grace:
+                self._keystores[name].destroy_held(handle)
+                del self._orphans[name, handle]
+                destroyed += 1
+                log.info("keys: destroyed an HSM key no key version names (keystore '%s', "
+                         "handle %s)", name, handle)
+        return destroyed
+
     def close(self) -> None:
         """Close the keystores' sessions (a deployment closing)."""
         for store in self._keystores.values():
@@ -542,6 +582,15 @@ class _keystore_faults:  # noqa: N801 - used as a `with` block, like contextlib'
                               "Retry later.") from None
         if isinstance(exc, ValueError):
             raise BadParameter(f"{self.prefix}{exc}") from None
+
+
+def orphan_grace() -> float:
+    """OKV_HSM_ORPHAN_GRACE seconds (0.1 to 86400), else the default."""
+    try:
+        value = float(os.environ.get(ORPHAN_GRACE_ENV, DEFAULT_ORPHAN_GRACE))
+    except ValueError:
+        return DEFAULT_ORPHAN_GRACE
+    return value if 0.1 <= value <= 86_400 else DEFAULT_ORPHAN_GRACE
 
 
 def _bounded(value: bytes, field: str) -> bytes:

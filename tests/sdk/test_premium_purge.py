@@ -1,0 +1,78 @@
+"""HSM keys whose versions storage no longer names are destroyed in the token by the
+scheduled clean-up: a purged vault's keys (a vault purge removes its rows), after two
+scans a grace apart (OKV_HSM_ORPHAN_GRACE, short here), while a soft-deleted vault's
+keys stay (the vault can be recovered). Checked in the token itself."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.keys import KeyClient
+
+from tests.sdk.clients import unique
+from tests.sdk.keys_support import environment
+from tests.support.dns import localhost_subdomains
+from tests.support.server import DevServer, running
+from tests.support.softhsm import token_objects
+
+GRACE = 0.5
+DEADLINE = 30.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OKV_SCHEDULER_INTERVAL", "0.2")
+    mp.setenv("OKV_HSM_ORPHAN_GRACE", str(GRACE))
+    try:
+        with running(tmp_path_factory.mktemp("orphans") / "data") as started:
+            yield started
+    finally:
+        mp.undo()
+
+
+def ids(server: DevServer) -> set[str]:
+    return {str(o["id"]) for o in token_objects(server.data_dir)}
+
+
+def wait_for(what: str, check: object) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    pytest.fail(f"not within {DEADLINE:.0f}s: {what}")
+
+
+@pytest.fixture(scope="module")
+def env(server: DevServer) -> Iterator[dict[str, str]]:
+    yield from environment(server)
+
+
+def test_a_purged_vaults_hsm_keys_leave_the_token(server: DevServer,
+                                                  env: dict[str, str]) -> None:
+    kept, purged = unique("keep")[:20], unique("gone")[:20]
+    made: dict[str, set[str]] = {}
+    with localhost_subdomains():
+        for vault in (kept, purged):
+            done = server.okv("vault", "create", vault, "--sku", "premium")
+            assert done.returncode == 0, done.stderr
+            before = ids(server)
+            kc = KeyClient(server.vault_url(vault), DefaultAzureCredential())
+            kc.create_rsa_key(unique("k"), size=2048, hardware_protected=True)
+            kc.create_ec_key(unique("k"), curve="P-256", hardware_protected=True)
+            made[vault] = ids(server) - before
+            assert len(made[vault]) == 2  # a private and a public object share an id
+    for vault in (kept, purged):
+        assert server.okv("vault", "delete", vault).returncode == 0
+    # deleted, not purged: several grace periods later, every key is still there
+    time.sleep(6 * GRACE)
+    assert made[kept] | made[purged] <= ids(server)
+    assert server.okv("vault", "purge", purged).returncode == 0
+    gone = made[purged]
+    wait_for("the purged vault's keys are destroyed", lambda: not gone & ids(server))
+    assert made[kept] <= ids(server)
+    assert "destroyed an HSM key no key version names" in server.log()
