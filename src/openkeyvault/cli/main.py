@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from openkeyvault.cli import audit, azsetup, ca, events, operator, throttle, trust, usage, vaults
+from openkeyvault.cli import (
+    audit,
+    azsetup,
+    byok,
+    ca,
+    events,
+    operator,
+    throttle,
+    trust,
+    usage,
+    vaults,
+)
 from openkeyvault.cli.settings import settings_for
 from openkeyvault.config import (
     DEFAULT_IDLE_TIMEOUT,
@@ -69,6 +80,7 @@ operator.register(app)
 audit.register(app, _settings)
 throttle.register(vault_app, _settings)
 usage.register(app, _settings)
+byok.register(app)
 
 
 @app.command()

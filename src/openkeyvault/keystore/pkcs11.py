@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import pkcs11
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pkcs11.constants import Attribute, MechanismFlag, ObjectClass
+from pkcs11.constants import DEFAULT, Attribute, MechanismFlag, ObjectClass
 from pkcs11.exceptions import (
     DeviceRemoved,
     KeyHandleInvalid,
@@ -67,8 +67,9 @@ from pkcs11.exceptions import (
 )
 from pkcs11.mechanisms import MGF, KeyType, Mechanism
 
-from openkeyvault.crypto import algorithms
+from openkeyvault.crypto import algorithms, ecrecover
 from openkeyvault.crypto.algorithms import AlgorithmError, DecryptionError, SignAlg
+from openkeyvault.crypto.ecrecover import RecoveryError
 from openkeyvault.crypto.jwk import (
     CURVES,
     RSA_SIZES,
@@ -135,6 +136,14 @@ _PRIVATE_TEMPLATE: dict[Attribute, Any] = {
     Attribute.EXTRACTABLE: False, Attribute.DERIVE: False,
 }
 _PUBLIC_TEMPLATE: dict[Attribute, Any] = {Attribute.TOKEN: True, Attribute.PRIVATE: False}
+# python-pkcs11 sets every capability attribute on an unwrapped key; a private key may not
+# carry the public-key ones, so they are left out (DEFAULT drops an attribute).
+_UNSET_CAPABILITIES: dict[Attribute, Any] = {
+    Attribute.ENCRYPT: DEFAULT, Attribute.VERIFY: DEFAULT, Attribute.WRAP: DEFAULT,
+    Attribute.DECRYPT: DEFAULT, Attribute.UNWRAP: DEFAULT,
+}
+_UNWRAP_FAILED = ("The wrapped key could not be unwrapped with the key-exchange key: it is "
+                  "damaged, wrapped to another key, or not a key of the given type and size.")
 
 # Errors after which the session cannot be trusted: the keystore drops its session and
 # cache, and the next call starts again.
@@ -603,10 +612,11 @@ class Pkcs11KeyStore:
         return public
 
     def import_key(self, material: PlainKey | WrappedKey) -> StoredKey:
-        """Create the token objects of a key given in the clear; the Python key object is
-        dropped as soon as its numbers are in the templates."""
+        """Create the token objects of a key given in the clear (the Python key object is
+        dropped as soon as its numbers are in the templates), or unwrap one inside the
+        token (`WrappedKey`, bring-your-own-key)."""
         if isinstance(material, WrappedKey):
-            raise KeyStoreError("Wrapped key import is not available in this keystore yet.")
+            return self._import_wrapped(material)
         try:
             key = private_from_jwk(material.jwk, material.family)
         except JwkError as exc:
@@ -623,6 +633,85 @@ class Pkcs11KeyStore:
             session = self._open()
             self._call(lambda: self._create_pair(session, private, public_attrs))
         return self._stored(key_id, material.family, public)
+
+    def _import_wrapped(self, material: WrappedKey) -> StoredKey:
+        """CKM_RSA_AES_KEY_WRAP in two token steps, so the key never exists on the host:
+        the KEK's private key unwraps the ephemeral AES key (CKM_RSA_PKCS_OAEP, SHA-1) into
+        a session object, which unwraps the PKCS#8 key (CKM_AES_KEY_WRAP_PAD) into a
+        sensitive, non-extractable token object. The public object is then made from the
+        private object's public attributes (RSA) or recovered from two signatures the new
+        key makes (EC: a token gives no public point for an unwrapped EC key)."""
+        if material.alg != "CKM_RSA_AES_KEY_WRAP":
+            raise KeyStoreError(f"Unsupported key wrapping '{material.alg[:32]}'; use "
+                                "CKM_RSA_AES_KEY_WRAP.")
+        if material.family not in (RSA, EC):
+            raise KeyStoreError(f"Key type family '{material.family}' cannot be imported.")
+        key_id = secrets.token_bytes(ID_BYTES)
+        with _LOCK:
+            session = self._open()
+            kek = self._key(material.kek)
+            if kek.family != RSA or len(material.blob) <= kek.length:
+                raise KeyStoreError(_UNWRAP_FAILED)
+            wrapped_aes, wrapped_key = material.blob[:kek.length], material.blob[kek.length:]
+            try:
+                public = self._call(lambda: self._unwrap_pair(
+                    session, kek, wrapped_aes, wrapped_key, material.family, key_id))
+            except (KeyStoreError, RecoveryError):
+                with contextlib.suppress(PKCS11Error):
+                    self._destroy_objects(session, key_id)
+                raise KeyStoreError(_UNWRAP_FAILED) from None
+        return self._stored(key_id, material.family, public)
+
+    def _unwrap_pair(self, session: Any, kek: _Key, wrapped_aes: bytes, wrapped_key: bytes,
+                     family: str, key_id: bytes) -> PublicKey:
+        aes = kek.private.unwrap_key(
+            ObjectClass.SECRET_KEY, KeyType.AES, wrapped_aes,
+            mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=_OAEP_SHA1, store=False,
+            capabilities=MechanismFlag.UNWRAP,
+            template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
+        try:
+            private = aes.unwrap_key(
+                ObjectClass.PRIVATE_KEY, KeyType.RSA if family == RSA else KeyType.EC,
+                wrapped_key, mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
+                label=self._label(key_id), template={
+                    **_UNSET_CAPABILITIES, **_PRIVATE_TEMPLATE, Attribute.SIGN: True,
+                    **({Attribute.DECRYPT: True, Attribute.UNWRAP: True}
+                       if family == RSA else {})})
+        finally:
+            aes.destroy()
+        names = {Attribute.ID: key_id, Attribute.LABEL: self._label(key_id),
+                 Attribute.CLASS: ObjectClass.PUBLIC_KEY, **_PUBLIC_TEMPLATE}
+        if family == RSA:
+            modulus = bytes(private[Attribute.MODULUS])
+            if len(modulus) * 8 not in RSA_SIZES:
+                raise KeyStoreError(_UNWRAP_FAILED)
+            session.create_object({
+                **names, Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: modulus,
+                Attribute.PUBLIC_EXPONENT: bytes(private[Attribute.PUBLIC_EXPONENT]),
+                Attribute.VERIFY: True, Attribute.ENCRYPT: True, Attribute.WRAP: True})
+        else:
+            params = bytes(private[Attribute.EC_PARAMS])
+            crv = _CURVE_BY_PARAMS.get(params)
+            if crv is None:
+                raise KeyStoreError(_UNWRAP_FAILED)
+            size = CURVES[crv][1]
+            hash_cls = ecrecover.HASHES[crv]
+            signed = []
+            for text in (b"okv: recover the public key (1)", b"okv: recover the public key (2)"):
+                h = hashes.Hash(hash_cls())
+                h.update(text)
+                digest = h.finalize()
+                signed.append((digest, _ecdsa_raw(private.sign(digest,
+                                                               mechanism=Mechanism.ECDSA),
+                                                  size)))
+            recovered = ecrecover.recover(crv, signed)
+            pn = recovered.public_numbers()
+            point = b"\x04" + _uint(pn.x, size) + _uint(pn.y, size)
+            session.create_object({
+                **names, Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: params,
+                Attribute.EC_POINT: _octet_string(point), Attribute.VERIFY: True})
+        public_obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
+        return _public_key(public_obj, family)
 
     @staticmethod
     def _create_pair(session: Any, private: dict[Attribute, Any],

@@ -481,7 +481,8 @@ class Repository(Store):
         marker = json.dumps({"keystore": keystore})[1:-1]  # as json.dumps writes props
         q = (select(versions.c.props)
              .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
-             .where(objects.c.collection == "keys", versions.c.props.contains(marker, autoescape=True)))
+             .where(objects.c.collection == "keys",
+                    versions.c.props.contains(marker, autoescape=True)))
         with self._r.connect() as c:
             found = (_parsed(text) for (text,) in c.execute(q))
             return {str(p["handle"]) for p in found

@@ -23,6 +23,7 @@ from openkeyvault.keystore.base import (
     KeyStoreUnavailable,
     PlainKey,
     StoredKey,
+    WrappedKey,
 )
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, BarrierError, vault_owner
@@ -34,7 +35,7 @@ from openkeyvault.storage.records import (
     VersionRecord,
 )
 from openkeyvault.storage.repository import Repository
-from openkeyvault.vault import durations, keytypes, names
+from openkeyvault.vault import byok, durations, keytypes, names
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, Forbidden, Unavailable
@@ -195,7 +196,8 @@ class KeyService(ObjectService[KeyBundle]):
         self._check(caller, "KeyCreate", name)
         kty, family, hardware = self._kty(caller, request.kty)
         spec = self._spec(family, request)
-        key_ops = keytypes.check_key_ops(request.key_ops, family)
+        key_ops = keytypes.check_key_ops(request.key_ops, family,
+                                         exchange=hardware and family == "RSA")
         return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
                              request.tags, request.release_policy,
                              lambda store: store.generate(spec), "")
@@ -242,11 +244,45 @@ class KeyService(ObjectService[KeyBundle]):
         jwk = request.key
         kty, family, hardware = self._kty(caller, jwk.kty, bool(request.hsm))
         key_ops = keytypes.check_key_ops(jwk.key_ops, family)
-        material = PlainKey(jwk.members(), family)
+        material: PlainKey | WrappedKey
+        if jwk.key_hsm is not None:
+            if not hardware:
+                raise BadParameter("key_hsm (a bring-your-own-key transfer blob) imports "
+                                   "into an HSM: use kty RSA-HSM or EC-HSM.")
+            material = self._transfer_blob(caller, jwk.key_hsm, family)
+        else:
+            material = PlainKey(jwk.members(), family)
         return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
                              request.tags, request.release_policy,
                              lambda store: store.import_key(material),
                              "The key could not be imported: ")
+
+    def _transfer_blob(self, caller: Caller, key_hsm: str, family: str) -> WrappedKey:
+        """The wrapped key of a .byok transfer blob, with its key-exchange key: an RSA-HSM
+        key of this vault whose key_ops are exactly ['import'] (byok.py reads the blob)."""
+        blob = byok.parse(key_hsm)
+        kek = self._find_kek(caller, blob.kid)
+        return WrappedKey(self._ref(caller.vault, kek), blob.enc, blob.ciphertext, family)
+
+    def _find_kek(self, caller: Caller, kid: str) -> VersionRecord:
+        name, version = byok.kek_name(kid, caller.vault.name)
+        rec = None
+        if names.OBJECT_NAME.fullmatch(name) and len(version) <= 64:
+            rec = self._repo.get_version(caller.vault.id, KIND.collection, name.lower(),
+                                         version)
+        if rec is None:
+            raise BadParameter(f"The key-exchange key '{kid[:200]}' is not a key of this "
+                               "vault.")
+        if rec.props.get("kty") != "RSA-HSM" or rec.props.get("key_ops") != \
+                keytypes.EXCHANGE_OPS or not self._held_outside(rec):
+            raise BadParameter("The key-exchange key must be an RSA-HSM key of this vault "
+                               "whose key_ops are exactly ['import'].")
+        if not rec.enabled:
+            raise Forbidden("The key-exchange key is disabled.", inner="KeyDisabled")
+        now = self._now()
+        if (rec.exp is not None and now >= rec.exp) or (rec.nbf is not None and now < rec.nbf):
+            raise Forbidden("The key-exchange key is expired or not yet valid.")
+        return rec
 
     # ---- read / update ------------------------------------------------------------------
     def get(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
@@ -271,8 +307,11 @@ class KeyService(ObjectService[KeyBundle]):
             changes["tags"] = names.check_tags(request.tags, MAX_KEY_TAG_CHARS)
         if request.key_ops is not None:
             family = keytypes.KTY[rec.props["kty"]][0]
-            changes["props"] = {**rec.props,
-                                "key_ops": keytypes.check_key_ops(request.key_ops, family)}
+            exchange = rec.props["key_ops"] == keytypes.EXCHANGE_OPS
+            key_ops = keytypes.check_key_ops(request.key_ops, family, exchange=exchange)
+            if exchange and key_ops != keytypes.EXCHANGE_OPS:
+                raise BadParameter("A key-exchange key's key_ops stay exactly ['import'].")
+            changes["props"] = {**rec.props, "key_ops": key_ops}
         self._no_release_policy(request.release_policy)
         return self._bundle(caller, self._update(caller, rec, changes))
 

@@ -48,12 +48,26 @@ def check_kty(kty: object, sku: str, hsm_flag: bool = False) -> tuple[str, str, 
     return kty, family, hardware
 
 
-def check_key_ops(ops: object, family: str) -> list[str]:
-    """The key_ops list for a key of `family`: its default when absent; refuse unknown ops."""
+# A key-exchange key (KEK) for bring-your-own-key: an RSA-HSM key whose key_ops are
+# exactly ["import"], made in the vault (never imported, never changed into another key).
+EXCHANGE_OPS = ["import"]
+
+
+def check_key_ops(ops: object, family: str, exchange: bool = False) -> list[str]:
+    """The key_ops list for a key of `family`: its default when absent; refuse unknown ops.
+    `exchange`: the key may be a key-exchange key (an RSA-HSM key being created)."""
     if ops is None:
         return list(FAMILY_OPS[family])
     if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
         raise BadParameter("key_ops must be a list of operation names.")
+    if "import" in ops:
+        if not exchange:
+            raise BadParameter("Only an RSA-HSM key created in the vault can be a key-exchange "
+                               "key (key_ops ['import']).")
+        if ops != EXCHANGE_OPS:
+            raise BadParameter("A key-exchange key's key_ops must be exactly ['import']: "
+                               "'import' excludes every other operation.")
+        return list(EXCHANGE_OPS)
     out: list[str] = []
     for op in ops:
         if op not in KEY_OPS:
