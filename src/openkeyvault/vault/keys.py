@@ -459,7 +459,12 @@ class KeyService(ObjectService[KeyBundle]):
         for store in self._keystores.values():
             if not store.capabilities().hardware:
                 continue
-            held = store.held()  # first: a key stored after this is named below
+            try:
+                held = store.held()  # first: a key stored after this is named below
+            except KeyStoreUnavailable as exc:
+                log.warning("keys: the HSM could not be searched for keys to destroy (the "
+                            "next run tries again): %s", exc)
+                continue
             named = self._repo.key_handles(store.name)
             unnamed |= {(store.name, h) for h in held - named}
         for found in list(self._orphans):
