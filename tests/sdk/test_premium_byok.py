@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.identity import DefaultAzureCredential
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -31,6 +30,7 @@ from tests.sdk.keys_support import (
     uint,
     wire_key,
 )
+from tests.sdk.premium_support import key_client, premium_vault
 from tests.support.server import DevServer
 from tests.support.softhsm import token_objects
 
@@ -49,15 +49,12 @@ def module_env(server: DevServer) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def vault(server: DevServer, module_env: dict[str, str]) -> str:
-    name = unique("byok")[:20]
-    made = server.okv("vault", "create", name, "--sku", "premium")
-    assert made.returncode == 0, made.stderr
-    return name
+    return premium_vault(server, "byok")
 
 
 @pytest.fixture
 def kc(server: DevServer, vault: str) -> KeyClient:
-    return KeyClient(server.vault_url(vault), DefaultAzureCredential())
+    return key_client(server, vault)
 
 
 @pytest.fixture

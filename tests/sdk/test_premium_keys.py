@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.identity import DefaultAzureCredential
 from azure.keyvault.keys import KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -34,6 +33,7 @@ from tests.sdk.keys_support import (
     sdk_jwk,
     uint,
 )
+from tests.sdk.premium_support import key_client, premium_vault
 from tests.support.server import DevServer
 from tests.support.softhsm import token_objects
 
@@ -49,15 +49,12 @@ def module_env(server: DevServer) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def premium(server: DevServer, module_env: dict[str, str]) -> str:
-    name = unique("prem")[:20]
-    made = server.okv("vault", "create", name, "--sku", "premium")
-    assert made.returncode == 0, made.stderr
-    return name
+    return premium_vault(server, "prem")
 
 
 @pytest.fixture
 def kc(server: DevServer, premium: str) -> KeyClient:
-    return KeyClient(server.vault_url(premium), DefaultAzureCredential())
+    return key_client(server, premium)
 
 
 def refused(exc: pytest.ExceptionInfo[HttpResponseError]) -> tuple[int, str, str]:
