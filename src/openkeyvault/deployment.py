@@ -48,6 +48,7 @@ from openkeyvault.storage.records import PrincipalRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.storage.subscriptions import SubscriptionStore
 from openkeyvault.vault.accesscontrol import AccessControlService
+from openkeyvault.vault.attestation import Attestor
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.certificates import CertificateService
 from openkeyvault.vault.contacts import ContactService
@@ -125,6 +126,11 @@ class Deployment:
             (version,) = struct.unpack(">I", raw[:4])
             return barrier.open(SYSTEM, version, key.encode(), raw[4:])
 
+        def public_meta(key: str, make: Callable[[], str]) -> str:
+            """Get-or-create of a value that is not secret (first writer wins)."""
+            stored = repo.get_meta(key)
+            return stored if stored is not None else repo.set_meta_if_absent(key, make())
+
         identities = IdentityStore(engines)
         signing_keys = SigningKeys(identities, barrier, clock, RETAIN_SECONDS)
         # A signing key kept in `meta` by an earlier version becomes the first stored one.
@@ -190,7 +196,9 @@ class Deployment:
             vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
             keys=KeyService(repo, barrier, authorizer, clock, backups,
-                            keystores(settings, deployment_id)),
+                            keystores(settings, deployment_id),
+                            Attestor(public_meta, lambda: dt.datetime.fromtimestamp(
+                                clock.now(), dt.UTC), deployment_id[:8])),
             identities=identities,
             assertions=ClientAssertions(directory, tokens, identities, clock),
             issuers=cert_issuers,

@@ -359,10 +359,10 @@ def test_key_import_download_and_deleted_keys(az: Az, vault: str, tmp_path: Path
     # Random bytes: the vault serves POST /rng (az asks for --hsm-name or --id).
     rng = az("keyvault", "key", "random", "--count", "32", "--id", server.vault_url(vault))
     assert len(base64.b64decode(rng["value"])) == 32
-    # Not served by a vault: key attestation (a Managed HSM feature) ...
+    # Not served for a software key: key attestation (HSM-protected keys only) ...
     error = az("keyvault", "key", "get-attestation", "--id",
                ec_imported["key"]["kid"], expect_fail=True)
-    assert "(BadParameter) Key attestation is available for keys in a Managed HSM only" \
+    assert "(BadParameter) Key attestation is available for HSM-protected keys only" \
         in error, error
     # ... and BYOK (`--byok-file` holds a key wrapped for an HSM-protected key-exchange key;
     # a standard vault refuses HSM key types, as on Azure).

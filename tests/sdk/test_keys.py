@@ -579,7 +579,7 @@ def test_key_attestation_is_refused_clearly_on_a_vault(kc: KeyClient) -> None:
             kc.get_key_attestation(name, version)
         status, code, _ = refused(e)
         assert (status, code) == (400, "BadParameter")
-        assert "Managed HSM only" in str(e.value.response.json()["error"]["message"])
+        assert "HSM-protected keys only" in str(e.value.response.json()["error"]["message"])
     with pytest.raises(ResourceNotFoundError) as missing:
         kc.get_key_attestation(unique("absent"))
     assert refused(missing)[:2] == (404, "KeyNotFound")

@@ -49,12 +49,17 @@ KEY_FILES = ("root.key", "server.key", "ca.key", "ca.pem", "server.pem", "ca-bun
 # ---- helpers ----------------------------------------------------------------------------
 
 def snapshot(data: Path) -> dict[str, tuple[int, int, bytes]]:
-    """Every file under `data` except SQLite's side files: (mtime, inode, content)."""
+    """Every file under `data` except SQLite's side files: (mtime, inode, content). The
+    dev token's object store (softhsm/tokens/) is SoftHSM2's own: it stamps its lock and
+    state files when a process logs in (a worker's scheduled HSM clean-up does at start),
+    so only its files' names count there."""
     out = {}
     for p in sorted(data.rglob("*")):
         if p.is_file() and not p.name.startswith("okv.db"):
             info = p.stat()
-            out[str(p.relative_to(data))] = (info.st_mtime_ns, info.st_ino, p.read_bytes())
+            rel = p.relative_to(data)
+            out[str(rel)] = ((0, 0, b"") if rel.parts[:2] == ("softhsm", "tokens")
+                             else (info.st_mtime_ns, info.st_ino, p.read_bytes()))
     return out
 
 

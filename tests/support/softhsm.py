@@ -13,13 +13,16 @@ from pathlib import Path
 from openkeyvault.keystore.softhsm import CONF_ENV, existing_token
 
 _LIST = r"""
-import json, sys
+import json, sys, time
 import pkcs11
 from pkcs11 import Attribute, ObjectClass
+from pkcs11.exceptions import ObjectHandleInvalid
 module, label, pin = sys.argv[1:4]
 token = pkcs11.lib(module).get_token(token_label=label)
-out = []
-with token.open(user_pin=pin) as session:
+
+
+def listing(session):
+    out = []
     for obj in session.get_objects({}):
         row = {"class": obj.object_class.name, "id": obj[Attribute.ID].hex(),
                "label": obj[Attribute.LABEL]}
@@ -28,9 +31,19 @@ with token.open(user_pin=pin) as session:
                          "TOKEN", "PRIVATE"):
                 row[name] = bool(obj[getattr(Attribute, name)])
         out.append(row)
-print(json.dumps(out))
-"""
+    return out
 
+
+with token.open(user_pin=pin) as session:
+    for attempt in range(20):  # the server may destroy an object while it is listed
+        try:
+            print(json.dumps(listing(session)))
+            break
+        except ObjectHandleInvalid:
+            time.sleep(0.05)
+    else:
+        sys.exit("the token's objects kept changing while they were listed")
+"""
 
 def token_objects(data_dir: Path, label: str = "okv-dev") -> list[dict[str, object]]:
     """Every object in the dev server's token (its data directory's softhsm/), with the

@@ -11,6 +11,8 @@ module uses one token (and one keystore on it), kept in `_TOKEN` and `_STORES`.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -24,13 +26,15 @@ from typing import Any
 import pkcs11
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from pkcs11.constants import Attribute, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from openkeyvault.api import render
 from openkeyvault.crypto import algorithms
 from openkeyvault.crypto.algorithms import AlgorithmError, DecryptionError
+from openkeyvault.crypto.attestation_check import verify as verify_attestation
 from openkeyvault.crypto.jwk import CURVES, b64u, public_from_jwk, public_jwk
 from openkeyvault.crypto.rsapadding import (
     implicit_rejection_kdk,
@@ -50,6 +54,8 @@ from openkeyvault.keystore.base import (
 from openkeyvault.keystore.pkcs11 import EC_PARAMS, Pkcs11KeyStore
 from openkeyvault.keystore.softhsm import SoftHsmError, SoftToken, ensure_token
 from openkeyvault.keystore.software import SoftwareKeyStore
+from openkeyvault.vault.attestation import Attestor
+from openkeyvault.vault.models import Attributes, KeyBundle
 
 TOKEN_LABEL = "okv-test"
 _TOKEN: dict[str, SoftToken] = {}
@@ -565,11 +571,18 @@ def test_pkcs11_bad_blob_is_refused(p11: Pkcs11KeyStore, blob: bytes, family: st
         assert str(err.value) == "Stored key material has an unexpected type."
 
 
-def test_pkcs11_not_yet_available(p11: Pkcs11KeyStore) -> None:
+def test_pkcs11_wrapped_import_refusals_and_no_export(p11: Pkcs11KeyStore) -> None:
     stored, ref = key_for(p11, RSA2048)
+    before = p11.held()
     with pytest.raises(KeyStoreError) as err:
         p11.import_key(WrappedKey(ref, "CKM_RSA_AES_KEY_WRAP", b"\0" * 512, "RSA"))
-    assert str(err.value) == "Wrapped key import is not available in this keystore yet."
+    assert str(err.value).startswith("The wrapped key could not be unwrapped with the "
+                                     "key-exchange key")
+    with pytest.raises(KeyStoreError) as err:
+        p11.import_key(WrappedKey(ref, "RSA_AES_KEY_WRAP_256", b"\0" * 512, "RSA"))
+    assert str(err.value) == ("Unsupported key wrapping 'RSA_AES_KEY_WRAP_256'; use "
+                              "CKM_RSA_AES_KEY_WRAP.")
+    assert p11.held() == before  # a refused import leaves nothing in the token
     with pytest.raises(KeyStoreError) as err:
         p11.export(key_for(p11, P256)[1], ref, "RSA-OAEP-256")
     assert str(err.value) == "Keys in this keystore are not exportable."
@@ -698,6 +711,167 @@ def test_pkcs11_a_second_keystore_on_the_token_shares_the_login(
     verify_outside(stored.public, "ES256", digest, second.sign(ref, "ES256", digest))
     second.close()  # does not log the first keystore out
     verify_outside(stored.public, "ES256", digest, p11.sign(ref, "ES256", digest))
+
+
+# --- Attestation: the token's facts and the attestation keys ------------------------------
+
+
+def test_software_keys_are_not_attested() -> None:
+    soft = _STORES.setdefault("software", SoftwareKeyStore())
+    stored = soft.generate(P256)
+    for call in (lambda: soft.attest(new_ref(soft, stored, "EC")),
+                 soft.attestation_signer):
+        with pytest.raises(KeyStoreError) as err:
+            call()
+        assert "HSM-protected keys only" in str(err.value)
+
+
+def test_pkcs11_attest_reads_the_token(p11: Pkcs11KeyStore, token_session: Any) -> None:
+    stored, ref = key_for(p11, RSA2048)
+    facts = p11.attest(ref)
+    token = token_session.token
+    assert facts == {
+        "keystore": "pkcs11",
+        "token": {"label": TOKEN_LABEL, "manufacturer": token.manufacturer_id,
+                  "model": token.model, "serial": token.serial.decode().strip()},
+        "attributes": {"sensitive": True, "extractable": False, "always_sensitive": True,
+                       "never_extractable": True, "local": True},
+        "public": stored.public,
+    }
+    assert facts["token"]["manufacturer"] == "SoftHSM project"
+
+
+def test_pkcs11_attest_an_imported_key_is_not_local(p11: Pkcs11KeyStore) -> None:
+    stored = p11.import_key(PlainKey(private_jwk(ec.generate_private_key(ec.SECP256R1())),
+                                     "EC"))
+    ref = new_ref(p11, stored, "EC")
+    facts = p11.attest(ref)
+    assert facts["attributes"]["local"] is False
+    assert facts["attributes"]["sensitive"] is True
+    assert facts["attributes"]["extractable"] is False
+    assert facts["public"] == stored.public
+    p11.destroy(ref)
+    with pytest.raises(KeyStoreError) as err:
+        p11.attest(ref)
+    assert str(err.value) == "The key is not in the PKCS#11 token."
+
+
+def test_pkcs11_attestation_keys_sign_in_the_token(p11: Pkcs11KeyStore,
+                                                   token_session: Any) -> None:
+    signer = p11.attestation_signer()
+    handle = signer.generate("signing")
+    public = signer.public("signing", handle)
+    assert public.curve.name == "secp384r1"
+    digest = hashlib.sha384(b"attestation").digest()
+    raw = signer.sign("signing", handle, digest)
+    assert len(raw) == 96
+    public.verify(utils.encode_dss_signature(int.from_bytes(raw[:48], "big"),
+                                             int.from_bytes(raw[48:], "big")),
+                  digest, ec.ECDSA(utils.Prehashed(hashes.SHA384())))
+    [private] = token_session.get_objects({Attribute.ID: bytes.fromhex(handle),
+                                           Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+    assert private[Attribute.LABEL] == "okv-attestation"
+    for attribute in (Attribute.SENSITIVE, Attribute.NEVER_EXTRACTABLE, Attribute.LOCAL,
+                      Attribute.TOKEN, Attribute.PRIVATE):
+        assert private[attribute] is True
+    assert private[Attribute.EXTRACTABLE] is False
+    with pytest.raises(KeyStoreError) as err:  # the handle names no root key
+        signer.sign("root", handle, digest)
+    assert str(err.value) == "The attestation key is not in the PKCS#11 token."
+    for bad in ("", "0A" * 16, "../x"):
+        with pytest.raises(KeyStoreError):
+            signer.sign("signing", bad, digest)
+    with pytest.raises(KeyStoreError):
+        signer.generate("other")
+    signer.destroy("signing", handle)
+    signer.destroy("signing", handle)  # none left is not an error
+    with pytest.raises(KeyStoreError):
+        signer.sign("signing", handle, digest)
+
+
+def _public_object(session: Any, label: str) -> str:
+    """A public key object with `label` and a random CKA_ID (hex)."""
+    key_id = os.urandom(16)
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    session.create_object({
+        Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: pkcs11.KeyType.EC,
+        Attribute.TOKEN: True, Attribute.ID: key_id, Attribute.LABEL: label,
+        Attribute.EC_PARAMS: EC_PARAMS["P-256"],
+        Attribute.EC_POINT: bytes([0x04, len(point)]) + point})
+    return key_id.hex()
+
+
+def test_pkcs11_held_lists_key_versions_only(p11: Pkcs11KeyStore,
+                                             soft_token: SoftToken) -> None:
+    """Only `<prefix>-<32 hex digits>` labels are a key version's: the attestation keys
+    and any other label of the prefix are never listed, so the orphan clean-up (which
+    destroys what `held()` lists and no version names) cannot take them."""
+    stored, _ = key_for(p11, P256)
+    signer = p11.attestation_signer()
+    root, signing = signer.generate("root"), signer.generate("signing")
+    token = pkcs11.lib(soft_token.module).get_token(token_label=TOKEN_LABEL)
+    with token.open(rw=True) as session:
+        near = [_public_object(session, label) for label in (
+            "okv-attestation", "okv-attestation-root-x", "okv-" + "AB" * 16,
+            "okv-" + "ab" * 16 + "0", "okv-" + "ab" * 15, "okv--" + "ab" * 16,
+            "okv-x-" + "ab" * 16, "okv2-" + "ab" * 16)]
+        exact = _public_object(session, "okv-" + "cd" * 16)
+        try:
+            held = p11.held()
+            assert json.loads(stored.blob)["id"] in held and exact in held
+            assert not {root, signing, *near} & held
+            for handle in (root, signing):  # by handle, not by label: nothing destroyed
+                p11.destroy_held(handle)
+                assert len(list(session.get_objects(
+                    {Attribute.ID: bytes.fromhex(handle)}))) == 2
+        finally:
+            for handle in (*near, exact):
+                for obj in session.get_objects({Attribute.ID: bytes.fromhex(handle)}):
+                    obj.destroy()
+            signer.destroy("root", root)
+            signer.destroy("signing", signing)
+        assert list(session.get_objects({Attribute.ID: bytes.fromhex(root)})) == []
+
+
+def test_pkcs11_attestor_in_the_token(p11: Pkcs11KeyStore, token_session: Any) -> None:
+    """The Attestor on the token: a process that loses the race to store the chain
+    destroys the keys it made in the token, and the winner's chain attests a key."""
+    meta: dict[str, str] = {}
+
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def first(key: str, make: Callable[[], str]) -> str:
+        return meta.setdefault(key, make())
+
+    def late(key: str, make: Callable[[], str]) -> str:
+        make()  # made its keys, then found the winner's value stored
+        return meta[key]
+
+    def attestation_objects() -> list[Any]:
+        return [obj for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                for obj in token_session.get_objects({Attribute.CLASS: cls})
+                if str(obj[Attribute.LABEL]).startswith("okv-attestation")]
+
+    winner = Attestor(first, now, "test").chain(p11)
+    assert len(attestation_objects()) == 4
+    assert Attestor(late, now, "test").chain(p11) == winner
+    assert len(attestation_objects()) == 4  # the late one's keys are gone
+    stored, ref = key_for(p11, P256)
+    kid = "https://v.vault.localhost/keys/k/1"
+    bundle = KeyBundle("k", "1", "EC-HSM", ["sign", "verify"], stored.public,
+                       Attributes(True, 1, 1, "Recoverable", 90))
+    attested = Attestor(first, now, "test").attest(p11, ref, kid, bundle)
+    wire = render.key("https://v.vault.localhost", dataclasses.replace(
+        bundle, attestation=attested))
+    facts = verify_attestation(wire, now())
+    assert (facts.kid, facts.generated_in_hsm, facts.extractable) == (kid, True, False)
+    assert facts.root == winner.root
+    signer = p11.attestation_signer()
+    signer.destroy("root", winner.root_id)
+    signer.destroy("signing", winner.signing_id)
+    assert attestation_objects() == []
 
 
 # --- The paddings decoded on the host, against OpenSSL ------------------------------------

@@ -63,7 +63,8 @@ class KeyRoutes(ObjectRoutes):
         return json_response(render.key(ctx.base, b))
 
     def get_attestation(self, ctx: Ctx) -> Response:
-        b = self.s.get_attestation(ctx.caller, ctx.params["name"], ctx.params.get("version"))
+        b = self.s.get_attestation(ctx.caller, ctx.params["name"], ctx.params.get("version"),
+                                   lambda name, version: render.key_id(ctx.base, name, version))
         return json_response(render.key(ctx.base, b))
 
     def update(self, ctx: Ctx) -> Response:

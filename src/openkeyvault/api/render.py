@@ -56,8 +56,13 @@ def page(base: str, path: str, api_version: str, maxresults: str | None, p: Page
     return {"value": items, "nextLink": next_link}
 
 
+def key_id(base: str, name: str, version: str | None = None) -> str:
+    """A key's identifier (kid), with its version when one is given."""
+    return f"{base}/keys/{name}/{version}" if version else f"{base}/keys/{name}"
+
+
 def key(base: str, b: KeyBundle, *, versioned: bool = True) -> dict[str, Any]:
-    kid = f"{base}/keys/{b.name}/{b.version}" if versioned else f"{base}/keys/{b.name}"
+    kid = key_id(base, b.name, b.version if versioned else None)
     out: dict[str, Any] = {}
     if b.deleted is not None:
         out.update(recoveryId=f"{base}/deletedkeys/{b.name}",
@@ -65,6 +70,13 @@ def key(base: str, b: KeyBundle, *, versioned: bool = True) -> dict[str, Any]:
                    scheduledPurgeDate=b.deleted.scheduled_purge_date)
     out["key"] = {"kid": kid, "kty": b.kty, "key_ops": b.key_ops, **b.public}
     out["attributes"] = attributes(b.attributes)
+    if b.attestation is not None:
+        out["attributes"]["attestation"] = {
+            "certificatePemFile": b.attestation.certificate_pem_file,
+            "privateKeyAttestation": b.attestation.private_key_attestation,
+            "publicKeyAttestation": b.attestation.public_key_attestation,
+            "version": b.attestation.version,
+        }
     if b.tags is not None:
         out["tags"] = b.tags
     if b.managed:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from openkeyvault.cli import (
+    attestation,
     audit,
     azsetup,
     byok,
@@ -81,6 +82,7 @@ audit.register(app, _settings)
 throttle.register(vault_app, _settings)
 usage.register(app, _settings)
 byok.register(app)
+attestation.register(app)
 
 
 @app.command()

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 RSA, EC, OCT = "RSA", "EC", "oct"
 
 
@@ -91,6 +93,23 @@ class KeyStoreUnavailable(RuntimeError):
     """The backend cannot be reached (its module, token or PIN); not the caller's fault."""
 
 
+class AttestationSigner(Protocol):
+    """The deployment's attestation keys in a keystore (EC P-384, made and used inside it,
+    never extractable), named by handles the caller stores. `role` is "root" (signs the
+    certificates) or "signing" (signs the statements about keys)."""
+
+    def generate(self, role: str) -> str:
+        """A new key for `role`; its handle."""
+
+    def public(self, role: str, handle: str) -> ec.EllipticCurvePublicKey: ...
+
+    def sign(self, role: str, handle: str, digest: bytes) -> bytes:
+        """ECDSA over a SHA-384 digest: r||s, 48 bytes each."""
+
+    def destroy(self, role: str, handle: str) -> None:
+        """Destroy a key made in vain (none left is not an error)."""
+
+
 class KeyStore(Protocol):
     name: str
 
@@ -125,6 +144,15 @@ class KeyStore(Protocol):
     def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes: ...
 
     def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes: ...
+
+    def attest(self, ref: KeyRef) -> dict[str, Any]:
+        """What the backend itself reports of the key, read from it now: {"keystore",
+        "token": {label, manufacturer, model, serial}, "attributes": {sensitive,
+        extractable, always_sensitive, never_extractable, local}, "public": the public
+        JWK members of its public object}. KeyStoreError where keys are not attested."""
+
+    def attestation_signer(self) -> AttestationSigner:
+        """The backend's attestation keys; KeyStoreError where it has none."""
 
     def forget(self, cache_id_prefix: str) -> None:
         """Drop what is cached for keys whose cache id starts with the prefix."""

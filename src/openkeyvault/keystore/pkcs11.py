@@ -9,6 +9,12 @@ where `ir` is the RSA key's implicit-rejection secret (see `pkcs1_v15_decode`). 
 public-key operations (verify, encrypt, wrap) run on the host with the public key read
 from the token, through `crypto/algorithms.py` like the software backend.
 
+Key attestation: `attest` reads the token's facts about a key (its private object's
+protection attributes, CKA_LOCAL among them), and `attestation_signer` holds the
+deployment's attestation keys, EC P-384 pairs generated in the token and labelled
+`<prefix>-attestation-root` and `<prefix>-attestation`: never a key version's label, so
+`held()` never lists them.
+
 Two decryptions are finished on the host, on the output of the raw RSA operation done in
 the token (CKM_RSA_X_509): RSA-OAEP-256, because SoftHSM2 refuses OAEP with SHA-256, and
 RSA1_5, because a token answers a bad padding with an error, and that error is the oracle
@@ -88,6 +94,7 @@ from openkeyvault.crypto.rsapadding import (
 from openkeyvault.keystore.base import (
     EC,
     RSA,
+    AttestationSigner,
     Capabilities,
     KeyRef,
     KeySpec,
@@ -153,6 +160,16 @@ _SESSION_LOST: tuple[type[PKCS11Error], ...] = (
 # A cached object handle no longer names an object (destroyed by another process).
 _HANDLE_STALE: tuple[type[PKCS11Error], ...] = (KeyHandleInvalid, ObjectHandleInvalid)
 _KEY_GONE = "The key is not in the PKCS#11 token."
+
+# The private object's attributes an attestation reports (CKA_LOCAL: generated in the token).
+_ATTESTED: dict[str, Attribute] = {
+    "SENSITIVE": Attribute.SENSITIVE, "EXTRACTABLE": Attribute.EXTRACTABLE,
+    "ALWAYS_SENSITIVE": Attribute.ALWAYS_SENSITIVE,
+    "NEVER_EXTRACTABLE": Attribute.NEVER_EXTRACTABLE, "LOCAL": Attribute.LOCAL,
+}
+# Attestation key role → what follows the prefix in its CKA_LABEL.
+ATTESTATION_LABELS = {"root": "attestation-root", "signing": "attestation"}
+_ATTESTATION_CURVE = "P-384"
 
 HOST_STEPS = {
     "RSA-OAEP-256": "The token does the raw RSA decryption (CKM_RSA_X_509) and the host "
@@ -329,6 +346,7 @@ class _Key:
     family: str
     ir: bytes
     length: int  # RSA modulus length in bytes (0 for EC)
+    key_id: bytes  # the CKA_ID of its objects
 
 
 def _uint(n: int, size: int | None = None) -> bytes:
@@ -450,6 +468,7 @@ class Pkcs11KeyStore:
         self._size = cache_size
         self._session: Any = None
         self._pid = os.getpid()
+        self._token_facts: dict[str, str] = {}
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -478,6 +497,7 @@ class Pkcs11KeyStore:
                     f"No session could be opened on the PKCS#11 token '{self._token_label}' "
                     f"({type(exc).__name__})."
                 ) from None
+            self._token_facts = _token_facts(token)
         return self._session
 
     def _after_error(self, exc: PKCS11Error) -> None:
@@ -535,7 +555,7 @@ class Pkcs11KeyStore:
                 from None
         public = _public_key(public_obj, blob.family)
         length = (public.key_size + 7) // 8 if isinstance(public, rsa.RSAPublicKey) else 0
-        return _Key(private, public, blob.family, blob.ir, length)
+        return _Key(private, public, blob.family, blob.ir, length, blob.key_id)
 
     def _public(self, ref: KeyRef) -> PublicKey:
         with _LOCK:
@@ -743,15 +763,18 @@ class Pkcs11KeyStore:
                 obj.destroy()
 
     def held(self) -> frozenset[str]:
-        """The CKA_IDs (hex) of the key objects labelled with this keystore's prefix."""
-        start = f"{self._prefix}-"
+        """The CKA_IDs (hex) of the key objects labelled as this keystore labels the keys
+        it makes for key versions: exactly `<prefix>-<32 hex digits>`. Its other objects
+        (the attestation keys, `<prefix>-attestation...`) are never listed, so the orphan
+        clean-up never takes them."""
+        label = re.compile(re.escape(self._prefix) + r"-[0-9a-f]{32}")
         with _LOCK:
             session = self._open()
             return self._call(lambda: frozenset(
                 obj[Attribute.ID].hex()
                 for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
                 for obj in session.get_objects({Attribute.CLASS: cls})
-                if str(obj[Attribute.LABEL]).startswith(start)))
+                if label.fullmatch(str(obj[Attribute.LABEL]))))
 
     def destroy_held(self, handle: str) -> None:
         """Destroy the objects with this CKA_ID (hex) that carry this keystore's label."""
@@ -765,6 +788,24 @@ class Pkcs11KeyStore:
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         raise KeyStoreError("Keys in this keystore are not exportable.")
+
+    # Attestation.
+
+    def attest(self, ref: KeyRef) -> dict[str, Any]:
+        """The token's facts about the key, read now: the protection attributes of its
+        private object and the public key of its public object."""
+        with _LOCK:
+            session = self._open()
+            key = self._key(ref)
+            return self._call(lambda: {
+                "keystore": self.name, "token": dict(self._token_facts),
+                "attributes": {name.lower(): bool(key.private[attribute])
+                               for name, attribute in _ATTESTED.items()},
+                "public": public_jwk(_public_object(session, key)),
+            })
+
+    def attestation_signer(self) -> AttestationSigner:
+        return _AttestationKeys(self)
 
     # Key operations.
 
@@ -824,3 +865,99 @@ class Pkcs11KeyStore:
 
     def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes:
         return self.decrypt(ref, alg, wrapped)
+
+
+def _public_object(session: Any, key: _Key) -> PublicKey:
+    """The public key of the key's public object, read from the token now."""
+    try:
+        obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key.key_id)
+    except NoSuchKey:
+        raise KeyStoreError(_KEY_GONE) from None
+    except MultipleObjectsReturned:
+        raise KeyStoreError("The PKCS#11 token holds more than one key with this id.") \
+            from None
+    return _public_key(obj, key.family)
+
+
+def _token_facts(token: Any) -> dict[str, str]:
+    """The token's label, manufacturer, model and serial number, as it reports them."""
+    serial = token.serial
+    if isinstance(serial, bytes):
+        serial = serial.decode("ascii", "replace")
+    return {"label": str(token.label).strip(), "manufacturer": str(token.manufacturer_id).strip(),
+            "model": str(token.model).strip(), "serial": str(serial).strip()}
+
+
+class _AttestationKeys:
+    """The deployment's attestation keys in a Pkcs11KeyStore's token: EC P-384 key pairs
+    generated in the token, the private object sensitive and not extractable, labelled
+    `<prefix>-attestation-root` and `<prefix>-attestation` (never a key version's label,
+    so `held()` does not list them) and named by their random CKA_ID (hex)."""
+
+    def __init__(self, store: Pkcs11KeyStore) -> None:
+        self._store = store
+
+    def _label(self, role: str) -> str:
+        suffix = ATTESTATION_LABELS.get(role)
+        if suffix is None:
+            raise KeyStoreError("Not an attestation key role.")
+        return f"{self._store._prefix}-{suffix}"
+
+    def _find(self, session: Any, role: str, handle: str, cls: ObjectClass) -> Any:
+        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+            raise KeyStoreError("Not an attestation key handle.")
+        try:
+            return session.get_key(object_class=cls, id=bytes.fromhex(handle),
+                                   label=self._label(role))
+        except NoSuchKey:
+            raise KeyStoreError("The attestation key is not in the PKCS#11 token.") from None
+        except MultipleObjectsReturned:
+            raise KeyStoreError("The PKCS#11 token holds more than one attestation key with "
+                                "this id.") from None
+
+    def generate(self, role: str) -> str:
+        label = self._label(role)
+        key_id = secrets.token_bytes(ID_BYTES)
+        store = self._store
+        with _LOCK:
+            session = store._open()
+
+            def make() -> None:
+                domain = session.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: EC_PARAMS[_ATTESTATION_CURVE]},
+                    local=True)
+                domain.generate_keypair(
+                    store=True, id=key_id, label=label, capabilities=_EC_CAPABILITIES,
+                    private_template=_PRIVATE_TEMPLATE, public_template=_PUBLIC_TEMPLATE)
+
+            store._call(make)
+        return key_id.hex()
+
+    def public(self, role: str, handle: str) -> ec.EllipticCurvePublicKey:
+        store = self._store
+        with _LOCK:
+            session = store._open()
+            public = store._call(lambda: _public_key(
+                self._find(session, role, handle, ObjectClass.PUBLIC_KEY), EC))
+        if not isinstance(public, ec.EllipticCurvePublicKey) or \
+                curve_name(public) != _ATTESTATION_CURVE:
+            raise KeyStoreError("The attestation key is not an EC P-384 key.")
+        return public
+
+    def sign(self, role: str, handle: str, digest: bytes) -> bytes:
+        store = self._store
+        with _LOCK:
+            session = store._open()
+            raw: bytes = store._call(lambda: self._find(
+                session, role, handle, ObjectClass.PRIVATE_KEY).sign(
+                    digest, mechanism=Mechanism.ECDSA))
+        return _ecdsa_raw(raw, CURVES[_ATTESTATION_CURVE][1])
+
+    def destroy(self, role: str, handle: str) -> None:
+        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+            raise KeyStoreError("Not an attestation key handle.")
+        store = self._store
+        with _LOCK:
+            session = store._open()
+            store._call(lambda: store._destroy_objects(session, bytes.fromhex(handle),
+                                                       self._label(role)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -24,6 +25,7 @@ from openkeyvault.crypto.jwk import (
     public_jwk,
 )
 from openkeyvault.keystore.base import (
+    AttestationSigner,
     Capabilities,
     KeyRef,
     KeySpec,
@@ -34,6 +36,8 @@ from openkeyvault.keystore.base import (
 )
 
 CACHE_SIZE = 4096
+ATTESTATION_REFUSED = ("Key attestation is available for HSM-protected keys only; software "
+                       "keys have none.")
 CAPABILITIES = Capabilities(
     hardware=False, families=frozenset({"RSA", "EC"}), rsa_sizes=RSA_SIZES,
     curves=tuple(CURVES), sign=frozenset(algorithms.SIGN),
@@ -91,6 +95,12 @@ class SoftwareKeyStore:
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         raise KeyStoreError("Keys in this keystore are not exportable.")
+
+    def attest(self, ref: KeyRef) -> dict[str, Any]:
+        raise KeyStoreError(ATTESTATION_REFUSED)
+
+    def attestation_signer(self) -> AttestationSigner:
+        raise KeyStoreError(ATTESTATION_REFUSED)
 
     def _key(self, ref: KeyRef) -> PrivateKey:
         key = self._cache.get(ref.cache_id)

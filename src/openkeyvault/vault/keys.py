@@ -8,6 +8,7 @@ with (vault, name, version) as associated data.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from openkeyvault.storage.records import (
 )
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import byok, durations, keytypes, names
+from openkeyvault.vault.attestation import Attestor
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, Forbidden, Unavailable
@@ -94,11 +96,14 @@ class KeyService(ObjectService[KeyBundle]):
     kind = KIND
 
     def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
-                 clock: Clock, backups: BackupCodec, keystores: dict[str, KeyStore]) -> None:
+                 clock: Clock, backups: BackupCodec, keystores: dict[str, KeyStore],
+                 attestor: Attestor | None = None) -> None:
         """`keystores` by name: each version is served by the one whose name it records;
-        new keys go to the first whose hardware protection matches the key type's."""
+        new keys go to the first whose hardware protection matches the key type's.
+        `attestor` signs the attestations of HSM keys (none: they are refused)."""
         super().__init__(repo, barrier, authorizer, clock, backups)
         self._keystores = keystores
+        self._attestor = attestor
         self._orphans: dict[tuple[str, str], float] = {}  # (keystore, handle) → first seen
         self._last_scan = float("-inf")
         self._makers = {hardware: next((k for k in keystores.values()
@@ -289,14 +294,27 @@ class KeyService(ObjectService[KeyBundle]):
         self._check(caller, "KeyGet", name)
         return self._bundle(caller, self._find(caller, name, version))
 
-    def get_attestation(self, caller: Caller, name: str, version: str | None) -> KeyBundle:
-        """GetKeyAttestation: attestation blobs come from a Managed HSM's hardware, and a
-        vault's keys have none. The key is still looked up (a `get`: access checked,
-        KeyNotFound for a missing one) so the refusal speaks of a key that exists."""
+    def get_attestation(self, caller: Caller, name: str, version: str | None,
+                        key_id: Callable[[str, str], str]) -> KeyBundle:
+        """GetKeyAttestation: the key version with `attributes.attestation`, statements
+        signed by the deployment's attestation key in the HSM (vault/attestation.py) about
+        the key as the token holds it; `key_id(name, version)` is its kid as the API
+        shows it. A software key has none: it is looked up all the same (access checked,
+        KeyNotFound for a missing one), so the refusal speaks of a key that exists."""
         self._check(caller, "KeyGetAttestation", name)
-        self._find(caller, name, version)
-        raise BadParameter("Key attestation is available for keys in a Managed HSM only; "
-                           "the keys of a vault have no attestation.")
+        rec = self._find(caller, name, version)
+        if not keytypes.KTY[rec.props["kty"]][1]:
+            raise BadParameter(
+                "Key attestation is available for HSM-protected keys only (RSA-HSM and "
+                "EC-HSM keys of a Premium vault); this key is software-protected.")
+        if self._attestor is None:
+            raise BadParameter("Key attestation is not available on this deployment.")
+        store = self._serving(rec)
+        bundle = self._bundle(caller, rec)
+        with _keystore_faults("The key could not be attested: "):
+            attested = self._attestor.attest(store, self._ref(caller.vault, rec),
+                                             key_id(rec.name, rec.version), bundle)
+        return dataclasses.replace(bundle, attestation=attested)
 
     def update(self, caller: Caller, name: str, version: str | None,
                request: KeyUpdate) -> KeyBundle:

@@ -53,6 +53,17 @@ class KeyBundle:
     tags: dict[str, str] | None = None
     deleted: DeletedInfo | None = None
     managed: bool = False  # the key of a certificate
+    attestation: KeyAttestation | None = None  # GetKeyAttestation only
+
+
+@dataclass(frozen=True)
+class KeyAttestation:
+    """KeyAttestation: each member base64url (docs/hsm.md, "Key attestation")."""
+
+    certificate_pem_file: str
+    private_key_attestation: str
+    public_key_attestation: str
+    version: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,128 @@
+"""`okv attestation`: the deployment's key attestation root, and checking an attestation
+offline (docs/hsm.md, "Key attestation").
+
+`root` reads the root certificate from the deployment's database (no root key needed,
+so a sealed deployment can publish it too); `verify` checks the KeyBundle the
+attestation endpoint returned and talks to no server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from openkeyvault.cli.settings import settings_for
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
+HSM_KEYSTORE = "pkcs11"  # the keystore whose attestation root is published
+
+attestation_app = typer.Typer(help="Key attestation: the root to publish, and offline "
+                              "verification.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(attestation_app, name="attestation")
+
+
+@attestation_app.command("root")
+def root(
+    data_dir: DataDir = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="A production deployment's TOML configuration file (its "
+        "database).")] = None,
+) -> None:
+    """Print the attestation root certificate (PEM).
+
+    It is made in the HSM with the first key attestation; clients verify attestations
+    against it (`okv attestation verify --root`).
+    """
+    from openkeyvault.storage.db import open_database
+    from openkeyvault.storage.repository import Repository
+    from openkeyvault.vault.attestation import meta_key, root_pem
+
+    if config is not None and data_dir is not None:
+        _fail("give --data-dir or --config, not both")
+    if config is not None:
+        from openkeyvault.cli.operator import settings_of
+
+        settings = settings_of(config)
+    else:
+        settings = settings_for(data_dir)
+    if settings.database_url is None and not settings.db_path.exists():
+        _fail(f"no deployment in {settings.data_dir} (start `okv server` there first)")
+    engines = open_database(settings.database_url or settings.db_path)
+    try:
+        stored = Repository(engines).get_meta(meta_key(HSM_KEYSTORE))
+    finally:
+        engines.dispose()
+    if stored is None:
+        _fail("this deployment has no attestation root yet: it is made in the HSM with the "
+              "first key attestation (GET /keys/NAME/VERSION/attestation of an HSM key)")
+    try:
+        typer.echo(root_pem(stored).decode(), nl=False)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@attestation_app.command("verify")
+def verify(
+    file: Annotated[Path, typer.Argument(
+        help="The JSON KeyBundle GET /keys/NAME/VERSION/attestation returned.")],
+    root_file: Annotated[Path | None, typer.Option(
+        "--root", help="The attestation root to trust (PEM, from `okv attestation root`); "
+        "without it, the chain is checked against the root it carries.")] = None,
+) -> None:
+    """Check a key attestation offline (no server).
+
+    Checks the certificate chain, both signed statements, and that they describe the
+    bundle's key. Exit 0 when every check holds, 1 (with the check that failed) when
+    one does not.
+    """
+    import datetime as dt
+
+    from cryptography import x509
+
+    from openkeyvault.crypto.attestation_check import AttestationInvalid
+    from openkeyvault.crypto.attestation_check import verify as check
+
+    try:
+        bundle: Any = json.loads(file.read_bytes())
+    except OSError as exc:
+        _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except (ValueError, RecursionError):
+        _fail(f"{file} is not JSON")
+    trusted = None
+    if root_file is not None:
+        try:
+            trusted = x509.load_pem_x509_certificate(root_file.read_bytes())
+        except OSError as exc:
+            _fail(f"cannot read {exc.filename}: {exc.strerror}")
+        except ValueError:
+            _fail(f"{root_file} holds no PEM certificate")
+    try:
+        facts = check(bundle, dt.datetime.now(dt.UTC), trusted)
+    except AttestationInvalid as exc:
+        typer.echo(f"attestation invalid: {exc}", err=True)
+        raise typer.Exit(1) from None
+    token = facts.token
+    typer.echo(f"attestation valid: {facts.kid} ({facts.kty})")
+    typer.echo(f"  sensitive: {_yes(facts.sensitive)}")
+    typer.echo(f"  extractable: {_yes(facts.extractable)}")
+    typer.echo(f"  never extractable: {_yes(facts.never_extractable)}")
+    typer.echo(f"  generated in the HSM: {_yes(facts.generated_in_hsm)}")
+    typer.echo(f"  token: {token.get('label')} ({token.get('manufacturer')}, "
+               f"{token.get('model')}, serial {token.get('serial')})")
+    typer.echo(f"  root: {facts.root.subject.rfc4514_string()}"
+               + (" (the one given)" if trusted is not None else " (not checked against a "
+                  "trusted root: give --root)"))
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
