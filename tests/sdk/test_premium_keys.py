@@ -164,11 +164,10 @@ def test_import_into_the_hsm(kc: KeyClient, server: DevServer) -> None:
                uint(ec_private.private_numbers().private_value, 32)]
     forms = [f for s in secrets for f in (s, b64u(s).encode())]
     forms += [private_jwk(rsa_private)["d"].encode()]
-    files = [*server.data_dir.glob("okv.db*"), server.log_path]
-    assert files
-    for path in files:
-        data = path.read_bytes()
-        assert not any(form in data for form in forms), path.name
+    places = {p.name: p.read_bytes() for p in server.data_dir.glob("okv.db*")}
+    places["the server's log"] = server.log().encode()
+    for where, data in places.items():
+        assert not any(form in data for form in forms), where
 
 
 def test_token_objects_rotation_and_purge(kc: KeyClient, server: DevServer) -> None:

@@ -18,6 +18,8 @@ import itertools
 import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -927,3 +929,56 @@ def test_pkcs11_host_oaep_sha256_decode(host_key: rsa.RSAPrivateKey) -> None:
     for em in (bytes(256), b"\x00" + bytes(65), bytes(10)):
         with pytest.raises(DecryptionError):
             oaep_sha256_decode(em)
+
+
+# A process whose view of the token misses a key another process made (SoftHSM2's file
+# store: its own change, stored right after, takes the other's generation step), then
+# asked for that key: found after the library is initialized again. Run in a child process
+# of its own (its library, its sessions), with another child making the key in between.
+_MISSED_KEY = r"""
+import os, subprocess, sys
+from openkeyvault.keystore import pkcs11 as p11mod
+from openkeyvault.keystore.base import KeyRef, KeySpec
+from openkeyvault.keystore.pkcs11 import Pkcs11KeyStore, _blob
+module, label, pin_file, reload = sys.argv[1:5]
+if reload == "off":
+    p11mod._reload = lambda loaded: False
+pin = lambda: open(pin_file).read().strip()
+store = Pkcs11KeyStore(module, label, pin, label_prefix="okv-missed",
+                       environment={"SOFTHSM2_CONF": os.environ["SOFTHSM2_CONF"]})
+store.generate(KeySpec("EC", curve="P-256"))  # this process has read the token
+other = '''
+import os, sys, pkcs11
+from pkcs11 import Attribute, KeyType
+from pkcs11.util.ec import encode_named_curve_parameters
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+session = token.open(user_pin=sys.argv[3], rw=True)
+key_id = os.urandom(16)
+params = session.create_domain_parameters(
+    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True)
+params.generate_keypair(store=True, id=key_id, label="okv-missed-" + key_id.hex())
+print(key_id.hex())
+'''
+made = subprocess.run([sys.executable, "-c", other, module, label, pin()], check=True,
+                      capture_output=True, text=True).stdout.strip()
+store.generate(KeySpec("EC", curve="P-256"))  # its own change, stored after the other's
+ref = KeyRef("missed", "EC", lambda: _blob(bytes.fromhex(made), "EC", b""))
+try:
+    store.sign(ref, "ES256", b"\0" * 32)
+    print("signed")
+except Exception as exc:
+    print(f"refused: {exc}")
+"""
+
+
+@pytest.mark.parametrize(("reload", "outcome"), [("on", "signed"),
+                                                 ("off", "refused: The key is not in")])
+def test_a_key_another_process_made_is_found(soft_token: SoftToken, reload: str,
+                                             outcome: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _MISSED_KEY, soft_token.module, soft_token.label,
+         str(soft_token.pin_file), reload],
+        env={**os.environ, **_environment(soft_token)}, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(outcome), done.stdout

@@ -47,6 +47,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,6 +162,10 @@ _SESSION_LOST: tuple[type[PKCS11Error], ...] = (
 _HANDLE_STALE: tuple[type[PKCS11Error], ...] = (KeyHandleInvalid, ObjectHandleInvalid)
 _KEY_GONE = "The key is not in the PKCS#11 token."
 
+
+class _Missing(KeyStoreError):
+    """An object the keystore looked for is not in the token (as this process sees it)."""
+
 # The private object's attributes an attestation reports (CKA_LOCAL: generated in the token).
 _ATTESTED: dict[str, Attribute] = {
     "SENSITIVE": Attribute.SENSITIVE, "EXTRACTABLE": Attribute.EXTRACTABLE,
@@ -207,6 +212,16 @@ class _Module:
     environment: dict[str, str]
     pid: int  # the process that initialized it
     logins: dict[str, _Login] = field(default_factory=dict)  # token label → login
+    epoch: int = 0  # counts re-initializations: sessions of an older epoch are gone
+    reloaded: float = float("-inf")  # time.monotonic() of the last one
+
+
+# SoftHSM2's file store can miss a key another process made: a process that stores a
+# change of its own right after takes the other's step of the token's generation counter
+# for its own, and does not read the token's directory again until the counter moves
+# once more. A key that is not found is therefore looked for once more after the library
+# is initialized again (which reads the token afresh), at most this often per process.
+RELOAD_INTERVAL = 1.0
 
 
 _MODULES: dict[str, _Module] = {}
@@ -249,6 +264,27 @@ def _initialize_in_child(loaded: _Module) -> None:
             f"The PKCS#11 module could not be initialized after fork ({type(exc).__name__})."
         ) from None
     loaded.pid = os.getpid()
+
+
+def _reload(loaded: _Module) -> bool:
+    """Initialize the library again (call with `_LOCK` held): every session and login of
+    the process is gone, and keystores open new ones (their epoch is stale). False when
+    the last reload was under RELOAD_INTERVAL ago."""
+    now = time.monotonic()
+    if now - loaded.reloaded < RELOAD_INTERVAL:
+        return False
+    loaded.reloaded = now
+    loaded.logins.clear()
+    with contextlib.suppress(PKCS11Error):
+        loaded.lib.finalize()
+    try:
+        loaded.lib.initialize()
+    except PKCS11Error as exc:
+        raise KeyStoreUnavailable(
+            f"The PKCS#11 module could not be initialized again ({type(exc).__name__})."
+        ) from None
+    loaded.epoch += 1
+    return True
 
 
 def _token(loaded: _Module, label: str) -> Any:
@@ -468,6 +504,7 @@ class Pkcs11KeyStore:
         self._size = cache_size
         self._session: Any = None
         self._pid = os.getpid()
+        self._epoch = 0
         self._token_facts: dict[str, str] = {}
 
     def capabilities(self) -> Capabilities:
@@ -486,8 +523,12 @@ class Pkcs11KeyStore:
             self._session = None  # the parent's: not closed from here
             self._cache.clear()
             self._pid = os.getpid()
+        loaded = _module(self._module_path, self._environment)
+        if self._epoch != loaded.epoch:  # the library was initialized again: all is gone
+            self._session = None
+            self._cache.clear()
+            self._epoch = loaded.epoch
         if self._session is None:
-            loaded = _module(self._module_path, self._environment)
             token = _token(loaded, self._token_label)
             _log_in(loaded, token, self._token_label, self._pin)
             try:
@@ -529,15 +570,28 @@ class Pkcs11KeyStore:
                 f"The PKCS#11 token refused the operation ({type(exc).__name__})."
             ) from None
 
+    def _found(self, find: Callable[[Any], _T]) -> _T:
+        """`find(session)`; when what it looks for is missing, once more after the library
+        is initialized again (RELOAD_INTERVAL: a key another process made may not be seen
+        yet). Call with `_LOCK` held."""
+        session = self._open()
+        try:
+            return self._call(lambda: find(session))
+        except _Missing:
+            if not _reload(_MODULES[self._module_path]):
+                raise
+        session = self._open()
+        return self._call(lambda: find(session))
+
     def _key(self, ref: KeyRef) -> _Key:
         """The loaded key, from the cache or the token. `ref.blob()` runs with the lock
         held; the lock is reentrant, so a blob source may use this keystore itself."""
-        session = self._open()
+        self._open()
         key = self._cache.get(ref.cache_id)
         if key is not None:
             return key
         blob = _parse_blob(ref.blob(), ref.family)
-        key = self._call(lambda: self._load(session, blob))
+        key = self._found(lambda session: self._load(session, blob))
         self._cache[ref.cache_id] = key
         while len(self._cache) > self._size:
             self._cache.popitem(last=False)
@@ -549,7 +603,7 @@ class Pkcs11KeyStore:
             private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=blob.key_id)
             public_obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=blob.key_id)
         except NoSuchKey:
-            raise KeyStoreError(_KEY_GONE) from None
+            raise _Missing(_KEY_GONE) from None
         except MultipleObjectsReturned:
             raise KeyStoreError("The PKCS#11 token holds more than one key with this id.") \
                 from None
@@ -668,8 +722,8 @@ class Pkcs11KeyStore:
             raise KeyStoreError(f"Key type family '{material.family}' cannot be imported.")
         key_id = secrets.token_bytes(ID_BYTES)
         with _LOCK:
+            kek = self._key(material.kek)  # first: finding it may open a new session
             session = self._open()
-            kek = self._key(material.kek)
             if kek.family != RSA or len(material.blob) <= kek.length:
                 raise KeyStoreError(_UNWRAP_FAILED)
             wrapped_aes, wrapped_key = material.blob[:kek.length], material.blob[kek.length:]
@@ -795,8 +849,8 @@ class Pkcs11KeyStore:
         """The token's facts about the key, read now: the protection attributes of its
         private object and the public key of its public object."""
         with _LOCK:
+            key = self._key(ref)  # first: finding it may open a new session
             session = self._open()
-            key = self._key(ref)
             return self._call(lambda: {
                 "keystore": self.name, "token": dict(self._token_facts),
                 "attributes": {name.lower(): bool(key.private[attribute])
@@ -872,7 +926,7 @@ def _public_object(session: Any, key: _Key) -> PublicKey:
     try:
         obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key.key_id)
     except NoSuchKey:
-        raise KeyStoreError(_KEY_GONE) from None
+        raise _Missing(_KEY_GONE) from None
     except MultipleObjectsReturned:
         raise KeyStoreError("The PKCS#11 token holds more than one key with this id.") \
             from None
@@ -910,7 +964,7 @@ class _AttestationKeys:
             return session.get_key(object_class=cls, id=bytes.fromhex(handle),
                                    label=self._label(role))
         except NoSuchKey:
-            raise KeyStoreError("The attestation key is not in the PKCS#11 token.") from None
+            raise _Missing("The attestation key is not in the PKCS#11 token.") from None
         except MultipleObjectsReturned:
             raise KeyStoreError("The PKCS#11 token holds more than one attestation key with "
                                 "this id.") from None
@@ -936,8 +990,7 @@ class _AttestationKeys:
     def public(self, role: str, handle: str) -> ec.EllipticCurvePublicKey:
         store = self._store
         with _LOCK:
-            session = store._open()
-            public = store._call(lambda: _public_key(
+            public = store._found(lambda session: _public_key(
                 self._find(session, role, handle, ObjectClass.PUBLIC_KEY), EC))
         if not isinstance(public, ec.EllipticCurvePublicKey) or \
                 curve_name(public) != _ATTESTATION_CURVE:
@@ -947,8 +1000,7 @@ class _AttestationKeys:
     def sign(self, role: str, handle: str, digest: bytes) -> bytes:
         store = self._store
         with _LOCK:
-            session = store._open()
-            raw: bytes = store._call(lambda: self._find(
+            raw: bytes = store._found(lambda session: self._find(
                 session, role, handle, ObjectClass.PRIVATE_KEY).sign(
                     digest, mechanism=Mechanism.ECDSA))
         return _ecdsa_raw(raw, CURVES[_ATTESTATION_CURVE][1])
