@@ -11,6 +11,7 @@ module uses one token (and one keystore on it), kept in `_TOKEN` and `_STORES`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -115,14 +116,17 @@ def store(request: pytest.FixtureRequest) -> KeyStore:
     return _STORES.setdefault("software", SoftwareKeyStore())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def token_session(p11: Pkcs11KeyStore, soft_token: SoftToken) -> Iterator[Any]:
     """A session of the test's own on the token, to look at what the token holds. It needs
-    no PIN: the keystore has logged this process in (login belongs to the process)."""
+    no PIN: the keystore has logged this process in (login belongs to the process). One per
+    test: a test that looks for a destroyed key makes the keystore initialize the library
+    again, which ends every session of the process."""
     key_for(p11, P256)
     session = pkcs11.lib(soft_token.module).get_token(token_label=TOKEN_LABEL).open()
     yield session
-    session.close()
+    with contextlib.suppress(pkcs11.exceptions.PKCS11Error):  # gone with a reload
+        session.close()
 
 
 def new_ref(store: KeyStore, stored: StoredKey, family: str) -> KeyRef:
