@@ -85,3 +85,23 @@ class PeakRss(threading.Thread):
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.join(5)
+
+
+def memory_holds(pid: int, needles: list[bytes]) -> set[bytes]:
+    """Which of `needles` occur anywhere in the readable memory of process `pid`
+    (/proc/PID/maps and /proc/PID/mem; needs the right to trace it, as root has). A
+    needle split across two mappings is not found; a needle never is across regions."""
+    found: set[bytes] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1]:
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                region = mem.read(end - start)
+            except (OSError, OverflowError, ValueError):
+                continue  # [vvar], guard pages and the like
+            found |= {n for n in needles if n not in found and n in region}
+    return found
