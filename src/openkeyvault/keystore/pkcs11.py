@@ -251,9 +251,8 @@ def _module(path: str, environment: dict[str, str]) -> _Module:
     return loaded
 
 
-def _initialize_in_child(loaded: _Module) -> None:
-    """After fork, forget the parent's logins (their sessions belong to the parent and are
-    not closed from here) and initialize the library again for this process."""
+def _reinitialize(loaded: _Module, when: str) -> None:
+    """C_Finalize and C_Initialize: every session and login of the process is gone."""
     loaded.logins.clear()
     with contextlib.suppress(PKCS11Error):
         loaded.lib.finalize()
@@ -261,28 +260,25 @@ def _initialize_in_child(loaded: _Module) -> None:
         loaded.lib.initialize()
     except PKCS11Error as exc:
         raise KeyStoreUnavailable(
-            f"The PKCS#11 module could not be initialized after fork ({type(exc).__name__})."
+            f"The PKCS#11 module could not be initialized {when} ({type(exc).__name__})."
         ) from None
+
+
+def _initialize_in_child(loaded: _Module) -> None:
+    """After fork, forget the parent's logins (their sessions belong to the parent and are
+    not closed from here) and initialize the library again for this process."""
+    _reinitialize(loaded, "after fork")
     loaded.pid = os.getpid()
 
 
 def _reload(loaded: _Module) -> bool:
-    """Initialize the library again (call with `_LOCK` held): every session and login of
-    the process is gone, and keystores open new ones (their epoch is stale). False when
-    the last reload was under RELOAD_INTERVAL ago."""
+    """Initialize the library again (call with `_LOCK` held): keystores open new sessions
+    (their epoch is stale). False when the last reload was under RELOAD_INTERVAL ago."""
     now = time.monotonic()
     if now - loaded.reloaded < RELOAD_INTERVAL:
         return False
     loaded.reloaded = now
-    loaded.logins.clear()
-    with contextlib.suppress(PKCS11Error):
-        loaded.lib.finalize()
-    try:
-        loaded.lib.initialize()
-    except PKCS11Error as exc:
-        raise KeyStoreUnavailable(
-            f"The PKCS#11 module could not be initialized again ({type(exc).__name__})."
-        ) from None
+    _reinitialize(loaded, "again")
     loaded.epoch += 1
     return True
 
