@@ -392,6 +392,50 @@ def _self_signed_pem() -> bytes:
         serialization.Encoding.PEM)
 
 
+def test_byok_into_a_premium_vault(az: Az, vault: str, tmp_path: Path,
+                                   az_env: tuple[DevServer, dict[str, str]]) -> None:
+    """Bring your own key with az alone and `okv byok`: a Premium vault (`az keyvault
+    create --sku premium`), a key-exchange key (`--kty RSA-HSM --ops import`), its public
+    key downloaded as PEM, a .byok file made by `okv byok`, `az keyvault key import
+    --byok-file`; the imported RSA-HSM key signs like the original."""
+    server, _ = az_env
+    premium = "azcli-premium"
+    made = az("keyvault", "create", "-n", premium, "-g", GROUP, "--sku", "premium")
+    assert made["properties"]["sku"]["name"] == "premium"
+    v = ("--vault-name", premium)
+    kek = az("keyvault", "key", "create", *v, "-n", "kek", "--kty", "RSA-HSM", "--size",
+             "2048", "--ops", "import")
+    assert (kek["key"]["kty"], kek["key"]["keyOps"]) == ("RSA-HSM", ["import"])
+    az("keyvault", "key", "download", *v, "-n", "kek", "-e", "PEM",
+       "-f", str(tmp_path / "kek.pem"))
+    target = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "target.pem").write_bytes(target.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    wrapped = subprocess.run(
+        [sys.executable, "-m", "openkeyvault", "byok", "--key", str(tmp_path / "target.pem"),
+         "--kek", str(tmp_path / "kek.pem"), "--kek-id", kek["key"]["kid"],
+         "--output", str(tmp_path / "target.byok")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert wrapped.returncode == 0, wrapped.stderr
+    imported = az("keyvault", "key", "import", *v, "-n", "brought",
+                  "--byok-file", str(tmp_path / "target.byok"), "--kty", "RSA",
+                  "--ops", "sign", "verify")
+    assert imported["key"]["kty"] == "RSA-HSM"
+    n = int.from_bytes(base64.b64decode(imported["key"]["n"] + "=="), "big")
+    assert n == target.public_key().public_numbers().n
+    digest = hashlib.sha256(b"brought in").digest()
+    sig = az("keyvault", "key", "sign", *v, "-n", "brought", "-a", "PS256",
+             "--digest", _b64(digest))
+    target.public_key().verify(
+        base64.b64decode(sig["signature"]), b"brought in",
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    # the key-exchange key imports and does nothing else
+    error = az("keyvault", "key", "sign", *v, "-n", "kek", "-a", "RS256",
+               "--digest", _b64(digest), expect_fail=True)
+    assert "not permitted" in error
+
+
 def test_certificates(az: Az, vault: str, tmp_path: Path) -> None:
     v = ("--vault-name", vault)
     policy = tmp_path / "policy.json"
