@@ -214,13 +214,16 @@ class _Module:
     logins: dict[str, _Login] = field(default_factory=dict)  # token label → login
     epoch: int = 0  # counts re-initializations: sessions of an older epoch are gone
     reloaded: float = float("-inf")  # time.monotonic() of the last one
+    changed: bool = False  # this process made or destroyed an object since then
 
 
 # SoftHSM2's file store can miss a key another process made: a process that stores a
 # change of its own right after takes the other's step of the token's generation counter
 # for its own, and does not read the token's directory again until the counter moves
 # once more. A key that is not found is therefore looked for once more after the library
-# is initialized again (which reads the token afresh), at most this often per process.
+# is initialized again (which reads the token afresh): whenever this process has changed
+# the token since the last time (only then can its view be stale), else at most this
+# often per process (a key that is really gone costs no more).
 RELOAD_INTERVAL = 1.0
 
 
@@ -273,11 +276,12 @@ def _initialize_in_child(loaded: _Module) -> None:
 
 def _reload(loaded: _Module) -> bool:
     """Initialize the library again (call with `_LOCK` held): keystores open new sessions
-    (their epoch is stale). False when the last reload was under RELOAD_INTERVAL ago."""
+    (their epoch is stale). False when this process changed nothing in the token since the
+    last reload, and that was under RELOAD_INTERVAL ago."""
     now = time.monotonic()
-    if now - loaded.reloaded < RELOAD_INTERVAL:
+    if not loaded.changed and now - loaded.reloaded < RELOAD_INTERVAL:
         return False
-    loaded.reloaded = now
+    loaded.reloaded, loaded.changed = now, False
     _reinitialize(loaded, "again")
     loaded.epoch += 1
     return True
@@ -566,6 +570,13 @@ class Pkcs11KeyStore:
                 f"The PKCS#11 token refused the operation ({type(exc).__name__})."
             ) from None
 
+    def _changing(self) -> Any:
+        """This keystore's session, for a call that makes or destroys objects (its own
+        change may hide another process's from this one: see RELOAD_INTERVAL)."""
+        session = self._open()
+        _MODULES[self._module_path].changed = True
+        return session
+
     def _found(self, find: Callable[[Any], _T]) -> _T:
         """`find(session)`; when what it looks for is missing, once more after the library
         is initialized again (RELOAD_INTERVAL: a key another process made may not be seen
@@ -653,7 +664,7 @@ class Pkcs11KeyStore:
     def _generate(self, family: str, bits: int | None, params: dict[Attribute, Any]) -> StoredKey:
         key_id = secrets.token_bytes(ID_BYTES)
         with _LOCK:
-            session = self._open()
+            session = self._changing()
             public_obj = self._call(lambda: self._generate_pair(session, family, bits, params,
                                                                 key_id))
             try:
@@ -700,7 +711,7 @@ class Pkcs11KeyStore:
         public_attrs.update({**_PUBLIC_TEMPLATE, **names,
                              Attribute.CLASS: ObjectClass.PUBLIC_KEY})
         with _LOCK:
-            session = self._open()
+            session = self._changing()
             self._call(lambda: self._create_pair(session, private, public_attrs))
         return self._stored(key_id, material.family, public)
 
@@ -719,7 +730,7 @@ class Pkcs11KeyStore:
         key_id = secrets.token_bytes(ID_BYTES)
         with _LOCK:
             kek = self._key(material.kek)  # first: finding it may open a new session
-            session = self._open()
+            session = self._changing()
             if kek.family != RSA or len(material.blob) <= kek.length:
                 raise KeyStoreError(_UNWRAP_FAILED)
             wrapped_aes, wrapped_key = material.blob[:kek.length], material.blob[kek.length:]
@@ -799,7 +810,7 @@ class Pkcs11KeyStore:
         is not an error) and forget the key."""
         blob = _parse_blob(ref.blob(), ref.family)
         with _LOCK:
-            session = self._open()
+            session = self._changing()
             self._call(lambda: self._destroy_objects(session, blob.key_id))
             self._cache.pop(ref.cache_id, None)
 
@@ -832,7 +843,7 @@ class Pkcs11KeyStore:
             raise KeyStoreError("Not a key handle of this keystore.")
         key_id = bytes.fromhex(handle)
         with _LOCK:
-            session = self._open()
+            session = self._changing()
             self._call(lambda: self._destroy_objects(session, key_id, self._label(key_id)))
             self._cache.clear()  # rare (a clean-up job): no need to find the one entry
 
@@ -970,7 +981,7 @@ class _AttestationKeys:
         key_id = secrets.token_bytes(ID_BYTES)
         store = self._store
         with _LOCK:
-            session = store._open()
+            session = store._changing()
 
             def make() -> None:
                 domain = session.create_domain_parameters(
@@ -1006,6 +1017,6 @@ class _AttestationKeys:
             raise KeyStoreError("Not an attestation key handle.")
         store = self._store
         with _LOCK:
-            session = store._open()
+            session = store._changing()
             store._call(lambda: store._destroy_objects(session, bytes.fromhex(handle),
                                                        self._label(role)))
