@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from openkeyvault.api import render
+from openkeyvault.crypto.attestation import Chain, root_pem
 from openkeyvault.crypto.attestation_check import AttestationInvalid, verify
 from openkeyvault.crypto.external_sign import ecdsa_raw
 from openkeyvault.keystore.base import KeyRef, KeyStoreError
-from openkeyvault.vault.attestation import Attestor, Chain, meta_key, root_pem
+from openkeyvault.vault.attestation import Attestor, meta_key
 from openkeyvault.vault.models import Attributes, KeyBundle
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -38,9 +38,10 @@ def root(
     It is made in the HSM with the first key attestation; clients verify attestations
     against it (`okv attestation verify --root`).
     """
+    from openkeyvault.crypto.attestation import root_pem
     from openkeyvault.storage.db import open_database
     from openkeyvault.storage.repository import Repository
-    from openkeyvault.vault.attestation import meta_key, root_pem
+    from openkeyvault.vault.attestation import meta_key
 
     if config is not None and data_dir is not None:
         _fail("give --data-dir or --config, not both")
@@ -82,9 +83,7 @@ def verify(
     """
     import datetime as dt
 
-    from cryptography import x509
-
-    from openkeyvault.crypto.attestation_check import AttestationInvalid
+    from openkeyvault.crypto.attestation_check import AttestationInvalid, load_root
     from openkeyvault.crypto.attestation_check import verify as check
 
     try:
@@ -96,7 +95,7 @@ def verify(
     trusted = None
     if root_file is not None:
         try:
-            trusted = x509.load_pem_x509_certificate(root_file.read_bytes())
+            trusted = load_root(root_file.read_bytes())
         except OSError as exc:
             _fail(f"cannot read {exc.filename}: {exc.strerror}")
         except ValueError:

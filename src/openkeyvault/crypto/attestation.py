@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -34,6 +35,7 @@ ORGANIZATION = "OpenKeyVault"
 ROOT_VALIDITY_YEARS = 20
 SIGNING_VALIDITY_YEARS = 10
 BACKDATE = dt.timedelta(minutes=5)  # clocks of verifiers a little behind
+_UNREADABLE = "The stored attestation certificates cannot be read."
 
 
 def _years_after(start: dt.datetime, years: int) -> dt.datetime:
@@ -144,3 +146,38 @@ def public_claims(kid: str, kty: str, public: dict[str, Any], facts: dict[str, A
         "public": dict(public), "keystore": facts["keystore"],
         "token": dict(facts["token"]), "iat": iat,
     }
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A keystore's attestation keys (their handles) and certificates."""
+
+    root_id: str
+    signing_id: str
+    root: x509.Certificate
+    signing: x509.Certificate
+
+    def to_json(self) -> str:
+        pem = serialization.Encoding.PEM
+        return json.dumps({
+            "v": 1,
+            "root": {"id": self.root_id, "certificate": self.root.public_bytes(pem).decode()},
+            "signing": {"id": self.signing_id,
+                        "certificate": self.signing.public_bytes(pem).decode()},
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, stored: str) -> Chain:
+        try:
+            doc = json.loads(stored)
+            return cls(str(doc["root"]["id"]), str(doc["signing"]["id"]),
+                       x509.load_pem_x509_certificate(doc["root"]["certificate"].encode()),
+                       x509.load_pem_x509_certificate(
+                           doc["signing"]["certificate"].encode()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(_UNREADABLE) from None
+
+
+def root_pem(stored: str) -> bytes:
+    """The attestation root's PEM from a stored value (`okv attestation root`)."""
+    return Chain.from_json(stored).root.public_bytes(serialization.Encoding.PEM)

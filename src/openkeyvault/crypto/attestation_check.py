@@ -48,6 +48,11 @@ class Facts:
     root: x509.Certificate
 
 
+def load_root(pem: bytes) -> x509.Certificate:
+    """The trusted attestation root from its PEM (ValueError when it holds none)."""
+    return x509.load_pem_x509_certificate(pem)
+
+
 def verify(bundle: Any, now: dt.datetime, root: x509.Certificate | None = None) -> Facts:
     """Check the attestation in a KeyBundle (parsed JSON) against its own chain, and that
     chain against `root` when one is given."""

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from openkeyvault.crypto import attestation
+from openkeyvault.crypto.attestation import Chain
 from openkeyvault.crypto.encoding import b64url_encode
 from openkeyvault.keystore.base import (
     AttestationSigner,
@@ -36,7 +32,6 @@ from openkeyvault.vault.models import KeyAttestation, KeyBundle
 META_PREFIX = "attestation_"  # + the keystore's name
 ROOT_NAME = "OpenKeyVault Attestation Root"
 SIGNING_NAME = "OpenKeyVault Key Attestation"
-_UNREADABLE = "The stored attestation certificates cannot be read."
 
 # (meta key, make) → the stored value: make() is called only when none is stored yet.
 MetaStore = Callable[[str, Callable[[], str]], str]
@@ -45,41 +40,6 @@ MetaStore = Callable[[str, Callable[[], str]], str]
 def meta_key(keystore: str) -> str:
     """The `meta` key of a keystore's attestation keys and certificates."""
     return f"{META_PREFIX}{keystore}"
-
-
-@dataclass(frozen=True)
-class Chain:
-    """A keystore's attestation keys (their handles) and certificates."""
-
-    root_id: str
-    signing_id: str
-    root: x509.Certificate
-    signing: x509.Certificate
-
-    def to_json(self) -> str:
-        pem = serialization.Encoding.PEM
-        return json.dumps({
-            "v": 1,
-            "root": {"id": self.root_id, "certificate": self.root.public_bytes(pem).decode()},
-            "signing": {"id": self.signing_id,
-                        "certificate": self.signing.public_bytes(pem).decode()},
-        }, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, stored: str) -> Chain:
-        try:
-            doc = json.loads(stored)
-            return cls(str(doc["root"]["id"]), str(doc["signing"]["id"]),
-                       x509.load_pem_x509_certificate(doc["root"]["certificate"].encode()),
-                       x509.load_pem_x509_certificate(
-                           doc["signing"]["certificate"].encode()))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ValueError(_UNREADABLE) from None
-
-
-def root_pem(stored: str) -> bytes:
-    """The attestation root's PEM from a stored value (`okv attestation root`)."""
-    return Chain.from_json(stored).root.public_bytes(serialization.Encoding.PEM)
 
 
 class Attestor:
