@@ -147,13 +147,19 @@ def verify(key: PrivateKey | PublicKey, alg: str, digest: bytes, signature: byte
         return False
 
 
-def _padding(alg: str, key: PrivateKey | PublicKey) -> tuple[padding.AsymmetricPadding, int]:
+def encrypt_spec(alg: str, key_family: str) -> tuple[str, int]:
+    """(padding kind, overhead bytes) of an encryption algorithm for a key of
+    `key_family`; AlgorithmError for an unknown one or a key that is not RSA."""
     spec = ENCRYPT.get(alg)
     if spec is None:
         raise AlgorithmError(f"Unknown encryption algorithm '{alg[:32]}'.")
-    if family(key) != "RSA":
+    if key_family != "RSA":
         raise AlgorithmError(f"Algorithm {alg} needs an RSA key.")
-    kind, overhead = spec
+    return spec
+
+
+def _padding(alg: str, key: PrivateKey | PublicKey) -> tuple[padding.AsymmetricPadding, int]:
+    kind, overhead = encrypt_spec(alg, family(key))
     if kind == "pkcs1":
         return padding.PKCS1v15(), overhead
     h: hashes.HashAlgorithm = hashes.SHA1() if kind == "oaep-sha1" else hashes.SHA256()  # noqa: S303

@@ -17,6 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from openkeyvault.crypto.algorithms import SIGN
+
 Point = tuple[int, int] | None  # None: the point at infinity
 
 
@@ -61,11 +63,9 @@ CURVES: dict[str, Curve] = {
         0x51953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00,  # noqa: E501
         0x1fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409),  # noqa: E501
 }
-# The digest each curve is signed with here (its JOSE algorithm's hash).
+# The digest each curve is signed with here: its JOSE algorithm's hash.
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "P-256": hashes.SHA256, "P-256K": hashes.SHA256, "P-384": hashes.SHA384,
-    "P-521": hashes.SHA512,
-}
+    spec.curve: spec.hash for spec in SIGN.values() if spec.curve is not None}
 
 
 class RecoveryError(ValueError):

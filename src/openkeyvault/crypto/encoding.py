@@ -18,3 +18,11 @@ def b64url_decode(value: str) -> bytes:
     if not _B64URL.fullmatch(value) or len(value.rstrip("=")) % 4 == 1:
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+
+
+def b64_either_decode(value: str) -> bytes:
+    """Decode base64 in either alphabet (standard or url-safe), padding optional, as files
+    made by other tools carry it (.byok blobs, JWKs). ValueError on anything else."""
+    if not isinstance(value, str):
+        raise ValueError("not base64")
+    return b64url_decode(value.replace("+", "-").replace("/", "_"))

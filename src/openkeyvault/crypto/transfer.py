@@ -7,7 +7,6 @@ service reads such files in vault/byok.py and unwraps them in the HSM."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from openkeyvault.crypto.encoding import b64_either_decode, b64url_encode
 from openkeyvault.crypto.jwk import CURVES, RSA_SIZES, PrivateKey, curve_name
 
 ENC = "CKM_RSA_AES_KEY_WRAP"
@@ -53,7 +53,7 @@ def load_kek(data: bytes) -> tuple[rsa.RSAPublicKey, str | None]:
         if not isinstance(jwk, dict) or not str(jwk.get("kty", "")).startswith("RSA"):
             raise TransferError("the KEK's JWK must be an RSA key (kty RSA-HSM)")
         try:
-            n, e = (int.from_bytes(_b64(jwk[m]), "big") for m in ("n", "e"))
+            n, e = (int.from_bytes(b64_either_decode(jwk[m]), "big") for m in ("n", "e"))
         except (KeyError, TypeError, ValueError):
             raise TransferError("the KEK's JWK needs its n and e") from None
         kid = jwk.get("kid")
@@ -68,13 +68,6 @@ def load_kek(data: bytes) -> tuple[rsa.RSAPublicKey, str | None]:
     if not isinstance(key, rsa.RSAPublicKey):
         raise TransferError("the KEK must be an RSA public key")
     return key, None
-
-
-def _b64(value: str) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(value)
-    text = value.rstrip("=").replace("+", "-").replace("/", "_")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def transfer_blob(kek: rsa.RSAPublicKey, kid: str, key: PrivateKey,
@@ -100,7 +93,7 @@ def transfer_blob(kek: rsa.RSAPublicKey, kid: str, key: PrivateKey,
     return json.dumps({
         "schema_version": "1.0.0",
         "header": {"kid": kid, "alg": "dir", "enc": ENC},
-        "ciphertext": base64.urlsafe_b64encode(ciphertext).rstrip(b"=").decode(),
+        "ciphertext": b64url_encode(ciphertext),
         "generator": generator,
     }, indent=1).encode() + b"\n"
 

@@ -75,7 +75,7 @@ from pkcs11.exceptions import (
 from pkcs11.mechanisms import MGF, KeyType, Mechanism
 
 from openkeyvault.crypto import algorithms, ecrecover
-from openkeyvault.crypto.algorithms import AlgorithmError, DecryptionError, SignAlg
+from openkeyvault.crypto.algorithms import DecryptionError, SignAlg
 from openkeyvault.crypto.ecrecover import RecoveryError
 from openkeyvault.crypto.jwk import (
     CURVES,
@@ -184,6 +184,13 @@ HOST_STEPS = {
               "PKCS#1 v1.5 with implicit rejection: a bad padding yields a pseudo-random "
               "plaintext instead of a token error, so there is no padding oracle.",
 }
+
+
+CAPABILITIES = Capabilities(
+    hardware=True, families=frozenset({RSA, EC}), rsa_sizes=RSA_SIZES, curves=tuple(CURVES),
+    sign=frozenset(algorithms.SIGN), encrypt=frozenset(algorithms.ENCRYPT), export=False,
+    host_steps=HOST_STEPS,
+)
 
 
 # --- The library, shared by the whole process ------------------------------------------
@@ -472,15 +479,6 @@ def _ecdsa_raw(signature: bytes, size: int) -> bytes:
     return signature[:half].rjust(size, b"\0") + signature[half:].rjust(size, b"\0")
 
 
-def _check_encryption(alg: str, family: str) -> None:
-    """The refusals of `algorithms.encrypt` and `algorithms.decrypt`, with their messages,
-    for a key whose private half is in the token."""
-    if alg not in algorithms.ENCRYPT:
-        raise AlgorithmError(f"Unknown encryption algorithm '{alg[:32]}'.")
-    if family != RSA:
-        raise AlgorithmError(f"Algorithm {alg} needs an RSA key.")
-
-
 # --- The keystore ----------------------------------------------------------------------
 
 
@@ -508,11 +506,7 @@ class Pkcs11KeyStore:
         self._token_facts: dict[str, str] = {}
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            hardware=True, families=frozenset({RSA, EC}), rsa_sizes=RSA_SIZES,
-            curves=tuple(CURVES), sign=frozenset(algorithms.SIGN),
-            encrypt=frozenset(algorithms.ENCRYPT), export=False, host_steps=dict(HOST_STEPS),
-        )
+        return CAPABILITIES
 
     # Sessions, errors and the cache (all called with _LOCK held).
 
@@ -606,15 +600,9 @@ class Pkcs11KeyStore:
 
     @staticmethod
     def _load(session: Any, blob: _Blob) -> _Key:
-        try:
-            private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=blob.key_id)
-            public_obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=blob.key_id)
-        except NoSuchKey:
-            raise _Missing(_KEY_GONE) from None
-        except MultipleObjectsReturned:
-            raise KeyStoreError("The PKCS#11 token holds more than one key with this id.") \
-                from None
-        public = _public_key(public_obj, blob.family)
+        private = _key_object(session, ObjectClass.PRIVATE_KEY, blob.key_id)
+        public = _public_key(_key_object(session, ObjectClass.PUBLIC_KEY, blob.key_id),
+                             blob.family)
         length = (public.key_size + 7) // 8 if isinstance(public, rsa.RSAPublicKey) else 0
         return _Key(private, public, blob.family, blob.ir, length, blob.key_id)
 
@@ -895,7 +883,7 @@ class Pkcs11KeyStore:
         the padding on the host (RSA-OAEP-256, RSA1_5: see `HOST_STEPS`)."""
         with _LOCK:
             key = self._key(ref)
-            _check_encryption(alg, key.family)
+            algorithms.encrypt_spec(alg, key.family)
             if len(ciphertext) != key.length:
                 raise DecryptionError()
             if alg == "RSA-OAEP":
@@ -928,16 +916,20 @@ class Pkcs11KeyStore:
         return self.decrypt(ref, alg, wrapped)
 
 
-def _public_object(session: Any, key: _Key) -> PublicKey:
-    """The public key of the key's public object, read from the token now."""
+def _key_object(session: Any, cls: ObjectClass, key_id: bytes) -> Any:
+    """The token's one object of class `cls` with this CKA_ID."""
     try:
-        obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key.key_id)
+        return session.get_key(object_class=cls, id=key_id)
     except NoSuchKey:
         raise _Missing(_KEY_GONE) from None
     except MultipleObjectsReturned:
         raise KeyStoreError("The PKCS#11 token holds more than one key with this id.") \
             from None
-    return _public_key(obj, key.family)
+
+
+def _public_object(session: Any, key: _Key) -> PublicKey:
+    """The public key of the key's public object, read from the token now."""
+    return _public_key(_key_object(session, ObjectClass.PUBLIC_KEY, key.key_id), key.family)
 
 
 def _token_facts(token: Any) -> dict[str, str]:

@@ -7,13 +7,12 @@ PKCS#8 key; the keystore unwraps it inside the HSM (keystore/pkcs11.py)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from openkeyvault.crypto.encoding import b64_either_decode
 from openkeyvault.vault.errors import BadParameter
 
 MAX_BLOB_CHARS = 64 * 1024
@@ -29,13 +28,9 @@ class TransferBlob:
 
 
 def _b64(text: str, what: str) -> bytes:
-    """base64url or standard base64, with or without padding."""
-    if not re.fullmatch(r"[A-Za-z0-9+/_-]*={0,2}", text):
-        raise BadParameter(f"{what} is not base64.")
-    cleaned = text.rstrip("=").replace("+", "-").replace("/", "_")
     try:
-        return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
-    except (binascii.Error, ValueError):
+        return b64_either_decode(text)
+    except ValueError:
         raise BadParameter(f"{what} is not base64.") from None
 
 
