@@ -196,7 +196,7 @@ class Deployment:
             vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
             keys=KeyService(repo, barrier, authorizer, clock, backups,
-                            keystores(settings, deployment_id),
+                            keystores(settings, deployment_id, public_meta),
                             Attestor(public_meta, lambda: dt.datetime.fromtimestamp(
                                 clock.now(), dt.UTC), deployment_id[:8])),
             identities=identities,

@@ -28,7 +28,7 @@ def listing(session):
                "label": obj[Attribute.LABEL]}
         if obj.object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.SECRET_KEY):
             for name in ("SENSITIVE", "EXTRACTABLE", "ALWAYS_SENSITIVE", "NEVER_EXTRACTABLE",
-                         "TOKEN", "PRIVATE"):
+                         "LOCAL", "TOKEN", "PRIVATE"):
                 row[name] = bool(obj[getattr(Attribute, name)])
         out.append(row)
     return out

@@ -65,6 +65,13 @@ _TOKEN: dict[str, SoftToken] = {}
 _STORES: dict[str, Any] = {}
 _KEYS: dict[tuple[str, KeySpec], tuple[StoredKey, KeyRef]] = {}
 _IDS = itertools.count()
+_META: dict[str, str] = {}  # what a deployment's `meta` table keeps (backup key ids)
+
+
+def meta(key: str, make: Callable[[], str]) -> str:
+    if key not in _META:
+        _META[key] = make()
+    return _META[key]
 
 RSA2048 = KeySpec("RSA", 2048)
 RSA2048_E3 = KeySpec("RSA", 2048, public_exponent=3)
@@ -103,7 +110,7 @@ def _environment(token: SoftToken) -> dict[str, str]:
 def p11(soft_token: SoftToken) -> Pkcs11KeyStore:
     if "pkcs11" not in _STORES:
         _STORES["pkcs11"] = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin,
-                                           environment=_environment(soft_token))
+                                           environment=_environment(soft_token), meta=meta)
     store = _STORES["pkcs11"]
     assert isinstance(store, Pkcs11KeyStore)
     return store
@@ -455,6 +462,7 @@ def test_pkcs11_capabilities(p11: Pkcs11KeyStore) -> None:
     assert caps.hardware is True
     assert caps.families == frozenset({"RSA", "EC"})
     assert caps.export is False
+    assert caps.backup is True
     assert caps.wrapped_import == frozenset()
     assert set(caps.host_steps) == {"RSA-OAEP-256", "RSA1_5"}
 
@@ -475,7 +483,9 @@ def test_pkcs11_generated_private_key_never_leaves_the_token(
     assert private[Attribute.SENSITIVE] is True
     assert private[Attribute.EXTRACTABLE] is False
     assert private[Attribute.ALWAYS_SENSITIVE] is True
-    assert private[Attribute.NEVER_EXTRACTABLE] is True
+    assert private[Attribute.LOCAL] is True
+    # Extractable only until its backup copy was wrapped, in the token, by the backup key.
+    assert private[Attribute.NEVER_EXTRACTABLE] is False
     assert private[Attribute.TOKEN] is True and private[Attribute.PRIVATE] is True
     assert private[Attribute.SIGN] is True and private[Attribute.DERIVE] is False
     assert private[Attribute.DECRYPT] is (spec.family == "RSA")
@@ -534,18 +544,23 @@ def test_pkcs11_key_destroyed_elsewhere_is_gone(p11: Pkcs11KeyStore,
 
 
 @pytest.mark.parametrize("spec", [RSA2048, P256], ids=["rsa", "ec"])
-def test_pkcs11_blob_only_names_the_key(p11: Pkcs11KeyStore, spec: KeySpec) -> None:
+def test_pkcs11_blob_names_the_key_and_holds_its_wrapped_copy(
+        p11: Pkcs11KeyStore, token_session: Any, spec: KeySpec) -> None:
     stored, _ = key_for(p11, spec)
     doc = json.loads(stored.blob)
     assert stored.blob == json.dumps(doc, separators=(",", ":")).encode()
     assert doc["v"] == 1 and doc["family"] == spec.family
     assert len(bytes.fromhex(doc["id"])) == 16
     if spec.family == "RSA":
-        assert set(doc) == {"v", "id", "family", "ir"}
+        assert set(doc) == {"v", "id", "family", "ir", "bk", "wrapped"}
         assert len(base64.b64decode(doc["ir"], validate=True)) == 32
     else:
-        assert set(doc) == {"v", "id", "family"}
-    assert len(stored.blob) < 150
+        assert set(doc) == {"v", "id", "family", "bk", "wrapped"}
+    [backup_key] = token_session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                              Attribute.LABEL: "okv-backup"})
+    assert doc["bk"] == backup_key[Attribute.ID].hex()
+    wrapped = base64.b64decode(doc["wrapped"], validate=True)
+    assert len(wrapped) % 8 == 0 and len(wrapped) > 64  # AES key wrap (padded) of PKCS#8
 
 
 GOOD_ID = "0a" * 16
@@ -566,9 +581,16 @@ GOOD_IR = base64.b64encode(bytes(32)).decode()
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "RSA", "ir": GOOD_IR[:-1] + "!"}).encode(),
      "RSA"),
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "wrapped": "AAAA"}).encode(), "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "bk": GOOD_ID}).encode(), "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "bk": "x", "wrapped": "AAAA"}).encode(),
+     "EC"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "bk": GOOD_ID,
+                 "wrapped": "!!"}).encode(), "EC"),
 ], ids=["empty", "not-utf8", "list", "no-fields", "deep", "ec-blob-rsa-key", "rsa-blob-ec-key",
         "version-2", "version-true", "upper-case-id", "short-id", "extra-field", "no-ir",
-        "short-ir", "bad-base64-ir", "oct"])
+        "short-ir", "bad-base64-ir", "oct", "wrapped-without-bk", "bk-without-wrapped",
+        "bad-bk", "bad-base64-wrapped"])
 def test_pkcs11_bad_blob_is_refused(p11: Pkcs11KeyStore, blob: bytes, family: str) -> None:
     ref = KeyRef(f"bad/{next(_IDS)}", family, lambda: blob)
     for call in (lambda: p11.sign(ref, "RS256", b"\0" * 32), lambda: p11.destroy(ref)):
@@ -592,6 +614,136 @@ def test_pkcs11_wrapped_import_refusals_and_no_export(p11: Pkcs11KeyStore) -> No
     with pytest.raises(KeyStoreError) as err:
         p11.export(key_for(p11, P256)[1], ref, "RSA-OAEP-256")
     assert str(err.value) == "Keys in this keystore are not exportable."
+
+
+# --- Backup copies -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [RSA2048, P256, EC_SPECS["P-256K"], EC_SPECS["P-521"]],
+                         ids=["rsa", "p-256", "p-256k", "p-521"])
+def test_backup_blob_restores_a_key_that_signs_alike(store: KeyStore, spec: KeySpec) -> None:
+    """Backed up, the key destroyed (a purge), restored: the restored key signs under the
+    original public key, in new token objects for an HSM."""
+    stored = store.generate(spec)
+    ref = new_ref(store, stored, spec.family)
+    blob = store.backup_blob(ref)
+    store.destroy(ref)
+    restored = store.restore_key(spec.family, blob, stored.public)
+    assert restored.public == stored.public and restored.size == stored.size
+    again = new_ref(store, restored, spec.family)
+    alg = "RS256" if spec.family == "RSA" else \
+        {v: k for k, v in ES_CURVE.items()}[spec.curve or ""]
+    verify_outside(stored.public, alg, digest_for(alg), store.sign(again, alg, digest_for(alg)))
+    if store.name == "pkcs11":
+        assert restored.handle is not None and restored.handle != stored.handle
+        assert restored.handle in store.held() and stored.handle not in store.held()
+        # The restored key's blob is a backup copy again, for the next backup.
+        assert store.backup_blob(again) == restored.blob
+    store.destroy(again)
+
+
+def test_restore_refuses_another_keys_public_key(store: KeyStore) -> None:
+    stored, ref = key_for(store, P256)
+    other, _ = key_for(store, EC_SPECS["P-384"])
+    before = store.held()
+    for public in (key_for(store, EC_SPECS["P-256K"])[0].public,
+                   {**stored.public, "x": other.public["x"]}):
+        with pytest.raises(KeyStoreError):
+            store.restore_key("EC", store.backup_blob(ref), public)
+    with pytest.raises(KeyStoreError):
+        store.restore_key("RSA", store.backup_blob(ref), key_for(store, RSA2048)[0].public)
+    assert store.held() == before  # nothing left behind
+
+
+def test_pkcs11_restore_of_a_tampered_copy_is_refused(p11: Pkcs11KeyStore) -> None:
+    stored, ref = key_for(p11, RSA2048)
+    doc = json.loads(p11.backup_blob(ref))
+    wrapped = bytearray(base64.b64decode(doc["wrapped"]))
+    wrapped[40] ^= 1
+    before = p11.held()
+    for changed in ({**doc, "wrapped": base64.b64encode(bytes(wrapped)).decode()},
+                    {**doc, "bk": "0b" * 16}):
+        with pytest.raises(KeyStoreError) as err:
+            p11.restore_key("RSA", json.dumps(changed).encode(), stored.public)
+        assert str(err.value) in (
+            "The backed-up key could not be unwrapped in the HSM with the deployment's backup "
+            "key: the backup is damaged or from another token.",
+            "The backup was made with an HSM backup key the token does not hold: it can be "
+            "restored only in the deployment and token that made it.")
+    assert p11.held() == before
+
+
+def test_pkcs11_backup_key_unwraps_only_into_sensitive_keys(p11: Pkcs11KeyStore,
+                                                           token_session: Any) -> None:
+    """The backup key: AES-256, made in the token, used only to wrap and unwrap, never
+    extractable; and a holder of the PIN cannot unwrap a copy into a key the token would
+    reveal (CKA_UNWRAP_TEMPLATE)."""
+    stored, ref = key_for(p11, RSA2048)
+    doc = json.loads(p11.backup_blob(ref))
+    [backup] = token_session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                          Attribute.ID: bytes.fromhex(doc["bk"])})
+    assert backup[Attribute.LABEL] == "okv-backup"
+    assert backup[Attribute.VALUE_LEN] == 32
+    for attribute, value in ((Attribute.SENSITIVE, True), (Attribute.EXTRACTABLE, False),
+                             (Attribute.NEVER_EXTRACTABLE, True), (Attribute.LOCAL, True),
+                             (Attribute.WRAP, True), (Attribute.UNWRAP, True),
+                             (Attribute.ENCRYPT, False), (Attribute.DECRYPT, False),
+                             (Attribute.TOKEN, True), (Attribute.PRIVATE, True)):
+        assert backup[attribute] is value, attribute
+    wrapped = base64.b64decode(doc["wrapped"])
+    for template in ({Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+                     {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
+                     {Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: False}):
+        with pytest.raises(pkcs11.exceptions.TemplateInconsistent):
+            backup.unwrap_key(ObjectClass.PRIVATE_KEY, pkcs11.KeyType.RSA, wrapped,
+                              mechanism=pkcs11.Mechanism.AES_KEY_WRAP_PAD, store=False,
+                              template={**template, Attribute.SIGN: True,
+                                        Attribute.ENCRYPT: pkcs11.DEFAULT,
+                                        Attribute.VERIFY: pkcs11.DEFAULT,
+                                        Attribute.WRAP: pkcs11.DEFAULT})
+    with pytest.raises(pkcs11.exceptions.KeyUnextractable):  # no second copy, by anyone
+        backup.wrap_key(_objects(token_session, stored, ObjectClass.PRIVATE_KEY)[0],
+                        mechanism=pkcs11.Mechanism.AES_KEY_WRAP_PAD)
+
+
+def test_pkcs11_without_a_meta_store_keys_are_never_extractable_and_not_backed_up(
+        p11: Pkcs11KeyStore, soft_token: SoftToken, token_session: Any) -> None:
+    plain = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin,
+                           environment=_environment(soft_token))
+    assert plain.capabilities().backup is False
+    stored = plain.generate(P256)
+    ref = new_ref(plain, stored, "EC")
+    [private] = _objects(token_session, stored, ObjectClass.PRIVATE_KEY)
+    assert private[Attribute.NEVER_EXTRACTABLE] is True
+    assert set(json.loads(stored.blob)) == {"v", "id", "family"}
+    for call in (lambda: plain.backup_blob(ref),
+                 lambda: p11.restore_key("EC", stored.blob, stored.public)):
+        with pytest.raises(KeyStoreError) as err:
+            call()
+        assert str(err.value).startswith("This HSM key was made without a backup copy")
+    plain.destroy(ref)
+
+
+def test_pkcs11_a_backup_key_made_in_vain_is_destroyed(soft_token: SoftToken,
+                                                       p11: Pkcs11KeyStore,
+                                                       token_session: Any) -> None:
+    """Two processes made a backup key at once; the one whose id was not stored first
+    destroys its own and uses the stored one."""
+    key_for(p11, P256)  # the module's backup key exists
+    [first] = _META.values()
+
+    def late(key: str, make: Callable[[], str]) -> str:
+        make()  # made, then another's is found stored
+        return first
+
+    store = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin,
+                           environment=_environment(soft_token), meta=late)
+    stored = store.generate(P256)
+    assert json.loads(stored.blob)["bk"] == first
+    backups = token_session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                         Attribute.LABEL: "okv-backup"})
+    assert [b[Attribute.ID].hex() for b in backups] == [first]
+    store.destroy(new_ref(store, stored, "EC"))
 
 
 def test_pkcs11_signs_in_a_forked_child(p11: Pkcs11KeyStore) -> None:
@@ -741,7 +893,7 @@ def test_pkcs11_attest_reads_the_token(p11: Pkcs11KeyStore, token_session: Any) 
         "token": {"label": TOKEN_LABEL, "manufacturer": token.manufacturer_id,
                   "model": token.model, "serial": token.serial.decode().strip()},
         "attributes": {"sensitive": True, "extractable": False, "always_sensitive": True,
-                       "never_extractable": True, "local": True},
+                       "never_extractable": False, "local": True},
         "public": stored.public,
     }
     assert facts["token"]["manufacturer"] == "SoftHSM project"

@@ -24,6 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 RSA, EC, OCT = "RSA", "EC", "oct"
 
+# A get-or-create of a small value the deployment keeps (first writer wins): (key, make)
+# → the stored value; make() is called only when none is stored yet.
+MetaStore = Callable[[str, Callable[[], str]], str]
+
 
 @dataclass(frozen=True)
 class KeySpec:
@@ -81,6 +85,9 @@ class Capabilities:
     encrypt: frozenset[str] = frozenset()  # JWA encryption (and key wrap) algorithms
     wrapped_import: frozenset[str] = frozenset()  # WrappedKey algorithms accepted
     export: bool = False  # keys can be exported wrapped to another key
+    # Keys held outside storage carry, in their blob, a copy wrapped by a key of the backend
+    # (so a backup can hold it and `restore_key` make it live again).
+    backup: bool = False
     # Where the backend does part of an algorithm on the host, and why (docs, tests).
     host_steps: dict[str, str] = field(default_factory=dict)
 
@@ -129,6 +136,15 @@ class KeyStore(Protocol):
 
     def destroy_held(self, handle: str) -> None:
         """Destroy a held key by its handle (one no key version names any more)."""
+
+    def backup_blob(self, ref: KeyRef) -> bytes:
+        """What a key backup holds of the key: a blob `restore_key` accepts in this
+        deployment. KeyStoreError for a key that cannot be backed up."""
+
+    def restore_key(self, family: str, blob: bytes, public: dict[str, Any]) -> StoredKey:
+        """Make the key of a backup's blob live in this backend again (an HSM: a new object
+        unwrapped inside it); `public` is the key's stored public JWK members, checked
+        against the key. KeyStoreError when the blob cannot be restored here."""
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         """The key's private material wrapped to `wrapping` (a public key) with `alg`."""

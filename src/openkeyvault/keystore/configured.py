@@ -10,25 +10,28 @@ from typing import Any
 
 from openkeyvault.config import Settings
 from openkeyvault.keystore import softhsm
-from openkeyvault.keystore.base import KeyStore, KeyStoreUnavailable
+from openkeyvault.keystore.base import KeyStore, KeyStoreUnavailable, MetaStore
 from openkeyvault.keystore.software import SoftwareKeyStore
 
 DEV_TOKEN_LABEL = "okv-dev"  # noqa: S105 - a label, not a secret
 
 
-def keystores(settings: Settings, deployment_id: str) -> dict[str, KeyStore]:
+def keystores(settings: Settings, deployment_id: str,
+              meta: MetaStore | None = None) -> dict[str, KeyStore]:
     """By name; the software keystore first. Nothing is loaded here: an HSM keystore
     opens its module and session on first use (in each worker process). The HSM's
     objects are labelled with the deployment's id, so deployments sharing a token never
-    take each other's keys for their own."""
+    take each other's keys for their own. `meta` keeps the ids of the HSM's backup keys
+    (without it, HSM keys are made without a backup copy)."""
     out: dict[str, KeyStore] = {"software": SoftwareKeyStore()}
-    hsm = hsm_keystore(settings, deployment_id)
+    hsm = hsm_keystore(settings, deployment_id, meta)
     if hsm is not None:
         out[hsm.name] = hsm
     return out
 
 
-def hsm_keystore(settings: Settings, deployment_id: str) -> KeyStore | None:
+def hsm_keystore(settings: Settings, deployment_id: str,
+                 meta: MetaStore | None = None) -> KeyStore | None:
     """The PKCS#11 keystore of the [pkcs11] settings, else a dev server's SoftHSM2 token,
     else None (HSM key types are then refused)."""
     if settings.pkcs11:
@@ -44,7 +47,7 @@ def hsm_keystore(settings: Settings, deployment_id: str) -> KeyStore | None:
     from openkeyvault.keystore.pkcs11 import Pkcs11KeyStore  # python-pkcs11 only if used
 
     return Pkcs11KeyStore(module, label, pin, environment=environment,
-                          label_prefix=label_prefix(deployment_id))
+                          label_prefix=label_prefix(deployment_id), meta=meta)
 
 
 def label_prefix(deployment_id: str) -> str:

@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -85,6 +87,7 @@ from openkeyvault.crypto.jwk import (
     PublicKey,
     curve_name,
     private_from_jwk,
+    public_from_jwk,
     public_jwk,
 )
 from openkeyvault.crypto.rsapadding import (
@@ -92,6 +95,7 @@ from openkeyvault.crypto.rsapadding import (
     oaep_sha256_decode,
     pkcs1_v15_decode,
 )
+from openkeyvault.keystore import pkcs11_templates
 from openkeyvault.keystore.base import (
     EC,
     RSA,
@@ -101,10 +105,13 @@ from openkeyvault.keystore.base import (
     KeySpec,
     KeyStoreError,
     KeyStoreUnavailable,
+    MetaStore,
     PlainKey,
     StoredKey,
     WrappedKey,
 )
+
+log = logging.getLogger("openkeyvault.keystore")
 
 CACHE_SIZE = 4096
 ID_BYTES = 16
@@ -172,6 +179,23 @@ _ATTESTED: dict[str, Attribute] = {
     "ALWAYS_SENSITIVE": Attribute.ALWAYS_SENSITIVE,
     "NEVER_EXTRACTABLE": Attribute.NEVER_EXTRACTABLE, "LOCAL": Attribute.LOCAL,
 }
+# Backup keys: what follows the prefix in their CKA_LABEL, the `meta` key naming them (+ the
+# token label), and the template every key they unwrap must match (CKA_UNWRAP_TEMPLATE),
+# for keys made non-exportable and exportable.
+BACKUP_LABELS = {False: "backup", True: "backup-exportable"}
+BACKUP_META = "hsm_backup_key_"
+_BACKUP_UNWRAP: dict[bool, dict[Attribute, bool]] = {
+    False: {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+    True: {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
+}
+NO_BACKUP_COPY = ("This HSM key was made without a backup copy (before key backup was "
+                  "available, or on a token that refuses unwrap templates), so it cannot be "
+                  "backed up.")
+_BACKUP_KEY_GONE = ("The backup was made with an HSM backup key the token does not hold: it "
+                    "can be restored only in the deployment and token that made it.")
+_RESTORE_FAILED = ("The backed-up key could not be unwrapped in the HSM with the deployment's "
+                   "backup key: the backup is damaged or from another token.")
+
 # Attestation key role → what follows the prefix in its CKA_LABEL.
 ATTESTATION_LABELS = {"root": "attestation-root", "signing": "attestation"}
 _ATTESTATION_CURVE = "P-384"
@@ -191,6 +215,7 @@ CAPABILITIES = Capabilities(
     sign=frozenset(algorithms.SIGN), encrypt=frozenset(algorithms.ENCRYPT), export=False,
     host_steps=HOST_STEPS,
 )
+_BACKED_UP = dataclasses.replace(CAPABILITIES, backup=True)
 
 
 # --- The library, shared by the whole process ------------------------------------------
@@ -342,12 +367,22 @@ class _Blob:
     key_id: bytes
     family: str
     ir: bytes  # RSA only (empty for EC)
+    backup: _Wrapped | None = None  # the key wrapped by a deployment backup key
 
 
-def _blob(key_id: bytes, family: str, ir: bytes) -> bytes:
+@dataclass(frozen=True)
+class _Wrapped:
+    backup_id: bytes  # the CKA_ID of the backup key that wrapped it
+    wrapped: bytes  # CKM_AES_KEY_WRAP_PAD of the private key (PKCS#8)
+
+
+def _blob(key_id: bytes, family: str, ir: bytes, backup: _Wrapped | None = None) -> bytes:
     doc: dict[str, Any] = {"v": 1, "id": key_id.hex(), "family": family}
     if family == RSA:
         doc["ir"] = base64.b64encode(ir).decode()
+    if backup is not None:
+        doc["bk"] = backup.backup_id.hex()
+        doc["wrapped"] = base64.b64encode(backup.wrapped).decode()
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -360,11 +395,27 @@ def _parse_blob(raw: bytes, family: str) -> _Blob:
     if not isinstance(doc, dict) or doc.get("family") != family or family not in (RSA, EC):
         raise KeyStoreError(_BAD_BLOB)
     keys = {"v", "id", "family", "ir"} if family == RSA else {"v", "id", "family"}
+    if "wrapped" in doc:
+        keys |= {"bk", "wrapped"}
     version, key_id = doc.get("v"), doc.get("id")
     if (set(doc) != keys or type(version) is not int or version != 1
-            or not isinstance(key_id, str) or not re.fullmatch(r"[0-9a-f]{32}", key_id)):
+            or not isinstance(key_id, str) or not _is_id(key_id)):
         raise KeyStoreError(_BAD_BLOB)
-    return _Blob(bytes.fromhex(key_id), family, _ir(doc["ir"]) if family == RSA else b"")
+    backup = None
+    if "wrapped" in doc:
+        if not _is_id(doc["bk"]) or not isinstance(doc["wrapped"], str):
+            raise KeyStoreError(_BAD_BLOB)
+        try:
+            backup = _Wrapped(bytes.fromhex(doc["bk"]),
+                              base64.b64decode(doc["wrapped"], validate=True))
+        except ValueError:
+            raise KeyStoreError(_BAD_BLOB) from None
+    return _Blob(bytes.fromhex(key_id), family, _ir(doc["ir"]) if family == RSA else b"",
+                 backup)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value) is not None
 
 
 def _ir(value: Any) -> bytes:
@@ -434,32 +485,58 @@ def _public_key(obj: Any, family: str) -> PublicKey:
         raise KeyStoreError("The PKCS#11 token returned a malformed EC public key.") from None
 
 
+def _private_uses(family: str) -> dict[Attribute, Any]:
+    """The capability attributes of a private key object of the family."""
+    return {Attribute.SIGN: True,
+            **({Attribute.DECRYPT: True, Attribute.UNWRAP: True} if family == RSA else {})}
+
+
+def _signed_text(private: Any, crv: str, text: bytes) -> tuple[bytes, bytes]:
+    """(digest, r||s): the token's EC private object signs the curve's hash of `text`."""
+    h = hashes.Hash(ecrecover.HASHES[crv]())
+    h.update(text)
+    digest = h.finalize()
+    return digest, _ecdsa_raw(private.sign(digest, mechanism=Mechanism.ECDSA), CURVES[crv][1])
+
+
 def _key_size(public: PublicKey) -> int:
     return public.key_size if isinstance(public, rsa.RSAPublicKey) else public.curve.key_size
 
 
+def _public_template(public: PublicKey) -> dict[Attribute, Any]:
+    """The C_CreateObject attributes of a public key object: its numbers and uses."""
+    if isinstance(public, rsa.RSAPublicKey):
+        nums = public.public_numbers()
+        return {Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: _uint(nums.n),
+                Attribute.PUBLIC_EXPONENT: _uint(nums.e), Attribute.VERIFY: True,
+                Attribute.ENCRYPT: True, Attribute.WRAP: True}
+    crv = curve_name(public)
+    size = CURVES[crv][1]
+    pn = public.public_numbers()
+    point = b"\x04" + _uint(pn.x, size) + _uint(pn.y, size)
+    return {Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: EC_PARAMS[crv],
+            Attribute.VERIFY: True, Attribute.EC_POINT: _octet_string(point)}
+
+
 def _import_templates(key: PrivateKey) -> tuple[dict[Attribute, Any], dict[Attribute, Any]]:
     """C_CreateObject templates (private, public) holding the key's numbers."""
+    public = _public_template(key.public_key())
     if isinstance(key, rsa.RSAPrivateKey):
         nums = key.private_numbers()
-        pub = {Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: _uint(nums.public_numbers.n),
-               Attribute.PUBLIC_EXPONENT: _uint(nums.public_numbers.e)}
         private = {
-            **pub, Attribute.SIGN: True, Attribute.DECRYPT: True, Attribute.UNWRAP: True,
+            Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: public[Attribute.MODULUS],
+            Attribute.PUBLIC_EXPONENT: public[Attribute.PUBLIC_EXPONENT],
             Attribute.PRIVATE_EXPONENT: _uint(nums.d), Attribute.PRIME_1: _uint(nums.p),
             Attribute.PRIME_2: _uint(nums.q), Attribute.EXPONENT_1: _uint(nums.dmp1),
             Attribute.EXPONENT_2: _uint(nums.dmq1), Attribute.COEFFICIENT: _uint(nums.iqmp),
+            **_private_uses(RSA),
         }
-        return private, {**pub, Attribute.VERIFY: True, Attribute.ENCRYPT: True,
-                         Attribute.WRAP: True}
-    crv = curve_name(key)
-    size = CURVES[crv][1]
-    params = {Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: EC_PARAMS[crv]}
-    private = {**params, Attribute.SIGN: True,
-               Attribute.VALUE: _uint(key.private_numbers().private_value, size)}
-    pn = key.public_key().public_numbers()
-    point = b"\x04" + _uint(pn.x, size) + _uint(pn.y, size)
-    return private, {**params, Attribute.VERIFY: True, Attribute.EC_POINT: _octet_string(point)}
+        return private, public
+    private = {Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: public[Attribute.EC_PARAMS],
+               Attribute.VALUE: _uint(key.private_numbers().private_value,
+                                      CURVES[curve_name(key)][1]),
+               **_private_uses(EC)}
+    return private, public
 
 
 def _rsa_sign_request(spec: SignAlg, digest: bytes) -> tuple[bytes, Mechanism, Any]:
@@ -486,13 +563,15 @@ class Pkcs11KeyStore:
     """Keys in the token labelled `token_label` of the PKCS#11 module at `module`, logged
     in with the user PIN `pin` returns (read when a session is first opened, never kept).
     `environment` is set in os.environ before the module is loaded (e.g. SOFTHSM2_CONF);
-    `label_prefix` starts the CKA_LABEL of the keys made here."""
+    `label_prefix` starts the CKA_LABEL of the keys made here. With `meta` (where the
+    deployment keeps the CKA_ID of its backup keys), each key made carries a backup copy
+    wrapped by a backup key in the token (see `_wrap_copy`)."""
 
     name = "pkcs11"
 
     def __init__(self, module: str, token_label: str, pin: Callable[[], str], *,
                  environment: dict[str, str] | None = None, label_prefix: str = "okv",
-                 cache_size: int = CACHE_SIZE) -> None:
+                 cache_size: int = CACHE_SIZE, meta: MetaStore | None = None) -> None:
         self._module_path = module
         self._token_label = token_label
         self._pin = pin
@@ -504,9 +583,12 @@ class Pkcs11KeyStore:
         self._pid = os.getpid()
         self._epoch = 0
         self._token_facts: dict[str, str] = {}
+        self._meta = meta
+        self._backup_ids: dict[bool, bytes] = {}  # exportable → the backup key's CKA_ID
+        self._no_backup: set[bool] = set()  # kinds the token would not make a backup key for
 
     def capabilities(self) -> Capabilities:
-        return CAPABILITIES
+        return CAPABILITIES if self._meta is None else _BACKED_UP
 
     # Sessions, errors and the cache (all called with _LOCK held).
 
@@ -526,7 +608,8 @@ class Pkcs11KeyStore:
             token = _token(loaded, self._token_label)
             _log_in(loaded, token, self._token_label, self._pin)
             try:
-                self._session = token.open(rw=True)
+                self._session = token.open(rw=True,
+                                           attribute_mapper=pkcs11_templates.mapper())
             except PKCS11Error as exc:
                 raise KeyStoreUnavailable(
                     f"No session could be opened on the PKCS#11 token '{self._token_label}' "
@@ -630,10 +713,11 @@ class Pkcs11KeyStore:
     def _label(self, key_id: bytes) -> str:
         return f"{self._prefix}-{key_id.hex()}"
 
-    def _stored(self, key_id: bytes, family: str, public: PublicKey) -> StoredKey:
+    def _stored(self, key_id: bytes, family: str, public: PublicKey,
+                backup: _Wrapped | None) -> StoredKey:
         ir = secrets.token_bytes(IR_BYTES) if family == RSA else b""
-        return StoredKey(public_jwk(public), _blob(key_id, family, ir), _key_size(public),
-                         handle=key_id.hex())
+        return StoredKey(public_jwk(public), _blob(key_id, family, ir, backup),
+                         _key_size(public), handle=key_id.hex())
 
     def generate(self, spec: KeySpec) -> StoredKey:
         if spec.family == RSA:
@@ -652,23 +736,26 @@ class Pkcs11KeyStore:
     def _generate(self, family: str, bits: int | None, params: dict[Attribute, Any]) -> StoredKey:
         key_id = secrets.token_bytes(ID_BYTES)
         with _LOCK:
+            backup_id = self._backup_key()
             session = self._changing()
-            public_obj = self._call(lambda: self._generate_pair(session, family, bits, params,
-                                                                key_id))
+            public_obj = self._call(lambda: self._generate_pair(
+                session, family, bits, params, key_id, backup_id is not None))
             try:
                 public = self._call(lambda: _public_key(public_obj, family))
+                backup = self._wrap_copy(session, key_id, backup_id)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
                     self._destroy_objects(session, key_id)
                 raise
-        return self._stored(key_id, family, public)
+        return self._stored(key_id, family, public, backup)
 
     def _generate_pair(self, session: Any, family: str, bits: int | None,
-                       params: dict[Attribute, Any], key_id: bytes) -> Any:
-        """C_GenerateKeyPair in the token; the public object."""
+                       params: dict[Attribute, Any], key_id: bytes, extractable: bool) -> Any:
+        """C_GenerateKeyPair in the token; the public object. The private object is made
+        extractable only to be wrapped by a backup key at once (`_wrap_copy`)."""
         common: dict[str, Any] = {
             "store": True, "id": key_id, "label": self._label(key_id),
-            "private_template": _PRIVATE_TEMPLATE,
+            "private_template": {**_PRIVATE_TEMPLATE, Attribute.EXTRACTABLE: extractable},
         }
         if family == RSA:
             public, _ = session.generate_keypair(
@@ -699,9 +786,17 @@ class Pkcs11KeyStore:
         public_attrs.update({**_PUBLIC_TEMPLATE, **names,
                              Attribute.CLASS: ObjectClass.PUBLIC_KEY})
         with _LOCK:
+            backup_id = self._backup_key()
+            private[Attribute.EXTRACTABLE] = backup_id is not None
             session = self._changing()
             self._call(lambda: self._create_pair(session, private, public_attrs))
-        return self._stored(key_id, material.family, public)
+            try:
+                backup = self._wrap_copy(session, key_id, backup_id)
+            except (KeyStoreError, KeyStoreUnavailable):
+                with contextlib.suppress(PKCS11Error):
+                    self._destroy_objects(session, key_id)
+                raise
+        return self._stored(key_id, material.family, public, backup)
 
     def _import_wrapped(self, material: WrappedKey) -> StoredKey:
         """CKM_RSA_AES_KEY_WRAP in two token steps, so the key never exists on the host:
@@ -717,22 +812,30 @@ class Pkcs11KeyStore:
             raise KeyStoreError(f"Key type family '{material.family}' cannot be imported.")
         key_id = secrets.token_bytes(ID_BYTES)
         with _LOCK:
-            kek = self._key(material.kek)  # first: finding it may open a new session
+            backup_id = self._backup_key()
+            kek = self._key(material.kek)  # finding it may open a new session
             session = self._changing()
             if kek.family != RSA or len(material.blob) <= kek.length:
                 raise KeyStoreError(_UNWRAP_FAILED)
             wrapped_aes, wrapped_key = material.blob[:kek.length], material.blob[kek.length:]
             try:
                 public = self._call(lambda: self._unwrap_pair(
-                    session, kek, wrapped_aes, wrapped_key, material.family, key_id))
+                    session, kek, wrapped_aes, wrapped_key, material.family, key_id,
+                    backup_id is not None))
             except (KeyStoreError, RecoveryError):
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise KeyStoreError(_UNWRAP_FAILED) from None
-        return self._stored(key_id, material.family, public)
+            try:
+                backup = self._wrap_copy(session, key_id, backup_id)
+            except (KeyStoreError, KeyStoreUnavailable):
+                with contextlib.suppress(PKCS11Error):
+                    self._destroy_objects(session, key_id)
+                raise
+        return self._stored(key_id, material.family, public, backup)
 
     def _unwrap_pair(self, session: Any, kek: _Key, wrapped_aes: bytes, wrapped_key: bytes,
-                     family: str, key_id: bytes) -> PublicKey:
+                     family: str, key_id: bytes, extractable: bool) -> PublicKey:
         aes = kek.private.unwrap_key(
             ObjectClass.SECRET_KEY, KeyType.AES, wrapped_aes,
             mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=_OAEP_SHA1, store=False,
@@ -743,44 +846,31 @@ class Pkcs11KeyStore:
                 ObjectClass.PRIVATE_KEY, KeyType.RSA if family == RSA else KeyType.EC,
                 wrapped_key, mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
                 label=self._label(key_id), template={
-                    **_UNSET_CAPABILITIES, **_PRIVATE_TEMPLATE, Attribute.SIGN: True,
-                    **({Attribute.DECRYPT: True, Attribute.UNWRAP: True}
-                       if family == RSA else {})})
+                    **_UNSET_CAPABILITIES, **_PRIVATE_TEMPLATE,
+                    Attribute.EXTRACTABLE: extractable, **_private_uses(family)})
         finally:
             aes.destroy()
-        names = {Attribute.ID: key_id, Attribute.LABEL: self._label(key_id),
-                 Attribute.CLASS: ObjectClass.PUBLIC_KEY, **_PUBLIC_TEMPLATE}
+        public: PublicKey
         if family == RSA:
             modulus = bytes(private[Attribute.MODULUS])
             if len(modulus) * 8 not in RSA_SIZES:
                 raise KeyStoreError(_UNWRAP_FAILED)
-            session.create_object({
-                **names, Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: modulus,
-                Attribute.PUBLIC_EXPONENT: bytes(private[Attribute.PUBLIC_EXPONENT]),
-                Attribute.VERIFY: True, Attribute.ENCRYPT: True, Attribute.WRAP: True})
+            public = rsa.RSAPublicNumbers(
+                int.from_bytes(private[Attribute.PUBLIC_EXPONENT], "big"),
+                int.from_bytes(modulus, "big")).public_key()
         else:
-            params = bytes(private[Attribute.EC_PARAMS])
-            crv = _CURVE_BY_PARAMS.get(params)
+            crv = _CURVE_BY_PARAMS.get(bytes(private[Attribute.EC_PARAMS]))
             if crv is None:
                 raise KeyStoreError(_UNWRAP_FAILED)
-            size = CURVES[crv][1]
-            hash_cls = ecrecover.HASHES[crv]
-            signed = []
-            for text in (b"okv: recover the public key (1)", b"okv: recover the public key (2)"):
-                h = hashes.Hash(hash_cls())
-                h.update(text)
-                digest = h.finalize()
-                signed.append((digest, _ecdsa_raw(private.sign(digest,
-                                                               mechanism=Mechanism.ECDSA),
-                                                  size)))
-            recovered = ecrecover.recover(crv, signed)
-            pn = recovered.public_numbers()
-            point = b"\x04" + _uint(pn.x, size) + _uint(pn.y, size)
-            session.create_object({
-                **names, Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: params,
-                Attribute.EC_POINT: _octet_string(point), Attribute.VERIFY: True})
-        public_obj = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
-        return _public_key(public_obj, family)
+            signed = [_signed_text(private, crv, text) for text in (
+                b"okv: recover the public key (1)", b"okv: recover the public key (2)")]
+            public = ecrecover.recover(crv, signed)
+        session.create_object(self._public_object_template(key_id, public))
+        return public
+
+    def _public_object_template(self, key_id: bytes, public: PublicKey) -> dict[Attribute, Any]:
+        return {**_public_template(public), **_PUBLIC_TEMPLATE, Attribute.ID: key_id,
+                Attribute.LABEL: self._label(key_id), Attribute.CLASS: ObjectClass.PUBLIC_KEY}
 
     @staticmethod
     def _create_pair(session: Any, private: dict[Attribute, Any],
@@ -827,13 +917,163 @@ class Pkcs11KeyStore:
 
     def destroy_held(self, handle: str) -> None:
         """Destroy the objects with this CKA_ID (hex) that carry this keystore's label."""
-        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+        if not _is_id(handle):
             raise KeyStoreError("Not a key handle of this keystore.")
         key_id = bytes.fromhex(handle)
         with _LOCK:
             session = self._changing()
             self._call(lambda: self._destroy_objects(session, key_id, self._label(key_id)))
             self._cache.clear()  # rare (a clean-up job): no need to find the one entry
+
+    # Backup copies. A key is made extractable, wrapped at once (CKM_AES_KEY_WRAP_PAD) by
+    # the deployment's backup key, an AES-256 key made in the token that can only wrap and
+    # unwrap, and then made non-extractable for good (CKA_EXTRACTABLE can only go from true
+    # to false): the key stays CKA_LOCAL and ALWAYS_SENSITIVE, and its private material
+    # exists outside the token only wrapped. The backup key's CKA_UNWRAP_TEMPLATE makes
+    # every key it unwraps sensitive and non-extractable, so a copy cannot be unwrapped into
+    # a key the token would reveal, even by a holder of the PIN. A token that refuses the
+    # template gets no backup key: its keys are then made never-extractable, without a copy.
+
+    def _backup_key(self, exportable: bool = False) -> bytes | None:
+        """The CKA_ID of the deployment's backup key for keys of this kind, made on first
+        use and found in the token (once more after a reload); None when keys are made
+        without a copy. Call with _LOCK held, before taking the session for the change."""
+        if self._meta is None or exportable in self._no_backup:
+            return None
+        key_id = self._backup_ids.get(exportable)
+        if key_id is None:
+            made: list[str] = []
+
+            def make() -> str:
+                made.append(self._make_backup_key(exportable))
+                return made[0]
+
+            try:
+                stored = self._meta(f"{BACKUP_META}{self._token_label}"
+                                    f"{'_exportable' if exportable else ''}", make)
+            except KeyStoreError as exc:
+                log.warning("keystore: the PKCS#11 token would not make a backup key (%s); "
+                            "its keys are made without a backup copy", exc)
+                self._no_backup.add(exportable)
+                return None
+            if made and stored != made[0]:  # another process stored its key first
+                with contextlib.suppress(KeyStoreError):
+                    self._destroy_backup_key(bytes.fromhex(made[0]), exportable)
+            key_id = self._backup_ids[exportable] = bytes.fromhex(stored)
+        try:
+            self._found(lambda session: self._backup_object(session, key_id, exportable))
+        except _Missing:
+            raise KeyStoreUnavailable("The deployment's HSM backup key is not in the PKCS#11 "
+                                      "token.") from None
+        return key_id
+
+    def _make_backup_key(self, exportable: bool) -> str:
+        key_id = secrets.token_bytes(ID_BYTES)
+        with _LOCK:
+            session = self._changing()
+            self._call(lambda: session.generate_key(
+                KeyType.AES, 256, store=True, id=key_id,
+                label=f"{self._prefix}-{BACKUP_LABELS[exportable]}",
+                capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP, template={
+                    Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.UNWRAP_TEMPLATE: _BACKUP_UNWRAP[exportable]}))
+        return key_id.hex()
+
+    def _destroy_backup_key(self, key_id: bytes, exportable: bool) -> None:
+        with _LOCK:
+            session = self._changing()
+            self._call(lambda: [obj.destroy() for obj in session.get_objects({
+                Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: key_id,
+                Attribute.LABEL: f"{self._prefix}-{BACKUP_LABELS[exportable]}"})])
+
+    def _backup_object(self, session: Any, key_id: bytes, exportable: bool) -> Any:
+        try:
+            return session.get_key(object_class=ObjectClass.SECRET_KEY, id=key_id,
+                                   label=f"{self._prefix}-{BACKUP_LABELS[exportable]}")
+        except NoSuchKey:
+            raise _Missing(_BACKUP_KEY_GONE) from None
+        except MultipleObjectsReturned:
+            raise KeyStoreError("The PKCS#11 token holds more than one backup key with this "
+                                "id.") from None
+
+    def _wrap_copy(self, session: Any, key_id: bytes, backup_id: bytes | None,
+                   exportable: bool = False) -> _Wrapped | None:
+        """The new key's private object wrapped by the backup key, then (unless it is an
+        exportable key) made non-extractable; None without a backup key."""
+        if backup_id is None:
+            return None
+
+        def wrap() -> _Wrapped:
+            private = _key_object(session, ObjectClass.PRIVATE_KEY, key_id)
+            backup = self._backup_object(session, backup_id, exportable)
+            wrapped = bytes(backup.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+            if not exportable:
+                private[Attribute.EXTRACTABLE] = False
+                if private[Attribute.EXTRACTABLE]:
+                    raise KeyStoreError("The PKCS#11 token kept the key extractable.")
+            return _Wrapped(backup_id, wrapped)
+
+        try:
+            return self._call(wrap)
+        except _Missing:
+            raise KeyStoreUnavailable("The deployment's HSM backup key is not in the PKCS#11 "
+                                      "token.") from None
+
+    def backup_blob(self, ref: KeyRef) -> bytes:
+        """The stored blob, which carries the key's wrapped copy (a key without one is
+        refused)."""
+        blob = ref.blob()
+        if _parse_blob(blob, ref.family).backup is None:
+            raise KeyStoreError(NO_BACKUP_COPY)
+        return blob
+
+    def restore_key(self, family: str, blob: bytes, public: dict[str, Any]) -> StoredKey:
+        """The backup's wrapped copy unwrapped by the backup key that made it, into new
+        token objects (a new CKA_ID: the key it was copied from may still be held), checked
+        against the stored public key."""
+        parsed = _parse_blob(blob, family)
+        if parsed.backup is None:
+            raise KeyStoreError(NO_BACKUP_COPY)
+        copy = parsed.backup
+        try:
+            expected = public_from_jwk({"kty": family, **public}, family)
+        except JwkError:
+            raise KeyStoreError(_BAD_BLOB) from None
+        key_id = secrets.token_bytes(ID_BYTES)
+        with _LOCK:
+            self._found(lambda session: self._backup_object(session, copy.backup_id, False))
+            session = self._changing()
+            try:
+                self._call(lambda: self._unwrap_copy(session, copy, family, key_id, expected))
+            except (KeyStoreError, KeyStoreUnavailable) as exc:
+                with contextlib.suppress(PKCS11Error):
+                    self._destroy_objects(session, key_id)
+                if isinstance(exc, KeyStoreUnavailable) or str(exc) == _BACKUP_KEY_GONE:
+                    raise
+                raise KeyStoreError(_RESTORE_FAILED) from None
+        return StoredKey(public_jwk(expected), _blob(key_id, family, parsed.ir, copy),
+                         _key_size(expected), handle=key_id.hex())
+
+    def _unwrap_copy(self, session: Any, copy: _Wrapped, family: str, key_id: bytes,
+                     expected: PublicKey) -> None:
+        backup = self._backup_object(session, copy.backup_id, False)
+        private = backup.unwrap_key(
+            ObjectClass.PRIVATE_KEY, KeyType.RSA if family == RSA else KeyType.EC,
+            copy.wrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
+            label=self._label(key_id),
+            template={**_UNSET_CAPABILITIES, **_PRIVATE_TEMPLATE, **_private_uses(family)})
+        session.create_object(self._public_object_template(key_id, expected))
+        if isinstance(expected, rsa.RSAPublicKey):
+            matches = int.from_bytes(private[Attribute.MODULUS], "big") == \
+                expected.public_numbers().n
+        else:
+            crv = curve_name(expected)
+            digest, signature = _signed_text(private, crv, b"okv: check the restored key")
+            alg = next(name for name, spec in algorithms.SIGN.items() if spec.curve == crv)
+            matches = algorithms.verify(expected, alg, digest, signature)
+        if not matches:
+            raise KeyStoreError(_RESTORE_FAILED)
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         raise KeyStoreError("Keys in this keystore are not exportable.")
@@ -957,7 +1197,7 @@ class _AttestationKeys:
         return f"{self._store._prefix}-{suffix}"
 
     def _find(self, session: Any, role: str, handle: str, cls: ObjectClass) -> Any:
-        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+        if not _is_id(handle):
             raise KeyStoreError("Not an attestation key handle.")
         try:
             return session.get_key(object_class=cls, id=bytes.fromhex(handle),
@@ -1005,7 +1245,7 @@ class _AttestationKeys:
         return _ecdsa_raw(raw, CURVES[_ATTESTATION_CURVE][1])
 
     def destroy(self, role: str, handle: str) -> None:
-        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+        if not _is_id(handle):
             raise KeyStoreError("Not an attestation key handle.")
         store = self._store
         with _LOCK:

@@ -41,7 +41,7 @@ ATTESTATION_REFUSED = ("Key attestation is available for HSM-protected keys only
 CAPABILITIES = Capabilities(
     hardware=False, families=frozenset({"RSA", "EC"}), rsa_sizes=RSA_SIZES,
     curves=tuple(CURVES), sign=frozenset(algorithms.SIGN),
-    encrypt=frozenset(algorithms.ENCRYPT))
+    encrypt=frozenset(algorithms.ENCRYPT), backup=True)
 
 
 def _stored(key: PrivateKey) -> StoredKey:
@@ -92,6 +92,20 @@ class SoftwareKeyStore:
 
     def destroy_held(self, handle: str) -> None:
         raise KeyStoreError("The software keystore holds no key outside storage.")
+
+    def backup_blob(self, ref: KeyRef) -> bytes:
+        return ref.blob()
+
+    def restore_key(self, family: str, blob: bytes, public: dict[str, Any]) -> StoredKey:
+        try:
+            key = serialization.load_der_private_key(blob, None)
+        except (ValueError, TypeError):
+            key = None
+        wanted = rsa.RSAPrivateKey if family == "RSA" else ec.EllipticCurvePrivateKey
+        if not isinstance(key, wanted) or public_jwk(key) != \
+                {k: v for k, v in public.items() if k != "kty"}:
+            raise KeyStoreError("The backup holds key material that does not match its key.")
+        return _stored(key)
 
     def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
         raise KeyStoreError("Keys in this keystore are not exportable.")

@@ -8,6 +8,7 @@ with (vault, name, version) as associated data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import os
@@ -134,7 +135,9 @@ class KeyService(ObjectService[KeyBundle]):
 
     def _serving(self, rec: VersionRecord) -> KeyStore:
         """The keystore that holds this version: the one it was made in."""
-        name = rec.props.get("keystore", "software")
+        return self._named(rec.props.get("keystore", "software"))
+
+    def _named(self, name: str) -> KeyStore:
         store = self._keystores.get(name)
         if store is None:
             log.error("keys: a key version is held by keystore '%s', which this deployment "
@@ -417,41 +420,65 @@ class KeyService(ObjectService[KeyBundle]):
 
     # ---- backup / restore ------------------------------------------------------------------
     def backup(self, caller: Caller, name: str) -> bytes:
+        """Every version's blob as its keystore backs it up: the sealed key material of a
+        software key, an HSM key's copy wrapped by the deployment's backup key in the HSM
+        (refused for a key made without one)."""
         self._check(caller, "KeyBackup", name)
         latest = self._find(caller, name, None)
-        if self._held_outside(latest):
-            raise BadParameter("Keys held in an HSM cannot be backed up on this deployment: "
-                               "their material never leaves the HSM.")
-        versions = [{
-            "version": r.version, "props": r.props,
-            "blob": base64.b64encode(self._ref(caller.vault, r).blob()).decode(),
-            "tags": r.tags, "enabled": r.enabled, "nbf": r.nbf, "exp": r.exp,
-            "created": r.created, "updated": r.updated,
-        } for r in self._all_versions(caller, name)]
+        versions = []
+        for r in self._all_versions(caller, name):
+            with _keystore_faults("The key cannot be backed up: "):
+                blob = self._serving(r).backup_blob(self._ref(caller.vault, r))
+            versions.append({
+                "version": r.version, "props": r.props, "blob": base64.b64encode(blob).decode(),
+                "tags": r.tags, "enabled": r.enabled, "nbf": r.nbf, "exp": r.exp,
+                "created": r.created, "updated": r.updated,
+            })
         policy = self._repo.get_policy(caller.vault.id, KIND.collection, name.lower())
         return self._backups.pack(KIND.collection, {"name": latest.name, "versions": versions,
                                                     "policy": policy})
 
     def restore(self, caller: Caller, blob: bytes) -> KeyBundle:
+        """The versions of a backup, each made live again by the keystore that backed it
+        up (an HSM unwraps its copy into new objects, destroyed again if the restore
+        fails)."""
         self._check(caller, "KeyRestore")
         payload = self._backups.unpack(KIND.collection, blob)
         name = str(payload.get("name", ""))
         names.check_object_name(name)
         vault = caller.vault
-        recs = []
-        for v in payload.get("versions", []):
-            kty = v["props"]["kty"]
-            keytypes.check_kty(kty, vault.sku)
-            key_version, sealed = self._barrier.seal(
-                vault_owner(vault.id), _context(vault.id, name.lower(), v["version"]),
-                base64.b64decode(v["blob"]),
-            )
-            recs.append(VersionRecord(
-                name=name, version=v["version"], created=v["created"], updated=v["updated"],
-                enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"], tags=v["tags"],
-                props=v["props"], sealed=sealed, key_version=key_version,
-            ))
-        self._restore(caller, name, recs, payload.get("policy"))
+        recs: list[VersionRecord] = []
+        made: list[tuple[KeyStore, KeyRef]] = []
+        try:
+            for v in payload.get("versions", []):
+                props = dict(v["props"])
+                kty = props["kty"]
+                keytypes.check_kty(kty, vault.sku)
+                store = self._named(props.get("keystore", "software"))
+                family = keytypes.KTY[kty][0]
+                with _keystore_faults("The key cannot be restored: "):
+                    stored = store.restore_key(family, base64.b64decode(v["blob"]),
+                                               props["public"])
+                made.append((store, KeyRef(f"restore/{uuid.uuid4().hex}", family,
+                                           _constant(stored.blob))))
+                props.pop("handle", None)
+                if stored.handle is not None:
+                    props["handle"] = stored.handle
+                key_version, sealed = self._barrier.seal(
+                    vault_owner(vault.id), _context(vault.id, name.lower(), v["version"]),
+                    stored.blob)
+                recs.append(VersionRecord(
+                    name=name, version=v["version"], created=v["created"],
+                    updated=v["updated"], enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"],
+                    tags=v["tags"], props=props, sealed=sealed, key_version=key_version,
+                ))
+            self._restore(caller, name, recs, payload.get("policy"))
+        except BaseException:
+            for store, ref in made:
+                if store.capabilities().hardware:
+                    with contextlib.suppress(ValueError, KeyStoreUnavailable):
+                        store.destroy(ref)
+            raise
         return self._bundle(caller, recs[-1])
 
     def _on_removed(self, caller: Caller, name: str) -> None:
@@ -644,6 +671,10 @@ class _keystore_faults:  # noqa: N801 - used as a `with` block, like contextlib'
                               "Retry later.") from None
         if isinstance(exc, ValueError):
             raise BadParameter(f"{self.prefix}{exc}") from None
+
+
+def _constant(value: bytes) -> Callable[[], bytes]:
+    return lambda: value
 
 
 def orphan_grace() -> float:
