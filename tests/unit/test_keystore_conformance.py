@@ -29,7 +29,7 @@ from typing import Any
 import pkcs11
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from pkcs11.constants import Attribute, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
@@ -461,10 +461,10 @@ def test_pkcs11_capabilities(p11: Pkcs11KeyStore) -> None:
     caps = p11.capabilities()
     assert caps.hardware is True
     assert caps.families == frozenset({"RSA", "EC"})
-    assert caps.export is False
+    assert caps.export is True
     assert caps.backup is True
     assert caps.wrapped_import == frozenset()
-    assert set(caps.host_steps) == {"RSA-OAEP-256", "RSA1_5"}
+    assert set(caps.host_steps) == {"RSA-OAEP-256", "RSA1_5", "export"}
 
 
 def test_pkcs11_curve_parameters_are_the_named_curves() -> None:
@@ -599,7 +599,7 @@ def test_pkcs11_bad_blob_is_refused(p11: Pkcs11KeyStore, blob: bytes, family: st
         assert str(err.value) == "Stored key material has an unexpected type."
 
 
-def test_pkcs11_wrapped_import_refusals_and_no_export(p11: Pkcs11KeyStore) -> None:
+def test_pkcs11_wrapped_import_refusals(p11: Pkcs11KeyStore) -> None:
     stored, ref = key_for(p11, RSA2048)
     before = p11.held()
     with pytest.raises(KeyStoreError) as err:
@@ -611,9 +611,6 @@ def test_pkcs11_wrapped_import_refusals_and_no_export(p11: Pkcs11KeyStore) -> No
     assert str(err.value) == ("Unsupported key wrapping 'RSA_AES_KEY_WRAP_256'; use "
                               "CKM_RSA_AES_KEY_WRAP.")
     assert p11.held() == before  # a refused import leaves nothing in the token
-    with pytest.raises(KeyStoreError) as err:
-        p11.export(key_for(p11, P256)[1], ref, "RSA-OAEP-256")
-    assert str(err.value) == "Keys in this keystore are not exportable."
 
 
 # --- Backup copies -------------------------------------------------------------------------
@@ -730,7 +727,7 @@ def test_pkcs11_a_backup_key_made_in_vain_is_destroyed(soft_token: SoftToken,
     """Two processes made a backup key at once; the one whose id was not stored first
     destroys its own and uses the stored one."""
     key_for(p11, P256)  # the module's backup key exists
-    [first] = _META.values()
+    first = _META["hsm_backup_key_okv-test"]
 
     def late(key: str, make: Callable[[], str]) -> str:
         make()  # made, then another's is found stored
@@ -744,6 +741,95 @@ def test_pkcs11_a_backup_key_made_in_vain_is_destroyed(soft_token: SoftToken,
                                          Attribute.LABEL: "okv-backup"})
     assert [b[Attribute.ID].hex() for b in backups] == [first]
     store.destroy(new_ref(store, stored, "EC"))
+
+
+# --- Exportable keys --------------------------------------------------------------------
+
+
+RUNTIME = rsa.generate_private_key(65537, 2048)  # the key a released key is wrapped to
+RUNTIME_JWK = public_jwk(RUNTIME)
+OAEP_HASH = {"CKM_RSA_AES_KEY_WRAP": hashes.SHA1, "RSA_AES_KEY_WRAP_256": hashes.SHA256,
+             "RSA_AES_KEY_WRAP_384": hashes.SHA384}
+
+
+def unwrap_outside(exported: bytes, enc: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """An exported key unwrapped with `cryptography` alone, as its target would."""
+    size = RUNTIME.key_size // 8
+    h = OAEP_HASH[enc]()
+    aes = RUNTIME.decrypt(exported[:size], padding.OAEP(mgf=padding.MGF1(h), algorithm=h,
+                                                        label=None))
+    assert len(aes) == 32
+    key = serialization.load_der_private_key(
+        der_object(keywrap.aes_key_unwrap_with_padding(aes, exported[size:])), None)
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    return key
+
+
+def der_object(data: bytes) -> bytes:
+    """The DER object `data` starts with. SoftHSM2 2.6 pads a key with zero bytes to a
+    multiple of 8 before it wraps it with CKM_AES_KEY_WRAP_PAD, so what unwraps is the
+    PKCS#8 key and then up to 7 zero bytes (OpenSSL's d2i reads past them)."""
+    assert data[0] == 0x30
+    n = data[1]
+    end = 2 + n if n < 0x80 else 2 + (n & 0x7F) + int.from_bytes(data[2:2 + (n & 0x7F)],
+                                                                  "big")
+    assert data[end:] == bytes(len(data) - end) and len(data) - end < 8
+    return data[:end]
+
+
+@pytest.mark.parametrize("spec", [RSA2048, P256, EC_SPECS["P-521"]],
+                         ids=["rsa", "p-256", "p-521"])
+def test_pkcs11_exportable_key_exports_to_a_public_key(p11: Pkcs11KeyStore,
+                                                       token_session: Any,
+                                                       spec: KeySpec) -> None:
+    stored = p11.generate(dataclasses.replace(spec, exportable=True))
+    ref = new_ref(p11, stored, spec.family)
+    [private] = _objects(token_session, stored, ObjectClass.PRIVATE_KEY)
+    assert private[Attribute.SENSITIVE] is True and private[Attribute.EXTRACTABLE] is True
+    assert json.loads(stored.blob)["exportable"] is True
+    for enc in OAEP_HASH:
+        released = unwrap_outside(p11.export(ref, RUNTIME_JWK, enc), enc)
+        assert public_jwk(released) == stored.public
+    alg = "RS256" if spec.family == "RSA" else {v: k for k, v in ES_CURVE.items()}[
+        spec.curve or ""]
+    digest = digest_for(alg)
+    assert p11.verify(ref, alg, digest, algorithms.sign(released, alg, digest))
+    # Backed up and restored, it stays exportable (its own backup key, whose unwrap
+    # template keeps keys extractable).
+    blob = p11.backup_blob(ref)
+    p11.destroy(ref)
+    again = new_ref(p11, p11.restore_key(spec.family, blob, stored.public), spec.family)
+    assert public_jwk(unwrap_outside(p11.export(again, RUNTIME_JWK, "RSA_AES_KEY_WRAP_256"),
+                                     "RSA_AES_KEY_WRAP_256")) == stored.public
+    [backup] = token_session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                          Attribute.ID: bytes.fromhex(json.loads(blob)["bk"])})
+    assert backup[Attribute.LABEL] == "okv-backup-exportable"
+    p11.destroy(again)
+
+
+def test_export_refusals(store: KeyStore) -> None:
+    stored, ref = key_for(store, RSA2048)
+    with pytest.raises(KeyStoreError) as err:
+        store.export(ref, RUNTIME_JWK, "CKM_RSA_AES_KEY_WRAP")
+    assert str(err.value) in ("The key is not exportable.",
+                              "Keys in this keystore are not exportable.")
+    if store.name == "software":
+        with pytest.raises(KeyStoreError):
+            store.generate(dataclasses.replace(P256, exportable=True))
+        return
+    exportable = store.generate(dataclasses.replace(P256, exportable=True))
+    eref = new_ref(store, exportable, "EC")
+    small = public_jwk(rsa.generate_private_key(65537, 1024))
+    for wrapping, enc, message in (
+            (RUNTIME_JWK, "RSA-OAEP", "Unsupported key wrapping 'RSA-OAEP'"),
+            (small, "CKM_RSA_AES_KEY_WRAP", "The wrapping key must be an RSA key of"),
+            (key_for(store, P256)[0].public, "CKM_RSA_AES_KEY_WRAP",
+             "The wrapping key is not a usable RSA public key"),
+            ({"n": "AA"}, "CKM_RSA_AES_KEY_WRAP", "The wrapping key is not a usable")):
+        with pytest.raises(KeyStoreError) as err:
+            store.export(eref, wrapping, enc)
+        assert str(err.value).startswith(message), str(err.value)
+    store.destroy(eref)
 
 
 def test_pkcs11_signs_in_a_forked_child(p11: Pkcs11KeyStore) -> None:

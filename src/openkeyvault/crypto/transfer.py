@@ -18,6 +18,12 @@ from openkeyvault.crypto.encoding import b64_either_decode, b64url_encode
 from openkeyvault.crypto.jwk import CURVES, RSA_SIZES, PrivateKey, curve_name
 
 ENC = "CKM_RSA_AES_KEY_WRAP"
+# The key wrappings of a transfer (RSA-OAEP of a fresh AES-256 key, then AES key wrap with
+# padding of the PKCS#8 key): `enc` → the OAEP hash (and MGF1 hash).
+WRAPPINGS: dict[str, type[hashes.HashAlgorithm]] = {
+    ENC: hashes.SHA1, "RSA_AES_KEY_WRAP_256": hashes.SHA256,
+    "RSA_AES_KEY_WRAP_384": hashes.SHA384,
+}
 
 
 class TransferError(ValueError):
@@ -86,9 +92,7 @@ def transfer_blob(kek: rsa.RSAPublicKey, kid: str, key: PrivateKey,
     aes = os.urandom(32)
     pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption())
-    sha1 = hashes.SHA1()  # noqa: S303 - the wrapping Azure specifies (CKM_RSA_AES_KEY_WRAP)
-    ciphertext = kek.encrypt(aes, padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1,
-                                               label=None))
+    ciphertext = encrypt_transfer_key(kek, ENC, aes)
     ciphertext += keywrap.aes_key_wrap_with_padding(aes, pkcs8)
     return json.dumps({
         "schema_version": "1.0.0",
@@ -96,6 +100,16 @@ def transfer_blob(kek: rsa.RSAPublicKey, kid: str, key: PrivateKey,
         "ciphertext": b64url_encode(ciphertext),
         "generator": generator,
     }, indent=1).encode() + b"\n"
+
+
+def encrypt_transfer_key(kek: rsa.RSAPublicKey, enc: str, aes: bytes) -> bytes:
+    """The first part of a transfer's ciphertext: the AES key encrypted to `kek` with the
+    RSA-OAEP of `enc` (one of WRAPPINGS; SHA-1 is what CKM_RSA_AES_KEY_WRAP specifies)."""
+    if enc not in WRAPPINGS:
+        raise TransferError(f"unsupported key wrapping '{enc[:32]}'; use one of "
+                            f"{', '.join(WRAPPINGS)}")
+    h = WRAPPINGS[enc]()
+    return kek.encrypt(aes, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
 
 
 def key_type(key: PrivateKey) -> tuple[str, str | None]:

@@ -35,6 +35,7 @@ class KeySpec:
     size: int | None = None  # RSA modulus bits (AES key bits for oct)
     public_exponent: int = 65537
     curve: str | None = None  # EC curve, Key Vault spelling (P-256, P-256K, P-384, P-521)
+    exportable: bool = False  # the key may be exported (released) wrapped to a public key
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class PlainKey:
 
     jwk: dict[str, Any]
     family: str
+    exportable: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class WrappedKey:
     alg: str
     blob: bytes
     family: str
+    exportable: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Capabilities:
     sign: frozenset[str] = frozenset()  # JWA signature algorithms
     encrypt: frozenset[str] = frozenset()  # JWA encryption (and key wrap) algorithms
     wrapped_import: frozenset[str] = frozenset()  # WrappedKey algorithms accepted
-    export: bool = False  # keys can be exported wrapped to another key
+    export: bool = False  # exportable keys can be made, and exported wrapped to a public key
     # Keys held outside storage carry, in their blob, a copy wrapped by a key of the backend
     # (so a backup can hold it and `restore_key` make it live again).
     backup: bool = False
@@ -146,8 +149,11 @@ class KeyStore(Protocol):
         unwrapped inside it); `public` is the key's stored public JWK members, checked
         against the key. KeyStoreError when the blob cannot be restored here."""
 
-    def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
-        """The key's private material wrapped to `wrapping` (a public key) with `alg`."""
+    def export(self, ref: KeyRef, wrapping: dict[str, Any], alg: str) -> bytes:
+        """An exportable key's private material wrapped to `wrapping` (the public members of
+        an RSA JWK) with `alg` (crypto/transfer.py WRAPPINGS): RSA-OAEP of a fresh AES-256
+        key, then AES key wrap with padding of the PKCS#8 key. KeyStoreError for a key that
+        is not exportable."""
 
     def sign(self, ref: KeyRef, alg: str, digest: bytes) -> bytes: ...
 

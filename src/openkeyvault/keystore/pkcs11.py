@@ -3,11 +3,20 @@ security module, or SoftHSM2 for development and tests); private-key operations 
 the token and the private key never leaves it.
 
 Keys are token objects named by a random 16-byte CKA_ID (CKA_LABEL `<prefix>-<id hex>`);
-the private object is SENSITIVE and not EXTRACTABLE. The blob the vault layer seals only
-names the objects: `{"v": 1, "id": <hex CKA_ID>, "family": "RSA" | "EC", "ir": <base64>}`,
-where `ir` is the RSA key's implicit-rejection secret (see `pkcs1_v15_decode`). The
-public-key operations (verify, encrypt, wrap) run on the host with the public key read
-from the token, through `crypto/algorithms.py` like the software backend.
+the private object is SENSITIVE and not EXTRACTABLE. The blob the vault layer seals names
+the objects and carries the key's backup copy: `{"v": 1, "id": <hex CKA_ID>, "family":
+"RSA" | "EC", "ir": <base64>, "bk": <hex CKA_ID of the backup key>, "wrapped": <base64>}`,
+where `ir` is the RSA key's implicit-rejection secret (see `pkcs1_v15_decode`) and
+`wrapped` the key wrapped in the token by the deployment's backup key (see "Backup
+copies" below); `"exportable": true` marks a key whose private object stays EXTRACTABLE,
+for `export` (secure key release). The public-key operations (verify, encrypt, wrap) run
+on the host with the public key read from the token, through `crypto/algorithms.py` like
+the software backend.
+
+SoftHSM2 2.6 pads a key with zero bytes to a multiple of 8 before it wraps it with
+CKM_AES_KEY_WRAP_PAD: what a standard unwrapping gives back is the PKCS#8 key followed by
+up to 7 zero bytes (OpenSSL's d2i functions read past them; a strict DER parser needs the
+first object only). Its own unwrapping accepts them, so backup copies restore as made.
 
 Key attestation: `attest` reads the token's facts about a key (its private object's
 protection attributes, CKA_LOCAL among them), and `attestation_signer` holds the
@@ -76,7 +85,7 @@ from pkcs11.exceptions import (
 )
 from pkcs11.mechanisms import MGF, KeyType, Mechanism
 
-from openkeyvault.crypto import algorithms, ecrecover
+from openkeyvault.crypto import algorithms, ecrecover, transfer
 from openkeyvault.crypto.algorithms import DecryptionError, SignAlg
 from openkeyvault.crypto.ecrecover import RecoveryError
 from openkeyvault.crypto.jwk import (
@@ -188,6 +197,7 @@ _BACKUP_UNWRAP: dict[bool, dict[Attribute, bool]] = {
     False: {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
     True: {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
 }
+NOT_EXPORTABLE = "The key is not exportable."
 NO_BACKUP_COPY = ("This HSM key was made without a backup copy (before key backup was "
                   "available, or on a token that refuses unwrap templates), so it cannot be "
                   "backed up.")
@@ -207,12 +217,17 @@ HOST_STEPS = {
     "RSA1_5": "The token does the raw RSA decryption (CKM_RSA_X_509) and the host decodes "
               "PKCS#1 v1.5 with implicit rejection: a bad padding yields a pseudo-random "
               "plaintext instead of a token error, so there is no padding oracle.",
+    "export": "The token wraps the exportable key with a fresh AES-256 session key "
+              "(CKM_AES_KEY_WRAP_PAD); the host encrypts that AES key to the target's RSA "
+              "key with RSA-OAEP (SHA-1, SHA-256 or SHA-384): SoftHSM2 has OAEP with "
+              "SHA-1 only. The AES key is on the host for that encryption; the private "
+              "key never is.",
 }
 
 
 CAPABILITIES = Capabilities(
     hardware=True, families=frozenset({RSA, EC}), rsa_sizes=RSA_SIZES, curves=tuple(CURVES),
-    sign=frozenset(algorithms.SIGN), encrypt=frozenset(algorithms.ENCRYPT), export=False,
+    sign=frozenset(algorithms.SIGN), encrypt=frozenset(algorithms.ENCRYPT), export=True,
     host_steps=HOST_STEPS,
 )
 _BACKED_UP = dataclasses.replace(CAPABILITIES, backup=True)
@@ -368,6 +383,7 @@ class _Blob:
     family: str
     ir: bytes  # RSA only (empty for EC)
     backup: _Wrapped | None = None  # the key wrapped by a deployment backup key
+    exportable: bool = False  # the private object stays extractable, for `export`
 
 
 @dataclass(frozen=True)
@@ -376,10 +392,13 @@ class _Wrapped:
     wrapped: bytes  # CKM_AES_KEY_WRAP_PAD of the private key (PKCS#8)
 
 
-def _blob(key_id: bytes, family: str, ir: bytes, backup: _Wrapped | None = None) -> bytes:
+def _blob(key_id: bytes, family: str, ir: bytes, backup: _Wrapped | None = None,
+          exportable: bool = False) -> bytes:
     doc: dict[str, Any] = {"v": 1, "id": key_id.hex(), "family": family}
     if family == RSA:
         doc["ir"] = base64.b64encode(ir).decode()
+    if exportable:
+        doc["exportable"] = True
     if backup is not None:
         doc["bk"] = backup.backup_id.hex()
         doc["wrapped"] = base64.b64encode(backup.wrapped).decode()
@@ -397,6 +416,10 @@ def _parse_blob(raw: bytes, family: str) -> _Blob:
     keys = {"v", "id", "family", "ir"} if family == RSA else {"v", "id", "family"}
     if "wrapped" in doc:
         keys |= {"bk", "wrapped"}
+    if "exportable" in doc:
+        keys.add("exportable")
+        if doc["exportable"] is not True:
+            raise KeyStoreError(_BAD_BLOB)
     version, key_id = doc.get("v"), doc.get("id")
     if (set(doc) != keys or type(version) is not int or version != 1
             or not isinstance(key_id, str) or not _is_id(key_id)):
@@ -411,7 +434,7 @@ def _parse_blob(raw: bytes, family: str) -> _Blob:
         except ValueError:
             raise KeyStoreError(_BAD_BLOB) from None
     return _Blob(bytes.fromhex(key_id), family, _ir(doc["ir"]) if family == RSA else b"",
-                 backup)
+                 backup, "exportable" in doc)
 
 
 def _is_id(value: Any) -> bool:
@@ -441,6 +464,7 @@ class _Key:
     ir: bytes
     length: int  # RSA modulus length in bytes (0 for EC)
     key_id: bytes  # the CKA_ID of its objects
+    exportable: bool = False
 
 
 def _uint(n: int, size: int | None = None) -> bytes:
@@ -489,6 +513,20 @@ def _private_uses(family: str) -> dict[Attribute, Any]:
     """The capability attributes of a private key object of the family."""
     return {Attribute.SIGN: True,
             **({Attribute.DECRYPT: True, Attribute.UNWRAP: True} if family == RSA else {})}
+
+
+def _wrapped_by_session_key(session: Any, key: _Key) -> tuple[bytes, bytes]:
+    """(AES key, the private key wrapped by it): a session AES-256 key made for this one
+    wrapping, readable (not sensitive) and destroyed at once."""
+    aes = session.generate_key(KeyType.AES, 256, store=False,
+                               capabilities=MechanismFlag.WRAP,
+                               template={Attribute.SENSITIVE: False,
+                                         Attribute.EXTRACTABLE: True})
+    try:
+        wrapped = bytes(aes.wrap_key(key.private, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        return bytes(aes[Attribute.VALUE]), wrapped
+    finally:
+        aes.destroy()
 
 
 def _signed_text(private: Any, crv: str, text: bytes) -> tuple[bytes, bytes]:
@@ -687,7 +725,8 @@ class Pkcs11KeyStore:
         public = _public_key(_key_object(session, ObjectClass.PUBLIC_KEY, blob.key_id),
                              blob.family)
         length = (public.key_size + 7) // 8 if isinstance(public, rsa.RSAPublicKey) else 0
-        return _Key(private, public, blob.family, blob.ir, length, blob.key_id)
+        return _Key(private, public, blob.family, blob.ir, length, blob.key_id,
+                    blob.exportable)
 
     def _public(self, ref: KeyRef) -> PublicKey:
         with _LOCK:
@@ -714,9 +753,9 @@ class Pkcs11KeyStore:
         return f"{self._prefix}-{key_id.hex()}"
 
     def _stored(self, key_id: bytes, family: str, public: PublicKey,
-                backup: _Wrapped | None) -> StoredKey:
+                backup: _Wrapped | None, exportable: bool) -> StoredKey:
         ir = secrets.token_bytes(IR_BYTES) if family == RSA else b""
-        return StoredKey(public_jwk(public), _blob(key_id, family, ir, backup),
+        return StoredKey(public_jwk(public), _blob(key_id, family, ir, backup, exportable),
                          _key_size(public), handle=key_id.hex())
 
     def generate(self, spec: KeySpec) -> StoredKey:
@@ -728,26 +767,28 @@ class Pkcs11KeyStore:
             if spec.public_exponent not in (3, 65537):
                 raise KeyStoreError("The RSA public exponent must be 3 or 65537.")
             return self._generate(RSA, spec.size, {
-                Attribute.PUBLIC_EXPONENT: _uint(spec.public_exponent)})
+                Attribute.PUBLIC_EXPONENT: _uint(spec.public_exponent)}, spec.exportable)
         if spec.curve not in CURVES:
             raise KeyStoreError(f"Unsupported curve; use one of {', '.join(CURVES)}.")
-        return self._generate(EC, None, {Attribute.EC_PARAMS: EC_PARAMS[spec.curve]})
+        return self._generate(EC, None, {Attribute.EC_PARAMS: EC_PARAMS[spec.curve]},
+                              spec.exportable)
 
-    def _generate(self, family: str, bits: int | None, params: dict[Attribute, Any]) -> StoredKey:
+    def _generate(self, family: str, bits: int | None, params: dict[Attribute, Any],
+                  exportable: bool) -> StoredKey:
         key_id = secrets.token_bytes(ID_BYTES)
         with _LOCK:
-            backup_id = self._backup_key()
+            backup_id = self._backup_key(exportable)
             session = self._changing()
             public_obj = self._call(lambda: self._generate_pair(
-                session, family, bits, params, key_id, backup_id is not None))
+                session, family, bits, params, key_id, exportable or backup_id is not None))
             try:
                 public = self._call(lambda: _public_key(public_obj, family))
-                backup = self._wrap_copy(session, key_id, backup_id)
+                backup = self._wrap_copy(session, key_id, backup_id, exportable)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
                     self._destroy_objects(session, key_id)
                 raise
-        return self._stored(key_id, family, public, backup)
+        return self._stored(key_id, family, public, backup, exportable)
 
     def _generate_pair(self, session: Any, family: str, bits: int | None,
                        params: dict[Attribute, Any], key_id: bytes, extractable: bool) -> Any:
@@ -785,18 +826,19 @@ class Pkcs11KeyStore:
         private.update({**_PRIVATE_TEMPLATE, **names, Attribute.CLASS: ObjectClass.PRIVATE_KEY})
         public_attrs.update({**_PUBLIC_TEMPLATE, **names,
                              Attribute.CLASS: ObjectClass.PUBLIC_KEY})
+        exportable = material.exportable
         with _LOCK:
-            backup_id = self._backup_key()
-            private[Attribute.EXTRACTABLE] = backup_id is not None
+            backup_id = self._backup_key(exportable)
+            private[Attribute.EXTRACTABLE] = exportable or backup_id is not None
             session = self._changing()
             self._call(lambda: self._create_pair(session, private, public_attrs))
             try:
-                backup = self._wrap_copy(session, key_id, backup_id)
+                backup = self._wrap_copy(session, key_id, backup_id, exportable)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise
-        return self._stored(key_id, material.family, public, backup)
+        return self._stored(key_id, material.family, public, backup, exportable)
 
     def _import_wrapped(self, material: WrappedKey) -> StoredKey:
         """CKM_RSA_AES_KEY_WRAP in two token steps, so the key never exists on the host:
@@ -811,8 +853,9 @@ class Pkcs11KeyStore:
         if material.family not in (RSA, EC):
             raise KeyStoreError(f"Key type family '{material.family}' cannot be imported.")
         key_id = secrets.token_bytes(ID_BYTES)
+        exportable = material.exportable
         with _LOCK:
-            backup_id = self._backup_key()
+            backup_id = self._backup_key(exportable)
             kek = self._key(material.kek)  # finding it may open a new session
             session = self._changing()
             if kek.family != RSA or len(material.blob) <= kek.length:
@@ -821,18 +864,18 @@ class Pkcs11KeyStore:
             try:
                 public = self._call(lambda: self._unwrap_pair(
                     session, kek, wrapped_aes, wrapped_key, material.family, key_id,
-                    backup_id is not None))
+                    exportable or backup_id is not None))
             except (KeyStoreError, RecoveryError):
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise KeyStoreError(_UNWRAP_FAILED) from None
             try:
-                backup = self._wrap_copy(session, key_id, backup_id)
+                backup = self._wrap_copy(session, key_id, backup_id, exportable)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise
-        return self._stored(key_id, material.family, public, backup)
+        return self._stored(key_id, material.family, public, backup, exportable)
 
     def _unwrap_pair(self, session: Any, kek: _Key, wrapped_aes: bytes, wrapped_key: bytes,
                      family: str, key_id: bytes, extractable: bool) -> PublicKey:
@@ -1041,28 +1084,33 @@ class Pkcs11KeyStore:
         except JwkError:
             raise KeyStoreError(_BAD_BLOB) from None
         key_id = secrets.token_bytes(ID_BYTES)
+        exportable = parsed.exportable
         with _LOCK:
-            self._found(lambda session: self._backup_object(session, copy.backup_id, False))
+            self._found(lambda session: self._backup_object(session, copy.backup_id,
+                                                            exportable))
             session = self._changing()
             try:
-                self._call(lambda: self._unwrap_copy(session, copy, family, key_id, expected))
+                self._call(lambda: self._unwrap_copy(session, copy, family, key_id, expected,
+                                                     exportable))
             except (KeyStoreError, KeyStoreUnavailable) as exc:
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 if isinstance(exc, KeyStoreUnavailable) or str(exc) == _BACKUP_KEY_GONE:
                     raise
                 raise KeyStoreError(_RESTORE_FAILED) from None
-        return StoredKey(public_jwk(expected), _blob(key_id, family, parsed.ir, copy),
+        return StoredKey(public_jwk(expected),
+                         _blob(key_id, family, parsed.ir, copy, exportable),
                          _key_size(expected), handle=key_id.hex())
 
     def _unwrap_copy(self, session: Any, copy: _Wrapped, family: str, key_id: bytes,
-                     expected: PublicKey) -> None:
-        backup = self._backup_object(session, copy.backup_id, False)
+                     expected: PublicKey, exportable: bool) -> None:
+        backup = self._backup_object(session, copy.backup_id, exportable)
         private = backup.unwrap_key(
             ObjectClass.PRIVATE_KEY, KeyType.RSA if family == RSA else KeyType.EC,
             copy.wrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
             label=self._label(key_id),
-            template={**_UNSET_CAPABILITIES, **_PRIVATE_TEMPLATE, **_private_uses(family)})
+            template={**_UNSET_CAPABILITIES, **_PRIVATE_TEMPLATE, **_private_uses(family),
+                      **_BACKUP_UNWRAP[exportable]})
         session.create_object(self._public_object_template(key_id, expected))
         if isinstance(expected, rsa.RSAPublicKey):
             matches = int.from_bytes(private[Attribute.MODULUS], "big") == \
@@ -1075,8 +1123,32 @@ class Pkcs11KeyStore:
         if not matches:
             raise KeyStoreError(_RESTORE_FAILED)
 
-    def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
-        raise KeyStoreError("Keys in this keystore are not exportable.")
+    def export(self, ref: KeyRef, wrapping: dict[str, Any], alg: str) -> bytes:
+        """An exportable key wrapped inside the token (CKM_AES_KEY_WRAP_PAD) by a fresh
+        AES-256 session key; that key, read out of the token, is encrypted on the host to
+        `wrapping` with the RSA-OAEP of `alg` and dropped (SoftHSM2 has no OAEP with SHA-256
+        or SHA-384: HOST_STEPS). The private key is never in host memory."""
+        if alg not in transfer.WRAPPINGS:
+            raise KeyStoreError(f"Unsupported key wrapping '{alg[:32]}'; use one of "
+                                f"{', '.join(transfer.WRAPPINGS)}.")
+        try:
+            target = public_from_jwk({"kty": RSA, **wrapping}, RSA)
+        except JwkError as exc:
+            raise KeyStoreError(f"The wrapping key is not a usable RSA public key: {exc}") \
+                from None
+        if not isinstance(target, rsa.RSAPublicKey) or target.key_size not in RSA_SIZES:
+            raise KeyStoreError("The wrapping key must be an RSA key of "
+                                f"{', '.join(map(str, RSA_SIZES))} bits.")
+        with _LOCK:
+            key = self._key(ref)  # first: finding it may open a new session
+            if not key.exportable:
+                raise KeyStoreError(NOT_EXPORTABLE)
+            session = self._open()
+            aes, wrapped = self._call(lambda: _wrapped_by_session_key(session, key))
+        try:
+            return transfer.encrypt_transfer_key(target, alg, aes) + wrapped
+        except transfer.TransferError as exc:
+            raise KeyStoreError(str(exc)) from None
 
     # Attestation.
 

@@ -36,6 +36,7 @@ from openkeyvault.keystore.base import (
 )
 
 CACHE_SIZE = 4096
+NOT_EXPORTABLE = "Keys in this keystore are not exportable."
 ATTESTATION_REFUSED = ("Key attestation is available for HSM-protected keys only; software "
                        "keys have none.")
 CAPABILITIES = Capabilities(
@@ -63,6 +64,8 @@ class SoftwareKeyStore:
         return CAPABILITIES
 
     def generate(self, spec: KeySpec) -> StoredKey:
+        if spec.exportable:
+            raise KeyStoreError(NOT_EXPORTABLE)
         if spec.family == "RSA":
             if spec.size not in RSA_SIZES:
                 raise KeyStoreError(
@@ -78,6 +81,8 @@ class SoftwareKeyStore:
     def import_key(self, material: PlainKey | WrappedKey) -> StoredKey:
         if isinstance(material, WrappedKey):
             raise KeyStoreError("Wrapped key material can only be imported into an HSM.")
+        if material.exportable:
+            raise KeyStoreError(NOT_EXPORTABLE)
         try:
             return _stored(private_from_jwk(material.jwk, material.family))
         except JwkError as exc:
@@ -107,8 +112,8 @@ class SoftwareKeyStore:
             raise KeyStoreError("The backup holds key material that does not match its key.")
         return _stored(key)
 
-    def export(self, ref: KeyRef, wrapping: KeyRef, alg: str) -> bytes:
-        raise KeyStoreError("Keys in this keystore are not exportable.")
+    def export(self, ref: KeyRef, wrapping: dict[str, Any], alg: str) -> bytes:
+        raise KeyStoreError(NOT_EXPORTABLE)
 
     def attest(self, ref: KeyRef) -> dict[str, Any]:
         raise KeyStoreError(ATTESTATION_REFUSED)
