@@ -144,6 +144,10 @@ class Settings:
     # file's [pkcs11] table: module, token, pin_file or pin_env, environment. None: none
     # (a dev server uses the SoftHSM2 token in its data directory, keystore/softhsm.py).
     pkcs11: dict[str, Any] | None = None
+    # Secure key release: the attestation authorities whose tokens a key may be released
+    # on, as the config file's [attestation] authorities (each {"issuer", "jwks_file" |
+    # "jwks"}). A dev server also trusts its dev authority (access/attestation_trust.py).
+    attestation_authorities: tuple[dict[str, Any], ...] = ()
 
     @property
     def db_path(self) -> Path:
@@ -173,6 +177,7 @@ class Settings:
         d = json.loads(os.environ[ENV_VAR])
         d["data_dir"] = Path(d["data_dir"])
         d["trusted_proxies"] = tuple(d.get("trusted_proxies", ()))
+        d["attestation_authorities"] = tuple(d.get("attestation_authorities", ()))
         return cls(**d)
 
 
@@ -209,7 +214,8 @@ def load_config(path: Path) -> Settings:
     max_connections_per_address, trusted_proxies; [dns] domain; [tls] certificate, key;
     [database] url; [seal] type = "shamir" (shares, threshold) | "azurekeyvault"
     (key_id, tenant_id, client_id, client_secret_file | credential = "default") |
-    "devkey" (refused unless force = true); [throttling] enabled, scale, limits."""
+    "devkey" (refused unless force = true); [throttling] enabled, scale, limits;
+    [attestation] authorities."""
     import tomllib
 
     try:
@@ -219,7 +225,7 @@ def load_config(path: Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     known = {"server", "dns", "tls", "database", "seal", "audit", "metrics", "throttling",
-             "pkcs11"}
+             "pkcs11", "attestation"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(known))}")
@@ -261,6 +267,9 @@ def load_config(path: Path) -> Settings:
     settings.update(_throttling_settings(raw.get("throttling", {}), path))
     if "pkcs11" in raw:
         settings["pkcs11"] = _pkcs11_settings(raw["pkcs11"], base, path)
+    if "attestation" in raw:
+        settings["attestation_authorities"] = _attestation_settings(raw["attestation"], base,
+                                                                    path)
     if "domain" in dns:
         settings["domain"] = str(dns["domain"])
     try:
@@ -295,6 +304,29 @@ def _pkcs11_settings(table: Any, base: Path, path: Path) -> dict[str, Any]:
     else:
         out["pin_env"] = str(table["pin_env"])
     return out
+
+
+def _attestation_settings(table: Any, base: Path, path: Path) -> tuple[dict[str, Any], ...]:
+    """[attestation] authorities = [{issuer, jwks_file | jwks}] (docs/configuration.md,
+    "Secure key release")."""
+    from openkeyvault.access.attestation_trust import authority_setting
+
+    where = f"{path}: [attestation]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    if unknown := sorted(set(table) - {"authorities"}):
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: authorities")
+    entries = table.get("authorities", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f'{where} authorities must be an array of tables {{issuer = '
+                          f'"https://...", jwks_file = "..."}} (or jwks = {{keys = [...]}})')
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(authority_setting(entry, base, [e["issuer"] for e in out]))
+        except ValueError as exc:
+            raise ConfigError(f"{where} authorities[{i}]: {exc}") from None
+    return tuple(out)
 
 
 def parse_throttling(value: str) -> dict[str, Any]:

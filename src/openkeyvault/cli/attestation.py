@@ -1,9 +1,11 @@
-"""`okv attestation`: the deployment's key attestation root, and checking an attestation
-offline (docs/hsm.md, "Key attestation").
+"""`okv attestation`: the deployment's key attestation root, checking an attestation
+offline (docs/hsm.md, "Key attestation"), and the dev attestation authority that signs
+attestation tokens for secure key release (docs/configuration.md, "Secure key release").
 
 `root` reads the root certificate from the deployment's database (no root key needed,
 so a sealed deployment can publish it too); `verify` checks the KeyBundle the
-attestation endpoint returned and talks to no server."""
+attestation endpoint returned and talks to no server; `issue` and `authority` use the
+dev authority's key in the data directory (made on first use) and talk to no server."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from openkeyvault.cli.settings import settings_for
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 HSM_KEYSTORE = "pkcs11"  # the keystore whose attestation root is published
 
-attestation_app = typer.Typer(help="Key attestation: the root to publish, and offline "
-                              "verification.", no_args_is_help=True)
+attestation_app = typer.Typer(help="Key attestation (the root to publish, offline "
+                              "verification) and the dev attestation authority (tokens for "
+                              "secure key release).", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -116,6 +119,100 @@ def verify(
     typer.echo(f"  root: {facts.root.subject.rfc4514_string()}"
                + (" (the one given)" if trusted is not None else " (not checked against a "
                   "trusted root: give --root)"))
+
+
+@attestation_app.command("issue")
+def issue(
+    claim: Annotated[list[str] | None, typer.Option(
+        "--claim", metavar="NAME=VALUE",
+        help="A claim of the token (repeatable). VALUE is read as JSON when it is JSON "
+        "(true, 5, \"5\", an object), else as text; a dotted NAME "
+        "(x-ms-isolation-tee.x-ms-attestation-type) makes nested objects.")] = None,
+    runtime_key: Annotated[Path | None, typer.Option(
+        "--runtime-key", metavar="PATH",
+        help="The RSA public key (PEM, or a JWK as JSON) a released key is wrapped to: "
+        "the token carries it in x-ms-runtime.keys.")] = None,
+    lifetime: Annotated[int, typer.Option(
+        min=1, max=30 * 24 * 3600, help="Seconds the token is valid, from now.")] = 8 * 3600,
+    data_dir: DataDir = None,
+) -> None:
+    """Print an attestation token signed by the dev attestation authority.
+
+    A dev server trusts this authority (issuer https://attest.localhost): give the token
+    as the target of a key release whose policy names that issuer. No server is needed;
+    the authority's key is made in the data directory on first use.
+    """
+    from openkeyvault.access.dev_attestation import DevAttestationAuthority, DevAttestationError
+    from openkeyvault.ops.clock import deployment_clock
+
+    claims: dict[str, Any] = {}
+    for item in claim or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            _fail(f"--claim takes NAME=VALUE, not {item[:60]!r}")
+        try:
+            _set_claim(claims, name.strip(), _claim_value(text))
+        except ValueError as exc:
+            _fail(str(exc))
+    key_pem = None
+    if runtime_key is not None:
+        try:
+            key_pem = runtime_key.read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    directory = settings_for(data_dir).data_dir
+    try:
+        token = DevAttestationAuthority(directory, deployment_clock(directory, dev=True)) \
+            .issue(claims, key_pem, lifetime)
+    except DevAttestationError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot make the dev attestation key in {directory}: {exc.strerror}")
+    typer.echo(token)
+
+
+@attestation_app.command("authority")
+def authority(data_dir: DataDir = None) -> None:
+    """Print the dev attestation authority's issuer and signing keys (JWKS) as JSON.
+
+    Give them to another deployment's [attestation] authorities to trust it there too.
+    """
+    from openkeyvault.access.dev_attestation import DevAttestationAuthority, DevAttestationError
+
+    directory = settings_for(data_dir).data_dir
+    dev = DevAttestationAuthority(directory)
+    try:
+        jwks = dev.jwks()
+    except DevAttestationError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot make the dev attestation key in {directory}: {exc.strerror}")
+    typer.echo(json.dumps({"issuer": dev.issuer, "jwks": jwks}, indent=2))
+
+
+def _claim_value(text: str) -> Any:
+    """JSON when the text is JSON (no NaN or Infinity), else the text itself."""
+    def refuse(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return text
+
+
+def _set_claim(claims: dict[str, Any], name: str, value: Any) -> None:
+    """claims[a][b][c] = value for the name `a.b.c`."""
+    *parents, last = name.split(".")
+    if "" in (*parents, last):
+        raise ValueError(f"--claim {name}: a claim name has no empty part")
+    here = claims
+    for part in parents:
+        child = here.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--claim {name}: {part} is already a value, not an object")
+        here = child
+    here[last] = value
 
 
 def _yes(value: bool) -> str:
