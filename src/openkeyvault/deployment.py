@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from openkeyvault.access.assertions import ClientAssertions
+from openkeyvault.access.attestation_trust import trusted_authorities
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.access.control import ControlAuthorizer
 from openkeyvault.access.definitions import RoleDefinitions
@@ -172,6 +173,9 @@ class Deployment:
         backups = BackupCodec(barrier, deployment_id)
         cert_store = CertificateIssuerStore(engines)
         cert_issuers = IssuerService(cert_store, barrier, authorizer, clock)
+        # The keystores by name, shared by keys and certificates (a certificate's key is a
+        # key version served from the keystore it records).
+        stores = keystores(settings, deployment_id, public_meta)
         # The issuing CA's key and certificate: one sealed value, made on first use.
         ca = CertificateAuthority(lambda make: sealed_meta("issuing_ca", make),
                                   lambda: dt.datetime.fromtimestamp(clock.now(), dt.UTC),
@@ -196,16 +200,17 @@ class Deployment:
             vault_properties=VaultPropertiesService(repo, clock, tenant_id),
             secrets=SecretService(repo, barrier, authorizer, clock, backups),
             keys=KeyService(repo, barrier, authorizer, clock, backups,
-                            keystores(settings, deployment_id, public_meta),
+                            stores,
                             Attestor(public_meta, lambda: dt.datetime.fromtimestamp(
-                                clock.now(), dt.UTC), deployment_id[:8])),
+                                clock.now(), dt.UTC), deployment_id[:8]),
+                            lambda: trusted_authorities(settings)),
             identities=identities,
             assertions=ClientAssertions(directory, tokens, identities, clock),
             issuers=cert_issuers,
             ca=ca,
             contacts=ContactService(cert_store, authorizer, clock),
             certificates=CertificateService(repo, barrier, authorizer, clock, backups,
-                                            cert_issuers, ca),
+                                            cert_issuers, ca, stores),
             events=Events(SubscriptionStore(engines), clock, settings.resource_uri,
                           lambda name: _arm_id(vaults.placement_of(name), name)),
             audit_key=audit.audit_key(root_key if root_key is not None

@@ -12,6 +12,7 @@ Deployment.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ from azure.keyvault.certificates import (
     LifetimeAction,
     WellKnownIssuerNames,
 )
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 
@@ -46,7 +49,9 @@ from tests.sdk.certs_support import (
 )
 from tests.sdk.clients import unique
 from tests.sdk.keys_support import environment
+from tests.sdk.premium_support import premium_vault
 from tests.support.server import DevServer, running
+from tests.support.softhsm import token_objects
 
 pytestmark = pytest.mark.usefixtures("module_env", "sdk_env")
 
@@ -197,6 +202,50 @@ def test_auto_renew_by_the_builtin_ca(server: DevServer) -> None:
     assert_renewed(first, renewed, 3, reuse_key=False)
     cer(renewed).verify_directly_issued_by(chain[0])  # the same CA signed it
     assert secret_material(secrets(server).get_secret(first.name)).chain == chain
+
+
+@pytest.mark.usefixtures("resolve_localhost")
+def test_auto_renew_of_hsm_keys_in_a_premium_vault(server: DevServer) -> None:
+    """An RSA-HSM certificate renews with a new key made in the HSM; an EC-HSM one that
+    reuses its key renews with the same HSM key. Both renewed versions are self-signed in
+    the HSM, and their keys sign there."""
+    vault = premium_vault(server, "renhsm")
+
+    def client() -> CertificateClient:
+        return CertificateClient(server.vault_url(vault), ManagedIdentityCredential())
+
+    def held() -> set[str]:
+        return {str(o["id"]) for o in token_objects(server.data_dir)
+                if o["class"] == "PRIVATE_KEY"}
+
+    renew = [LifetimeAction(RENEW, days_before_expiry=10)]
+    new_key = CertificatePolicy(issuer_name="Self", subject="CN=renew-hsm-rsa",
+                                validity_in_months=2, key_type="RSA-HSM", key_size=2048,
+                                reuse_key=False, lifetime_actions=renew)
+    same_key = CertificatePolicy(issuer_name="Self", subject="CN=renew-hsm-ec",
+                                 validity_in_months=2, key_type="EC-HSM",
+                                 key_curve_name="P-256", reuse_key=True, lifetime_actions=renew)
+    before = held()
+    firsts = [create(client(), new_key), create(client(), same_key)]
+    assert len(held() - before) == 2
+    advance_to(server, max(expiry(c) for c in firsts) - 9 * DAY)
+    c = client()
+    for first, reuse, alg in ((firsts[0], False, "RS256"), (firsts[1], True, "ES256")):
+        renewed = c.get_certificate(first.name)
+        assert_renewed(first, renewed, 2, reuse_key=reuse)
+        cer(renewed).verify_directly_issued_by(cer(renewed))
+        key = KeyClient(server.vault_url(vault), ManagedIdentityCredential()).get_key(
+            first.name)
+        assert key.key_type == ("EC-HSM" if reuse else "RSA-HSM")
+        assert key.properties.version == renewed.properties.version
+        digest = hashlib.sha256(b"renewed").digest()
+        crypto = CryptographyClient(renewed.key_id or "", ManagedIdentityCredential())
+        signature = crypto.sign(SignatureAlgorithm(alg), digest).signature
+        assert crypto.verify(SignatureAlgorithm(alg), digest, signature).is_valid
+        assert secret_material(SecretClient(
+            server.vault_url(vault), ManagedIdentityCredential()).get_secret(
+                first.name)).key is None
+    assert len(held() - before) == 3  # one new key, in the token; the reused one stays
 
 
 def test_auto_renew_with_the_unknown_issuer_is_refused(server: DevServer) -> None:

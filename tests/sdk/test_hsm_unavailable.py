@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
+from azure.keyvault.certificates import CertificateClient, CertificatePolicy, KeyType
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 
@@ -53,6 +54,7 @@ def test_a_wrong_pin_fails_hsm_keys_only(down: tuple[DevServer, str],
     with localhost_subdomains():
         kc = KeyClient(server.vault_url(vault), DefaultAzureCredential())
         sc = SecretClient(server.vault_url(vault), DefaultAzureCredential())
+        cc = CertificateClient(server.vault_url(vault), DefaultAzureCredential())
         try:
             with pytest.raises(HttpResponseError) as e:
                 kc.create_rsa_key(unique("h"), size=2048, hardware_protected=True)
@@ -62,6 +64,15 @@ def test_a_wrong_pin_fails_hsm_keys_only(down: tuple[DevServer, str],
             assert "HSM" in err["message"]
             for secret in (right.strip(), wrong, "softhsm", str(server.data_dir)):
                 assert secret not in err["message"]
+            # so does a certificate whose key the HSM would make; nothing of it is stored
+            name = unique("hc")
+            with pytest.raises(HttpResponseError) as e:
+                cc.begin_create_certificate(name, CertificatePolicy(
+                    issuer_name="Self", subject="CN=down", key_type=KeyType.rsa_hsm))
+            assert e.value.status_code == 503
+            assert e.value.response.json()["error"]["code"] == "ServiceUnavailable"
+            with pytest.raises(ResourceNotFoundError):
+                cc.get_certificate_operation(name)
             # everything that needs no HSM is served
             soft = kc.create_ec_key(unique("s"), curve="P-256")
             dg = digest("ES256", b"still here")

@@ -1006,7 +1006,9 @@ def test_release_policy_on_a_non_exportable_key(kc: KeyClient) -> None:
     name = unique("rel")
     with pytest.raises(HttpResponseError) as e:
         kc.create_rsa_key(name, size=2048, release_policy=policy)
-    assert refused(e) == (400, "BadParameter", "AKV.SKR.1005")
+    assert refused(e)[:2] == (400, "BadParameter")
+    assert e.value.response.json()["error"]["message"] == \
+        "AKV.SKR.1005: Non-exportable keys must not have release policy."
     with pytest.raises(HttpResponseError) as e:
         kc.import_key(name, sdk_jwk(ec.generate_private_key(ec.SECP256R1())),
                       release_policy=policy)

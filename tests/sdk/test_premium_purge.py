@@ -10,8 +10,18 @@ from collections.abc import Iterator
 
 import pytest
 from azure.identity import DefaultAzureCredential
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificateOperation,
+    CertificatePolicy,
+    KeyCurveName,
+    KeyType,
+    WellKnownIssuerNames,
+)
 from azure.keyvault.keys import KeyClient
+from cryptography import x509
 
+from tests.sdk.certs_support import Authority, der
 from tests.sdk.clients import unique
 from tests.sdk.keys_support import environment
 from tests.support.dns import localhost_subdomains
@@ -79,3 +89,29 @@ def test_a_purged_vaults_hsm_keys_leave_the_token(server: DevServer,
     wait_for("the purged vault's keys are destroyed", lambda: not gone & ids(server))
     assert made[kept] <= ids(server)
     assert "destroyed an HSM key no key version names" in server.log()
+
+
+def test_a_pending_certificates_hsm_key_is_kept(server: DevServer,
+                                                env: dict[str, str]) -> None:
+    """The key of a certificate operation waiting for a merge is named by no key version
+    yet, only by the operation: the clean-up keeps it, and the merge later finds it."""
+    vault = unique("pend")[:20]
+    with localhost_subdomains():
+        assert server.okv("vault", "create", vault, "--sku", "premium").returncode == 0
+        cc = CertificateClient(server.vault_url(vault), DefaultAzureCredential())
+        before = ids(server)
+        name = unique("c")
+        op = cc.begin_create_certificate(name, CertificatePolicy(
+            issuer_name=WellKnownIssuerNames.unknown, subject="CN=pending",
+            key_type=KeyType.ec_hsm, key_curve_name=KeyCurveName.p_256)).result()
+        assert isinstance(op, CertificateOperation) and op.csr is not None
+        pending = ids(server) - before
+        assert len(pending) == 1
+        time.sleep(6 * GRACE)
+        assert pending <= ids(server)
+        ca = Authority.make("Pending Root")
+        signed = ca.sign_csr(x509.load_der_x509_csr(bytes(op.csr)))
+        merged = cc.merge_certificate(name, [der(signed)])
+        assert merged.cer == der(signed)
+        time.sleep(6 * GRACE)
+        assert pending <= ids(server)  # named by the key version now

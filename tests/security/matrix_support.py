@@ -576,6 +576,18 @@ def _key_verify(cell: Cell) -> None:
     assert out["value"] is True
 
 
+def _key_release(cell: Cell) -> None:
+    """The target key is not exportable: a caller the role lets through is told so (400),
+    after the authorization; a refused one gets the matrix's 403."""
+    name, version = _v0(cell)
+    response = cell.actor.crypto.send_request(HttpRequest(
+        "POST", f"/keys/{name}/{version}/release", json={"target": "a.b.c"}))
+    if response.status_code == 403:
+        response.raise_for_status()
+    assert response.status_code == 400, response.text()
+    assert "not exportable" in response.json()["error"]["message"]
+
+
 def _key_rotate(cell: Cell) -> None:
     assert _keys(cell).rotate_key(cell.name).name == cell.name
 
@@ -742,6 +754,7 @@ RUNNERS: dict[str, Callable[[Cell], None]] = {
     "keys.unwrap": _key_unwrap,
     "keys.sign": _key_sign,
     "keys.verify": _key_verify,
+    "keys.release": _key_release,
     "keys.rotate": _key_rotate,
     "keys.get_rotation_policy": _key_get_rotation_policy,
     "keys.set_rotation_policy": _key_set_rotation_policy,

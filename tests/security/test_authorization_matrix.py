@@ -87,7 +87,7 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
     # Azure serves random bytes on Managed HSM only (managedHsm/rng/action); a vault here
     # serves it under the vault's namespace, so only `vaults/*` grants it.
     "keys.random_bytes": ("keys", VAULT, "rng/action"),
-    # Not served yet: keys.release (keys/release/action).
+    "keys.release": ("keys", OBJECT, "keys/release/action"),
     "certificates.get": ("certificates", OBJECT, "certificates/read"),
     "certificates.list": ("certificates", COLLECTION, "certificates/read"),
     "certificates.versions": ("certificates", OBJECT, "certificates/read"),
@@ -132,6 +132,7 @@ AZURE_NAMES: dict[str, str] = {
     "keys.sign": "KeySign", "keys.verify": "KeyVerify", "keys.rotate": "KeyRotate",
     "keys.get_rotation_policy": "KeyRotationPolicyGet",
     "keys.set_rotation_policy": "KeyRotationPolicySet", "keys.random_bytes": "RandomBytesGet",
+    "keys.release": "KeyRelease",
     "certificates.get": "CertificateGet", "certificates.list": "CertificateList",
     "certificates.versions": "CertificateListVersions",
     "certificates.create": "CertificateCreate", "certificates.import": "CertificateImport",
@@ -184,12 +185,12 @@ ALLOWED: dict[str, frozenset[str]] = {
         "keys.create", "keys.import", "keys.update", "keys.delete", "keys.recover",
         "keys.purge", "keys.backup", "keys.restore", "keys.encrypt", "keys.decrypt",
         "keys.wrap", "keys.unwrap", "keys.sign", "keys.verify", "keys.rotate",
-        "keys.get_rotation_policy", "keys.set_rotation_policy"}),
+        "keys.get_rotation_policy", "keys.set_rotation_policy", "keys.release"}),
     # keys/read, keys/wrap/action, keys/unwrap/action
     "Key Vault Crypto Service Encryption User": READ_KEYS | frozenset({
         "keys.wrap", "keys.unwrap"}),
     # keys/release/action
-    "Key Vault Crypto Service Release User": frozenset(),
+    "Key Vault Crypto Service Release User": frozenset({"keys.release"}),
     # keys/read, update, backup, encrypt, decrypt, wrap, unwrap, sign, verify
     "Key Vault Crypto User": READ_KEYS | frozenset({
         "keys.update", "keys.backup", "keys.encrypt", "keys.decrypt", "keys.wrap",

@@ -69,6 +69,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "keys/restore"): {"value": "AAAA"},
     ("POST", "rng"): {"count": 8},
     ("POST", "keys/{name}/{version?}/verify"): {**ES, "digest": "AAAA"},
+    ("POST", "keys/{name}/{version?}/release"): {"target": "a.b.c"},
     ("POST", "certificates/{name}/import"): {"value": "AAAA"},
     ("POST", "certificates/{name}/pending/merge"): {"x5c": ["AAAA"]},
     ("PATCH", "certificates/{name}/pending"): {"cancellation_requested": True},

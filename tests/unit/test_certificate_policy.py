@@ -143,3 +143,39 @@ def test_from_certificate_prefers_what_the_certificate_says() -> None:
     assert p["secret_props"]["contentType"] == certpolicy.PEM
     assert p["x509_props"]["ekus"] == [] and p["x509_props"]["validity_months"] == 3
     assert p["issuer"] == {"name": "Unknown"}
+
+
+def test_hsm_key_types_are_not_exportable() -> None:
+    """Azure allows exportable keys with RSA and EC only: an HSM key type defaults to
+    exportable false, and exportable true with it is refused."""
+    for kty in ("RSA-HSM", "EC-HSM"):
+        p = validate({**SUBJECT, "key_props": {"kty": kty}}, None, 0)
+        assert p["key_props"]["exportable"] is False and p["key_props"]["kty"] == kty
+        with pytest.raises(BadParameter, match="Exportable keys are allowed only"):
+            validate({**SUBJECT, "key_props": {"kty": kty, "exportable": True}}, None, 0)
+        assert validate({**SUBJECT, "key_props": {"kty": kty, "exportable": None}}, None,
+                        0)["key_props"]["exportable"] is False
+    # an exportable software policy moved to an HSM key type becomes non-exportable ...
+    base = validate({**SUBJECT, "key_props": {"kty": "RSA", "exportable": True}}, None, 0)
+    moved = validate({"key_props": {"kty": "RSA-HSM"}}, base, 1)
+    assert (moved["key_props"]["kty"], moved["key_props"]["exportable"]) == ("RSA-HSM", False)
+    assert moved["key_props"]["key_size"] == 2048
+    # ... and asking an HSM policy for exportable is refused on update too
+    with pytest.raises(BadParameter):
+        validate({"key_props": {"exportable": True}}, moved, 2)
+
+
+def test_an_imported_key_keeps_the_hsm_key_type_asked_for() -> None:
+    assert certpolicy.imported_kty("RSA", "RSA-HSM") == "RSA-HSM"
+    assert certpolicy.imported_kty("EC", "RSA-HSM") == "EC-HSM"
+    assert certpolicy.imported_kty("EC", "EC") == "EC"
+    assert certpolicy.imported_kty("RSA", None) == "RSA"
+    read_x509 = {"subject": "CN=imported", "validity_months": 12}
+    p = certpolicy.from_certificate(read_x509, {"kty": "RSA", "key_size": 3072},
+                                    typed({"key_props": {"kty": "RSA-HSM"}}),
+                                    certpolicy.PKCS12, 0)
+    assert (p["key_props"]["kty"], p["key_props"]["key_size"],
+            p["key_props"]["exportable"]) == ("RSA-HSM", 3072, False)
+    p = certpolicy.from_certificate(read_x509, {"kty": "EC", "crv": "P-384"}, None,
+                                    certpolicy.PKCS12, 0)
+    assert (p["key_props"]["kty"], p["key_props"]["exportable"]) == ("EC", True)

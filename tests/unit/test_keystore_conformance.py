@@ -642,13 +642,14 @@ def test_backup_blob_restores_a_key_that_signs_alike(store: KeyStore, spec: KeyS
 def test_restore_refuses_another_keys_public_key(store: KeyStore) -> None:
     stored, ref = key_for(store, P256)
     other, _ = key_for(store, EC_SPECS["P-384"])
+    p256k, _ = key_for(store, EC_SPECS["P-256K"])
+    rsa_key, _ = key_for(store, RSA2048)
     before = store.held()
-    for public in (key_for(store, EC_SPECS["P-256K"])[0].public,
-                   {**stored.public, "x": other.public["x"]}):
+    for public in (p256k.public, {**stored.public, "x": other.public["x"]}):
         with pytest.raises(KeyStoreError):
             store.restore_key("EC", store.backup_blob(ref), public)
     with pytest.raises(KeyStoreError):
-        store.restore_key("RSA", store.backup_blob(ref), key_for(store, RSA2048)[0].public)
+        store.restore_key("RSA", store.backup_blob(ref), rsa_key.public)
     assert store.held() == before  # nothing left behind
 
 

@@ -14,6 +14,7 @@ from openkeyvault.api.models.keys import (
     KeyCreateParameters,
     KeyImportParameters,
     KeyOperationsParameters,
+    KeyReleaseParameters,
     KeyRestoreParameters,
     KeyRotationPolicy,
     KeySignParameters,
@@ -22,7 +23,7 @@ from openkeyvault.api.models.keys import (
 )
 from openkeyvault.api.objects import ObjectRoutes
 from openkeyvault.vault.keys import KeyService
-from openkeyvault.vault.models import KeyOperationResult
+from openkeyvault.vault.models import KeyBundle, KeyOperationResult
 
 # operation (as in the path) → its body's model
 OPERATION_MODELS: dict[str, type[KeyOperationsParameters | KeySignParameters |
@@ -72,6 +73,27 @@ class KeyRoutes(ObjectRoutes):
         b = self.s.update(ctx.caller, ctx.params["name"], ctx.params.get("version"),
                           p.to_request())
         return json_response(render.key(ctx.base, b))
+
+    def release(self, ctx: Ctx) -> Response:
+        """The signed object holding the released key: its payload is {"request": what was
+        asked, "response": {"key": the KeyBundle, its JWK with `key_hsm` (the private key
+        wrapped to the target's runtime key) and kty without "-HSM"}}."""
+        request = decode_body(ctx, KeyReleaseParameters).to_request()
+
+        def claims(b: KeyBundle, key_hsm: str, enc: str) -> dict[str, Any]:
+            bundle = render.key(ctx.base, b)
+            jwk = bundle["key"]
+            jwk["kty"] = jwk["kty"].removesuffix("-HSM")
+            jwk["key_hsm"] = key_hsm
+            asked: dict[str, Any] = {"api-version": ctx.api_version, "enc": enc,
+                                     "kid": jwk["kid"]}
+            if request.nonce is not None:
+                asked["nonce"] = request.nonce
+            return {"request": asked, "response": {"key": bundle}}
+
+        value = self.s.release(ctx.caller, ctx.params["name"], ctx.params.get("version"),
+                               request, claims)
+        return json_response({"value": value})
 
     def rotate(self, ctx: Ctx) -> Response:
         return json_response(render.key(ctx.base, self.s.rotate(ctx.caller, ctx.params["name"])))

@@ -70,6 +70,8 @@ def key(base: str, b: KeyBundle, *, versioned: bool = True) -> dict[str, Any]:
                    scheduledPurgeDate=b.deleted.scheduled_purge_date)
     out["key"] = {"kid": kid, "kty": b.kty, "key_ops": b.key_ops, **b.public}
     out["attributes"] = attributes(b.attributes)
+    if b.exportable:
+        out["attributes"]["exportable"] = True
     if b.attestation is not None:
         out["attributes"]["attestation"] = {
             "certificatePemFile": b.attestation.certificate_pem_file,
@@ -81,6 +83,8 @@ def key(base: str, b: KeyBundle, *, versioned: bool = True) -> dict[str, Any]:
         out["tags"] = b.tags
     if b.managed:
         out["managed"] = True
+    if b.release_policy is not None:
+        out["release_policy"] = b.release_policy
     return out
 
 
@@ -88,6 +92,7 @@ def key_item(base: str, b: KeyBundle, *, versioned: bool) -> dict[str, Any]:
     """KeyItem / DeletedKeyItem: list entries carry `kid`, not the JWK."""
     full = key(base, b, versioned=versioned)
     full["kid"] = full.pop("key")["kid"]
+    full.pop("release_policy", None)
     return full
 
 

@@ -52,6 +52,7 @@ def data_plane_routes(d: Deployment) -> list[Route]:
         ("GET", "/keys/{name}/{version?}/attestation", k.get_attestation, 0,
          "KeyGetAttestation"),
         ("PATCH", "/keys/{name}/{version?}", k.update, 0, "KeyUpdate"),
+        ("POST", "/keys/{name}/{version?}/release", k.release, 0, "KeyRelease"),
         ("GET", "/deletedkeys", k.list_deleted, 0, "KeyListDeleted"),
         ("GET", "/deletedkeys/{name}", k.get_deleted, 0, "KeyGetDeleted"),
         ("DELETE", "/deletedkeys/{name}", k.purge, 0, "KeyPurge"),

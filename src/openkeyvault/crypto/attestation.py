@@ -14,6 +14,7 @@ vendor's firmware, which a PKCS#11 token does not produce.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -111,10 +112,15 @@ def _json(value: Any) -> bytes:
 
 
 def compact_jws(claims: dict[str, Any], signing: x509.Certificate,
-                sign: DigestSigner) -> str:
+                sign: DigestSigner, root: x509.Certificate | None = None) -> str:
     """`claims` as a compact JWS (ES384) signed by the signing key (`sign`), naming
-    `signing`, its certificate."""
-    header = {"alg": JWS_ALG, "typ": JWS_TYPE, "x5t#S256": thumbprint(signing)}
+    `signing`, its certificate; with `root`, the header carries the chain (`x5c`: the
+    signing certificate's DER, then the root's, standard base64)."""
+    header: dict[str, Any] = {"alg": JWS_ALG, "typ": JWS_TYPE,
+                              "x5t#S256": thumbprint(signing)}
+    if root is not None:
+        header["x5c"] = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+                         for c in (signing, root)]
     signing_input = f"{b64url_encode(_json(header))}.{b64url_encode(_json(claims))}"
     signature = sign(hashlib.sha384(signing_input.encode("ascii")).digest())
     return f"{signing_input}.{b64url_encode(signature)}"

@@ -10,7 +10,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from openkeyvault.crypto.certificates import CertificateInputError
-from openkeyvault.crypto.jwk import CURVES, RSA_SIZES, PrivateKey, PublicKey, public_jwk
+from openkeyvault.crypto.jwk import (
+    CURVES,
+    RSA_SIZES,
+    JwkError,
+    PrivateKey,
+    PublicKey,
+    b64u,
+    public_from_jwk,
+    public_jwk,
+)
 
 MAX_CHAIN = 10
 
@@ -83,3 +92,26 @@ def validity(certificate: x509.Certificate) -> tuple[int, int]:
     """(notBefore, notAfter) as Unix seconds."""
     return (int(certificate.not_valid_before_utc.timestamp()),
             int(certificate.not_valid_after_utc.timestamp()))
+
+
+def private_members(key: PrivateKey) -> dict[str, object]:
+    """The JWK members of a private key (RSA n, e, d, p, q, dp, dq, qi; EC crv, x, y, d),
+    as a keystore's import takes them."""
+    out = public_jwk(key)
+    if isinstance(key, rsa.RSAPrivateKey):
+        nums = key.private_numbers()
+        for name, value in (("d", nums.d), ("p", nums.p), ("q", nums.q), ("dp", nums.dmp1),
+                            ("dq", nums.dmq1), ("qi", nums.iqmp)):
+            out[name] = b64u(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
+        return out
+    size = CURVES[str(out["crv"])][1]
+    out["d"] = b64u(key.private_numbers().private_value.to_bytes(size, "big"))
+    return out
+
+
+def public_from_members(members: dict[str, object], family: str) -> PublicKey:
+    """The public key of stored public JWK members (a key version's `public`)."""
+    try:
+        return public_from_jwk(dict(members), family)
+    except JwkError as exc:
+        raise CertificateInputError(str(exc)) from None

@@ -620,6 +620,24 @@ def build_certificate(
     later. The serial number is random; SKI is always set, AKI names the signing
     key; BasicConstraints (critical) carries `ca`; KeyUsage is critical.
     """
+    builder = certificate_builder(req, public_key, issuer, now, ca=ca)
+    digest = signature_hash(signer)
+    if issuer is None and not key_matches_public(public_key, signer):
+        raise CertificateInputError("A self-signed certificate must be signed by its own key.")
+    if issuer is not None and not key_matches(issuer, signer):
+        raise CertificateInputError("The signing key does not match the issuer certificate.")
+    return builder.sign(signer, digest)
+
+
+def certificate_builder(
+    req: X509Request,
+    public_key: PublicKey,
+    issuer: x509.Certificate | None,
+    now: dt.datetime,
+    *,
+    ca: bool = False,
+) -> x509.CertificateBuilder:
+    """What `build_certificate` signs: the complete certificate but its signature."""
     if not isinstance(req.validity_months, int) or not (
         1 <= req.validity_months <= MAX_VALIDITY_MONTHS
     ):
@@ -627,11 +645,6 @@ def build_certificate(
             f"The validity must be between 1 and {MAX_VALIDITY_MONTHS} months."
         )
     _check_key(public_key)
-    digest = signature_hash(signer)
-    if issuer is None and not key_matches_public(public_key, signer):
-        raise CertificateInputError("A self-signed certificate must be signed by its own key.")
-    if issuer is not None and not key_matches(issuer, signer):
-        raise CertificateInputError("The signing key does not match the issuer certificate.")
     name = parse_subject(req.subject)
     not_before = _utc(now)
     builder = (
@@ -661,18 +674,21 @@ def build_certificate(
             aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 issuer.public_key()  # type: ignore[arg-type]
             )
-    builder = builder.add_extension(aki, critical=False)
-    return builder.sign(signer, digest)
+    return builder.add_extension(aki, critical=False)
 
 
 def build_csr(req: X509Request, private_key: PrivateKey) -> x509.CertificateSigningRequest:
     """A PKCS#10 request carrying the request's subject, SANs, key usage and EKUs."""
-    digest = signature_hash(private_key)
+    return csr_builder(req).sign(private_key, signature_hash(private_key))
+
+
+def csr_builder(req: X509Request) -> x509.CertificateSigningRequestBuilder:
+    """What `build_csr` signs (the key's SubjectPublicKeyInfo is the signer's)."""
     name = parse_subject(req.subject)
     builder = x509.CertificateSigningRequestBuilder().subject_name(name)
     for ext, critical in _request_extensions(req, name):
         builder = builder.add_extension(ext, critical=critical)
-    return builder.sign(private_key, digest)
+    return builder
 
 
 # ---------------------------------------------------------------------------

@@ -477,16 +477,26 @@ class Repository(Store):
 
     def key_handles(self, keystore: str) -> set[str]:
         """The handles (props "handle") of every key version, live or soft-deleted, in
-        any vault, that keystore `keystore` holds: what an HSM must keep."""
+        any vault, that keystore `keystore` holds, and of the keys certificate operations
+        waiting for a merge hold there: what an HSM must keep."""
         marker = json.dumps({"keystore": keystore})[1:-1]  # as json.dumps writes props
         q = (select(versions.c.props)
              .select_from(versions.join(objects, versions.c.object_id == objects.c.id))
              .where(objects.c.collection == "keys",
                     versions.c.props.contains(marker, autoescape=True)))
+        # a certificate operation waiting for a merge holds its key in its state's "pending"
+        pending = (select(objects.c.policy)
+                   .where(objects.c.collection == "certificates",
+                          objects.c.policy.contains(marker, autoescape=True)))
         with self._r.connect() as c:
             found = (_parsed(text) for (text,) in c.execute(q))
-            return {str(p["handle"]) for p in found
-                    if p.get("keystore") == keystore and p.get("handle")}
+            out = {str(p["handle"]) for p in found
+                   if p.get("keystore") == keystore and p.get("handle")}
+            for (text,) in c.execute(pending):
+                key = (json.loads(text).get("pending") or {}).get("key") or {}
+                if key.get("keystore") == keystore and key.get("handle"):
+                    out.add(str(key["handle"]))
+            return out
 
     def soft_delete(self, vault_id: int, collection: str, name_lc: str, now: int,
                     purge_at: int) -> bool:

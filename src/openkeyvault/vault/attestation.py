@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from openkeyvault.crypto import attestation
 from openkeyvault.crypto.attestation import Chain
@@ -81,6 +82,15 @@ class Attestor:
             public_key_attestation=_b64(attestation.compact_jws(public, chain.signing, sign)),
             version=attestation.FORMAT_VERSION,
         )
+
+    def sign_release(self, keystore: KeyStore, claims: dict[str, Any]) -> str:
+        """A released key's signed object: `claims` as a compact JWS (ES384) signed by the
+        keystore's attestation signing key, its header carrying the chain to the root."""
+        chain = self.chain(keystore)
+        signer = keystore.attestation_signer()
+        return attestation.compact_jws(
+            claims, chain.signing, lambda digest: signer.sign("signing", chain.signing_id,
+                                                              digest), chain.root)
 
     def chain(self, keystore: KeyStore) -> Chain:
         """The keystore's attestation chain: stored, or made now and stored."""

@@ -10,27 +10,36 @@ are). The keys and secrets services show them but refuse to change them. The
 certificate object's state (`objects.policy`) holds {"policy": the stored policy,
 "pending": the certificate operation or None}; an operation waiting for a merge keeps
 its private key sealed inside the state until the version is made.
+
+A key of type RSA-HSM or EC-HSM (a Premium vault, a deployment with an HSM keystore) is
+made and kept in the HSM and signs the request and a self-signed certificate there
+(vault/certkeys.py); the key version records that keystore, so the keys API serves it
+from the HSM. Such a key is never exportable: its secret holds the certificate chain only.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.crypto import certificate_keys as ck
 from openkeyvault.crypto import certificates as x5
+from openkeyvault.keystore.base import KeyStore
 from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, BarrierError, vault_owner
 from openkeyvault.storage.records import EventRecord, NameConflict, VaultRecord, VersionRecord
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import certpolicy, keytypes, names, paging
 from openkeyvault.vault.backup import BackupCodec
+from openkeyvault.vault.certkeys import SOFTWARE, CertificateKey, CertificateKeys
 from openkeyvault.vault.certrequests import (
     CertificateCreate,
     CertificateImport,
@@ -40,8 +49,9 @@ from openkeyvault.vault.certrequests import (
     sent,
 )
 from openkeyvault.vault.context import Caller
-from openkeyvault.vault.errors import BadParameter, Conflict, Forbidden, NotFound
+from openkeyvault.vault.errors import BadParameter, Conflict, DomainError, Forbidden, NotFound
 from openkeyvault.vault.keys import _context as key_context
+from openkeyvault.vault.keystore_faults import cache_prefix as key_prefix
 from openkeyvault.vault.lifecycle import recovery_level
 from openkeyvault.vault.models import Attributes, DeletedInfo, Page
 from openkeyvault.vault.objects import Kind, ObjectService
@@ -104,7 +114,7 @@ class PolicyBundle:
 class _Made:
     """A new version's key and certificate, before it is stored."""
 
-    key_blob: bytes
+    key: CertificateKey
     certificate: Any
     chain: tuple[Any, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -133,10 +143,12 @@ class CertificateService(ObjectService[CertificateBundle]):
 
     def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
                  clock: Clock, backups: BackupCodec, issuers: Any = None,
-                 ca: Any = None) -> None:
+                 ca: Any = None, keystores: dict[str, KeyStore] | None = None) -> None:
+        """`keystores`: the keys service's, by name (none: software keys only)."""
         super().__init__(repo, barrier, authorizer, clock, backups)
         self._issuers = issuers  # IssuerService, or None: only Self and Unknown
         self._ca = ca  # CertificateAuthority, or None: no built-in issuer
+        self._keys = CertificateKeys(keystores or {})
 
     # ---- reading ----------------------------------------------------------------
     def _state(self, vault_id: int, name: str, deleted: bool = False) -> dict[str, Any]:
@@ -200,9 +212,33 @@ class CertificateService(ObjectService[CertificateBundle]):
                 "vault. Key Vault service will automatically purge it after the retention period "
                 f"has passed. Vault: {caller.vault.name};location=local"
             )
+        held = self._held_keys(caller.vault, name) if names.OBJECT_NAME.fullmatch(name) \
+            else []
         if not names.OBJECT_NAME.fullmatch(name) or not self._repo.purge_linked(
                 caller.vault.id, LINKED, name.lower()):
             raise KIND.deleted_not_found(name[:127])
+        # purged key material is gone for good: the HSM's objects of every version (and of
+        # an operation still waiting for a merge) are destroyed once the purge is stored
+        owner = key_prefix(caller.vault.id, name.lower())
+        self._keys.destroy(held, owner)
+        self._keys.forget(owner)
+
+    def _held_keys(self, vault: VaultRecord, name: str) -> list[CertificateKey]:
+        """The keys of a soft-deleted certificate that an HSM holds: each key version's,
+        and a pending operation's. One that cannot be read is logged and left to the
+        hsm-orphans job."""
+        out = []
+        for rec in self._repo.all_versions(vault.id, "keys", name.lower(), deleted=True):
+            if rec.props.get("keystore", SOFTWARE) == SOFTWARE:
+                continue
+            try:
+                out.append(self._keys.loaded(rec.props, self._key_blob(vault, rec)))
+            except (BadParameter, ValueError, KeyError):
+                log.error("certificates: the key of certificate %s version %s in vault %s "
+                          "could not be read to be destroyed", name, rec.version, vault.name)
+        pending = self._pending_key(vault, name, self._state(vault.id, name, deleted=True)
+                                    .get("pending"), strict=False)
+        return out + ([pending] if pending is not None and pending.held else [])
 
     # ---- policy -------------------------------------------------------------------------
     def get_policy(self, caller: Caller, name: str) -> PolicyBundle:
@@ -241,9 +277,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         policy = certpolicy.validate(given, base, self._now())
         kty = policy["key_props"]["kty"]
         keytypes.check_kty(kty, caller.vault.sku)
-        if keytypes.KTY[kty][1]:
-            raise BadParameter("HSM-protected key types need an HSM keystore, and none is "
-                               "configured for this deployment.")
+        self._keys.check(kty)
         self._resolve(caller.vault, policy["issuer"]["name"])
         return policy
 
@@ -278,34 +312,45 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise self._in_progress(name)
         kind, _ = self._resolve(caller.vault, policy["issuer"]["name"])
         extra = {"enabled": enabled, "tags": tags, "preserveCertOrder": request.preserve_order}
-        key = self._key_for(caller.vault, name, policy)
+        key, fresh = self._key_for(caller.vault, name, policy)
+        owner = key_prefix(vid, name.lower())
         request_id = uuid.uuid4().hex
-        try:
-            csr = _std_b64(ck.csr_der(x5.build_csr(certpolicy.request(policy, name), key)))
-        except x5.CertificateInputError as exc:
-            raise BadParameter(str(exc)) from None
-        if kind in ("self", "builtin"):
-            made = self._issue(kind, policy, key, name)
-            made.extra = extra
-            made.csr = csr
-            self._store_version(caller.vault, name, policy, made, state, request_id=request_id)
-            # The version exists now, but the answer says inProgress: the SDKs' pollers
-            # fetch the certificate only after a poll of the operation reports it
-            # completed (a first answer that is already final leaves them with nothing).
-            return self._operation(name, {
-                "status": IN_PROGRESS, "status_details": PENDING_DETAILS,
-                "issuer": policy["issuer"], "request_id": request_id,
-                "cancellation_requested": False, "csr": csr})
-        # unknown or external: the operation waits for a merge with the CSR
+        with _discarded_if_refused(self._keys, key if fresh else None, owner):
+            csr = _std_b64(ck.csr_der(self._keys.csr(certpolicy.request(policy, name), key,
+                                                     owner)))
+            if kind in ("self", "builtin"):
+                made = self._issue(kind, policy, key, name, owner)
+                made.extra = extra
+                made.csr = csr
+                self._store_version(caller.vault, name, policy, made, state,
+                                    request_id=request_id)
+                # The version exists now, but the answer says inProgress: the SDKs' pollers
+                # fetch the certificate only after a poll of the operation reports it
+                # completed (a first answer that is already final leaves them with nothing).
+                return self._operation(name, {
+                    "status": IN_PROGRESS, "status_details": PENDING_DETAILS,
+                    "issuer": policy["issuer"], "request_id": request_id,
+                    "cancellation_requested": False, "csr": csr})
+            # unknown or external: the operation waits for a merge with the CSR
+            op = self._await_merge(caller.vault, name, policy, kind, key, request_id, csr,
+                                   extra)
+        return self._operation(name, op)
+
+    def _await_merge(self, vault: VaultRecord, name: str, policy: dict[str, Any], kind: str,
+                     key: CertificateKey, request_id: str, csr: str, extra: dict[str, Any]
+                     ) -> dict[str, Any]:
+        """Store the operation that waits for a merge, with its key sealed inside (and the
+        key's public record, which names an HSM key's objects so they are kept)."""
+        vid = vault.id
         key_version, sealed = self._barrier.seal(vault_owner(vid), self._pending_aad(
-            vid, name, request_id), ck.to_blob(key))
+            vid, name, request_id), key.blob)
         details = MERGE_DETAILS if kind == "unknown" else PENDING_DETAILS
         op = {
             "status": IN_PROGRESS, "status_details": details,
             "issuer": policy["issuer"], "request_id": request_id,
             "cancellation_requested": False, "csr": csr,
-            "sealed_key": _std_b64(sealed), "key_version": key_version, "extra": extra,
-            "created": self._now(),
+            "sealed_key": _std_b64(sealed), "key_version": key_version,
+            "key": key.stored_props(), "extra": extra, "created": self._now(),
         }
         try:
             stored = self._repo.add_linked(
@@ -316,7 +361,7 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise self._conflict(name, e) from None
         if not stored:
             raise self._in_progress(name)
-        return self._operation(name, op)
+        return op
 
     @staticmethod
     def _in_progress(name: str) -> Conflict:
@@ -353,22 +398,21 @@ class CertificateService(ObjectService[CertificateBundle]):
         return (enabled if isinstance(enabled, bool) else True,
                 names.check_tags(tags, MAX_TAG_CHARS))
 
-    def _key_for(self, vault: VaultRecord, name: str, policy: dict[str, Any]) -> Any:
-        """The latest version's key when the policy reuses keys and it still fits the
-        policy's key type and size; else a new key."""
+    def _key_for(self, vault: VaultRecord, name: str, policy: dict[str, Any]
+                 ) -> tuple[CertificateKey, bool]:
+        """(key, made now): the latest version's key when the policy reuses keys and it
+        still fits the policy's key type, size and curve (an HSM key stays in the HSM);
+        else a new key, made in the HSM for an HSM key type."""
         kp = policy["key_props"]
         if kp.get("reuse_key"):
             latest = self._repo.get_version(vault.id, "keys", name.lower(), None)
             if latest is not None and latest.props.get("managed") and \
                     latest.props.get("kty") == kp["kty"]:
-                key = ck.from_blob(self._key_blob(vault, latest))
-                if ck.key_size(key) == kp["key_size"]:
-                    return key
-        family = keytypes.KTY[kp["kty"]][0]
-        try:
-            return ck.generate(family, kp.get("key_size"), kp.get("crv"))
-        except x5.CertificateInputError as exc:
-            raise BadParameter(str(exc)) from None
+                key = self._keys.loaded(latest.props, self._key_blob(vault, latest))
+                if key.size == kp["key_size"] and \
+                        latest.props["public"].get("crv") == kp.get("crv"):
+                    return key, False
+        return self._keys.generate(kp["kty"], kp.get("key_size"), kp.get("crv")), True
 
     def _key_blob(self, vault: VaultRecord, rec: VersionRecord) -> bytes:
         if rec.sealed is None or rec.key_version is None:
@@ -380,19 +424,21 @@ class CertificateService(ObjectService[CertificateBundle]):
         except BarrierError:
             raise BadParameter("The key material could not be unsealed.") from None
 
-    def _issue(self, kind: str, policy: dict[str, Any], key: Any, name: str) -> _Made:
+    def _issue(self, kind: str, policy: dict[str, Any], key: CertificateKey, name: str,
+               owner: str) -> _Made:
+        """The certificate of a new version: self-signed by its key (in the HSM for an HSM
+        key), or issued by the built-in CA for its public key."""
         req = certpolicy.request(policy, name)
         now = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC)
+        if kind == "self":
+            return _Made(key, self._keys.self_signed(req, key, now, owner))
+        if self._ca is None:
+            raise BadParameter("This deployment has no built-in certificate authority.")
         try:
-            if kind == "self":
-                cert = x5.build_certificate(req, ck.public_key(key), key, None, now)
-                return _Made(ck.to_blob(key), cert)
-            if self._ca is None:
-                raise BadParameter("This deployment has no built-in certificate authority.")
-            leaf, chain = self._ca.issue(req, ck.public_key(key), now)
+            leaf, chain = self._ca.issue(req, key.public, now)
         except x5.CertificateInputError as exc:
             raise BadParameter(str(exc)) from None
-        return _Made(ck.to_blob(key), leaf, tuple(chain))
+        return _Made(key, leaf, tuple(chain))
 
     def _store_version(self, vault: VaultRecord, name: str, policy: dict[str, Any],
                        made: _Made, state: dict[str, Any], request_id: str | None = None,
@@ -406,7 +452,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         vid = vault.id
         version = uuid.uuid4().hex
         now = self._now()
-        key = ck.from_blob(made.key_blob)
+        key = made.key
         cert = made.certificate
         nbf, exp = ck.validity(cert)
         enabled = made.extra.get("enabled", True)
@@ -414,7 +460,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         der = ck.cert_der(cert)
         content_type = policy["secret_props"]["contentType"]
         exportable = policy["key_props"]["exportable"]
-        private = key if exportable else None
+        private = key.private if exportable else None  # an HSM key has none
         try:
             if content_type == certpolicy.PEM:
                 value = x5.to_pem(private, cert, made.chain).decode()
@@ -422,10 +468,9 @@ class CertificateService(ObjectService[CertificateBundle]):
                 value = _std_b64(x5.to_pfx(private, cert, made.chain))
         except x5.CertificateInputError as exc:
             raise BadParameter(str(exc)) from None
-        kty = policy["key_props"]["kty"]
         name_lc = name.lower()
         kv, ksealed = self._barrier.seal(vault_owner(vid), key_context(vid, name_lc, version),
-                                         made.key_blob)
+                                         key.blob)
         sv, ssealed = self._barrier.seal(vault_owner(vid),
                                          secret_context(vid, name_lc, version), value.encode())
         common = {"name": name, "version": version, "created": now, "updated": now,
@@ -439,9 +484,7 @@ class CertificateService(ObjectService[CertificateBundle]):
         items = {
             "certificates": VersionRecord(**common, props=props),
             "keys": VersionRecord(**common, sealed=ksealed, key_version=kv, props={
-                "kty": kty, "key_ops": certpolicy.key_ops(policy),
-                "public": {k: v for k, v in ck.public_members(key).items() if k != "kty"},
-                "size": ck.key_size(key), "keystore": "software", "managed": True}),
+                **key.stored_props(), "key_ops": certpolicy.key_ops(policy), "managed": True}),
             "secrets": VersionRecord(**common, sealed=ssealed, key_version=sv,
                                      content_type=content_type, props={"managed": True}),
         }
@@ -498,15 +541,17 @@ class CertificateService(ObjectService[CertificateBundle]):
         stored, state, op = self._pending(caller, name)
         if not flag or op["status"] != IN_PROGRESS:
             return self._operation(stored, op)  # nothing left to cancel
-        new_op = {k: v for k, v in op.items() if k not in ("sealed_key", "key_version")}
+        new_op = {k: v for k, v in op.items() if k not in ("sealed_key", "key_version", "key")}
         new_op.update(status=CANCELLED, cancellation_requested=True,
                       status_details="The certificate operation was cancelled.")
         rid = op["request_id"]
+        key = self._pending_key(caller.vault, name, op, strict=False)
         if not self._repo.set_linked_state(
                 caller.vault.id, KIND.collection, name.lower(), {**state, "pending": new_op},
                 lambda cur: bool(cur and (cur.get("pending") or {}).get("request_id") == rid
                                  and cur["pending"].get("status") == IN_PROGRESS)):
             raise Conflict("The certificate operation changed while it was being cancelled.")
+        self._drop_pending_key(caller.vault, name, key)
         return self._operation(stored, new_op)
 
     def delete_operation(self, caller: Caller, name: str) -> CertificateOperation:
@@ -516,11 +561,39 @@ class CertificateService(ObjectService[CertificateBundle]):
         new_state = {**state, "pending": None}
         if self._repo.get_version(caller.vault.id, KIND.collection, name.lower(), None) is None:
             new_state["policy"] = None  # a certificate that never had a version goes away
+        key = self._pending_key(caller.vault, name, op, strict=False)
         if not self._repo.set_linked_state(
                 caller.vault.id, KIND.collection, name.lower(), new_state,
                 lambda cur: bool(cur and (cur.get("pending") or {}).get("request_id") == rid)):
             raise self._no_pending(name)
+        self._drop_pending_key(caller.vault, name, key)
         return self._operation(stored, op)
+
+    def _pending_key(self, vault: VaultRecord, name: str, op: dict[str, Any] | None,
+                     strict: bool = True) -> CertificateKey | None:
+        """The key an operation waiting for a merge holds sealed (None: it holds none).
+        Not `strict` (the key is only to be destroyed): None when it cannot be read."""
+        if not op or not op.get("sealed_key"):
+            return None
+        try:
+            blob = self._barrier.open(vault_owner(vault.id), int(op["key_version"]),
+                                      self._pending_aad(vault.id, name, op["request_id"]),
+                                      base64.b64decode(op["sealed_key"]))
+            return self._keys.loaded(op.get("key") or {}, blob)
+        except (BarrierError, ValueError, KeyError):
+            if strict:
+                raise BadParameter("The pending key could not be unsealed.") from None
+            log.error("certificates: the pending key of certificate %s in vault %s could "
+                      "not be read; the hsm-orphans job removes it if it is held in an HSM",
+                      name, vault.name)
+            return None
+
+    def _drop_pending_key(self, vault: VaultRecord, name: str,
+                          key: CertificateKey | None) -> None:
+        """Destroy the HSM key of an operation that was cancelled or deleted (a software
+        key went with the state)."""
+        if key is not None and key.held:
+            self._keys.destroy([key], key_prefix(vault.id, name.lower()))
 
     def merge(self, caller: Caller, name: str, request: CertificateMerge
               ) -> CertificateBundle:
@@ -539,15 +612,9 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise BadParameter(str(exc)) from None
         if len(certs) > MAX_MERGE_CERTS:
             raise BadParameter(f"x5c must hold 1 to {MAX_MERGE_CERTS} certificates.")
-        vid = caller.vault.id
-        try:
-            blob = self._barrier.open(vault_owner(vid), int(op["key_version"]),
-                                      self._pending_aad(vid, name, op["request_id"]),
-                                      base64.b64decode(op["sealed_key"]))
-        except BarrierError:
-            raise BadParameter("The pending key could not be unsealed.") from None
-        key = ck.from_blob(blob)
-        if not x5.key_matches(certs[0], key):
+        key = self._pending_key(caller.vault, name, op)
+        assert key is not None
+        if not x5.key_matches(certs[0], key.public):
             raise BadParameter("Public key from x509 certificate and key of this instance "
                                "doesn't match")
         try:
@@ -560,7 +627,7 @@ class CertificateService(ObjectService[CertificateBundle]):
             extra["enabled"] = enabled
         if request.tags is not None:
             extra["tags"] = tags
-        made = _Made(blob, certs[0], tuple(certs[1:]), extra)
+        made = _Made(key, certs[0], tuple(certs[1:]), extra)
         version = self._store_version(caller.vault, stored, state["policy"], made, state,
                                       request_id=op["request_id"],
                                       expect_pending=op["request_id"])
@@ -609,19 +676,23 @@ class CertificateService(ObjectService[CertificateBundle]):
         base_policy = state.get("policy") if given is None else None
         if base_policy is not None:
             policy = certpolicy.merge({"x509_props": read_x509}, base_policy, self._now())
+            read_key["kty"] = certpolicy.imported_kty(read_key["kty"],
+                                                      base_policy["key_props"]["kty"])
             policy["key_props"].update({k: v for k, v in read_key.items() if v is not None})
         else:
             policy = certpolicy.from_certificate(read_x509, read_key, given, content_type,
                                                  self._now())
         kty = policy["key_props"]["kty"]
         keytypes.check_kty(kty, caller.vault.sku)
-        if keytypes.KTY[kty][1]:
-            raise BadParameter("HSM-protected key types need an HSM keystore, and none is "
-                               "configured for this deployment.")
+        self._keys.check(kty)
         enabled, tags = self._attrs_tags(request.attributes, request.tags)
         extra = {"enabled": enabled, "tags": tags, "preserveCertOrder": request.preserve_order}
-        made = _Made(ck.to_blob(loaded.key), loaded.certificate, tuple(loaded.chain), extra)
-        version = self._store_version(caller.vault, name, policy, made, state, operation=False)
+        # an HSM key type: the key is created in the HSM; storage keeps only its blob
+        key = self._keys.import_key(kty, loaded.key)
+        made = _Made(key, loaded.certificate, tuple(loaded.chain), extra)
+        with _discarded_if_refused(self._keys, key, key_prefix(vid, name.lower())):
+            version = self._store_version(caller.vault, name, policy, made, state,
+                                          operation=False)
         assert version is not None
         return self._full(caller, self._find(caller, name, version))
 
@@ -671,8 +742,9 @@ class CertificateService(ObjectService[CertificateBundle]):
                     "enabled": r.enabled, "nbf": r.nbf, "exp": r.exp, "created": r.created,
                     "updated": r.updated, "contentType": r.content_type,
                 }
-                if col == "keys":
-                    item["blob"] = _std_b64(self._key_blob(caller.vault, r))
+                if col == "keys":  # an HSM key: its copy wrapped in the HSM
+                    item["blob"] = _std_b64(self._keys.backup_blob(
+                        r.props, self._key_blob(caller.vault, r), key_prefix(vid, name_lc)))
                 elif col == "secrets":
                     item["value"] = self._secret_value(caller.vault, r)
                 out.append(item)
@@ -694,38 +766,53 @@ class CertificateService(ObjectService[CertificateBundle]):
             raise BadParameter("The secret value could not be unsealed.") from None
 
     def restore(self, caller: Caller, blob: bytes) -> CertificateBundle:
+        """The backup's versions; an HSM key's copy is unwrapped in the HSM into new
+        objects, destroyed again when the restore is refused."""
         self._check(caller, "CertificateRestore")
         payload = self._backups.unpack(KIND.collection, blob)
         name = str(payload.get("name", ""))
         _check_certificate_name(name)
         vid, name_lc = caller.vault.id, name.lower()
         groups = []
-        for col in LINKED:
-            recs = []
-            for v in payload["groups"].get(col, []):
-                sealed = key_version = None
-                if col == "keys":
-                    keytypes.check_kty(v["props"]["kty"], caller.vault.sku)
-                    key_version, sealed = self._barrier.seal(
-                        vault_owner(vid), key_context(vid, name_lc, v["version"]),
-                        base64.b64decode(v["blob"]))
-                elif col == "secrets":
-                    key_version, sealed = self._barrier.seal(
-                        vault_owner(vid), secret_context(vid, name_lc, v["version"]),
-                        v["value"].encode())
-                recs.append(VersionRecord(
-                    name=name, version=v["version"], created=v["created"],
-                    updated=v["updated"], enabled=v["enabled"], nbf=v["nbf"], exp=v["exp"],
-                    content_type=v.get("contentType"), tags=v["tags"], props=v["props"],
-                    sealed=sealed, key_version=key_version))
-            groups.append((col, recs, payload["state"] if col == "certificates" else None))
-        if not groups[0][1]:
-            raise BadParameter("The backup blob holds no versions.")
+        made: list[CertificateKey] = []
         try:
-            self._repo.restore_linked(vid, name, groups)
-        except NameConflict as e:
-            raise (KIND.deleted_conflict(name) if e.deleted
-                   else KIND.exists_conflict(name)) from None
+            for col in LINKED:
+                recs = []
+                for v in payload["groups"].get(col, []):
+                    props = v["props"]
+                    sealed = key_version = None
+                    if col == "keys":
+                        keytypes.check_kty(props["kty"], caller.vault.sku)
+                        material = base64.b64decode(v["blob"])
+                        if props.get("keystore", SOFTWARE) != SOFTWARE:
+                            key = self._keys.restore(props, material)
+                            made.append(key)
+                            props = {**props, **key.stored_props()}  # its new handle
+                            material = key.blob
+                        key_version, sealed = self._barrier.seal(
+                            vault_owner(vid), key_context(vid, name_lc, v["version"]),
+                            material)
+                    elif col == "secrets":
+                        key_version, sealed = self._barrier.seal(
+                            vault_owner(vid), secret_context(vid, name_lc, v["version"]),
+                            v["value"].encode())
+                    recs.append(VersionRecord(
+                        name=name, version=v["version"], created=v["created"],
+                        updated=v["updated"], enabled=v["enabled"], nbf=v["nbf"],
+                        exp=v["exp"], content_type=v.get("contentType"), tags=v["tags"],
+                        props=props, sealed=sealed, key_version=key_version))
+                groups.append((col, recs, payload["state"] if col == "certificates"
+                               else None))
+            if not groups[0][1]:
+                raise BadParameter("The backup blob holds no versions.")
+            try:
+                self._repo.restore_linked(vid, name, groups)
+            except NameConflict as e:
+                raise (KIND.deleted_conflict(name) if e.deleted
+                       else KIND.exists_conflict(name)) from None
+        except BaseException:
+            self._keys.destroy(made, key_prefix(vid, name_lc))
+            raise
         return self._full(caller, self._find(caller, name, None))
 
     # ---- lists --------------------------------------------------------------------------
@@ -818,10 +905,30 @@ class CertificateService(ObjectService[CertificateBundle]):
             return False
         if kind not in ("self", "builtin"):
             return False
-        made = self._issue(kind, policy, self._key_for(vault, latest.name, policy), latest.name)
-        made.extra = {"enabled": True, "tags": latest.tags}
-        return self._store_version(vault, latest.name, policy, made, state,
-                                   expect_latest=latest.version) is not None
+        key, fresh = self._key_for(vault, latest.name, policy)
+        owner = key_prefix(vault.id, latest.name.lower())
+        with _discarded_if_refused(self._keys, key if fresh else None, owner):
+            made = self._issue(kind, policy, key, latest.name, owner)
+            made.extra = {"enabled": True, "tags": latest.tags}
+            renewed = self._store_version(vault, latest.name, policy, made, state,
+                                          expect_latest=latest.version) is not None
+        if not renewed and fresh:  # another worker renewed it first
+            self._keys.destroy([key], owner)
+        return renewed
+
+
+@contextlib.contextmanager
+def _discarded_if_refused(keys: CertificateKeys, key: CertificateKey | None, owner: str
+                          ) -> Iterator[None]:
+    """Destroy `key` (an HSM key made for this request) when the request is refused with
+    a domain error: nothing was stored then. Any other failure leaves it in place (it may
+    have been stored); the hsm-orphans job destroys it if no version names it."""
+    try:
+        yield
+    except DomainError:
+        if key is not None:
+            keys.destroy([key], owner)
+        raise
 
 
 def _b64(value: str, field: str) -> bytes:

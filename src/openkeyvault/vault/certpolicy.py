@@ -39,6 +39,9 @@ SELF = "Self"
 UNKNOWN = "Unknown"
 DEFAULT_RENEW_PERCENT = 80
 DEFAULT_EKUS = ("1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2")  # serverAuth, clientAuth
+HSM_EXPORTABLE = ("Exportable keys are allowed only with key types RSA and EC: the private "
+                  "key of an RSA-HSM or EC-HSM key never leaves the HSM. Set "
+                  "key_props.exportable to false.")
 
 # X.509 key usage → the key operations of the certificate's key (RSA; EC keeps sign/verify).
 _USAGE_OPS: dict[str, tuple[str, ...]] = {
@@ -87,9 +90,7 @@ def key_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None
     if kty not in KEY_TYPES:
         raise BadParameter(f"The key type '{str(kty)[:16]}' is not supported for certificates; "
                            f"use one of {', '.join(KEY_TYPES)}.")
-    out: dict[str, Any] = {
-        "exportable": _default(p.get("exportable"), True), "kty": kty,
-    }
+    out: dict[str, Any] = {"exportable": _exportable(kty, given, p), "kty": kty}
     size, crv = p.get("key_size"), p.get("crv")
     if kty.startswith("RSA"):
         if crv is not None:
@@ -109,6 +110,23 @@ def key_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None
         out["crv"] = crv
     out["reuse_key"] = _default(p.get("reuse_key"), False)
     return out
+
+
+def _exportable(kty: str, given: dict[str, Any], merged: dict[str, Any]) -> bool:
+    """`exportable`: true by default for RSA and EC. HSM keys are non-exportable (Azure:
+    "Exportable keys are allowed only with RSA and EC"): false unless this request asks
+    for true, which is refused."""
+    if not kty.endswith("-HSM"):
+        return bool(_default(merged.get("exportable"), True))
+    if given.get("exportable") is True:
+        raise BadParameter(HSM_EXPORTABLE)
+    return False
+
+
+def imported_kty(key_kty: str, asked: object) -> str:
+    """An imported key's kty: its family (RSA or EC), HSM-protected when the policy asks for
+    an HSM key type."""
+    return f"{key_kty}-HSM" if isinstance(asked, str) and asked.endswith("-HSM") else key_kty
 
 
 def secret_props(raw: dict[str, Any] | None, base: dict[str, Any] | None = None
@@ -332,10 +350,13 @@ def from_certificate(x509_read: dict[str, Any], key_read: dict[str, Any],
     """An import's policy: what the request gave, the rest read from the certificate."""
     body = sent(given)
     kp = _obj(body.get("key_props"))
+    asked = kp.get("kty")
     for k in ("kty", "key_size", "crv"):
         if key_read.get(k) is not None:
             kp[k] = key_read[k]
-    if kp.get("kty") == "RSA":
+    if "kty" in key_read:
+        kp["kty"] = imported_kty(key_read["kty"], asked)
+    if str(kp.get("kty", "")).startswith("RSA"):
         kp.pop("crv", None)
     body["key_props"] = kp
     body["secret_props"] = {**_obj(body.get("secret_props")), "contentType": content_type}

@@ -10,14 +10,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from openkeyvault.access import attestation_tokens
+from openkeyvault.access.attestation_tokens import Authority
 from openkeyvault.access.authorize import Authorizer
+from openkeyvault.crypto import transfer
+from openkeyvault.crypto.encoding import b64url_encode
 from openkeyvault.keystore.base import (
     KeyRef,
     KeySpec,
@@ -38,10 +43,12 @@ from openkeyvault.storage.records import (
 )
 from openkeyvault.storage.repository import Repository
 from openkeyvault.vault import byok, durations, keytypes, names
+from openkeyvault.vault import release_policy as rp
 from openkeyvault.vault.attestation import Attestor
 from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, Forbidden, Unavailable
+from openkeyvault.vault.keystore_faults import cache_prefix, keystore_faults
 from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
 from openkeyvault.vault.objects import Kind, ObjectService
 from openkeyvault.vault.requests import (
@@ -49,6 +56,7 @@ from openkeyvault.vault.requests import (
     KeyCreate,
     KeyImport,
     KeyOperation,
+    KeyRelease,
     KeyReleasePolicy,
     KeyRotationPolicy,
     KeyUpdate,
@@ -57,6 +65,8 @@ from openkeyvault.vault.requests import (
 
 KIND = Kind(collection="keys", label="Key")
 MAX_KEY_TAG_CHARS = 256
+NOT_EXPORTABLE = ("The key is not exportable: only a key created exportable, with a release "
+                  "policy, can be released.")
 MAX_OPERATION_BYTES = 64 * 1024
 DAY = 86_400
 
@@ -89,22 +99,22 @@ def _context(vault_id: int, name_lc: str, version: str) -> bytes:
     return f"okv/key/{vault_id}/{name_lc}/{version}".encode()
 
 
-def _cache_prefix(vault_id: int, name_lc: str) -> str:
-    return f"{vault_id}/{name_lc}/"
-
-
 class KeyService(ObjectService[KeyBundle]):
     kind = KIND
 
     def __init__(self, repo: Repository, barrier: Barrier, authorizer: Authorizer,
                  clock: Clock, backups: BackupCodec, keystores: dict[str, KeyStore],
-                 attestor: Attestor | None = None) -> None:
+                 attestor: Attestor | None = None,
+                 authorities: Callable[[], Sequence[Authority]] | None = None) -> None:
         """`keystores` by name: each version is served by the one whose name it records;
         new keys go to the first whose hardware protection matches the key type's.
-        `attestor` signs the attestations of HSM keys (none: they are refused)."""
+        `attestor` signs the attestations of HSM keys and released keys (none: they are
+        refused); `authorities` gives the attestation authorities a key may be released
+        on (asked on each release: their key files may have been rewritten)."""
         super().__init__(repo, barrier, authorizer, clock, backups)
         self._keystores = keystores
         self._attestor = attestor
+        self._authorities = authorities
         self._orphans: dict[tuple[str, str], float] = {}  # (keystore, handle) → first seen
         self._last_scan = float("-inf")
         self._makers = {hardware: next((k for k in keystores.values()
@@ -121,6 +131,7 @@ class KeyService(ObjectService[KeyBundle]):
             name=rec.name, version=rec.version, kty=p["kty"], key_ops=list(p["key_ops"]),
             public=p["public"], attributes=self._attributes(caller, rec), tags=rec.tags,
             deleted=self._deleted(rec), managed=bool(p.get("managed")),
+            exportable=bool(p.get("exportable")), release_policy=p.get("release_policy"),
         )
 
     def _keystore(self, hardware: bool) -> KeyStore:
@@ -157,12 +168,14 @@ class KeyService(ObjectService[KeyBundle]):
             except BarrierError:
                 raise BadParameter("The key material could not be unsealed.") from None
 
-        return KeyRef(f"{_cache_prefix(vault.id, name_lc)}{rec.version}",
+        return KeyRef(f"{cache_prefix(vault.id, name_lc)}{rec.version}",
                       keytypes.KTY[rec.props["kty"]][0], blob)
 
     def _new_version(self, vault: VaultRecord, name: str, kty: str, stored: StoredKey,
                      key_ops: list[str], keystore: str, enabled: bool, nbf: int | None,
-                     exp: int | None, tags: dict[str, str] | None, now: int) -> VersionRecord:
+                     exp: int | None, tags: dict[str, str] | None, now: int,
+                     release: dict[str, Any] | None = None) -> VersionRecord:
+        """`release`: an exportable key's release policy (wire form)."""
         version = uuid.uuid4().hex
         key_version, sealed = self._barrier.seal(
             vault_owner(vault.id), _context(vault.id, name.lower(), version), stored.blob
@@ -172,7 +185,8 @@ class KeyService(ObjectService[KeyBundle]):
             exp=exp, tags=tags, sealed=sealed, key_version=key_version,
             props={"kty": kty, "key_ops": key_ops, "public": stored.public, "size": stored.size,
                    "keystore": keystore,
-                   **({"handle": stored.handle} if stored.handle is not None else {})},
+                   **({"handle": stored.handle} if stored.handle is not None else {}),
+                   **({"exportable": True, "release_policy": release} if release else {})},
         )
 
     def _store(self, vault: VaultRecord, rec: VersionRecord,
@@ -183,20 +197,27 @@ class KeyService(ObjectService[KeyBundle]):
         except NameConflict:
             raise KIND.deleted_conflict(rec.name) from None
 
-    @staticmethod
-    def _attrs(attributes: ObjectAttributes) -> tuple[bool, int | None, int | None]:
-        if attributes.exportable:
-            raise BadParameter(
-                "The exportable attribute is only supported with premium vaults and HSM keys.",
-                inner="AKV.SKR.1001",
-            )
-        return attributes.initial()
-
-    @staticmethod
-    def _no_release_policy(policy: KeyReleasePolicy | None) -> None:
-        if policy is not None:
-            raise BadParameter("Non-exportable keys must not have release policy.",
-                               inner="AKV.SKR.1005")
+    def _release_policy(self, caller: Caller, name: str, hardware: bool,
+                        attributes: ObjectAttributes,
+                        given: KeyReleasePolicy | None) -> dict[str, Any] | None:
+        """A new version's release policy (wire form), None for a key that is not
+        exportable. Exportable keys are HSM keys of a Premium vault; the first version
+        needs a policy, a later one keeps the latest version's unless it gives its own."""
+        if not attributes.exportable:
+            if given is not None:
+                raise rp.skr_error(rp.POLICY_NEEDS_EXPORTABLE)
+            return None
+        if caller.vault.sku != "premium":
+            raise rp.skr_error(rp.EXPORTABLE_NOT_SUPPORTED)
+        if not hardware:
+            raise rp.skr_error(rp.EXPORTABLE_NEEDS_HSM)
+        if given is not None:
+            return _parsed_policy(given).to_wire()
+        latest = self._repo.get_version(caller.vault.id, KIND.collection, name.lower(), None)
+        if latest is not None and latest.props.get("release_policy") is not None:
+            policy: dict[str, Any] = latest.props["release_policy"]
+            return policy
+        raise rp.skr_error(rp.EXPORTABLE_NEEDS_POLICY)
 
     # ---- create / import ---------------------------------------------------------------
     def create(self, caller: Caller, name: str, request: KeyCreate) -> KeyBundle:
@@ -206,9 +227,11 @@ class KeyService(ObjectService[KeyBundle]):
         spec = self._spec(family, request)
         key_ops = keytypes.check_key_ops(request.key_ops, family,
                                          exchange=hardware and family == "RSA")
+        release = self._release_policy(caller, name, hardware, request.attributes,
+                                       request.release_policy)
+        spec = dataclasses.replace(spec, exportable=release is not None)
         return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
-                             request.tags, request.release_policy,
-                             lambda store: store.generate(spec), "")
+                             request.tags, release, lambda store: store.generate(spec), "")
 
     def _kty(self, caller: Caller, kty: str | None, hsm: bool = False) -> tuple[str, str, bool]:
         kty, family, hardware = keytypes.check_kty(kty, caller.vault.sku, hsm)
@@ -218,18 +241,18 @@ class KeyService(ObjectService[KeyBundle]):
 
     def _add_key(self, caller: Caller, name: str, kty: str, hardware: bool,
                  key_ops: list[str], attributes: ObjectAttributes,
-                 tags_in: dict[str, str] | None, release_policy: KeyReleasePolicy | None,
+                 tags_in: dict[str, str] | None, release: dict[str, Any] | None,
                  make: Callable[[KeyStore], StoredKey], error_prefix: str) -> KeyBundle:
-        """What create and import share once the key type and operations are checked."""
+        """What create and import share once the key type, operations and release policy
+        are checked."""
         self._refuse_certificate_name(caller, name)
-        enabled, nbf, exp = self._attrs(attributes)
-        self._no_release_policy(release_policy)
+        enabled, nbf, exp = attributes.initial()
         tags = names.check_tags(tags_in, MAX_KEY_TAG_CHARS)
         store = self._keystore(hardware)
-        with _keystore_faults(error_prefix):
+        with keystore_faults(error_prefix):
             stored = make(store)
         rec = self._new_version(caller.vault, name, kty, stored, key_ops, store.name, enabled,
-                                nbf, exp, tags, self._now())
+                                nbf, exp, tags, self._now(), release)
         self._store(caller.vault, rec)
         return self._bundle(caller, rec)
 
@@ -252,17 +275,19 @@ class KeyService(ObjectService[KeyBundle]):
         jwk = request.key
         kty, family, hardware = self._kty(caller, jwk.kty, bool(request.hsm))
         key_ops = keytypes.check_key_ops(jwk.key_ops, family)
+        release = self._release_policy(caller, name, hardware, request.attributes,
+                                       request.release_policy)
         material: PlainKey | WrappedKey
         if jwk.key_hsm is not None:
             if not hardware:
                 raise BadParameter("key_hsm (a bring-your-own-key transfer blob) imports "
                                    "into an HSM: use kty RSA-HSM or EC-HSM.")
-            material = self._transfer_blob(caller, jwk.key_hsm, family)
+            material = dataclasses.replace(self._transfer_blob(caller, jwk.key_hsm, family),
+                                           exportable=release is not None)
         else:
-            material = PlainKey(jwk.members(), family)
+            material = PlainKey(jwk.members(), family, exportable=release is not None)
         return self._add_key(caller, name, kty, hardware, key_ops, request.attributes,
-                             request.tags, request.release_policy,
-                             lambda store: store.import_key(material),
+                             request.tags, release, lambda store: store.import_key(material),
                              "The key could not be imported: ")
 
     def _transfer_blob(self, caller: Caller, key_hsm: str, family: str) -> WrappedKey:
@@ -314,7 +339,7 @@ class KeyService(ObjectService[KeyBundle]):
             raise BadParameter("Key attestation is not available on this deployment.")
         store = self._serving(rec)
         bundle = self._bundle(caller, rec)
-        with _keystore_faults("The key could not be attested: "):
+        with keystore_faults("The key could not be attested: "):
             attested = self._attestor.attest(store, self._ref(caller.vault, rec),
                                              key_id(rec.name, rec.version), bundle)
         return dataclasses.replace(bundle, attestation=attested)
@@ -333,8 +358,30 @@ class KeyService(ObjectService[KeyBundle]):
             if exchange and key_ops != keytypes.EXCHANGE_OPS:
                 raise BadParameter("A key-exchange key's key_ops stay exactly ['import'].")
             changes["props"] = {**rec.props, "key_ops": key_ops}
-        self._no_release_policy(request.release_policy)
+        exportable = bool(rec.props.get("exportable"))
+        if request.attributes.exportable is not None and \
+                request.attributes.exportable != exportable:
+            raise rp.skr_error(rp.EXPORTABLE_IMMUTABLE)
+        if request.release_policy is not None:
+            changes["props"] = {**changes.get("props", rec.props),
+                                "release_policy": self._changed_policy(rec,
+                                                                       request.release_policy)}
         return self._bundle(caller, self._update(caller, rec, changes))
+
+    @staticmethod
+    def _changed_policy(rec: VersionRecord, given: KeyReleasePolicy) -> dict[str, Any]:
+        """An update's release policy: only an exportable key's, and only while its
+        policy is mutable. A policy without `data` changes `immutable` only."""
+        current = rec.props.get("release_policy")
+        if not rec.props.get("exportable") or current is None:
+            raise rp.skr_error(rp.POLICY_NEEDS_EXPORTABLE)
+        if current.get("immutable"):
+            raise rp.skr_error(rp.POLICY_IMMUTABLE)
+        if given.data is None:
+            given = dataclasses.replace(given, data=current["data"],
+                                        content_type=given.content_type
+                                        or current["contentType"])
+        return _parsed_policy(given).to_wire()
 
     def key_type(self, vault_id: int, name: str, version: str | None
                  ) -> tuple[str, int | None] | None:
@@ -392,7 +439,7 @@ class KeyService(ObjectService[KeyBundle]):
         value = _bounded(request.value, "value")
         store = self._serving(rec)
         ref = self._ref(caller.vault, rec)
-        with _keystore_faults():
+        with keystore_faults():
             if operation == "verify":
                 if request.digest is None:
                     raise BadParameter("A verify request needs the 'digest'.")
@@ -409,6 +456,48 @@ class KeyService(ObjectService[KeyBundle]):
             else:
                 out = store.decrypt(ref, alg, value)
         return KeyOperationResult(rec.name, rec.version, out)
+
+    # ---- secure key release ----------------------------------------------------------------
+    def release(self, caller: Caller, name: str, version: str | None, request: KeyRelease,
+                claims: Callable[[KeyBundle, str, str], dict[str, Any]]) -> str:
+        """Release an exportable key to the target its attestation token describes: the
+        token is verified against the trusted authorities, the version's release policy
+        evaluated on its claims, and the key exported by its keystore wrapped to the
+        token's runtime key. The answer is `claims(bundle, key_hsm, enc)` (what the API
+        shows) signed by the deployment's attestation signing key (vault/attestation.py)."""
+        self._check(caller, "KeyRelease", name)
+        rec = self._find(caller, name, version)
+        policy = rec.props.get("release_policy")
+        if not rec.props.get("exportable") or policy is None:
+            raise BadParameter(NOT_EXPORTABLE)
+        if not rec.enabled:
+            raise Forbidden("Operation release is not allowed on a disabled key.",
+                            inner="KeyDisabled")
+        enc = request.enc or transfer.ENC
+        if enc not in transfer.WRAPPINGS:
+            raise BadParameter(f"The key wrapping (enc) '{enc[:40]}' is not supported; use "
+                               f"one of {', '.join(transfer.WRAPPINGS)}.")
+        if self._attestor is None:
+            raise BadParameter("Key release is not available on this deployment.")
+        try:
+            target = attestation_tokens.verify(
+                request.target, self._authorities() if self._authorities else (),
+                float(self._now()))
+        except attestation_tokens.AttestationTokenError as exc:
+            raise BadParameter(f"The target's attestation token is not valid: {exc}") \
+                from None
+        if not rp.evaluate(rp.parse(policy), target.issuer, target.claims):
+            raise Forbidden(rp.POLICY_NOT_SATISFIED)
+        store = self._serving(rec)
+        with keystore_faults("The key could not be released: "):
+            wrapped = store.export(self._ref(caller.vault, rec), target.runtime_key.jwk, enc)
+            key_hsm = b64url_encode(json.dumps({
+                "schema_version": "1.0",
+                "header": {"kid": target.runtime_key.kid, "alg": "dir", "enc": enc},
+                "ciphertext": b64url_encode(wrapped), "generator": "OpenKeyVault",
+            }, separators=(",", ":")).encode())
+            return self._attestor.sign_release(store, claims(self._bundle(caller, rec),
+                                                             key_hsm, enc))
 
     def random_bytes(self, caller: Caller, count: int) -> bytes:
         # Random bytes belong to the vault, not to its keys collection: only an assignment on
@@ -427,7 +516,7 @@ class KeyService(ObjectService[KeyBundle]):
         latest = self._find(caller, name, None)
         versions = []
         for r in self._all_versions(caller, name):
-            with _keystore_faults("The key cannot be backed up: "):
+            with keystore_faults("The key cannot be backed up: "):
                 blob = self._serving(r).backup_blob(self._ref(caller.vault, r))
             versions.append({
                 "version": r.version, "props": r.props, "blob": base64.b64encode(blob).decode(),
@@ -456,7 +545,7 @@ class KeyService(ObjectService[KeyBundle]):
                 keytypes.check_kty(kty, vault.sku)
                 store = self._named(props.get("keystore", "software"))
                 family = keytypes.KTY[kty][0]
-                with _keystore_faults("The key cannot be restored: "):
+                with keystore_faults("The key cannot be restored: "):
                     stored = store.restore_key(family, base64.b64decode(v["blob"]),
                                                props["public"])
                 made.append((store, KeyRef(f"restore/{uuid.uuid4().hex}", family,
@@ -483,7 +572,7 @@ class KeyService(ObjectService[KeyBundle]):
 
     def _on_removed(self, caller: Caller, name: str) -> None:
         for store in self._keystores.values():
-            store.forget(_cache_prefix(caller.vault.id, name.lower()))
+            store.forget(cache_prefix(caller.vault.id, name.lower()))
 
     def _held_outside(self, rec: VersionRecord) -> bool:
         """Whether the version's key lives in a keystore outside storage (an HSM)."""
@@ -569,14 +658,16 @@ class KeyService(ObjectService[KeyBundle]):
                         public_exponent=int.from_bytes(
                             base64.urlsafe_b64decode(p["public"]["e"] + "=="), "big"))
                 if family == "RSA" else KeySpec("EC", curve=p["public"]["crv"]))
+        spec = dataclasses.replace(spec, exportable=bool(p.get("exportable")))
         store = self._keystore(hardware)
-        with _keystore_faults():
+        with keystore_faults():
             stored = store.generate(spec)
         now = self._now()
         expiry = (policy or {}).get("attributes", {}).get("expiryTime")
         exp = now + durations.parse(expiry, "expiryTime") if expiry else None
         rec = self._new_version(vault, latest.name, p["kty"], stored, list(p["key_ops"]),
-                                store.name, True, None, exp, latest.tags, now)
+                                store.name, True, None, exp, latest.tags, now,
+                                p.get("release_policy") if p.get("exportable") else None)
         if not self._store(vault, rec, latest.version if scheduled else None):
             return None
         return rec
@@ -648,29 +739,9 @@ class KeyService(ObjectService[KeyBundle]):
         return done
 
 
-class _keystore_faults:  # noqa: N801 - used as a `with` block, like contextlib's
-    """What a keystore raises, as the API says it: a refused input or algorithm (every
-    `ValueError`: KeyStoreError, AlgorithmError, DecryptionError) is 400 with its
-    message after `prefix`; an unreachable backend is 503, with the reason in the log."""
-
-    __slots__ = ("prefix",)
-
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
-        if exc is None:
-            return
-        if isinstance(exc, KeyStoreUnavailable):
-            log.error("keys: the keystore is unavailable: %s", exc)
-            raise Unavailable("The HSM holding this key cannot be reached on the server. "
-                              "Retry later.") from None
-        if isinstance(exc, ValueError):
-            raise BadParameter(f"{self.prefix}{exc}") from None
+def _parsed_policy(given: KeyReleasePolicy) -> rp.ReleasePolicy:
+    return rp.parse({"contentType": given.content_type, "data": given.data,
+                     "immutable": given.immutable})
 
 
 def _constant(value: bytes) -> Callable[[], bytes]:

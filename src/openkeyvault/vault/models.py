@@ -54,6 +54,8 @@ class KeyBundle:
     deleted: DeletedInfo | None = None
     managed: bool = False  # the key of a certificate
     attestation: KeyAttestation | None = None  # GetKeyAttestation only
+    exportable: bool = False
+    release_policy: dict[str, Any] | None = None  # {"contentType", "data", "immutable"}
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,7 @@ TABLE: tuple[Operation, ...] = (
     _key("KeyUnwrap", a.KEYS_UNWRAP, KEY),
     _key("KeySign", a.KEYS_SIGN, KEY),
     _key("KeyVerify", a.KEYS_VERIFY, KEY),
+    _key("KeyRelease", a.KEYS_RELEASE, KEY),
     # Random bytes belong to the vault, not to its keys collection. Coined (a Managed HSM
     # logs its random bytes; a vault has no name for them).
     Operation("RandomBytesGet", a.RNG, "/"),

@@ -137,6 +137,15 @@ class KeyImport:
 
 
 @dataclass(frozen=True)
+class KeyRelease:
+    """KeyReleaseParameters: the target's attestation token, a nonce, the key wrapping."""
+
+    target: str
+    nonce: str | None = None
+    enc: str | None = None
+
+
+@dataclass(frozen=True)
 class KeyUpdate:
     """KeyUpdateParameters: key_ops null or absent keeps the operations; tags null clears."""
 

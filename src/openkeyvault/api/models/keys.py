@@ -93,6 +93,15 @@ class KeyImportParameters(Model, frozen=True):
                            self.tags, _release(self.release_policy))
 
 
+class KeyReleaseParameters(Model, frozen=True):
+    target: str
+    nonce: str | None = None
+    enc: str | None = None
+
+    def to_request(self) -> r.KeyRelease:
+        return r.KeyRelease(self.target, self.nonce, self.enc)
+
+
 class KeyUpdateParameters(Model, frozen=True):
     key_ops: KeyOps | None = None
     attributes: KeyAttributes | None = None
