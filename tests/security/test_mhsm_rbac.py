@@ -374,7 +374,7 @@ def test_unknown_role_scope_or_name(server: DevServer, pool: str) -> None:
 
 def test_other_paths_are_not_served(server: DevServer, rest: Rest, pool: str) -> None:
     token = rest.msi_token(resource(server))["access_token"]
-    for method, path in (("GET", "/keys"), ("POST", "/keys/k1/create"),
+    for method, path in (("POST", "/securitydomain/download"),
                          ("GET", "/securitydomain/download/pending"), ("GET", "/secrets"),
                          ("GET", "/settings")):
         r = raw(rest, pool, f"{path}?api-version=7.5", token, method,
@@ -382,7 +382,8 @@ def test_other_paths_are_not_served(server: DevServer, rest: Rest, pool: str) ->
         assert r.status_code == 404, (path, r.text)
         error = r.json()["error"]
         assert error["code"] == "NotFound"
-        assert "serves role management only" in error["message"]
+        assert "serves role management (role assignments" in error["message"]
+        assert "and keys only" in error["message"]
     # The pool's name on a vault host, and a name no pool holds on a pool host.
     name = pool.split("//")[1].split(".")[0]
     r = rest.session.get(f"https://{name}.vault.localhost:{server.port}/secrets?"

@@ -1,31 +1,43 @@
-"""The data plane of a managed HSM pool (`{name}.managedhsm.{domain}`): its local RBAC.
+"""The data plane of a managed HSM pool (`{name}.managedhsm.{domain}`): its local RBAC
+and its keys.
 
 A pool's host runs the same pipeline as a vault's (api/app.py: challenge, the pool's
-token audience, network rules, api-version, route guard, body) with this route table:
-role assignments and role definitions at `/`, `/keys` and `/keys/NAME`
-(vault/hsmrbac.py), decided by the pool's local RBAC alone.
+token audience, network rules, api-version, route guard, body) with this route table,
+decided by the pool's local RBAC alone:
 
-The rest of a pool's data plane (keys, the security domain, full backup and restore,
-settings) is not served yet: every other path answers 404 with a message that says so,
-and no body is read for it.
+- role assignments and role definitions at `/`, `/keys` and `/keys/NAME`
+  (vault/hsmrbac.py);
+- the Keys API and random bytes: the vault's routes and key service, each operation
+  decided by Managed HSM's data action (vault/operations.POOL_ACTIONS); a pool takes the
+  key types of keytypes.ACCEPTED["managedhsm"].
+
+The rest of a pool's data plane (the security domain, full backup and restore, settings)
+is not served yet: every other path answers 404 with a message that says so, and no body
+is read for it.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from starlette.responses import Response
 
 from openkeyvault.access.authorize import Authorizer
 from openkeyvault.api.http import Ctx
-from openkeyvault.api.rbac import rbac_routes
-from openkeyvault.api.router import Route, Router
+from openkeyvault.api.keys import KeyRoutes
+from openkeyvault.api.rbac import LocalGuard, rbac_routes
+from openkeyvault.api.router import Route, Router, data_guard
+from openkeyvault.api.routes import key_routes
 from openkeyvault.deployment import Deployment
+from openkeyvault.storage.readcache import ACCESS, IDENTITIES, VAULTS
+from openkeyvault.vault import operations
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import NotFound
 from openkeyvault.vault.hsmrbac import PoolAccessControl
 
-NOT_SERVED = ("This managed HSM serves role management only (role assignments and role "
-              "definitions at /, /keys and /keys/NAME); keys, the security domain, backup, "
-              "restore and settings are not available on it.")
+NOT_SERVED = ("This managed HSM serves role management (role assignments and role "
+              "definitions at /, /keys and /keys/NAME) and keys only; the security domain, "
+              "full backup and restore, and settings are not available on it.")
 
 
 class NotServed:
@@ -51,11 +63,25 @@ class PoolRouter(Router):
 
 
 def pool_authorizer(d: Deployment) -> Authorizer:
-    """Decides from the assignments made at a vault or pool (or below) only."""
-    return Authorizer(d.rbac.local_to_resources, d.repo.snapshot)
+    """Decides from the assignments made at a vault or pool (or below) only; its decisions
+    are memoised until a role assignment, role definition, principal or vault changes (a
+    revoked role applies from the next request)."""
+    return Authorizer(d.rbac.local_to_resources,
+                      lambda: d.repo.snapshot(VAULTS, ACCESS, IDENTITIES))
 
 
 def pool_router(d: Deployment) -> PoolRouter:
     authorizer = pool_authorizer(d)
     service = PoolAccessControl(authorizer, d.rbac, d.rbac.definitions)
-    return PoolRouter(rbac_routes(service, ("keys",), authorizer))
+    keys = KeyRoutes(d.keys.with_authorizer(authorizer))
+    return PoolRouter(rbac_routes(service, ("keys",), authorizer)
+                      + [_on_pool(r, authorizer) for r in key_routes(keys)])
+
+
+def _on_pool(route: Route, authorizer: Authorizer) -> Route:
+    """A keys route as a pool serves it: its operation decided by Managed HSM's data
+    action (operations.for_pool) with the pool's local RBAC."""
+    assert route.operation is not None
+    op = operations.for_pool(route.operation)
+    return dataclasses.replace(route, operation=op,
+                               guard=LocalGuard(data_guard(op), authorizer))

@@ -4,6 +4,11 @@ the body."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from starlette.responses import Response
+
 from openkeyvault.api.certificates import certificate_routes
 from openkeyvault.api.issuers import issuer_routes
 from openkeyvault.api.keys import KeyRoutes
@@ -19,11 +24,12 @@ from openkeyvault.deployment import Deployment
 from openkeyvault.vault import operations
 from openkeyvault.vault.operations import KEY_OPERATIONS
 
+Handler = Callable[[Any], Response]
+
 
 def data_plane_routes(d: Deployment) -> list[Route]:
     s = SecretRoutes(d.secrets)
-    k = KeyRoutes(d.keys)
-    table = [
+    table: list[tuple[str, str, Handler, int, str]] = [
         ("GET", "/secrets", s.list, 0, "SecretList"),
         ("PUT", "/secrets/{name}", s.set, 0, "SecretSet"),
         ("DELETE", "/secrets/{name}", s.delete, 0, "SecretDelete"),
@@ -36,6 +42,19 @@ def data_plane_routes(d: Deployment) -> list[Route]:
         ("GET", "/deletedsecrets/{name}", s.get_deleted, 0, "SecretGetDeleted"),
         ("DELETE", "/deletedsecrets/{name}", s.purge, 0, "SecretPurge"),
         ("POST", "/deletedsecrets/{name}/recover", s.recover, 0, "SecretRecover"),
+    ]
+    routes = _routes(table)
+    routes += key_routes(KeyRoutes(d.keys))
+    routes += rbac_routes(d.access_control)
+    routes += issuer_routes(d.issuers, d.contacts)
+    routes += certificate_routes(d)
+    return routes
+
+
+def key_routes(k: KeyRoutes) -> list[Route]:
+    """The keys routes (and random bytes) of `k`'s key service: a vault's, or a managed
+    HSM pool's (api/pools.py)."""
+    table: list[tuple[str, str, Handler, int, str]] = [
         ("GET", "/keys", k.list, 0, "KeyList"),
         ("POST", "/keys/{name}/create", k.create, 0, "KeyCreate"),
         ("PUT", "/keys/{name}", k.import_key, 0, "KeyImport"),
@@ -59,12 +78,13 @@ def data_plane_routes(d: Deployment) -> list[Route]:
         ("POST", "/deletedkeys/{name}/recover", k.recover, 0, "KeyRecover"),
         ("POST", "/rng", k.rng, 0, "RandomBytesGet"),
     ]
-    routes = [Route(m, pattern(p), h, limit, inline=(m == "GET"), operation=operations.get(op))
-              for m, p, h, limit, op in table]
+    routes = _routes(table)
     routes += [Route("POST", pattern(f"/keys/{{name}}/{{version?}}/{path}"), k.operation(path),
                      inline=True, operation=op)
                for path, op in KEY_OPERATIONS.items()]
-    routes += rbac_routes(d.access_control)
-    routes += issuer_routes(d.issuers, d.contacts)
-    routes += certificate_routes(d)
     return routes
+
+
+def _routes(table: list[tuple[str, str, Handler, int, str]]) -> list[Route]:
+    return [Route(m, pattern(p), h, limit, inline=(m == "GET"), operation=operations.get(op))
+            for m, p, h, limit, op in table]

@@ -13,6 +13,7 @@ from openkeyvault.ops import requestscope
 from openkeyvault.storage.records import VaultRecord
 from openkeyvault.vault import operations
 from openkeyvault.vault.errors import Forbidden
+from openkeyvault.vault.managedhsms import KIND as POOL_KIND
 from openkeyvault.vault.properties import properties_of
 
 HELP_ACCESS_POLICY = "https://go.microsoft.com/fwlink/?linkid=2125287"
@@ -63,6 +64,8 @@ def authorize_operation(authorizer: Authorizer, caller: Caller, operation: str,
     access-policy permission) at `path`: how the domain services check, so that no service
     spells out what an operation needs."""
     op = operations.get(operation)
+    if caller.vault.kind == POOL_KIND:
+        op = operations.for_pool(op)
     authorize(authorizer, caller, op.action or "", path, op.permission)
 
 

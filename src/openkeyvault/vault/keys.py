@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -49,6 +50,7 @@ from openkeyvault.vault.backup import BackupCodec
 from openkeyvault.vault.context import Caller, authorize_operation
 from openkeyvault.vault.errors import BadParameter, Forbidden, Unavailable
 from openkeyvault.vault.keystore_faults import cache_prefix, keystore_faults
+from openkeyvault.vault.managedhsms import KIND as POOL_KIND
 from openkeyvault.vault.models import KeyBundle, KeyOperationResult, RotationPolicy
 from openkeyvault.vault.objects import Kind, ObjectService
 from openkeyvault.vault.requests import (
@@ -123,6 +125,13 @@ class KeyService(ObjectService[KeyBundle]):
         # (vault id, name, version) → (kty, size): a version's type never changes, and
         # its version id is never given to another key (key_type).
         self._types: dict[tuple[int, str, str], tuple[str, int | None]] = {}
+
+    def with_authorizer(self, authorizer: Authorizer) -> KeyService:
+        """This service deciding with `authorizer` (a managed HSM pool's local RBAC),
+        sharing its keystores, attestor and caches."""
+        other = copy.copy(self)
+        other._authz = authorizer
+        return other
 
     # ---- helpers ------------------------------------------------------------------
     def _bundle(self, caller: Caller, rec: VersionRecord) -> KeyBundle:
@@ -207,7 +216,7 @@ class KeyService(ObjectService[KeyBundle]):
             if given is not None:
                 raise rp.skr_error(rp.POLICY_NEEDS_EXPORTABLE)
             return None
-        if caller.vault.sku != "premium":
+        if _accepting(caller.vault) not in ("premium", "managedhsm"):
             raise rp.skr_error(rp.EXPORTABLE_NOT_SUPPORTED)
         if not hardware:
             raise rp.skr_error(rp.EXPORTABLE_NEEDS_HSM)
@@ -234,7 +243,7 @@ class KeyService(ObjectService[KeyBundle]):
                              request.tags, release, lambda store: store.generate(spec), "")
 
     def _kty(self, caller: Caller, kty: str | None, hsm: bool = False) -> tuple[str, str, bool]:
-        kty, family, hardware = keytypes.check_kty(kty, caller.vault.sku, hsm)
+        kty, family, hardware = keytypes.check_kty(kty, _accepting(caller.vault), hsm)
         if family == "oct":
             raise BadParameter("Symmetric (oct) keys are not available in this vault.")
         return kty, family, hardware
@@ -542,7 +551,7 @@ class KeyService(ObjectService[KeyBundle]):
             for v in payload.get("versions", []):
                 props = dict(v["props"])
                 kty = props["kty"]
-                keytypes.check_kty(kty, vault.sku)
+                keytypes.check_kty(kty, _accepting(vault))
                 store = self._named(props.get("keystore", "software"))
                 family = keytypes.KTY[kty][0]
                 with keystore_faults("The key cannot be restored: "):
@@ -737,6 +746,12 @@ class KeyService(ObjectService[KeyBundle]):
                                                      latest.name, latest.version, now)):
                 done += 1
         return done
+
+
+def _accepting(vault: VaultRecord) -> str:
+    """What decides the key types a vault takes (keytypes.ACCEPTED): its SKU, or
+    "managedhsm" for a managed HSM pool."""
+    return "managedhsm" if vault.kind == POOL_KIND else vault.sku
 
 
 def _parsed_policy(given: KeyReleasePolicy) -> rp.ReleasePolicy:

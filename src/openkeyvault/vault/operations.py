@@ -23,6 +23,7 @@ share one.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from openkeyvault.access import actions as a
@@ -287,6 +288,31 @@ TABLE: tuple[Operation, ...] = (
 )
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in TABLE}
+
+# A managed HSM pool's key operations: the same rows, decided by Managed HSM's data actions
+# at the same scopes (`/keys/NAME`, `/keys`, `/`), by the pool's local RBAC alone (no
+# access policies). Its audit, throttling and usage read the same names.
+POOL_ACTIONS: dict[str, str] = {
+    "KeyList": a.HSM_KEYS_READ, "KeyGet": a.HSM_KEYS_READ,
+    "KeyListVersions": a.HSM_KEYS_READ, "KeyGetAttestation": a.HSM_KEYS_READ,
+    "KeyRotationPolicyGet": a.HSM_KEYS_READ,
+    "KeyCreate": a.HSM_KEYS_CREATE, "KeyImport": a.HSM_KEYS_IMPORT,
+    "KeyUpdate": a.HSM_KEYS_WRITE, "KeyRotationPolicySet": a.HSM_KEYS_WRITE,
+    "KeyDelete": a.HSM_KEYS_DELETE, "KeyBackup": a.HSM_KEYS_BACKUP,
+    "KeyRestore": a.HSM_KEYS_RESTORE, "KeyRotate": a.HSM_KEYS_ROTATE,
+    "KeyListDeleted": a.HSM_DELETED_KEYS_READ, "KeyGetDeleted": a.HSM_DELETED_KEYS_READ,
+    "KeyRecover": a.HSM_DELETED_KEYS_RECOVER, "KeyPurge": a.HSM_DELETED_KEYS_DELETE,
+    "KeyEncrypt": a.HSM_KEYS_ENCRYPT, "KeyDecrypt": a.HSM_KEYS_DECRYPT,
+    "KeyWrap": a.HSM_KEYS_WRAP, "KeyUnwrap": a.HSM_KEYS_UNWRAP, "KeySign": a.HSM_KEYS_SIGN,
+    "KeyVerify": a.HSM_KEYS_VERIFY, "KeyRelease": a.HSM_KEYS_RELEASE,
+    "RandomBytesGet": a.HSM_RNG,
+}
+
+
+def for_pool(op: Operation) -> Operation:
+    """The row as a managed HSM pool decides it (POOL_ACTIONS; KeyError for an operation a
+    pool does not serve)."""
+    return dataclasses.replace(op, action=POOL_ACTIONS[op.name], permission=None)
 assert len(BY_NAME) == len(TABLE), "operation names are unique"
 
 
