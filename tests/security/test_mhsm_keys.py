@@ -14,12 +14,16 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.identity import ManagedIdentityCredential
-from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys import JsonWebKey, KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from cryptography.hazmat.primitives import keywrap, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from openkeyvault.deployment import Deployment
-from tests.sdk.keys_support import digest, local_verify, public_key
+from tests.sdk.keys_support import b64u, b64u_decode, digest, local_verify, public_key
 from tests.security.test_mhsm_rbac import client, make_pool, new_principal, refused
 from tests.support.server import DevServer
 from tests.support.softhsm import token_objects
@@ -142,8 +146,78 @@ def test_who_may_use_a_pools_keys(server: DevServer, deployment: Deployment,
     assert names(kc) == before
 
 
+def op_all(kc: KeyClient, kid: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A key operation through the client's own pipeline; the answer."""
+    path = "/" + kid.split("/", 3)[3]
+    response = kc.send_request(HttpRequest("POST", f"{path}/{operation}", json=body))
+    assert response.status_code == 200, response.text()
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def op(kc: KeyClient, kid: str, operation: str, body: dict[str, Any]) -> str:
+    """A key operation's value."""
+    return str(op_all(kc, kid, operation, body)["value"])
+
+
 def test_a_vault_host_does_not_serve_a_pools_keys(server: DevServer, pool: str) -> None:
     name = pool.split("//")[1].split(".")[0]
     with pytest.raises(HttpResponseError) as e:
         keys(f"https://{name}.vault.localhost:{server.port}").get_key("anything")
     assert e.value.status_code in (401, 404)
+
+
+def test_oct_hsm_keys(server: DevServer, pool: str) -> None:
+    """AES keys made in the HSM, every algorithm through the REST API (the SDK's
+    CryptographyClient does AES locally, with a key of its own making, when the key has
+    no `k`, as a Managed HSM never gives one), and an imported key of known bytes
+    cross-checked with `cryptography`."""
+    kc = keys(pool)
+    for size in (128, 192, 256):
+        key = kc.create_oct_key(f"o{size}{uuid.uuid4().hex[:6]}", size=size,
+                                hardware_protected=True)
+        assert key.key_type == "oct-HSM" and key.key.k is None
+        assert kc.get_key(key.name).properties.version == key.properties.version
+        gcm = op_all(kc, key.id, "encrypt", {"alg": f"A{size}GCM", "value": b64u(b"hsm"),
+                                             "aad": b64u(b"aad")})
+        assert len(b64u_decode(gcm["iv"])) == 12 and len(b64u_decode(gcm["tag"])) == 16
+        assert gcm["aad"] == b64u(b"aad")
+        assert op(kc, key.id, "decrypt", {"alg": f"A{size}GCM", "value": gcm["value"],
+                                          "iv": gcm["iv"], "tag": gcm["tag"],
+                                          "aad": gcm["aad"]}) == b64u(b"hsm")
+        iv = b64u(bytes(range(16)))
+        cbc = op(kc, key.id, "encrypt", {"alg": f"A{size}CBCPAD", "value": b64u(b"x" * 21),
+                                         "iv": iv})
+        assert op(kc, key.id, "decrypt", {"alg": f"A{size}CBCPAD", "value": cbc,
+                                          "iv": iv}) == b64u(b"x" * 21)
+        wrapped = op(kc, key.id, "wrapkey", {"alg": f"A{size}KW", "value": b64u(bytes(32))})
+        assert op(kc, key.id, "unwrapkey", {"alg": f"A{size}KW", "value": wrapped}) == \
+            b64u(bytes(32))
+    # A known key imported into the HSM: its results are those of `cryptography`.
+    k = bytes(range(32))
+    imported = kc.import_key(f"oi{uuid.uuid4().hex[:6]}", JsonWebKey(
+        kty="oct-HSM", k=k, key_ops=["encrypt", "decrypt", "wrapKey", "unwrapKey"]))
+    assert imported.key.k is None
+    gcm = op_all(kc, imported.id, "encrypt", {"alg": "A256GCM", "value": b64u(b"known"),
+                                              "aad": b64u(b"a")})
+    assert AESGCM(k).decrypt(b64u_decode(gcm["iv"]), b64u_decode(gcm["value"])
+                             + b64u_decode(gcm["tag"]), b"a") == b"known"
+    iv = bytes(16)
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(b"known") + padder.finalize()
+    encryptor = Cipher(algorithms.AES(k), modes.CBC(iv)).encryptor()
+    assert op(kc, imported.id, "encrypt", {"alg": "A256CBCPAD", "value": b64u(b"known"),
+                                           "iv": b64u(iv)}) == \
+        b64u(encryptor.update(plain) + encryptor.finalize())
+    assert op(kc, imported.id, "wrapkey", {"alg": "A256KW", "value": b64u(bytes(16))}) == \
+        b64u(keywrap.aes_key_wrap(k, bytes(16)))
+    # A tampered tag: the one decryption error. A GCM iv is the HSM's to make.
+    for body, message in (
+            ({"alg": "A256GCM", "value": gcm["value"], "iv": gcm["iv"],
+              "tag": b64u(bytes(16)), "aad": b64u(b"a")}, "could not be decrypted"),
+            ({"alg": "A256GCM", "value": b64u(b"x"), "iv": b64u(bytes(12))}, "takes no iv")):
+        operation = "decrypt" if "tag" in body else "encrypt"
+        path = "/" + imported.id.split("/", 3)[3]
+        response = kc.send_request(HttpRequest("POST", f"{path}/{operation}", json=body))
+        assert response.status_code == 400, response.text()
+        assert message in response.json()["error"]["message"]

@@ -1,8 +1,10 @@
 """The KeyStore conformance suite: every backend (software, PKCS#11 on a SoftHSM2 token)
 gives the same results and the same refusals, with signatures and ciphertexts checked by
 `cryptography` outside the keystore. Then what only the PKCS#11 backend has: the token's
-own view of its keys, destroy in the token, the blob, fork and threads, and the paddings
-it decodes on the host, checked against OpenSSL's.
+own view of its keys, destroy in the token, the blob, fork and threads, the paddings it
+decodes on the host, checked against OpenSSL's, and its symmetric (oct) AES keys, checked
+against `cryptography` with keys of known bytes imported into the token (Wycheproof's AES
+vectors are in test_keystore_aes_vectors.py).
 
 A PKCS#11 module is initialized once per process with one SOFTHSM2_CONF, so the whole
 module uses one token (and one keystore on it), kept in `_TOKEN` and `_STORES`.
@@ -30,7 +32,11 @@ import pkcs11
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers import algorithms as aes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11.constants import Attribute, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -91,8 +97,8 @@ DECRYPTION_FAILED = "The ciphertext could not be decrypted with this key."
 # --- Fixtures and helpers -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def soft_token(tmp_path_factory: pytest.TempPathFactory) -> SoftToken:
+def shared_token(tmp_path_factory: pytest.TempPathFactory) -> SoftToken:
+    """The process's one SoftHSM2 token (other test modules on the keystore use it too)."""
     if "token" not in _TOKEN:
         try:
             _TOKEN["token"] = ensure_token(tmp_path_factory.mktemp("softhsm"), TOKEN_LABEL)
@@ -102,18 +108,28 @@ def soft_token(tmp_path_factory: pytest.TempPathFactory) -> SoftToken:
     return _TOKEN["token"]
 
 
+def shared_pkcs11(token: SoftToken) -> Pkcs11KeyStore:
+    """The process's one keystore on that token, with backup copies (`meta`)."""
+    if "pkcs11" not in _STORES:
+        _STORES["pkcs11"] = Pkcs11KeyStore(token.module, token.label, token.pin,
+                                           environment=_environment(token), meta=meta)
+    store = _STORES["pkcs11"]
+    assert isinstance(store, Pkcs11KeyStore)
+    return store
+
+
+@pytest.fixture(scope="module")
+def soft_token(tmp_path_factory: pytest.TempPathFactory) -> SoftToken:
+    return shared_token(tmp_path_factory)
+
+
 def _environment(token: SoftToken) -> dict[str, str]:
     return {"SOFTHSM2_CONF": str(token.conf)}
 
 
 @pytest.fixture(scope="module")
 def p11(soft_token: SoftToken) -> Pkcs11KeyStore:
-    if "pkcs11" not in _STORES:
-        _STORES["pkcs11"] = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin,
-                                           environment=_environment(soft_token), meta=meta)
-    store = _STORES["pkcs11"]
-    assert isinstance(store, Pkcs11KeyStore)
-    return store
+    return shared_pkcs11(soft_token)
 
 
 @pytest.fixture(scope="module", params=["software", "pkcs11"])
@@ -213,6 +229,8 @@ def private_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> dict[str
 def test_capabilities(store: KeyStore) -> None:
     caps = store.capabilities()
     assert caps.families >= {"RSA", "EC"}
+    assert ("oct" in caps.families) is bool(caps.aes_sizes) is bool(caps.symmetric) \
+        is caps.hardware
     assert caps.sign == frozenset(algorithms.SIGN)
     assert caps.encrypt == frozenset(algorithms.ENCRYPT)
     assert set(caps.curves) == set(CURVES)
@@ -430,13 +448,15 @@ def test_import_key_then_sign(store: KeyStore, kind: str) -> None:
      "The JWK has no private key material ('d')."),
     ({"kty": "EC", "crv": "P-192", "d": "AQ"}, "EC",
      "Unsupported curve 'P-192'; use one of P-256, P-256K, P-384, P-521."),
-    ({"kty": "oct", "k": "AAAA"}, "oct", "Key type family 'oct' cannot be imported."),
+    ({"kty": "oct", "k": "AAAA"}, "oct",
+     {"software": "Key type family 'oct' cannot be imported.",
+      "pkcs11": "An AES key must be 128, 192 or 256 bits (16, 24 or 32 bytes)."}),
 ], ids=["no-d", "bad-curve", "oct"])
 def test_import_key_refusals(store: KeyStore, jwk: dict[str, Any], family: str,
-                             message: str) -> None:
+                             message: str | dict[str, str]) -> None:
     with pytest.raises(KeyStoreError) as err:
         store.import_key(PlainKey(jwk, family))
-    assert str(err.value) == message
+    assert str(err.value) == (message if isinstance(message, str) else message[store.name])
 
 
 def test_destroy_twice_is_not_an_error(store: KeyStore) -> None:
@@ -460,7 +480,10 @@ def _objects(session: Any, stored: StoredKey, cls: ObjectClass | None = None) ->
 def test_pkcs11_capabilities(p11: Pkcs11KeyStore) -> None:
     caps = p11.capabilities()
     assert caps.hardware is True
-    assert caps.families == frozenset({"RSA", "EC"})
+    assert caps.families == frozenset({"RSA", "EC", "oct"})
+    assert caps.aes_sizes == (128, 192, 256)
+    assert caps.symmetric == frozenset(f"A{bits}{mode}" for bits in (128, 192, 256)
+                                       for mode in ("GCM", "CBC", "CBCPAD", "KW"))
     assert caps.export is True
     assert caps.backup is True
     assert caps.wrapped_import == frozenset()
@@ -581,6 +604,21 @@ GOOD_IR = base64.b64encode(bytes(32)).decode()
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "RSA", "ir": GOOD_IR[:-1] + "!"}).encode(),
      "RSA"),
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": 256}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": 512,
+                 "kcv": "abcdef"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": True,
+                 "kcv": "abcdef"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": "256",
+                 "kcv": "abcdef"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": 256,
+                 "kcv": "ABCDEF"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": 256,
+                 "kcv": "abcd"}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "oct", "bits": 256, "kcv": "abcdef",
+                 "ir": GOOD_IR}).encode(), "oct"),
+    (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "bits": 256,
+                 "kcv": "abcdef"}).encode(), "EC"),
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "wrapped": "AAAA"}).encode(), "EC"),
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "bk": GOOD_ID}).encode(), "EC"),
     (json.dumps({"v": 1, "id": GOOD_ID, "family": "EC", "bk": "x", "wrapped": "AAAA"}).encode(),
@@ -589,7 +627,9 @@ GOOD_IR = base64.b64encode(bytes(32)).decode()
                  "wrapped": "!!"}).encode(), "EC"),
 ], ids=["empty", "not-utf8", "list", "no-fields", "deep", "ec-blob-rsa-key", "rsa-blob-ec-key",
         "version-2", "version-true", "upper-case-id", "short-id", "extra-field", "no-ir",
-        "short-ir", "bad-base64-ir", "oct", "wrapped-without-bk", "bk-without-wrapped",
+        "short-ir", "bad-base64-ir", "oct", "oct-no-kcv", "oct-512", "oct-bits-true",
+        "oct-bits-str", "oct-upper-kcv", "oct-short-kcv", "oct-ir", "ec-with-oct-fields",
+        "wrapped-without-bk", "bk-without-wrapped",
         "bad-bk", "bad-base64-wrapped"])
 def test_pkcs11_bad_blob_is_refused(p11: Pkcs11KeyStore, blob: bytes, family: str) -> None:
     ref = KeyRef(f"bad/{next(_IDS)}", family, lambda: blob)
@@ -1225,3 +1265,589 @@ def test_a_key_another_process_made_is_found(soft_token: SoftToken, reload: str,
         timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(outcome), done.stdout
+
+
+# --- Symmetric (oct) keys: AES in the token (PKCS#11 only) ---------------------------------
+
+
+AES_BITS = (128, 192, 256)
+GCM_ALGS = [f"A{bits}GCM" for bits in AES_BITS]
+CBC_ALGS = [f"A{bits}CBC" for bits in AES_BITS]
+CBCPAD_ALGS = [f"A{bits}CBCPAD" for bits in AES_BITS]
+KW_ALGS = [f"A{bits}KW" for bits in AES_BITS]
+AES_SIZE = "An AES key must be 128, 192 or 256 bits (16, 24 or 32 bytes)."
+NO_OCT = "Symmetric (oct) keys are available in an HSM only."
+_OCT: dict[int, tuple[bytes, StoredKey, KeyRef]] = {}
+
+
+def alg_bits(alg: str) -> int:
+    return int(alg[1:4])
+
+
+def oct_jwk(key: bytes) -> dict[str, Any]:
+    return {"kty": "oct-HSM", "k": b64u(key)}
+
+
+def known_oct(p11: Pkcs11KeyStore, bits: int) -> tuple[bytes, StoredKey, KeyRef]:
+    """An AES key of known bytes imported into the token, one per size for the module: what
+    the token computes with it is checked against `cryptography` with the same bytes."""
+    if bits not in _OCT:
+        key = os.urandom(bits // 8)
+        stored = p11.import_key(PlainKey(oct_jwk(key), "oct"))
+        _OCT[bits] = (key, stored, new_ref(p11, stored, "oct"))
+    return _OCT[bits]
+
+
+def generated_oct(p11: Pkcs11KeyStore, bits: int) -> tuple[StoredKey, KeyRef]:
+    return key_for(p11, KeySpec("oct", bits))
+
+
+def kcv_outside(key: bytes) -> bytes:
+    """The key check value by `cryptography`: AES-ECB of a zero block, its first 3 bytes."""
+    encryptor = Cipher(aes.AES(key), modes.ECB()).encryptor()  # noqa: S305 - a check value
+    return (encryptor.update(bytes(16)) + encryptor.finalize())[:3]
+
+
+def cbc_outside(key: bytes, iv: bytes, data: bytes, pad: bool, encrypt: bool) -> bytes:
+    """AES-CBC by `cryptography`, with PKCS#7 padding or none."""
+    cipher = Cipher(aes.AES(key), modes.CBC(iv))
+    if encrypt:
+        if pad:
+            padder = sym_padding.PKCS7(128).padder()
+            data = padder.update(data) + padder.finalize()
+        encryptor = cipher.encryptor()
+        return encryptor.update(data) + encryptor.finalize()
+    decryptor = cipher.decryptor()
+    out = decryptor.update(data) + decryptor.finalize()
+    if pad:
+        unpadder = sym_padding.PKCS7(128).unpadder()
+        out = unpadder.update(out) + unpadder.finalize()
+    return out
+
+
+def flip(data: bytes, at: int = -1) -> bytes:
+    changed = bytearray(data)
+    changed[at] ^= 0x01
+    return bytes(changed)
+
+
+def test_aes_table() -> None:
+    """Every AES algorithm of the REST API, with the key size in its name and its rules."""
+    assert set(algorithms.AES) == {f"A{bits}{mode}" for bits in AES_BITS
+                                   for mode in ("GCM", "CBC", "CBCPAD", "KW")}
+    assert algorithms.AES_SIZES == AES_BITS
+    for name, spec in algorithms.AES.items():
+        assert spec.key_bits == alg_bits(name) and name.endswith(spec.mode)
+        assert spec.wraps is (spec.mode == "KW")
+        assert (spec.iv_bytes, spec.iv_given, spec.tag_bytes, spec.aad, spec.multiple,
+                spec.least) == {"GCM": (12, False, 16, True, 1, 0),
+                                "CBC": (16, True, 0, False, 16, 0),
+                                "CBCPAD": (16, True, 0, False, 1, 0),
+                                "KW": (0, False, 0, False, 8, 16)}[spec.mode]
+    assert not set(algorithms.AES) & set(algorithms.ENCRYPT)
+
+
+def test_software_refuses_oct_keys() -> None:
+    soft = _STORES.setdefault("software", SoftwareKeyStore())
+    assert "oct" not in soft.capabilities().families
+    assert soft.capabilities().aes_sizes == ()
+    for bits in AES_BITS:
+        with pytest.raises(KeyStoreError) as err:
+            soft.generate(KeySpec("oct", bits))
+        assert str(err.value) == NO_OCT
+    with pytest.raises(KeyStoreError) as err:
+        soft.import_key(PlainKey(oct_jwk(bytes(32)), "oct"))
+    assert str(err.value) == "Key type family 'oct' cannot be imported."
+    ref = KeyRef("software/oct", "oct", lambda: b"")
+    for call in (lambda: soft.encrypt_symmetric(ref, "A256GCM", b"x"),
+                 lambda: soft.decrypt_symmetric(ref, "A256GCM", b"x", bytes(12), None,
+                                                bytes(16))):
+        with pytest.raises(KeyStoreError) as err:
+            call()
+        assert str(err.value) == NO_OCT
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_generated_aes_key_is_a_sensitive_token_object(
+        p11: Pkcs11KeyStore, token_session: Any, bits: int) -> None:
+    stored, _ = generated_oct(p11, bits)
+    assert stored.public == {} and stored.size == bits
+    doc = json.loads(stored.blob)
+    assert set(doc) == {"v", "id", "family", "bits", "kcv", "bk", "wrapped"}
+    assert doc["family"] == "oct" and doc["bits"] == bits
+    assert stored.handle == doc["id"] and stored.handle in p11.held()
+    [secret] = _objects(token_session, stored)
+    assert secret[Attribute.CLASS] == ObjectClass.SECRET_KEY
+    assert secret[Attribute.KEY_TYPE] == pkcs11.KeyType.AES
+    assert secret[Attribute.VALUE_LEN] == bits // 8
+    assert secret[Attribute.LABEL] == f"okv-{doc['id']}"
+    for attribute, value in ((Attribute.SENSITIVE, True), (Attribute.EXTRACTABLE, False),
+                             (Attribute.ALWAYS_SENSITIVE, True), (Attribute.LOCAL, True),
+                             # extractable only until its copy was wrapped by the backup key
+                             (Attribute.NEVER_EXTRACTABLE, False),
+                             (Attribute.TOKEN, True), (Attribute.PRIVATE, True),
+                             (Attribute.ENCRYPT, True), (Attribute.DECRYPT, True),
+                             (Attribute.WRAP, True), (Attribute.UNWRAP, True),
+                             (Attribute.SIGN, False), (Attribute.VERIFY, False),
+                             (Attribute.DERIVE, False)):
+        assert secret[attribute] is value, attribute
+    with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+        secret[Attribute.VALUE]
+    # The blob's check value is the token's own (CKA_CHECK_VALUE of a generated key).
+    assert bytes.fromhex(doc["kcv"]) == bytes(secret[Attribute.CHECK_VALUE])
+    [backup_key] = token_session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                              Attribute.LABEL: "okv-backup"})
+    assert doc["bk"] == backup_key[Attribute.ID].hex()
+    assert len(base64.b64decode(doc["wrapped"], validate=True)) == bits // 8 + 8
+
+
+@pytest.mark.parametrize("size", [None, 64, 160, 512])
+def test_pkcs11_aes_key_sizes_are_refused(p11: Pkcs11KeyStore, size: int | None) -> None:
+    before = p11.held()
+    with pytest.raises(KeyStoreError) as err:
+        p11.generate(KeySpec("oct", size))
+    assert str(err.value) == AES_SIZE
+    assert p11.held() == before
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_imported_aes_key(p11: Pkcs11KeyStore, token_session: Any, bits: int) -> None:
+    key, stored, ref = known_oct(p11, bits)
+    assert stored.public == {} and stored.size == bits
+    [secret] = _objects(token_session, stored)
+    assert secret[Attribute.LOCAL] is False
+    assert secret[Attribute.SENSITIVE] is True and secret[Attribute.EXTRACTABLE] is False
+    kcv = bytes.fromhex(json.loads(stored.blob)["kcv"])
+    assert kcv == kcv_outside(key) == bytes(secret[Attribute.CHECK_VALUE])
+    facts = p11.attest(ref)
+    assert facts["public"] == {}
+    # Its bytes were on the host once: never ALWAYS_SENSITIVE, never LOCAL.
+    assert facts["attributes"] == {"sensitive": True, "extractable": False,
+                                   "always_sensitive": False, "never_extractable": False,
+                                   "local": False}
+
+
+@pytest.mark.parametrize(("jwk", "message"), [
+    ({"kty": "oct-HSM"}, "The JWK has no key material ('k')."),
+    ({"kty": "oct-HSM", "k": ""}, "JWK field 'k' must be a non-empty base64url string."),
+    ({"kty": "oct-HSM", "k": "!!!!"}, "JWK field 'k' is not valid base64url."),
+    ({"kty": "oct-HSM", "k": b64u(bytes(8))}, AES_SIZE),
+    ({"kty": "oct-HSM", "k": b64u(bytes(20))}, AES_SIZE),
+    ({"kty": "oct-HSM", "k": b64u(bytes(64))}, AES_SIZE),
+], ids=["no-k", "empty-k", "bad-k", "64-bit", "160-bit", "512-bit"])
+def test_pkcs11_aes_import_refusals(p11: Pkcs11KeyStore, jwk: dict[str, Any],
+                                    message: str) -> None:
+    before = p11.held()
+    with pytest.raises(KeyStoreError) as err:
+        p11.import_key(PlainKey(jwk, "oct"))
+    assert str(err.value) == message
+    assert p11.held() == before
+
+
+@pytest.mark.parametrize("alg", GCM_ALGS)
+def test_pkcs11_gcm_against_cryptography(p11: Pkcs11KeyStore, alg: str) -> None:
+    key, _, ref = known_oct(p11, alg_bits(alg))
+    gcm = AESGCM(key)
+    ivs = set()
+    for size, aad in ((0, None), (1, b"aad"), (16, None), (33, os.urandom(40)),
+                      (1000, b"x")):
+        plaintext = os.urandom(size)
+        result = p11.encrypt_symmetric(ref, alg, plaintext, None, aad)
+        assert result.iv is not None and len(result.iv) == 12
+        assert result.tag is not None and len(result.tag) == 16
+        assert len(result.ciphertext) == size
+        ivs.add(result.iv)
+        assert gcm.decrypt(result.iv, result.ciphertext + result.tag, aad) == plaintext
+        iv = os.urandom(12)
+        theirs = gcm.encrypt(iv, plaintext, aad)
+        assert p11.decrypt_symmetric(ref, alg, theirs[:-16], iv, aad, theirs[-16:]) == \
+            plaintext
+    assert len(ivs) == 5  # a fresh iv every time
+
+
+@pytest.mark.parametrize("alg", CBC_ALGS + CBCPAD_ALGS)
+def test_pkcs11_cbc_against_cryptography(p11: Pkcs11KeyStore, alg: str) -> None:
+    key, _, ref = known_oct(p11, alg_bits(alg))
+    pad = alg.endswith("PAD")
+    for size in ((0, 1, 15, 16, 17, 100) if pad else (16, 32, 160)):
+        plaintext, iv = os.urandom(size), os.urandom(16)
+        result = p11.encrypt_symmetric(ref, alg, plaintext, iv)
+        assert (result.iv, result.tag) == (iv, None)
+        assert result.ciphertext == cbc_outside(key, iv, plaintext, pad, encrypt=True)
+        assert p11.decrypt_symmetric(ref, alg, result.ciphertext, iv) == plaintext
+        other_iv = os.urandom(16)
+        theirs = cbc_outside(key, other_iv, plaintext, pad, encrypt=True)
+        assert p11.decrypt_symmetric(ref, alg, theirs, other_iv) == plaintext
+
+
+@pytest.mark.parametrize("alg", KW_ALGS)
+def test_pkcs11_key_wrap_against_cryptography(p11: Pkcs11KeyStore, alg: str) -> None:
+    key, _, ref = known_oct(p11, alg_bits(alg))
+    for size in (16, 24, 32, 40, 64, 512):
+        material = os.urandom(size)
+        wrapped = p11.wrap(ref, alg, material)
+        assert wrapped == keywrap.aes_key_wrap(key, material)
+        assert p11.unwrap(ref, alg, wrapped) == material
+        assert keywrap.aes_key_unwrap(key, wrapped) == material
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_generated_aes_key_round_trips(p11: Pkcs11KeyStore, bits: int) -> None:
+    _, ref = generated_oct(p11, bits)
+    plaintext, iv = os.urandom(50), os.urandom(16)
+    result = p11.encrypt_symmetric(ref, f"A{bits}GCM", plaintext, None, b"context")
+    assert p11.decrypt_symmetric(ref, f"A{bits}GCM", result.ciphertext, result.iv,
+                                 b"context", result.tag) == plaintext
+    for alg, data in ((f"A{bits}CBC", plaintext[:48]), (f"A{bits}CBCPAD", plaintext)):
+        ciphertext = p11.encrypt_symmetric(ref, alg, data, iv).ciphertext
+        assert p11.decrypt_symmetric(ref, alg, ciphertext, iv) == data
+    material = os.urandom(32)
+    assert p11.unwrap(ref, f"A{bits}KW", p11.wrap(ref, f"A{bits}KW", material)) == material
+
+
+def _decryption_fails(call: Callable[[], object]) -> None:
+    with pytest.raises(DecryptionError) as err:
+        call()
+    assert type(err.value) is DecryptionError and str(err.value) == DECRYPTION_FAILED
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_tampered_gcm_fails_alike(p11: Pkcs11KeyStore, bits: int) -> None:
+    alg = f"A{bits}GCM"
+    _, ref = generated_oct(p11, bits)
+    aad = b"bound to this"
+    r = p11.encrypt_symmetric(ref, alg, b"attack at dawn", None, aad)
+    assert r.iv is not None and r.tag is not None
+    for ciphertext, iv, given_aad, tag in (
+            (flip(r.ciphertext), r.iv, aad, r.tag), (r.ciphertext, flip(r.iv), aad, r.tag),
+            (r.ciphertext, r.iv, flip(aad), r.tag), (r.ciphertext, r.iv, None, r.tag),
+            (r.ciphertext, r.iv, aad, flip(r.tag)), (r.ciphertext, r.iv, aad, flip(r.tag, 0)),
+            (r.ciphertext[:-1], r.iv, aad, r.tag), (r.ciphertext + b"\0", r.iv, aad, r.tag)):
+        _decryption_fails(lambda c=ciphertext, i=iv, a=given_aad, t=tag:
+                          p11.decrypt_symmetric(ref, alg, c, i, a, t))
+    # Another key of the same size: the same failure.
+    _, _, other = known_oct(p11, bits)
+    _decryption_fails(lambda: p11.decrypt_symmetric(other, alg, r.ciphertext, r.iv, aad,
+                                                    r.tag))
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_bad_cbc_padding_fails_alike(p11: Pkcs11KeyStore, bits: int) -> None:
+    """A bad PKCS#7 padding gives the same error as every other failed decryption: no
+    padding oracle by message."""
+    alg = f"A{bits}CBCPAD"
+    key, _, ref = known_oct(p11, bits)
+    iv = os.urandom(16)
+    for last_block in (bytes(16), b"\x11" * 16, bytes(15) + b"\x02", b"\x01" * 14 + b"\x02\x03"):
+        ciphertext = cbc_outside(key, iv, os.urandom(16) + last_block, False, encrypt=True)
+        _decryption_fails(lambda c=ciphertext: p11.decrypt_symmetric(ref, alg, c, iv))
+    for ciphertext in (b"", os.urandom(15), os.urandom(33)):
+        _decryption_fails(lambda c=ciphertext: p11.decrypt_symmetric(ref, alg, c, iv))
+        if ciphertext:
+            _decryption_fails(lambda c=ciphertext: p11.decrypt_symmetric(
+                ref, f"A{bits}CBC", c, iv))
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_tampered_key_wrap_fails_alike(p11: Pkcs11KeyStore, bits: int) -> None:
+    alg = f"A{bits}KW"
+    _, ref = generated_oct(p11, bits)
+    wrapped = p11.wrap(ref, alg, os.urandom(32))
+    for bad in (flip(wrapped), flip(wrapped, 0), wrapped[:-8], wrapped + bytes(8),
+                wrapped[:16], wrapped[:-1], b""):
+        _decryption_fails(lambda w=bad: p11.unwrap(ref, alg, w))
+
+
+def _oct(p11: Pkcs11KeyStore, bits: int = 256) -> KeyRef:
+    return generated_oct(p11, bits)[1]
+
+
+OCT_REFUSALS: list[tuple[str, Callable[[Pkcs11KeyStore], object], type[Exception], str]] = [
+    ("gcm-key-size", lambda s: s.encrypt_symmetric(_oct(s), "A128GCM", b"x"), AlgorithmError,
+     "Algorithm A128GCM needs a 128-bit key; this key is 256-bit."),
+    ("cbc-key-size", lambda s: s.decrypt_symmetric(_oct(s, 128), "A192CBC", bytes(16),
+                                                   bytes(16)), AlgorithmError,
+     "Algorithm A192CBC needs a 192-bit key; this key is 128-bit."),
+    ("kw-key-size", lambda s: s.wrap(_oct(s, 192), "A256KW", bytes(16)), AlgorithmError,
+     "Algorithm A256KW needs a 256-bit key; this key is 192-bit."),
+    ("unknown", lambda s: s.encrypt_symmetric(_oct(s), "A256CTR", b"x"), AlgorithmError,
+     "Unknown encryption algorithm 'A256CTR'."),
+    ("unknown-wrap", lambda s: s.wrap(_oct(s), "A256KWP", bytes(16)), AlgorithmError,
+     "Unknown key wrap algorithm 'A256KWP'."),
+    ("kw-to-encrypt", lambda s: s.encrypt_symmetric(_oct(s), "A256KW", bytes(16)),
+     AlgorithmError, "Algorithm A256KW wraps keys: use it to wrap and unwrap keys."),
+    ("gcm-to-wrap", lambda s: s.wrap(_oct(s), "A256GCM", bytes(16)), AlgorithmError,
+     "Algorithm A256GCM encrypts data: use it to encrypt and decrypt."),
+    ("rsa-alg-oct-key", lambda s: s.encrypt_symmetric(_oct(s), "RSA-OAEP", b"x"),
+     AlgorithmError, "Algorithm RSA-OAEP needs an RSA key."),
+    ("rsa-wrap-oct-key", lambda s: s.wrap(_oct(s), "RSA-OAEP-256", bytes(16)),
+     AlgorithmError, "Algorithm RSA-OAEP-256 needs an RSA key."),
+    ("rsa-encrypt-oct-key", lambda s: s.encrypt(_oct(s), "RSA1_5", b"x"), AlgorithmError,
+     "Algorithm RSA1_5 needs an RSA key."),
+    ("rsa-decrypt-oct-key", lambda s: s.decrypt(_oct(s), "RSA-OAEP", bytes(256)),
+     AlgorithmError, "Algorithm RSA-OAEP needs an RSA key."),
+    ("gcm-through-encrypt", lambda s: s.encrypt(_oct(s), "A256GCM", b"x"), AlgorithmError,
+     "Algorithm A256GCM takes an iv and gives a tag: it is used by the symmetric encrypt "
+     "and decrypt operations."),
+    ("kw-through-decrypt", lambda s: s.decrypt(_oct(s), "A256KW", bytes(24)), AlgorithmError,
+     "Algorithm A256KW wraps keys: use it to wrap and unwrap keys."),
+    ("sign-oct-key", lambda s: s.sign(_oct(s), "RS256", bytes(32)), AlgorithmError,
+     "Algorithm 'RS256' cannot be used with an oct key."),
+    ("verify-oct-key", lambda s: s.verify(_oct(s), "ES256", bytes(32), bytes(64)),
+     AlgorithmError, "Algorithm 'ES256' cannot be used with an oct key."),
+    ("aes-on-rsa-key", lambda s: s.encrypt_symmetric(_rsa_ref(s), "A256GCM", b"x"),
+     AlgorithmError, "Algorithm A256GCM needs an oct key."),
+    ("rsa-alg-symmetric", lambda s: s.encrypt_symmetric(_rsa_ref(s), "RSA-OAEP", b"x"),
+     AlgorithmError, "Algorithm RSA-OAEP is not an AES algorithm."),
+    ("aes-on-ec-key", lambda s: s.decrypt_symmetric(_ec_ref(s), "A128CBC", bytes(16),
+                                                    bytes(16)), AlgorithmError,
+     "Algorithm A128CBC needs an oct key."),
+    ("gcm-given-iv", lambda s: s.encrypt_symmetric(_oct(s), "A256GCM", b"x", bytes(12)),
+     KeyStoreError, "A256GCM encryption takes no iv: the HSM makes a fresh one for each "
+     "encryption and returns it with the ciphertext."),
+    ("cbc-no-iv", lambda s: s.encrypt_symmetric(_oct(s), "A256CBC", bytes(16)),
+     KeyStoreError, "A256CBC needs an iv of 16 bytes."),
+    ("cbcpad-no-iv", lambda s: s.decrypt_symmetric(_oct(s), "A256CBCPAD", bytes(16)),
+     KeyStoreError, "A256CBCPAD needs an iv of 16 bytes."),
+    ("cbc-short-iv", lambda s: s.encrypt_symmetric(_oct(s), "A256CBCPAD", b"x", bytes(12)),
+     KeyStoreError, "A256CBCPAD needs an iv of 16 bytes; this one has 12."),
+    ("cbc-long-iv", lambda s: s.decrypt_symmetric(_oct(s), "A256CBC", bytes(16), bytes(17)),
+     KeyStoreError, "A256CBC needs an iv of 16 bytes; this one has 17."),
+    ("cbc-partial-block", lambda s: s.encrypt_symmetric(_oct(s), "A256CBC", bytes(17),
+                                                        bytes(16)), KeyStoreError,
+     "The plaintext for A256CBC must be a multiple of 16 bytes long (it is not padded: "
+     "A256CBCPAD pads it)."),
+    ("cbc-aad", lambda s: s.encrypt_symmetric(_oct(s), "A256CBCPAD", b"x", bytes(16), b"a"),
+     KeyStoreError, "A256CBCPAD takes no aad: additional authenticated data is for AES-GCM."),
+    ("cbc-tag", lambda s: s.decrypt_symmetric(_oct(s), "A256CBC", bytes(16), bytes(16), None,
+                                              bytes(16)), KeyStoreError,
+     "A256CBC takes no tag: authentication tags are for AES-GCM."),
+    ("gcm-no-iv", lambda s: s.decrypt_symmetric(_oct(s), "A256GCM", b"x", None, None,
+                                                bytes(16)), KeyStoreError,
+     "A256GCM needs an iv of 12 bytes."),
+    ("gcm-iv-16", lambda s: s.decrypt_symmetric(_oct(s), "A256GCM", b"x", bytes(16), None,
+                                                bytes(16)), KeyStoreError,
+     "A256GCM needs an iv of 12 bytes; this one has 16."),
+    ("gcm-no-tag", lambda s: s.decrypt_symmetric(_oct(s), "A256GCM", b"x", bytes(12)),
+     KeyStoreError, "A256GCM decryption needs the authentication tag."),
+    ("gcm-short-tag", lambda s: s.decrypt_symmetric(_oct(s), "A256GCM", b"x", bytes(12),
+                                                    None, bytes(12)), KeyStoreError,
+     "A256GCM needs a tag of 16 bytes; this one has 12."),
+    *[(f"kw-wrap-{n}", (lambda m: lambda s: s.wrap(_oct(s), "A256KW", bytes(m)))(n),
+       KeyStoreError, "The key to wrap with A256KW must be a multiple of 8 bytes and at least "
+       "16 bytes long.") for n in (0, 8, 15, 20, 33)],
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [r[1:] for r in OCT_REFUSALS],
+                         ids=[r[0] for r in OCT_REFUSALS])
+def test_pkcs11_aes_refusals(p11: Pkcs11KeyStore, call: Callable[[Pkcs11KeyStore], object],
+                             error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as err:
+        call(p11)
+    assert type(err.value) is error
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_aes_backup_restores_a_key_that_decrypts(p11: Pkcs11KeyStore,
+                                                        token_session: Any, bits: int) -> None:
+    """Backed up, destroyed (a purge), restored into a new token object: the restored key
+    decrypts what the original encrypted, and its blob is a backup copy again."""
+    stored = p11.generate(KeySpec("oct", bits))
+    ref = new_ref(p11, stored, "oct")
+    sealed = p11.encrypt_symmetric(ref, f"A{bits}GCM", b"kept across a restore", None, b"a")
+    wrapped = p11.wrap(ref, f"A{bits}KW", bytes(range(32)))
+    blob = p11.backup_blob(ref)
+    p11.destroy(ref)
+    assert _objects(token_session, stored) == [] and stored.handle not in p11.held()
+    restored = p11.restore_key("oct", blob, {})
+    assert (restored.public, restored.size) == ({}, bits)
+    assert restored.handle is not None and restored.handle != stored.handle
+    assert restored.handle in p11.held()
+    doc = json.loads(restored.blob)
+    assert {k: v for k, v in doc.items() if k != "id"} == \
+        {k: v for k, v in json.loads(stored.blob).items() if k != "id"}
+    again = new_ref(p11, restored, "oct")
+    assert p11.decrypt_symmetric(again, f"A{bits}GCM", sealed.ciphertext, sealed.iv, b"a",
+                                 sealed.tag) == b"kept across a restore"
+    assert p11.unwrap(again, f"A{bits}KW", wrapped) == bytes(range(32))
+    assert p11.backup_blob(again) == restored.blob
+    [secret] = _objects(token_session, restored)
+    assert secret[Attribute.SENSITIVE] is True and secret[Attribute.EXTRACTABLE] is False
+    p11.destroy(again)
+
+
+def test_pkcs11_aes_restore_refusals(p11: Pkcs11KeyStore) -> None:
+    stored, ref = generated_oct(p11, 256)
+    doc = json.loads(p11.backup_blob(ref))
+    wrapped = bytearray(base64.b64decode(doc["wrapped"]))
+    wrapped[10] ^= 1
+    other = json.loads(generated_oct(p11, 128)[0].blob)
+    before = p11.held()
+    for changed, public in (
+            ({**doc, "kcv": "000000" if doc["kcv"] != "000000" else "000001"}, {}),
+            ({**doc, "wrapped": base64.b64encode(bytes(wrapped)).decode()}, {}),
+            ({**doc, "wrapped": other["wrapped"]}, {}),  # another key's copy
+            ({**doc, "bits": 128}, {})):
+        with pytest.raises(KeyStoreError) as err:
+            p11.restore_key("oct", json.dumps(changed).encode(), public)
+        assert str(err.value) == ("The backed-up key could not be unwrapped in the HSM with "
+                                  "the deployment's backup key: the backup is damaged or from "
+                                  "another token.")
+    for family, public in (("oct", {"n": "AQAB"}), ("RSA", {})):
+        with pytest.raises(KeyStoreError) as err:
+            p11.restore_key(family, stored.blob, public)
+        assert str(err.value) == "Stored key material has an unexpected type."
+    assert p11.held() == before
+
+
+def test_pkcs11_aes_key_without_a_meta_store_has_no_backup_copy(
+        p11: Pkcs11KeyStore, soft_token: SoftToken, token_session: Any) -> None:
+    plain = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin,
+                           environment=_environment(soft_token))
+    stored = plain.generate(KeySpec("oct", 128))
+    ref = new_ref(plain, stored, "oct")
+    assert set(json.loads(stored.blob)) == {"v", "id", "family", "bits", "kcv"}
+    [secret] = _objects(token_session, stored)
+    assert secret[Attribute.NEVER_EXTRACTABLE] is True
+    with pytest.raises(KeyStoreError) as err:
+        plain.backup_blob(ref)
+    assert str(err.value).startswith("This HSM key was made without a backup copy")
+    result = plain.encrypt_symmetric(ref, "A128GCM", b"still works")
+    assert plain.decrypt_symmetric(ref, "A128GCM", result.ciphertext, result.iv, None,
+                                   result.tag) == b"still works"
+    plain.destroy(ref)
+    plain.destroy(ref)
+    assert _objects(token_session, stored) == []
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_exportable_aes_key_exports_to_a_public_key(p11: Pkcs11KeyStore,
+                                                           token_session: Any,
+                                                           bits: int) -> None:
+    stored = p11.generate(KeySpec("oct", bits, exportable=True))
+    ref = new_ref(p11, stored, "oct")
+    [secret] = _objects(token_session, stored)
+    assert secret[Attribute.SENSITIVE] is True and secret[Attribute.EXTRACTABLE] is True
+    assert json.loads(stored.blob)["exportable"] is True
+    sealed = p11.encrypt_symmetric(ref, f"A{bits}GCM", b"released", None, None)
+    for enc in OAEP_HASH:
+        exported = p11.export(ref, RUNTIME_JWK, enc)
+        size = RUNTIME.key_size // 8
+        h = OAEP_HASH[enc]()
+        transfer_key = RUNTIME.decrypt(exported[:size], padding.OAEP(
+            mgf=padding.MGF1(h), algorithm=h, label=None))
+        key = keywrap.aes_key_unwrap_with_padding(transfer_key, exported[size:])
+        assert len(key) == bits // 8 and kcv_outside(key).hex() == json.loads(stored.blob)["kcv"]
+        assert sealed.iv is not None and sealed.tag is not None
+        assert AESGCM(key).decrypt(sealed.iv, sealed.ciphertext + sealed.tag, None) == \
+            b"released"
+    p11.destroy(ref)
+
+
+def test_pkcs11_imported_exportable_aes_key_exports_its_bytes(p11: Pkcs11KeyStore) -> None:
+    key = os.urandom(24)
+    stored = p11.import_key(PlainKey(oct_jwk(key), "oct", exportable=True))
+    ref = new_ref(p11, stored, "oct")
+    exported = p11.export(ref, RUNTIME_JWK, "RSA_AES_KEY_WRAP_256")
+    h = hashes.SHA256()
+    transfer_key = RUNTIME.decrypt(exported[:256], padding.OAEP(mgf=padding.MGF1(h),
+                                                                algorithm=h, label=None))
+    assert keywrap.aes_key_unwrap_with_padding(transfer_key, exported[256:]) == key
+    _, _, not_exportable = known_oct(p11, 192)
+    with pytest.raises(KeyStoreError) as err:
+        p11.export(not_exportable, RUNTIME_JWK, "CKM_RSA_AES_KEY_WRAP")
+    assert str(err.value) == "The key is not exportable."
+    p11.destroy(ref)
+
+
+def byok_blob(kek: rsa.RSAPublicKey, key: bytes) -> bytes:
+    """CKM_RSA_AES_KEY_WRAP made with `cryptography` alone, as a customer's tool would:
+    RSA-OAEP (SHA-1) of a fresh AES-256 key, then AES key wrap with padding of the key."""
+    transfer_key = os.urandom(32)
+    h = hashes.SHA1()  # noqa: S303 - what CKM_RSA_AES_KEY_WRAP specifies
+    return (kek.encrypt(transfer_key, padding.OAEP(mgf=padding.MGF1(h), algorithm=h,
+                                                  label=None))
+            + keywrap.aes_key_wrap_with_padding(transfer_key, key))
+
+
+@pytest.mark.parametrize("bits", AES_BITS)
+def test_pkcs11_byok_aes_key(p11: Pkcs11KeyStore, token_session: Any, bits: int) -> None:
+    kek_stored, kek = key_for(p11, RSA2048)
+    key = os.urandom(bits // 8)
+    stored = p11.import_key(WrappedKey(kek, "CKM_RSA_AES_KEY_WRAP",
+                                       byok_blob(rsa_public(kek_stored), key), "oct"))
+    assert (stored.public, stored.size) == ({}, bits)
+    assert json.loads(stored.blob)["kcv"] == kcv_outside(key).hex()
+    ref = new_ref(p11, stored, "oct")
+    [secret] = _objects(token_session, stored)
+    assert secret[Attribute.SENSITIVE] is True and secret[Attribute.EXTRACTABLE] is False
+    assert secret[Attribute.LOCAL] is False
+    iv = os.urandom(12)
+    theirs = AESGCM(key).encrypt(iv, b"brought my own key", b"aad")
+    assert p11.decrypt_symmetric(ref, f"A{bits}GCM", theirs[:-16], iv, b"aad",
+                                 theirs[-16:]) == b"brought my own key"
+    assert p11.wrap(ref, f"A{bits}KW", bytes(16)) == keywrap.aes_key_wrap(key, bytes(16))
+    # Its backup copy restores it.
+    blob = p11.backup_blob(ref)
+    p11.destroy(ref)
+    again = new_ref(p11, p11.restore_key("oct", blob, {}), "oct")
+    assert p11.wrap(again, f"A{bits}KW", bytes(16)) == keywrap.aes_key_wrap(key, bytes(16))
+    p11.destroy(again)
+
+
+@pytest.mark.parametrize("size", [8, 15, 20, 31, 40, 64])
+def test_pkcs11_byok_of_no_aes_key_size_is_refused(p11: Pkcs11KeyStore, size: int) -> None:
+    kek_stored, kek = key_for(p11, RSA2048)
+    before = p11.held()
+    with pytest.raises(KeyStoreError) as err:
+        p11.import_key(WrappedKey(kek, "CKM_RSA_AES_KEY_WRAP",
+                                  byok_blob(rsa_public(kek_stored), os.urandom(size)), "oct"))
+    assert str(err.value).startswith("The wrapped key could not be unwrapped with the "
+                                     "key-exchange key")
+    assert p11.held() == before  # a refused import leaves nothing in the token
+
+
+def test_pkcs11_aes_key_is_destroyed_and_gone(p11: Pkcs11KeyStore, token_session: Any) -> None:
+    held = p11.generate(KeySpec("oct", 128))
+    assert held.handle is not None and held.handle in p11.held()
+    p11.destroy_held(held.handle)
+    assert _objects(token_session, held) == [] and held.handle not in p11.held()
+    stored = p11.generate(KeySpec("oct", 256))
+    ref = new_ref(p11, stored, "oct")
+    p11.encrypt_symmetric(ref, "A256GCM", b"x")
+    assert len(_objects(token_session, stored)) == 1
+    p11.destroy(ref)
+    assert _objects(token_session, stored) == []
+    # Looked for again (the library initialized again: the test's session ends).
+    with pytest.raises(KeyStoreError) as err:
+        p11.encrypt_symmetric(ref, "A256GCM", b"x")
+    assert str(err.value) == "The key is not in the PKCS#11 token."
+    p11.destroy(ref)
+
+
+def test_pkcs11_what_softhsm2_does_with_aes_keys(p11: Pkcs11KeyStore,
+                                                 token_session: Any) -> None:
+    """Why the keystore does what it does (a token that changes here shows it): SoftHSM2
+    takes no CKM_AES_KEY_WRAP in C_Encrypt, and gives an unwrapped AES key neither
+    CKA_VALUE_LEN nor CKA_CHECK_VALUE."""
+    key = os.urandom(32)
+    session_key = token_session.create_object({
+        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: pkcs11.KeyType.AES,
+        Attribute.TOKEN: False, Attribute.VALUE: key, Attribute.ENCRYPT: True,
+        Attribute.UNWRAP: True, Attribute.SENSITIVE: False})
+    with pytest.raises(pkcs11.exceptions.MechanismInvalid):
+        session_key.encrypt(bytes(16), mechanism=pkcs11.Mechanism.AES_KEY_WRAP)
+    assert bytes(session_key[Attribute.CHECK_VALUE]) == kcv_outside(key)
+    unwrapped = session_key.unwrap_key(
+        ObjectClass.SECRET_KEY, pkcs11.KeyType.AES,
+        keywrap.aes_key_wrap_with_padding(key, bytes(16)),
+        mechanism=pkcs11.Mechanism.AES_KEY_WRAP_PAD, store=False,
+        capabilities=pkcs11.MechanismFlag.ENCRYPT, template={Attribute.SENSITIVE: False})
+    assert unwrapped[Attribute.VALUE_LEN] == 0
+    assert bytes(unwrapped[Attribute.CHECK_VALUE]) == b""
+    assert bytes(unwrapped.encrypt(bytes(16), mechanism=pkcs11.Mechanism.AES_ECB))[:3] == \
+        kcv_outside(bytes(16))
+    for obj in (unwrapped, session_key):
+        obj.destroy()

@@ -19,10 +19,13 @@ from tests.vectors.loader import b64u_decode, prepare_jwk
 API = "api-version=7.5"
 
 
-def bearer_token(server: DevServer) -> str:
+def bearer_token(server: DevServer, service: str = "vault") -> str:
+    """The dev identity's token for `service` ("vault", "managedhsm", or a full resource
+    URI such as the management API's)."""
+    resource = service if "://" in service else f"https://{service}.localhost:{server.port}"
     r = requests.get(
         f"https://localhost:{server.port}/msi/token",
-        params={"api-version": "2019-08-01", "resource": f"https://vault.localhost:{server.port}"},
+        params={"api-version": "2019-08-01", "resource": resource},
         headers={"X-IDENTITY-HEADER": server.env["IDENTITY_HEADER"]},
         verify=server.ca, timeout=30,
     )
@@ -36,15 +39,19 @@ class KeyApi:
     every operation runs in the dev server's PKCS#11 token."""
 
     def __init__(self, server: DevServer, session: requests.Session, *,
-                 vault: str | None = None, hsm: bool = False) -> None:
+                 vault: str | None = None, hsm: bool = False, pool: str | None = None) -> None:
+        """`pool`: a managed HSM pool's name instead of a vault's."""
         self.server = server
         self.base = f"https://127.0.0.1:{server.port}"
         self.session = session
         self.hsm = hsm
-        self.label = ", HSM" if hsm else ""
-        session.headers["Authorization"] = f"Bearer {bearer_token(server)}"
+        self.label = ", managed HSM" if pool else ", HSM" if hsm else ""
+        session.headers["Authorization"] = \
+            f"Bearer {bearer_token(server, 'managedhsm' if pool else 'vault')}"
         if vault is not None:
             session.headers["Host"] = f"{vault}.vault.localhost:{server.port}"
+        if pool is not None:
+            session.headers["Host"] = f"{pool}.managedhsm.localhost:{server.port}"
         self._keys: dict[str, str] = {}
         self.imports = 0
         self.requests = 0
@@ -68,9 +75,11 @@ class KeyApi:
             key = r.json()["key"]
             assert key["kty"] == prepared["kty"] + ("-HSM" if self.hsm else ""), key["kty"]
             # The bundle shows exactly the public half we sent, never the private members.
-            public = ("n", "e") if prepared["kty"].startswith("RSA") else ("crv", "x", "y")
+            kty = prepared["kty"]
+            public = ("n", "e") if kty.startswith("RSA") else () if kty.startswith("oct") \
+                else ("crv", "x", "y")
             assert {k: key[k] for k in public} == {k: prepared[k] for k in public}
-            assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+            assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key)
             path = f"/keys/{name}/{key['kid'].rsplit('/', 1)[1]}"
             self._keys[cache_key] = path
             self.imports += 1

@@ -1,36 +1,29 @@
-"""The vector files themselves, and the ones that have no API operation yet.
-
-Every file the README lists is present and matches SHA256SUMS. The AES files
-(AES-GCM, AES-CBC-PAD, AES key wrap, AES-KWP) need symmetric (oct) keys, which this
-vault kind does not have yet: they are skipped with that reason and counted as
-skipped in the summary. A guard makes the skip loud once oct keys can be imported.
-"""
+"""The vector files themselves: every file the README lists is present, matches
+SHA256SUMS and is walked by exactly one test table. The AES files run against a managed
+HSM pool's oct-HSM keys (test_aes_api.py): a vault holds no symmetric keys, and refuses
+them."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
 
-import pytest
-
-from tests.vectors import tally, test_rsa_decrypt_api, test_rsa_sign_api, test_verify_public
+from tests.vectors import (
+    test_aes_api,
+    test_rsa_decrypt_api,
+    test_rsa_sign_api,
+    test_verify_public,
+)
 from tests.vectors.api import KeyApi
 from tests.vectors.loader import b64u, load, sha256sums, vectors_dir
-
-AES = {
-    "aes_gcm_test.json": "decrypt A128GCM/A192GCM/A256GCM",
-    "aes_cbc_pkcs5_test.json": "encrypt/decrypt A*CBCPAD",
-    "aes_wrap_test.json": "wrapKey/unwrapKey A*KW",
-    "aes_kwp_test.json": "AES-KWP (BYOK inner layer)",
-}
-NO_OCT = "no oct (AES) keys in this vault kind yet: no API operation to test"
 
 
 def test_every_file_is_covered_and_matches_sha256sums() -> None:
     """Each JSON file in the folder is walked by exactly one test table (none forgotten),
     and is the byte-for-byte copy SHA256SUMS names."""
     tables: list[Mapping[str, object]] = [
-        AES, test_rsa_decrypt_api.OAEP, test_rsa_decrypt_api.PKCS1, test_rsa_sign_api.SIG_GEN,
+        test_aes_api.GCM, test_aes_api.CBC, test_aes_api.KW, test_aes_api.KWP,
+        test_rsa_decrypt_api.OAEP, test_rsa_decrypt_api.PKCS1, test_rsa_sign_api.SIG_GEN,
         test_verify_public.ECDSA, test_verify_public.ECDSA_NO_JOSE,
         test_verify_public.RSA_SIGNATURE, test_verify_public.PSS,
     ]
@@ -46,12 +39,10 @@ def test_every_file_is_covered_and_matches_sha256sums() -> None:
         assert data["numberOfTests"] == sum(len(g["tests"]) for g in data["testGroups"])
 
 
-@pytest.mark.parametrize("name", AES)
-def test_aes_vectors_have_no_operation_yet(key_api: KeyApi, name: str) -> None:
-    tally.skip_file(name, AES[name], NO_OCT)
-    r = key_api.call("PUT", f"/keys/wycheproof-oct-{name[4:7]}",
-                     {"key": {"kty": "oct-HSM", "k": b64u(bytes(32))}})
-    if r.status_code == 200:
-        pytest.fail(f"oct keys can now be imported: run {name} through the API ({AES[name]})")
-    assert 400 <= r.status_code < 500, r.text
-    pytest.skip(f"{name}: {NO_OCT}")
+def test_a_vault_refuses_oct_keys(key_api: KeyApi, hsm_key_api: KeyApi) -> None:
+    """Symmetric keys are a managed HSM's: a vault, Standard or Premium, refuses them."""
+    for api in (key_api, hsm_key_api):
+        r = api.call("PUT", "/keys/wycheproof-oct", {"key": {"kty": "oct-HSM",
+                                                             "k": b64u(bytes(32))}})
+        assert 400 <= r.status_code < 500, r.text
+        assert r.json()["error"]["code"] in ("BadParameter", "Forbidden"), r.text

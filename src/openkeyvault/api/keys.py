@@ -117,10 +117,13 @@ class KeyRoutes(ObjectRoutes):
             if isinstance(result, bool):
                 return json_response({"value": result})
             assert isinstance(result, KeyOperationResult)
-            return json_response({
-                "kid": f"{ctx.base}/keys/{result.name}/{result.version}",
-                "value": b64url_encode(result.value),
-            })
+            out = {"kid": f"{ctx.base}/keys/{result.name}/{result.version}",
+                   "value": b64url_encode(result.value)}
+            for member in ("iv", "tag", "aad"):
+                extra = getattr(result, member)
+                if extra is not None:
+                    out[member] = b64url_encode(extra)
+            return json_response(out)
         return handler
 
     def rng(self, ctx: Ctx) -> Response:

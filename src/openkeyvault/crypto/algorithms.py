@@ -4,6 +4,9 @@ Functions here take `cryptography` key objects and bytes, and raise
 `AlgorithmError` (a usage problem the caller can fix: wrong algorithm for the
 key, wrong digest length, plaintext too long) or `DecryptionError` (one
 undistinguishable failure for every bad ciphertext).
+
+The AES algorithms of oct keys (`AES`, `aes_spec`) are a table and its check only: oct
+keys are held in an HSM, which does the AES.
 """
 
 from __future__ import annotations
@@ -189,3 +192,65 @@ def decrypt(key: PrivateKey, alg: str, ciphertext: bytes) -> bytes:
         return key.decrypt(ciphertext, pad)
     except ValueError:
         raise DecryptionError() from None
+
+
+# AES algorithms, for oct keys (held in an HSM): key bits of each size, then the table.
+AES_SIZES = (128, 192, 256)
+GCM, CBC, CBCPAD, KW = "GCM", "CBC", "CBCPAD", "KW"
+
+
+@dataclass(frozen=True)
+class AesAlg:
+    """One AES algorithm: its mode, the key size it needs and what its inputs must be."""
+
+    mode: str  # GCM, CBC, CBCPAD (CBC with PKCS#7 padding) or KW (RFC 3394 key wrap)
+    key_bits: int
+    iv_bytes: int = 0  # the iv's length (none for KW)
+    iv_given: bool = False  # the caller gives the iv (CBC); for GCM the service makes it
+    tag_bytes: int = 0  # the authentication tag (GCM)
+    aad: bool = False  # takes additional authenticated data (GCM)
+    multiple: int = 1  # the input's length must be a multiple of this (CBC 16, KW 8)
+    least: int = 0  # and at least this long (KW: two 64-bit blocks)
+
+    @property
+    def wraps(self) -> bool:
+        """A key wrap algorithm (wrapKey and unwrapKey), not an encryption one."""
+        return self.mode == KW
+
+
+def _aes_table() -> dict[str, AesAlg]:
+    table: dict[str, AesAlg] = {}
+    for bits in AES_SIZES:
+        table[f"A{bits}GCM"] = AesAlg(GCM, bits, iv_bytes=12, tag_bytes=16, aad=True)
+        table[f"A{bits}CBC"] = AesAlg(CBC, bits, iv_bytes=16, iv_given=True, multiple=16)
+        table[f"A{bits}CBCPAD"] = AesAlg(CBCPAD, bits, iv_bytes=16, iv_given=True)
+        table[f"A{bits}KW"] = AesAlg(KW, bits, multiple=8, least=16)
+    return table
+
+
+# The AES algorithms of encrypt/decrypt (GCM, CBC, CBCPAD) and wrapKey/unwrapKey (KW).
+AES: dict[str, AesAlg] = _aes_table()
+
+
+def aes_spec(alg: str, key_family: str, key_bits: int, wrap: bool) -> AesAlg:
+    """The table entry of an AES algorithm for a key of `key_family` and `key_bits`, to
+    encrypt or decrypt data (`wrap` false) or to wrap or unwrap a key (`wrap` true);
+    `AlgorithmError` for an unknown algorithm, one of the other use, an RSA algorithm on
+    an oct key, or a key that is not oct or not of the algorithm's size."""
+    spec = AES.get(alg)
+    if spec is None:
+        if alg in ENCRYPT:
+            raise AlgorithmError(f"Algorithm {alg} needs an RSA key." if key_family != "RSA"
+                                 else f"Algorithm {alg} is not an AES algorithm.")
+        what = "key wrap" if wrap else "encryption"
+        raise AlgorithmError(f"Unknown {what} algorithm '{alg[:32]}'.")
+    if spec.wraps != wrap:
+        raise AlgorithmError(f"Algorithm {alg} wraps keys: use it to wrap and unwrap keys."
+                             if spec.wraps else
+                             f"Algorithm {alg} encrypts data: use it to encrypt and decrypt.")
+    if key_family != "oct":
+        raise AlgorithmError(f"Algorithm {alg} needs an oct key.")
+    if key_bits != spec.key_bits:
+        raise AlgorithmError(f"Algorithm {alg} needs a {spec.key_bits}-bit key; this key is "
+                             f"{key_bits}-bit.")
+    return spec

@@ -12,6 +12,13 @@ a way to fetch the blob only when the backend has not already loaded it. Algorit
 JSON Web Algorithm names; each backend checks them against the typed tables of
 `crypto/algorithms.py` and answers `KeyStoreError` (or `AlgorithmError`,
 `DecryptionError`: all `ValueError`s with messages safe to show) for what it refuses.
+
+Symmetric (oct) keys are AES keys an HSM holds (`Capabilities.families` says whether a
+backend has them). Their encryptions carry an iv, additional authenticated data and a tag
+besides the data, so they have operations of their own, `encrypt_symmetric` and
+`decrypt_symmetric` (AES-GCM, AES-CBC, AES-CBC with padding); `encrypt` and `decrypt` are
+the RSA algorithms', whose result is the bytes alone. `wrap` and `unwrap` take the key
+wrap algorithm of either family (RSA encryption, or AES key wrap for an oct key).
 """
 
 from __future__ import annotations
@@ -36,6 +43,17 @@ class KeySpec:
     public_exponent: int = 65537
     curve: str | None = None  # EC curve, Key Vault spelling (P-256, P-256K, P-384, P-521)
     exportable: bool = False  # the key may be exported (released) wrapped to a public key
+
+
+@dataclass(frozen=True)
+class SymmetricResult:
+    """An `encrypt_symmetric` result: the ciphertext, the iv it was made with (for AES-GCM
+    made by the backend, for AES-CBC the caller's) and the authentication tag (AES-GCM;
+    None otherwise)."""
+
+    ciphertext: bytes
+    iv: bytes | None
+    tag: bytes | None
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,10 @@ class Capabilities:
     rsa_sizes: tuple[int, ...] = ()
     curves: tuple[str, ...] = ()
     sign: frozenset[str] = frozenset()  # JWA signature algorithms
-    encrypt: frozenset[str] = frozenset()  # JWA encryption (and key wrap) algorithms
+    encrypt: frozenset[str] = frozenset()  # JWA RSA encryption (and key wrap) algorithms
+    aes_sizes: tuple[int, ...] = ()  # oct key sizes, in bits (when families has oct)
+    # JWA AES algorithms of oct keys: encrypt_symmetric/decrypt_symmetric, wrap/unwrap (KW)
+    symmetric: frozenset[str] = frozenset()
     wrapped_import: frozenset[str] = frozenset()  # WrappedKey algorithms accepted
     export: bool = False  # exportable keys can be made, and exported wrapped to a public key
     # Keys held outside storage carry, in their blob, a copy wrapped by a key of the backend
@@ -152,20 +173,45 @@ class KeyStore(Protocol):
     def export(self, ref: KeyRef, wrapping: dict[str, Any], alg: str) -> bytes:
         """An exportable key's private material wrapped to `wrapping` (the public members of
         an RSA JWK) with `alg` (crypto/transfer.py WRAPPINGS): RSA-OAEP of a fresh AES-256
-        key, then AES key wrap with padding of the PKCS#8 key. KeyStoreError for a key that
-        is not exportable."""
+        key, then AES key wrap with padding of the PKCS#8 key (of an oct key: its key
+        bytes). KeyStoreError for a key that is not exportable."""
 
     def sign(self, ref: KeyRef, alg: str, digest: bytes) -> bytes: ...
 
     def verify(self, ref: KeyRef, alg: str, digest: bytes, signature: bytes) -> bool: ...
 
-    def encrypt(self, ref: KeyRef, alg: str, plaintext: bytes) -> bytes: ...
+    def encrypt(self, ref: KeyRef, alg: str, plaintext: bytes) -> bytes:
+        """RSA encryption (RSA1_5, RSA-OAEP, RSA-OAEP-256)."""
 
-    def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes: ...
+    def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes:
+        """RSA decryption; DecryptionError for any ciphertext that does not decrypt."""
 
-    def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes: ...
+    def encrypt_symmetric(self, ref: KeyRef, alg: str, plaintext: bytes,
+                          iv: bytes | None = None,
+                          aad: bytes | None = None) -> SymmetricResult:
+        """AES encryption with an oct key of the algorithm's size. A128GCM, A192GCM,
+        A256GCM: the backend makes a fresh 12-byte iv (an iv given is refused), `aad` is
+        optional, the 16-byte tag is returned apart from the ciphertext. A128CBC...A256CBC
+        (the plaintext a multiple of 16 bytes) and A128CBCPAD...A256CBCPAD (PKCS#7
+        padding): the caller's 16-byte iv is required; no aad. KeyStoreError for inputs
+        that do not fit, AlgorithmError for an algorithm that does not fit the key;
+        KeyStoreError where the backend has no oct keys."""
 
-    def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes: ...
+    def decrypt_symmetric(self, ref: KeyRef, alg: str, ciphertext: bytes,
+                          iv: bytes | None = None, aad: bytes | None = None,
+                          tag: bytes | None = None) -> bytes:
+        """The plaintext of an `encrypt_symmetric` ciphertext, given its iv (and for GCM
+        its tag and aad). A wrong key, tag, iv or aad, a bad CBC padding, a ciphertext of
+        a bad length: all are the one DecryptionError, whatever went wrong."""
+
+    def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes:
+        """`key` encrypted with an RSA key wrap algorithm, or with an oct key by AES key
+        wrap (A128KW, A192KW, A256KW: RFC 3394; the key a multiple of 8 bytes, at least
+        16)."""
+
+    def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes:
+        """The key `wrap` wrapped; DecryptionError for a wrapped key that does not
+        unwrap (for AES key wrap: a failed integrity check, or a bad length)."""
 
     def attest(self, ref: KeyRef) -> dict[str, Any]:
         """What the backend itself reports of the key, read from it now: {"keystore",

@@ -1,17 +1,29 @@
-"""The PKCS#11 KeyStore: RSA and EC keys generated and held in a PKCS#11 token (a hardware
-security module, or SoftHSM2 for development and tests); private-key operations run in
-the token and the private key never leaves it.
+"""The PKCS#11 KeyStore: RSA, EC and AES (oct) keys generated and held in a PKCS#11 token
+(a hardware security module, or SoftHSM2 for development and tests); private-key and
+secret-key operations run in the token and the key never leaves it.
 
-Keys are token objects named by a random 16-byte CKA_ID (CKA_LABEL `<prefix>-<id hex>`);
-the private object is SENSITIVE and not EXTRACTABLE. The blob the vault layer seals names
-the objects and carries the key's backup copy: `{"v": 1, "id": <hex CKA_ID>, "family":
-"RSA" | "EC", "ir": <base64>, "bk": <hex CKA_ID of the backup key>, "wrapped": <base64>}`,
-where `ir` is the RSA key's implicit-rejection secret (see `pkcs1_v15_decode`) and
-`wrapped` the key wrapped in the token by the deployment's backup key (see "Backup
-copies" below); `"exportable": true` marks a key whose private object stays EXTRACTABLE,
-for `export` (secure key release). The public-key operations (verify, encrypt, wrap) run
-on the host with the public key read from the token, through `crypto/algorithms.py` like
-the software backend.
+Keys are token objects named by a random 16-byte CKA_ID (CKA_LABEL `<prefix>-<id hex>`):
+an RSA or EC key a private and a public object, an AES key one CKO_SECRET_KEY object
+(CKK_AES, usable to encrypt, decrypt, wrap and unwrap only). The private or secret object
+is SENSITIVE and not EXTRACTABLE. The blob the vault layer seals names the objects and
+carries the key's backup copy: `{"v": 1, "id": <hex CKA_ID>, "family": "RSA" | "EC" |
+"oct", "ir": <base64>, "bits": <int>, "kcv": <hex>, "bk": <hex CKA_ID of the backup key>,
+"wrapped": <base64>}`, where `ir` (RSA only) is the RSA key's implicit-rejection secret
+(see `pkcs1_v15_decode`), `bits` and `kcv` (oct only) the AES key's size and key check
+value (see `_check_value`), and `wrapped` the key wrapped in the token by the deployment's
+backup key (see "Backup copies" below); `"exportable": true` marks a key whose private or
+secret object stays EXTRACTABLE, for `export` (secure key release). The public-key
+operations (verify, encrypt, wrap) run on the host with the public key read from the
+token, through `crypto/algorithms.py` like the software backend.
+
+AES keys: encrypt_symmetric and decrypt_symmetric run AES-GCM (CKM_AES_GCM, a 12-byte iv
+drawn from the token's random generator, a 16-byte tag), AES-CBC (CKM_AES_CBC) and AES-CBC
+with padding (CKM_AES_CBC_PAD) in the token, and wrap and unwrap RFC 3394 key wrap
+(CKM_AES_KEY_WRAP). SoftHSM2 2.6 does not take CKM_AES_KEY_WRAP in C_Encrypt and C_Decrypt,
+so the bytes to wrap become a session secret key for C_WrapKey, and C_UnwrapKey makes a
+readable session secret key of the unwrapped bytes (both destroyed at once); a token that
+does take it is used so. SoftHSM2 sets neither CKA_VALUE_LEN nor CKA_CHECK_VALUE on a key
+it unwraps: the blob keeps the key's size, and the check value is computed in the token.
 
 SoftHSM2 2.6 pads a key with zero bytes to a multiple of 8 before it wraps it with
 CKM_AES_KEY_WRAP_PAD: what a standard unwrapping gives back is the PKCS#8 key followed by
@@ -70,7 +82,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11.constants import DEFAULT, Attribute, MechanismFlag, ObjectClass
 from pkcs11.exceptions import (
     DeviceRemoved,
+    FunctionNotSupported,
     KeyHandleInvalid,
+    MechanismInvalid,
     MultipleObjectsReturned,
     MultipleTokensReturned,
     NoSuchKey,
@@ -83,10 +97,17 @@ from pkcs11.exceptions import (
     UserAlreadyLoggedIn,
     UserNotLoggedIn,
 )
-from pkcs11.mechanisms import MGF, KeyType, Mechanism
+from pkcs11.mechanisms import MGF, GCMParams, KeyType, Mechanism
 
 from openkeyvault.crypto import algorithms, ecrecover, transfer
-from openkeyvault.crypto.algorithms import DecryptionError, SignAlg
+from openkeyvault.crypto.algorithms import (
+    AES_SIZES,
+    CBCPAD,
+    GCM,
+    AlgorithmError,
+    DecryptionError,
+    SignAlg,
+)
 from openkeyvault.crypto.ecrecover import RecoveryError
 from openkeyvault.crypto.jwk import (
     CURVES,
@@ -94,6 +115,7 @@ from openkeyvault.crypto.jwk import (
     JwkError,
     PrivateKey,
     PublicKey,
+    b64u_decode,
     curve_name,
     private_from_jwk,
     public_from_jwk,
@@ -104,9 +126,10 @@ from openkeyvault.crypto.rsapadding import (
     oaep_sha256_decode,
     pkcs1_v15_decode,
 )
-from openkeyvault.keystore import pkcs11_templates
+from openkeyvault.keystore import pkcs11_templates, symmetric
 from openkeyvault.keystore.base import (
     EC,
+    OCT,
     RSA,
     AttestationSigner,
     Capabilities,
@@ -117,6 +140,7 @@ from openkeyvault.keystore.base import (
     MetaStore,
     PlainKey,
     StoredKey,
+    SymmetricResult,
     WrappedKey,
 )
 
@@ -125,6 +149,7 @@ log = logging.getLogger("openkeyvault.keystore")
 CACHE_SIZE = 4096
 ID_BYTES = 16
 IR_BYTES = 32
+KCV_BYTES = 3  # an AES key check value: the first bytes of AES-ECB of a zero block
 
 _T = TypeVar("_T")
 
@@ -166,6 +191,20 @@ _UNSET_CAPABILITIES: dict[Attribute, Any] = {
     Attribute.ENCRYPT: DEFAULT, Attribute.VERIFY: DEFAULT, Attribute.WRAP: DEFAULT,
     Attribute.DECRYPT: DEFAULT, Attribute.UNWRAP: DEFAULT,
 }
+# An AES key: a token object, sensitive, usable to encrypt, decrypt, wrap and unwrap only.
+_AES_CAPABILITIES = (MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT | MechanismFlag.WRAP
+                     | MechanismFlag.UNWRAP)
+_SECRET_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True, Attribute.DECRYPT: True,
+    Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.SIGN: False,
+    Attribute.VERIFY: False, Attribute.DERIVE: False,
+}
+# The classes of a key version's objects, and the class holding each family's key material.
+_KEY_OBJECTS = (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.SECRET_KEY)
+_KEY_CLASS = {RSA: ObjectClass.PRIVATE_KEY, EC: ObjectClass.PRIVATE_KEY,
+              OCT: ObjectClass.SECRET_KEY}
+AES_SIZE = "An AES key must be 128, 192 or 256 bits (16, 24 or 32 bytes)."
 _UNWRAP_FAILED = ("The wrapped key could not be unwrapped with the key-exchange key: it is "
                   "damaged, wrapped to another key, or not a key of the given type and size.")
 
@@ -226,9 +265,10 @@ HOST_STEPS = {
 
 
 CAPABILITIES = Capabilities(
-    hardware=True, families=frozenset({RSA, EC}), rsa_sizes=RSA_SIZES, curves=tuple(CURVES),
-    sign=frozenset(algorithms.SIGN), encrypt=frozenset(algorithms.ENCRYPT), export=True,
-    host_steps=HOST_STEPS,
+    hardware=True, families=frozenset({RSA, EC, OCT}), rsa_sizes=RSA_SIZES,
+    curves=tuple(CURVES), sign=frozenset(algorithms.SIGN),
+    encrypt=frozenset(algorithms.ENCRYPT), aes_sizes=AES_SIZES,
+    symmetric=frozenset(algorithms.AES), export=True, host_steps=HOST_STEPS,
 )
 _BACKED_UP = dataclasses.replace(CAPABILITIES, backup=True)
 
@@ -378,25 +418,42 @@ def _log_in(loaded: _Module, token: Any, label: str, pin: Callable[[], str]) -> 
 
 
 @dataclass(frozen=True)
+class _Secret:
+    """What the blob records of an AES key: its size, and its check value (the token sets
+    neither on a key it unwraps)."""
+
+    bits: int
+    kcv: bytes
+
+
+@dataclass(frozen=True)
 class _Blob:
     key_id: bytes
     family: str
-    ir: bytes  # RSA only (empty for EC)
+    ir: bytes  # RSA only (empty for EC and oct)
     backup: _Wrapped | None = None  # the key wrapped by a deployment backup key
     exportable: bool = False  # the private object stays extractable, for `export`
+    secret: _Secret | None = None  # oct only
 
 
 @dataclass(frozen=True)
 class _Wrapped:
     backup_id: bytes  # the CKA_ID of the backup key that wrapped it
-    wrapped: bytes  # CKM_AES_KEY_WRAP_PAD of the private key (PKCS#8)
+    wrapped: bytes  # CKM_AES_KEY_WRAP_PAD of the private key (PKCS#8) or the AES key
+
+
+# The members a blob has for each family, besides v, id and family.
+_BLOB_MEMBERS: dict[str, set[str]] = {RSA: {"ir"}, EC: set(), OCT: {"bits", "kcv"}}
 
 
 def _blob(key_id: bytes, family: str, ir: bytes, backup: _Wrapped | None = None,
-          exportable: bool = False) -> bytes:
+          exportable: bool = False, secret: _Secret | None = None) -> bytes:
     doc: dict[str, Any] = {"v": 1, "id": key_id.hex(), "family": family}
     if family == RSA:
         doc["ir"] = base64.b64encode(ir).decode()
+    if family == OCT:
+        assert secret is not None
+        doc["bits"], doc["kcv"] = secret.bits, secret.kcv.hex()
     if exportable:
         doc["exportable"] = True
     if backup is not None:
@@ -411,9 +468,9 @@ def _parse_blob(raw: bytes, family: str) -> _Blob:
         doc = json.loads(raw)
     except (ValueError, TypeError, RecursionError):
         raise KeyStoreError(_BAD_BLOB) from None
-    if not isinstance(doc, dict) or doc.get("family") != family or family not in (RSA, EC):
+    if not isinstance(doc, dict) or doc.get("family") != family or family not in _BLOB_MEMBERS:
         raise KeyStoreError(_BAD_BLOB)
-    keys = {"v", "id", "family", "ir"} if family == RSA else {"v", "id", "family"}
+    keys = {"v", "id", "family", *_BLOB_MEMBERS[family]}
     if "wrapped" in doc:
         keys |= {"bk", "wrapped"}
     if "exportable" in doc:
@@ -434,11 +491,19 @@ def _parse_blob(raw: bytes, family: str) -> _Blob:
         except ValueError:
             raise KeyStoreError(_BAD_BLOB) from None
     return _Blob(bytes.fromhex(key_id), family, _ir(doc["ir"]) if family == RSA else b"",
-                 backup, "exportable" in doc)
+                 backup, "exportable" in doc,
+                 _secret(doc["bits"], doc["kcv"]) if family == OCT else None)
 
 
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value) is not None
+
+
+def _secret(bits: Any, kcv: Any) -> _Secret:
+    if type(bits) is not int or bits not in AES_SIZES or not isinstance(kcv, str) \
+            or re.fullmatch(f"[0-9a-f]{{{2 * KCV_BYTES}}}", kcv) is None:
+        raise KeyStoreError(_BAD_BLOB)
+    return _Secret(bits, bytes.fromhex(kcv))
 
 
 def _ir(value: Any) -> bytes:
@@ -455,16 +520,17 @@ def _ir(value: Any) -> bytes:
 
 @dataclass(frozen=True)
 class _Key:
-    """A loaded key: the token's private object (a handle, no key material) and the public
-    key rebuilt on the host."""
+    """A loaded key: the token's private object (an AES key's secret object: a handle, no
+    key material) and the public key rebuilt on the host (None for oct)."""
 
     private: Any
-    public: PublicKey
+    public: PublicKey | None
     family: str
     ir: bytes
-    length: int  # RSA modulus length in bytes (0 for EC)
+    length: int  # RSA modulus length in bytes (0 for EC and oct)
     key_id: bytes  # the CKA_ID of its objects
     exportable: bool = False
+    bits: int = 0  # AES key bits (oct)
 
 
 def _uint(n: int, size: int | None = None) -> bytes:
@@ -527,6 +593,39 @@ def _wrapped_by_session_key(session: Any, key: _Key) -> tuple[bytes, bytes]:
         return bytes(aes[Attribute.VALUE]), wrapped
     finally:
         aes.destroy()
+
+
+def _check_value(secret: Any) -> bytes:
+    """An AES key's check value, computed in the token: the first 3 bytes of AES-ECB of a
+    zero block (how PKCS#11 defines CKA_CHECK_VALUE, which SoftHSM2 gives for keys it
+    generates or creates but not for keys it unwraps). It fails in the token for a key of
+    no AES key size."""
+    return bytes(secret.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:KCV_BYTES]
+
+
+def _secret_facts(secret: Any, bits: int) -> _Secret:
+    """The size and check value of a new AES key object that should be `bits` long: a
+    token that reports another CKA_VALUE_LEN (SoftHSM2 reports 0 for a key it unwrapped),
+    or cannot use the key as an AES key, refuses."""
+    reported = int(secret[Attribute.VALUE_LEN])
+    if reported and reported * 8 != bits:
+        raise KeyStoreError(AES_SIZE)
+    return _Secret(bits, _check_value(secret))
+
+
+def _asymmetric(key: _Key, alg: str) -> PublicKey:
+    """The key's public key, for an RSA or EC algorithm; AlgorithmError for an oct key."""
+    if key.public is not None:
+        return key.public
+    spec = algorithms.AES.get(alg)
+    if spec is not None and spec.wraps:
+        raise AlgorithmError(f"Algorithm {alg} wraps keys: use it to wrap and unwrap keys.")
+    if spec is not None:
+        raise AlgorithmError(f"Algorithm {alg} takes an iv and gives a tag: it is used by the "
+                             "symmetric encrypt and decrypt operations.")
+    if alg in algorithms.ENCRYPT:
+        raise AlgorithmError(f"Algorithm {alg} needs an RSA key.")
+    raise AlgorithmError(f"Algorithm '{alg[:32]}' cannot be used with an oct key.")
 
 
 def _signed_text(private: Any, crv: str, text: bytes) -> tuple[bytes, bytes]:
@@ -624,6 +723,8 @@ class Pkcs11KeyStore:
         self._meta = meta
         self._backup_ids: dict[bool, bytes] = {}  # exportable → the backup key's CKA_ID
         self._no_backup: set[bool] = set()  # kinds the token would not make a backup key for
+        # Whether the token takes CKM_AES_KEY_WRAP in C_Encrypt/C_Decrypt (None: not tried).
+        self._kw_as_data: bool | None = None
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES if self._meta is None else _BACKED_UP
@@ -667,10 +768,12 @@ class Pkcs11KeyStore:
             if isinstance(exc, UserNotLoggedIn):
                 _MODULES[self._module_path].logins.pop(self._token_label, None)
 
-    def _call(self, fn: Callable[[], _T]) -> _T:
+    def _call(self, fn: Callable[[], _T],
+              refused: Callable[[], Exception] | None = None) -> _T:
         """Run a token call. Its failures become KeyStoreUnavailable (the token or session
         is gone) or KeyStoreError (the key is gone, or the token refused), named by the
-        error class only."""
+        error class only; `refused` makes the error of a refusal instead (a decryption's
+        DecryptionError)."""
         try:
             return fn()
         except PKCS11Error as exc:
@@ -681,6 +784,8 @@ class Pkcs11KeyStore:
                 raise KeyStoreUnavailable(
                     f"The PKCS#11 token could not be used ({type(exc).__name__})."
                 ) from None
+            if refused is not None:
+                raise refused() from None
             raise KeyStoreError(
                 f"The PKCS#11 token refused the operation ({type(exc).__name__})."
             ) from None
@@ -721,6 +826,12 @@ class Pkcs11KeyStore:
 
     @staticmethod
     def _load(session: Any, blob: _Blob) -> _Key:
+        if blob.secret is not None:
+            secret = _key_object(session, ObjectClass.SECRET_KEY, blob.key_id)
+            if secret.key_type != KeyType.AES:
+                raise KeyStoreError(_BAD_BLOB)
+            return _Key(secret, None, OCT, b"", 0, blob.key_id, blob.exportable,
+                        blob.secret.bits)
         private = _key_object(session, ObjectClass.PRIVATE_KEY, blob.key_id)
         public = _public_key(_key_object(session, ObjectClass.PUBLIC_KEY, blob.key_id),
                              blob.family)
@@ -728,9 +839,9 @@ class Pkcs11KeyStore:
         return _Key(private, public, blob.family, blob.ir, length, blob.key_id,
                     blob.exportable)
 
-    def _public(self, ref: KeyRef) -> PublicKey:
+    def _public(self, ref: KeyRef, alg: str) -> PublicKey:
         with _LOCK:
-            return self._key(ref).public
+            return _asymmetric(self._key(ref), alg)
 
     def forget(self, cache_id_prefix: str) -> None:
         with _LOCK:
@@ -752,13 +863,24 @@ class Pkcs11KeyStore:
     def _label(self, key_id: bytes) -> str:
         return f"{self._prefix}-{key_id.hex()}"
 
-    def _stored(self, key_id: bytes, family: str, public: PublicKey,
-                backup: _Wrapped | None, exportable: bool) -> StoredKey:
-        ir = secrets.token_bytes(IR_BYTES) if family == RSA else b""
-        return StoredKey(public_jwk(public), _blob(key_id, family, ir, backup, exportable),
-                         _key_size(public), handle=key_id.hex())
+    def _stored(self, key_id: bytes, family: str, key: PublicKey | _Secret,
+                backup: _Wrapped | None, exportable: bool,
+                ir: bytes | None = None) -> StoredKey:
+        """The StoredKey of a key now in the token: an RSA key gets a fresh implicit-rejection
+        secret, unless `ir` carries one over (a restored key)."""
+        if isinstance(key, _Secret):
+            return StoredKey({}, _blob(key_id, OCT, b"", backup, exportable, key), key.bits,
+                             handle=key_id.hex())
+        if ir is None:
+            ir = secrets.token_bytes(IR_BYTES) if family == RSA else b""
+        return StoredKey(public_jwk(key), _blob(key_id, family, ir, backup, exportable),
+                         _key_size(key), handle=key_id.hex())
 
     def generate(self, spec: KeySpec) -> StoredKey:
+        if spec.family == OCT:
+            if spec.size not in AES_SIZES:
+                raise KeyStoreError(AES_SIZE)
+            return self._generate_secret(spec.size, spec.exportable)
         if spec.family == RSA:
             if spec.size not in RSA_SIZES:
                 raise KeyStoreError(
@@ -783,12 +905,38 @@ class Pkcs11KeyStore:
                 session, family, bits, params, key_id, exportable or backup_id is not None))
             try:
                 public = self._call(lambda: _public_key(public_obj, family))
-                backup = self._wrap_copy(session, key_id, backup_id, exportable)
+                backup = self._wrap_copy(session, key_id, backup_id, exportable, family)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
                     self._destroy_objects(session, key_id)
                 raise
         return self._stored(key_id, family, public, backup, exportable)
+
+    def _generate_secret(self, bits: int, exportable: bool) -> StoredKey:
+        """C_GenerateKey of an AES token key (CKA_LOCAL), with its backup copy."""
+        key_id = secrets.token_bytes(ID_BYTES)
+        with _LOCK:
+            backup_id = self._backup_key(exportable)
+            session = self._changing()
+            secret = self._call(lambda: session.generate_key(
+                KeyType.AES, bits, store=True, id=key_id, label=self._label(key_id),
+                capabilities=_AES_CAPABILITIES, template={
+                    **_SECRET_TEMPLATE,
+                    Attribute.EXTRACTABLE: exportable or backup_id is not None}))
+            return self._finish_secret(session, secret, key_id, bits, backup_id, exportable)
+
+    def _finish_secret(self, session: Any, secret: Any, key_id: bytes, bits: int,
+                       backup_id: bytes | None, exportable: bool) -> StoredKey:
+        """A new AES key object's check value and backup copy; on failure the object is
+        destroyed (with `_LOCK` held)."""
+        try:
+            facts = self._call(lambda: _secret_facts(secret, bits))
+            backup = self._wrap_copy(session, key_id, backup_id, exportable, OCT)
+        except (KeyStoreError, KeyStoreUnavailable):
+            with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
+                self._destroy_objects(session, key_id)
+            raise
+        return self._stored(key_id, OCT, facts, backup, exportable)
 
     def _generate_pair(self, session: Any, family: str, bits: int | None,
                        params: dict[Attribute, Any], key_id: bytes, extractable: bool) -> Any:
@@ -814,6 +962,8 @@ class Pkcs11KeyStore:
         token (`WrappedKey`, bring-your-own-key)."""
         if isinstance(material, WrappedKey):
             return self._import_wrapped(material)
+        if material.family == OCT:
+            return self._import_secret(material)
         try:
             key = private_from_jwk(material.jwk, material.family)
         except JwkError as exc:
@@ -833,24 +983,49 @@ class Pkcs11KeyStore:
             session = self._changing()
             self._call(lambda: self._create_pair(session, private, public_attrs))
             try:
-                backup = self._wrap_copy(session, key_id, backup_id, exportable)
+                backup = self._wrap_copy(session, key_id, backup_id, exportable,
+                                         material.family)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise
         return self._stored(key_id, material.family, public, backup, exportable)
 
+    def _import_secret(self, material: PlainKey) -> StoredKey:
+        """C_CreateObject of an AES key given in the clear (JWK `k`: 16, 24 or 32 bytes),
+        with its backup copy."""
+        if "k" not in material.jwk:
+            raise KeyStoreError("The JWK has no key material ('k').")
+        try:
+            value = b64u_decode(material.jwk["k"], "k")
+        except JwkError as exc:
+            raise KeyStoreError(str(exc)) from None
+        bits = len(value) * 8
+        if bits not in AES_SIZES:
+            raise KeyStoreError(AES_SIZE)
+        key_id = secrets.token_bytes(ID_BYTES)
+        exportable = material.exportable
+        with _LOCK:
+            backup_id = self._backup_key(exportable)
+            template = {**_SECRET_TEMPLATE, Attribute.CLASS: ObjectClass.SECRET_KEY,
+                        Attribute.KEY_TYPE: KeyType.AES, Attribute.VALUE: value,
+                        Attribute.ID: key_id, Attribute.LABEL: self._label(key_id),
+                        Attribute.EXTRACTABLE: exportable or backup_id is not None}
+            session = self._changing()
+            secret = self._call(lambda: session.create_object(template))
+            return self._finish_secret(session, secret, key_id, bits, backup_id, exportable)
+
     def _import_wrapped(self, material: WrappedKey) -> StoredKey:
         """CKM_RSA_AES_KEY_WRAP in two token steps, so the key never exists on the host:
         the KEK's private key unwraps the ephemeral AES key (CKM_RSA_PKCS_OAEP, SHA-1) into
-        a session object, which unwraps the PKCS#8 key (CKM_AES_KEY_WRAP_PAD) into a
-        sensitive, non-extractable token object. The public object is then made from the
-        private object's public attributes (RSA) or recovered from two signatures the new
-        key makes (EC: a token gives no public point for an unwrapped EC key)."""
+        a session object, which unwraps the PKCS#8 key or the AES key (CKM_AES_KEY_WRAP_PAD)
+        into a sensitive, non-extractable token object. The public object is then made
+        from the private object's public attributes (RSA) or recovered from two signatures
+        the new key makes (EC: a token gives no public point for an unwrapped EC key)."""
         if material.alg != "CKM_RSA_AES_KEY_WRAP":
             raise KeyStoreError(f"Unsupported key wrapping '{material.alg[:32]}'; use "
                                 "CKM_RSA_AES_KEY_WRAP.")
-        if material.family not in (RSA, EC):
+        if material.family not in _KEY_CLASS:
             raise KeyStoreError(f"Key type family '{material.family}' cannot be imported.")
         key_id = secrets.token_bytes(ID_BYTES)
         exportable = material.exportable
@@ -862,7 +1037,7 @@ class Pkcs11KeyStore:
                 raise KeyStoreError(_UNWRAP_FAILED)
             wrapped_aes, wrapped_key = material.blob[:kek.length], material.blob[kek.length:]
             try:
-                public = self._call(lambda: self._unwrap_pair(
+                made = self._call(lambda: self._unwrap_target(
                     session, kek, wrapped_aes, wrapped_key, material.family, key_id,
                     exportable or backup_id is not None))
             except (KeyStoreError, RecoveryError):
@@ -870,21 +1045,36 @@ class Pkcs11KeyStore:
                     self._destroy_objects(session, key_id)
                 raise KeyStoreError(_UNWRAP_FAILED) from None
             try:
-                backup = self._wrap_copy(session, key_id, backup_id, exportable)
+                backup = self._wrap_copy(session, key_id, backup_id, exportable,
+                                         material.family)
             except (KeyStoreError, KeyStoreUnavailable):
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise
-        return self._stored(key_id, material.family, public, backup, exportable)
+        return self._stored(key_id, material.family, made, backup, exportable)
 
-    def _unwrap_pair(self, session: Any, kek: _Key, wrapped_aes: bytes, wrapped_key: bytes,
-                     family: str, key_id: bytes, extractable: bool) -> PublicKey:
+    def _unwrap_target(self, session: Any, kek: _Key, wrapped_aes: bytes, wrapped_key: bytes,
+                       family: str, key_id: bytes, extractable: bool) -> PublicKey | _Secret:
+        """The target key unwrapped into token objects: its public key, or an AES key's
+        size and check value. An AES key wrapped with padding is 8 bytes longer than the
+        key rounded up to 8 bytes: 24, 32 or 40 bytes for the three sizes; a shorter key
+        in those is no AES key, which the check value refuses."""
+        bits = (len(wrapped_key) - 8) * 8 if family == OCT else 0
+        if family == OCT and bits not in AES_SIZES:
+            raise KeyStoreError(_UNWRAP_FAILED)
         aes = kek.private.unwrap_key(
             ObjectClass.SECRET_KEY, KeyType.AES, wrapped_aes,
             mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=_OAEP_SHA1, store=False,
             capabilities=MechanismFlag.UNWRAP,
             template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
         try:
+            if family == OCT:
+                secret = aes.unwrap_key(
+                    ObjectClass.SECRET_KEY, KeyType.AES, wrapped_key,
+                    mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
+                    label=self._label(key_id), capabilities=_AES_CAPABILITIES,
+                    template={**_SECRET_TEMPLATE, Attribute.EXTRACTABLE: extractable})
+                return _secret_facts(secret, bits)
             private = aes.unwrap_key(
                 ObjectClass.PRIVATE_KEY, KeyType.RSA if family == RSA else KeyType.EC,
                 wrapped_key, mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
@@ -927,8 +1117,8 @@ class Pkcs11KeyStore:
             raise
 
     def destroy(self, ref: KeyRef) -> None:
-        """Destroy the token's private and public objects with the key's CKA_ID (none left
-        is not an error) and forget the key."""
+        """Destroy the token's private and public objects (an AES key's secret object) with
+        the key's CKA_ID (none left is not an error) and forget the key."""
         blob = _parse_blob(ref.blob(), ref.family)
         with _LOCK:
             session = self._changing()
@@ -937,7 +1127,7 @@ class Pkcs11KeyStore:
 
     @staticmethod
     def _destroy_objects(session: Any, key_id: bytes, label: str | None = None) -> None:
-        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+        for cls in _KEY_OBJECTS:
             found: dict[Attribute, Any] = {Attribute.CLASS: cls, Attribute.ID: key_id}
             if label is not None:
                 found[Attribute.LABEL] = label
@@ -954,7 +1144,7 @@ class Pkcs11KeyStore:
             session = self._open()
             return self._call(lambda: frozenset(
                 obj[Attribute.ID].hex()
-                for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                for cls in _KEY_OBJECTS
                 for obj in session.get_objects({Attribute.CLASS: cls})
                 if label.fullmatch(str(obj[Attribute.LABEL]))))
 
@@ -1041,14 +1231,14 @@ class Pkcs11KeyStore:
                                 "id.") from None
 
     def _wrap_copy(self, session: Any, key_id: bytes, backup_id: bytes | None,
-                   exportable: bool = False) -> _Wrapped | None:
-        """The new key's private object wrapped by the backup key, then (unless it is an
-        exportable key) made non-extractable; None without a backup key."""
+                   exportable: bool, family: str) -> _Wrapped | None:
+        """The new key's private (or secret) object wrapped by the backup key, then (unless
+        it is an exportable key) made non-extractable; None without a backup key."""
         if backup_id is None:
             return None
 
         def wrap() -> _Wrapped:
-            private = _key_object(session, ObjectClass.PRIVATE_KEY, key_id)
+            private = _key_object(session, _KEY_CLASS[family], key_id)
             backup = self._backup_object(session, backup_id, exportable)
             wrapped = bytes(backup.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD))
             if not exportable:
@@ -1079,10 +1269,16 @@ class Pkcs11KeyStore:
         if parsed.backup is None:
             raise KeyStoreError(NO_BACKUP_COPY)
         copy = parsed.backup
-        try:
-            expected = public_from_jwk({"kty": family, **public}, family)
-        except JwkError:
-            raise KeyStoreError(_BAD_BLOB) from None
+        expected: PublicKey | _Secret
+        if parsed.secret is not None:  # an AES key: no public members; its check value
+            if any(name != "kty" for name in public):
+                raise KeyStoreError(_BAD_BLOB)
+            expected = parsed.secret
+        else:
+            try:
+                expected = public_from_jwk({"kty": family, **public}, family)
+            except JwkError:
+                raise KeyStoreError(_BAD_BLOB) from None
         key_id = secrets.token_bytes(ID_BYTES)
         exportable = parsed.exportable
         with _LOCK:
@@ -1098,13 +1294,24 @@ class Pkcs11KeyStore:
                 if isinstance(exc, KeyStoreUnavailable) or str(exc) == _BACKUP_KEY_GONE:
                     raise
                 raise KeyStoreError(_RESTORE_FAILED) from None
-        return StoredKey(public_jwk(expected),
-                         _blob(key_id, family, parsed.ir, copy, exportable),
-                         _key_size(expected), handle=key_id.hex())
+        return self._stored(key_id, family, expected, copy, exportable, parsed.ir)
 
     def _unwrap_copy(self, session: Any, copy: _Wrapped, family: str, key_id: bytes,
-                     expected: PublicKey, exportable: bool) -> None:
+                     expected: PublicKey | _Secret, exportable: bool) -> None:
         backup = self._backup_object(session, copy.backup_id, exportable)
+        if isinstance(expected, _Secret):
+            # A wrapped AES key is 8 bytes longer than the key; the check value is the key's.
+            if (len(copy.wrapped) - 8) * 8 != expected.bits:
+                raise KeyStoreError(_RESTORE_FAILED)
+            secret = backup.unwrap_key(
+                ObjectClass.SECRET_KEY, KeyType.AES, copy.wrapped,
+                mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
+                label=self._label(key_id), capabilities=_AES_CAPABILITIES,
+                template={**_SECRET_TEMPLATE, **_BACKUP_UNWRAP[exportable]})
+            if not hmac.compare_digest(_secret_facts(secret, expected.bits).kcv,
+                                       expected.kcv):
+                raise KeyStoreError(_RESTORE_FAILED)
+            return
         private = backup.unwrap_key(
             ObjectClass.PRIVATE_KEY, KeyType.RSA if family == RSA else KeyType.EC,
             copy.wrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True, id=key_id,
@@ -1162,7 +1369,7 @@ class Pkcs11KeyStore:
                 "keystore": self.name, "token": dict(self._token_facts),
                 "attributes": {name.lower(): bool(key.private[attribute])
                                for name, attribute in _ATTESTED.items()},
-                "public": public_jwk(_public_object(session, key)),
+                "public": {} if key.public is None else public_jwk(_public_object(session, key)),
             })
 
     def attestation_signer(self) -> AttestationSigner:
@@ -1174,7 +1381,7 @@ class Pkcs11KeyStore:
         """Sign a digest in the token. ECDSA signatures are raw r||s, as JWS defines them."""
         with _LOCK:
             key = self._key(ref)
-            public = key.public
+            public = _asymmetric(key, alg)
             spec = algorithms.sign_spec(alg, public, digest)
             if isinstance(public, rsa.RSAPublicKey):
                 data, mechanism, param = _rsa_sign_request(spec, digest)
@@ -1185,16 +1392,17 @@ class Pkcs11KeyStore:
         return _ecdsa_raw(raw, CURVES[curve_name(public)][1])
 
     def verify(self, ref: KeyRef, alg: str, digest: bytes, signature: bytes) -> bool:
-        return algorithms.verify(self._public(ref), alg, digest, signature)
+        return algorithms.verify(self._public(ref, alg), alg, digest, signature)
 
     def encrypt(self, ref: KeyRef, alg: str, plaintext: bytes) -> bytes:
-        return algorithms.encrypt(self._public(ref), alg, plaintext)
+        return algorithms.encrypt(self._public(ref, alg), alg, plaintext)
 
     def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes:
         """Decrypt in the token (RSA-OAEP), or do the raw RSA step in the token and decode
         the padding on the host (RSA-OAEP-256, RSA1_5: see `HOST_STEPS`)."""
         with _LOCK:
             key = self._key(ref)
+            _asymmetric(key, alg)
             algorithms.encrypt_spec(alg, key.family)
             if len(ciphertext) != key.length:
                 raise DecryptionError()
@@ -1222,10 +1430,118 @@ class Pkcs11KeyStore:
         return plaintext
 
     def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes:
-        return self.encrypt(ref, alg, key)
+        """RSA encryption of the key (on the host), or with an oct key AES key wrap in the
+        token (`_key_wrap`)."""
+        if ref.family != OCT:
+            return self.encrypt(ref, alg, key)
+        with _LOCK:
+            secret = self._key(ref)
+            spec = algorithms.aes_spec(alg, secret.family, secret.bits, wrap=True)
+            symmetric.check_wrap(alg, spec, key)
+            return self._call(lambda: self._key_wrap(secret, key))
 
     def unwrap(self, ref: KeyRef, alg: str, wrapped: bytes) -> bytes:
-        return self.decrypt(ref, alg, wrapped)
+        if ref.family != OCT:
+            return self.decrypt(ref, alg, wrapped)
+        with _LOCK:
+            secret = self._key(ref)
+            spec = algorithms.aes_spec(alg, secret.family, secret.bits, wrap=True)
+            symmetric.check_unwrap(spec, wrapped)
+            key = self._call(lambda: self._key_unwrap(secret, wrapped), DecryptionError)
+        if len(key) != len(wrapped) - 8:
+            raise DecryptionError()
+        return key
+
+    def _key_wrap(self, secret: _Key, key: bytes) -> bytes:
+        """RFC 3394 AES key wrap in the token: C_Encrypt with CKM_AES_KEY_WRAP where the
+        token takes it; else (SoftHSM2) the bytes are made a session secret key (an object
+        of this process only, never stored) that C_WrapKey wraps, destroyed at once."""
+        if self._kw_as_data is not False:
+            try:
+                wrapped = bytes(secret.private.encrypt(key, mechanism=Mechanism.AES_KEY_WRAP))
+                self._kw_as_data = True
+                return wrapped
+            except (MechanismInvalid, FunctionNotSupported):
+                self._kw_as_data = False
+        session = self._open()
+        temporary = session.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.VALUE: key,
+            Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+        try:
+            return bytes(secret.private.wrap_key(temporary, mechanism=Mechanism.AES_KEY_WRAP))
+        finally:
+            temporary.destroy()
+
+    def _key_unwrap(self, secret: _Key, wrapped: bytes) -> bytes:
+        """RFC 3394 AES key unwrap in the token: C_Decrypt with CKM_AES_KEY_WRAP where the
+        token takes it; else (SoftHSM2) C_UnwrapKey into a session generic secret key, not
+        sensitive and extractable, whose value is read and which is destroyed at once."""
+        if self._kw_as_data is not False:
+            try:
+                key = bytes(secret.private.decrypt(wrapped, mechanism=Mechanism.AES_KEY_WRAP))
+                self._kw_as_data = True
+                return key
+            except (MechanismInvalid, FunctionNotSupported):
+                self._kw_as_data = False
+        temporary = secret.private.unwrap_key(
+            ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, wrapped,
+            mechanism=Mechanism.AES_KEY_WRAP, store=False, capabilities=0,
+            template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+        try:
+            return bytes(temporary[Attribute.VALUE])
+        finally:
+            temporary.destroy()
+
+    def encrypt_symmetric(self, ref: KeyRef, alg: str, plaintext: bytes,
+                          iv: bytes | None = None,
+                          aad: bytes | None = None) -> SymmetricResult:
+        """AES-GCM (a fresh 12-byte iv from the token's random generator, the 16-byte tag
+        apart), AES-CBC or AES-CBC with padding (the caller's iv) in the token."""
+        iv, aad = iv or None, aad or None
+        with _LOCK:
+            key = self._key(ref)
+            spec = algorithms.aes_spec(alg, key.family, key.bits, wrap=False)
+            symmetric.check_encrypt(alg, spec, plaintext, iv, aad)
+            if spec.mode == GCM:
+                session = self._open()
+                nonce: bytes = self._call(lambda: session.generate_random(8 * spec.iv_bytes))
+                param: Any = GCMParams(nonce, aad, 8 * spec.tag_bytes)
+                out = self._call(lambda: bytes(key.private.encrypt(
+                    plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=param)))
+                if len(nonce) != spec.iv_bytes or \
+                        len(out) != len(plaintext) + spec.tag_bytes:
+                    raise KeyStoreUnavailable("The PKCS#11 token returned a malformed AES-GCM "
+                                              "ciphertext.")
+                return SymmetricResult(out[:len(plaintext)], nonce, out[len(plaintext):])
+            mechanism = Mechanism.AES_CBC_PAD if spec.mode == CBCPAD else Mechanism.AES_CBC
+            out = self._call(lambda: bytes(key.private.encrypt(
+                plaintext, mechanism=mechanism, mechanism_param=iv)))
+            return SymmetricResult(out, iv, None)
+
+    def decrypt_symmetric(self, ref: KeyRef, alg: str, ciphertext: bytes,
+                          iv: bytes | None = None, aad: bytes | None = None,
+                          tag: bytes | None = None) -> bytes:
+        """Decrypt in the token (CKM_AES_GCM checks the tag); every failure is the one
+        DecryptionError, a bad CBC padding among them."""
+        iv, aad, tag = iv or None, aad or None, tag or None
+        with _LOCK:
+            key = self._key(ref)
+            spec = algorithms.aes_spec(alg, key.family, key.bits, wrap=False)
+            symmetric.check_decrypt(alg, spec, ciphertext, iv, aad, tag)
+            assert iv is not None
+            param: Any = iv
+            mechanism = Mechanism.AES_CBC_PAD if spec.mode == CBCPAD else Mechanism.AES_CBC
+            data = ciphertext
+            if spec.mode == GCM:
+                assert tag is not None
+                param = GCMParams(iv, aad, 8 * spec.tag_bytes)
+                mechanism, data = Mechanism.AES_GCM, ciphertext + tag
+            plaintext = self._call(lambda: bytes(key.private.decrypt(
+                data, mechanism=mechanism, mechanism_param=param)), DecryptionError)
+        if len(plaintext) > len(ciphertext):
+            raise DecryptionError()
+        return plaintext
 
 
 def _key_object(session: Any, cls: ObjectClass, key_id: bytes) -> Any:

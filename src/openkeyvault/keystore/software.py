@@ -3,7 +3,8 @@
 The blob is the PKCS#8 DER private key (sealed by the barrier before it is
 stored). Loaded key objects are kept in a bounded in-memory cache keyed by
 key version, so the hot path is one private-key operation. Its keys are the
-software-protected types (RSA, EC); it neither imports wrapped keys nor exports.
+software-protected types (RSA, EC); it neither imports wrapped keys nor exports, and has
+no symmetric (oct) keys: those are held in an HSM only.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from openkeyvault.keystore.base import (
     KeyStoreError,
     PlainKey,
     StoredKey,
+    SymmetricResult,
     WrappedKey,
 )
 
 CACHE_SIZE = 4096
 NOT_EXPORTABLE = "Keys in this keystore are not exportable."
+NO_OCT = "Symmetric (oct) keys are available in an HSM only."
 ATTESTATION_REFUSED = ("Key attestation is available for HSM-protected keys only; software "
                        "keys have none.")
 CAPABILITIES = Capabilities(
@@ -64,6 +67,8 @@ class SoftwareKeyStore:
         return CAPABILITIES
 
     def generate(self, spec: KeySpec) -> StoredKey:
+        if spec.family == "oct":
+            raise KeyStoreError(NO_OCT)
         if spec.exportable:
             raise KeyStoreError(NOT_EXPORTABLE)
         if spec.family == "RSA":
@@ -147,6 +152,16 @@ class SoftwareKeyStore:
 
     def decrypt(self, ref: KeyRef, alg: str, ciphertext: bytes) -> bytes:
         return algorithms.decrypt(self._key(ref), alg, ciphertext)
+
+    def encrypt_symmetric(self, ref: KeyRef, alg: str, plaintext: bytes,
+                          iv: bytes | None = None,
+                          aad: bytes | None = None) -> SymmetricResult:
+        raise KeyStoreError(NO_OCT)
+
+    def decrypt_symmetric(self, ref: KeyRef, alg: str, ciphertext: bytes,
+                          iv: bytes | None = None, aad: bytes | None = None,
+                          tag: bytes | None = None) -> bytes:
+        raise KeyStoreError(NO_OCT)
 
     def wrap(self, ref: KeyRef, alg: str, key: bytes) -> bytes:
         return algorithms.encrypt(self._key(ref), alg, key)

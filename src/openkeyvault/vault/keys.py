@@ -67,6 +67,7 @@ from openkeyvault.vault.requests import (
 
 KIND = Kind(collection="keys", label="Key")
 MAX_KEY_TAG_CHARS = 256
+DEFAULT_AES_SIZE = 256
 NOT_EXPORTABLE = ("The key is not exportable: only a key created exportable, with a release "
                   "policy, can be released.")
 MAX_OPERATION_BYTES = 64 * 1024
@@ -244,7 +245,9 @@ class KeyService(ObjectService[KeyBundle]):
 
     def _kty(self, caller: Caller, kty: str | None, hsm: bool = False) -> tuple[str, str, bool]:
         kty, family, hardware = keytypes.check_kty(kty, _accepting(caller.vault), hsm)
-        if family == "oct":
+        if family == "oct" and (_accepting(caller.vault) != "managedhsm"
+                                or "oct" not in self._keystore(hardware).capabilities()
+                                .families):
             raise BadParameter("Symmetric (oct) keys are not available in this vault.")
         return kty, family, hardware
 
@@ -267,6 +270,11 @@ class KeyService(ObjectService[KeyBundle]):
 
     @staticmethod
     def _spec(family: str, request: KeyCreate) -> KeySpec:
+        if family == "oct":
+            if request.crv is not None or request.public_exponent is not None:
+                raise BadParameter("oct keys take a key_size (128, 192 or 256), not crv or "
+                                   "public_exponent.")
+            return KeySpec("oct", size=request.key_size or DEFAULT_AES_SIZE)
         if family == "RSA":
             if request.crv is not None:
                 raise BadParameter("crv is only for EC keys.")
@@ -448,6 +456,9 @@ class KeyService(ObjectService[KeyBundle]):
         value = _bounded(request.value, "value")
         store = self._serving(rec)
         ref = self._ref(caller.vault, rec)
+        if family == "oct" and operation in ("encrypt", "decrypt") and \
+                not alg.endswith("KW"):
+            return self._symmetric(rec, store, ref, operation, alg, value, request)
         with keystore_faults():
             if operation == "verify":
                 if request.digest is None:
@@ -465,6 +476,22 @@ class KeyService(ObjectService[KeyBundle]):
             else:
                 out = store.decrypt(ref, alg, value)
         return KeyOperationResult(rec.name, rec.version, out)
+
+    @staticmethod
+    def _symmetric(rec: VersionRecord, store: KeyStore, ref: KeyRef, operation: str,
+                   alg: str, value: bytes, request: KeyOperation) -> KeyOperationResult:
+        """AES encrypt / decrypt with an oct key: the iv, aad and tag travel beside the
+        value (an AES-GCM encryption's iv is made by the keystore and answered)."""
+        iv = None if request.iv is None else _bounded(request.iv, "iv")
+        aad = None if request.aad is None else _bounded(request.aad, "aad")
+        with keystore_faults():
+            if operation == "encrypt":
+                made = store.encrypt_symmetric(ref, alg, value, iv, aad)
+                return KeyOperationResult(rec.name, rec.version, made.ciphertext, made.iv,
+                                          made.tag, aad if made.tag is not None else None)
+            tag = None if request.tag is None else _bounded(request.tag, "tag")
+            return KeyOperationResult(rec.name, rec.version,
+                                      store.decrypt_symmetric(ref, alg, value, iv, aad, tag))
 
     # ---- secure key release ----------------------------------------------------------------
     def release(self, caller: Caller, name: str, version: str | None, request: KeyRelease,
@@ -666,7 +693,8 @@ class KeyService(ObjectService[KeyBundle]):
         spec = (KeySpec("RSA", size=p["size"],
                         public_exponent=int.from_bytes(
                             base64.urlsafe_b64decode(p["public"]["e"] + "=="), "big"))
-                if family == "RSA" else KeySpec("EC", curve=p["public"]["crv"]))
+                if family == "RSA" else KeySpec("oct", size=p["size"]) if family == "oct"
+                else KeySpec("EC", curve=p["public"]["crv"]))
         spec = dataclasses.replace(spec, exportable=bool(p.get("exportable")))
         store = self._keystore(hardware)
         with keystore_faults():

@@ -73,6 +73,10 @@ class KeyOperationResult:
     name: str
     version: str
     value: bytes
+    # AES (oct keys) encrypt: the iv (GCM: the one made for it), the GCM tag and aad
+    iv: bytes | None = None
+    tag: bytes | None = None
+    aad: bytes | None = None
 
 
 @dataclass(frozen=True)

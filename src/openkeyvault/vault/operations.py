@@ -288,6 +288,13 @@ TABLE: tuple[Operation, ...] = (
 )
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in TABLE}
+assert len(BY_NAME) == len(TABLE), "operation names are unique"
+
+
+def get(name: str) -> Operation:
+    """The row named `name` (KeyError for a name not in the table)."""
+    return BY_NAME[name]
+
 
 # A managed HSM pool's key operations: the same rows, decided by Managed HSM's data actions
 # at the same scopes (`/keys/NAME`, `/keys`, `/`), by the pool's local RBAC alone (no
@@ -309,16 +316,15 @@ POOL_ACTIONS: dict[str, str] = {
 }
 
 
+POOL_OPERATIONS: dict[str, Operation] = {
+    name: dataclasses.replace(get(name), action=action, permission=None)
+    for name, action in POOL_ACTIONS.items()}
+
+
 def for_pool(op: Operation) -> Operation:
     """The row as a managed HSM pool decides it (POOL_ACTIONS; KeyError for an operation a
     pool does not serve)."""
-    return dataclasses.replace(op, action=POOL_ACTIONS[op.name], permission=None)
-assert len(BY_NAME) == len(TABLE), "operation names are unique"
-
-
-def get(name: str) -> Operation:
-    """The row named `name` (KeyError for a name not in the table)."""
-    return BY_NAME[name]
+    return POOL_OPERATIONS[op.name]
 
 
 # The key operations of POST /keys/{name}/{version}/{op}, by the path's last segment.

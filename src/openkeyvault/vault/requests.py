@@ -162,6 +162,10 @@ class KeyOperation:
     alg: str
     value: bytes
     digest: bytes | None = None  # verify only
+    # AES (oct keys) encrypt / decrypt: the CBC iv; the GCM iv, aad and tag (decrypt)
+    iv: bytes | None = None
+    aad: bytes | None = None
+    tag: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,8 @@ class KeyUpdateParameters(Model, frozen=True):
 
 
 class KeyOperationsParameters(Model, frozen=True):
-    """encrypt, decrypt, wrapkey, unwrapkey. iv, aad and tag are for symmetric keys, which
-    this service does not hold: accepted and unused."""
+    """encrypt, decrypt, wrapkey, unwrapkey. iv, aad and tag are for AES (oct) keys; an
+    RSA key's operation ignores them."""
 
     alg: str
     value: str
@@ -124,7 +124,11 @@ class KeyOperationsParameters(Model, frozen=True):
     tag: str | None = None
 
     def to_request(self) -> r.KeyOperation:
-        return r.KeyOperation(self.alg, base64url(self.value, "value"))
+        return r.KeyOperation(
+            self.alg, base64url(self.value, "value"),
+            iv=None if self.iv is None else base64url(self.iv, "iv"),
+            aad=None if self.aad is None else base64url(self.aad, "aad"),
+            tag=None if self.tag is None else base64url(self.tag, "tag"))
 
 
 class KeySignParameters(Model, frozen=True):
