@@ -72,7 +72,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -903,13 +903,9 @@ class Pkcs11KeyStore:
             session = self._changing()
             public_obj = self._call(lambda: self._generate_pair(
                 session, family, bits, params, key_id, exportable or backup_id is not None))
-            try:
+            with self._or_destroyed(session, key_id):
                 public = self._call(lambda: _public_key(public_obj, family))
                 backup = self._wrap_copy(session, key_id, backup_id, exportable, family)
-            except (KeyStoreError, KeyStoreUnavailable):
-                with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
-                    self._destroy_objects(session, key_id)
-                raise
         return self._stored(key_id, family, public, backup, exportable)
 
     def _generate_secret(self, bits: int, exportable: bool) -> StoredKey:
@@ -929,13 +925,9 @@ class Pkcs11KeyStore:
                        backup_id: bytes | None, exportable: bool) -> StoredKey:
         """A new AES key object's check value and backup copy; on failure the object is
         destroyed (with `_LOCK` held)."""
-        try:
+        with self._or_destroyed(session, key_id):
             facts = self._call(lambda: _secret_facts(secret, bits))
             backup = self._wrap_copy(session, key_id, backup_id, exportable, OCT)
-        except (KeyStoreError, KeyStoreUnavailable):
-            with contextlib.suppress(PKCS11Error):  # leave no key nobody can name
-                self._destroy_objects(session, key_id)
-            raise
         return self._stored(key_id, OCT, facts, backup, exportable)
 
     def _generate_pair(self, session: Any, family: str, bits: int | None,
@@ -982,13 +974,9 @@ class Pkcs11KeyStore:
             private[Attribute.EXTRACTABLE] = exportable or backup_id is not None
             session = self._changing()
             self._call(lambda: self._create_pair(session, private, public_attrs))
-            try:
+            with self._or_destroyed(session, key_id):
                 backup = self._wrap_copy(session, key_id, backup_id, exportable,
                                          material.family)
-            except (KeyStoreError, KeyStoreUnavailable):
-                with contextlib.suppress(PKCS11Error):
-                    self._destroy_objects(session, key_id)
-                raise
         return self._stored(key_id, material.family, public, backup, exportable)
 
     def _import_secret(self, material: PlainKey) -> StoredKey:
@@ -1044,13 +1032,9 @@ class Pkcs11KeyStore:
                 with contextlib.suppress(PKCS11Error):
                     self._destroy_objects(session, key_id)
                 raise KeyStoreError(_UNWRAP_FAILED) from None
-            try:
+            with self._or_destroyed(session, key_id):
                 backup = self._wrap_copy(session, key_id, backup_id, exportable,
                                          material.family)
-            except (KeyStoreError, KeyStoreUnavailable):
-                with contextlib.suppress(PKCS11Error):
-                    self._destroy_objects(session, key_id)
-                raise
         return self._stored(key_id, material.family, made, backup, exportable)
 
     def _unwrap_target(self, session: Any, kek: _Key, wrapped_aes: bytes, wrapped_key: bytes,
@@ -1124,6 +1108,17 @@ class Pkcs11KeyStore:
             session = self._changing()
             self._call(lambda: self._destroy_objects(session, blob.key_id))
             self._cache.pop(ref.cache_id, None)
+
+    @contextlib.contextmanager
+    def _or_destroyed(self, session: Any, key_id: bytes) -> Iterator[None]:
+        """A step on objects just made with `key_id`: if it fails, they are destroyed (no
+        stored key version would ever name them). Call with `_LOCK` held."""
+        try:
+            yield
+        except (KeyStoreError, KeyStoreUnavailable):
+            with contextlib.suppress(PKCS11Error):
+                self._destroy_objects(session, key_id)
+            raise
 
     @staticmethod
     def _destroy_objects(session: Any, key_id: bytes, label: str | None = None) -> None:
