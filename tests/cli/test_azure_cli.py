@@ -646,7 +646,8 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
                                 tmp_path: Path) -> None:
     """`az keyvault create --hsm-name` makes a pool with az's own principal as its
     administrator; `az keyvault role definition|assignment ... --hsm-name` then manage the
-    pool's local RBAC at `NAME.managedhsm.localhost:PORT`."""
+    pool's local RBAC at `NAME.managedhsm.localhost:PORT`, and `az keyvault setting ...
+    --hsm-name` its settings."""
     server, _ = az_env
     me = _object_id(az("account", "get-access-token", "--resource",
                        f"https://managedhsm.localhost:{server.port}")["accessToken"])
@@ -723,14 +724,47 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
                expect_fail=True)
     assert "RoleDefinitionNotFound" in error or "was not found" in error
 
+    # The pool's settings: Azure's one, false until an administrator changes it.
+    arm = "AllowKeyManagementOperationsThroughARM"
+    assert az("keyvault", "setting", "list", *hsm) == [
+        {"name": arm, "settingType": "boolean", "value": "false"}]
+    updated = az("keyvault", "setting", "update", *hsm, "--name", arm, "--value", "true")
+    assert (updated["name"], updated["value"]) == (arm, "true")
+    shown = az("keyvault", "setting", "show", *hsm, "--name", arm)
+    assert (shown["name"], shown["value"], shown["settingType"]) == (arm, "true", "boolean")
+    error = az("keyvault", "setting", "update", *hsm, "--name", arm, "--value", "True",
+               expect_fail=True)
+    assert "(BadParameter)" in error and "must be 'true' or 'false'" in error, error
+    error = az("keyvault", "setting", "show", *hsm, "--name", "NoSuchSetting",
+               expect_fail=True)
+    assert "(SettingNotFound)" in error, error
+
+    # The pool's keys: its administrator holds no key permission until it gives itself one.
+    error = az("keyvault", "key", "create", *hsm, "-n", "azk", "--kty", "RSA-HSM",
+               expect_fail=True)
+    assert "(Forbidden)" in error, error
+    az("keyvault", "role", "assignment", "create", *hsm, "--role", "Managed HSM Crypto User",
+       "--scope", "/", "--assignee-object-id", me, "--assignee-principal-type",
+       "ServicePrincipal")
+    made_key = az("keyvault", "key", "create", *hsm, "-n", "azk", "--kty", "RSA-HSM",
+                  "--size", "2048")
+    assert made_key["key"]["kty"] == "RSA-HSM"
+    assert made_key["key"]["kid"].startswith(
+        f"https://azcli-hsm.managedhsm.localhost:{server.port}/keys/azk/")
+    aes = az("keyvault", "key", "create", *hsm, "-n", "aza", "--kty", "oct-HSM", "--size",
+             "256")
+    assert aes["key"]["kty"] == "oct-HSM" and aes["key"].get("k") is None
+    assert [k["name"] for k in az("keyvault", "key", "list", *hsm)] == ["aza", "azk"]
+    assert len(base64.b64decode(az("keyvault", "key", "random", *hsm, "--count", "16")[
+        "value"])) == 16
+
     # The rest of the pool's data plane is not served: a clear 404 in Key Vault's error
-    # shape, for its security domain, full backup and restore, and settings.
+    # shape, for its security domain and its full backup and restore.
     storage = ("--storage-resource-uri", "https://account.blob.example/backups", "-t", "sas")
     for command in (("security-domain", "init-recovery",
                      "--sd-exchange-key", str(tmp_path / "exchange.cer")),
                     ("backup", "start", *storage),
-                    ("restore", "start", *storage, "--backup-folder", "mhsm-backup"),
-                    ("setting", "list")):
+                    ("restore", "start", *storage, "--backup-folder", "mhsm-backup")):
         error = az("keyvault", *command, *hsm, expect_fail=True)
         assert "(NotFound) This managed HSM serves role management (role" in error, error
 

@@ -376,14 +376,19 @@ def test_other_paths_are_not_served(server: DevServer, rest: Rest, pool: str) ->
     token = rest.msi_token(resource(server))["access_token"]
     for method, path in (("POST", "/securitydomain/download"),
                          ("GET", "/securitydomain/download/pending"), ("GET", "/secrets"),
-                         ("GET", "/settings")):
+                         ("POST", "/backup"), ("GET", "/restore/job/pending")):
         r = raw(rest, pool, f"{path}?api-version=7.5", token, method,
                 json={"kty": "RSA-HSM"} if method == "POST" else None)
         assert r.status_code == 404, (path, r.text)
         error = r.json()["error"]
         assert error["code"] == "NotFound"
         assert "serves role management (role assignments" in error["message"]
-        assert "and keys only" in error["message"]
+        assert "keys and settings only" in error["message"]
+    # Settings are served (tests/security/test_mhsm_settings.py).
+    r = raw(rest, pool, "/settings?api-version=7.5", token)
+    assert r.status_code == 200, r.text
+    assert [s["name"] for s in r.json()["settings"]] == \
+        ["AllowKeyManagementOperationsThroughARM"]
     # The pool's name on a vault host, and a name no pool holds on a pool host.
     name = pool.split("//")[1].split(".")[0]
     r = rest.session.get(f"https://{name}.vault.localhost:{server.port}/secrets?"

@@ -1,5 +1,5 @@
-"""The data plane of a managed HSM pool (`{name}.managedhsm.{domain}`): its local RBAC
-and its keys.
+"""The data plane of a managed HSM pool (`{name}.managedhsm.{domain}`): its local RBAC,
+its keys and its settings.
 
 A pool's host runs the same pipeline as a vault's (api/app.py: challenge, the pool's
 token audience, network rules, api-version, route guard, body) with this route table,
@@ -9,11 +9,13 @@ decided by the pool's local RBAC alone:
   (vault/hsmrbac.py);
 - the Keys API and random bytes: the vault's routes and key service, each operation
   decided by Managed HSM's data action (vault/operations.POOL_ACTIONS); a pool takes the
-  key types of keytypes.ACCEPTED["managedhsm"].
+  key types of keytypes.ACCEPTED["managedhsm"];
+- its settings at `/settings` and `/settings/NAME` (vault/hsmsettings.py, api/hsmsettings.py),
+  rows only a pool serves (vault/operations.POOL_ONLY).
 
-The rest of a pool's data plane (the security domain, full backup and restore, settings)
-is not served yet: every other path answers 404 with a message that says so, and no body
-is read for it.
+The rest of a pool's data plane (the security domain, full backup and restore) is not
+served yet: every other path answers 404 with a message that says so, and no body is read
+for it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dataclasses
 from starlette.responses import Response
 
 from openkeyvault.access.authorize import Authorizer
+from openkeyvault.api.hsmsettings import settings_routes
 from openkeyvault.api.http import Ctx
 from openkeyvault.api.keys import KeyRoutes
 from openkeyvault.api.rbac import LocalGuard, rbac_routes
@@ -34,10 +37,11 @@ from openkeyvault.vault import operations
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import NotFound
 from openkeyvault.vault.hsmrbac import PoolAccessControl
+from openkeyvault.vault.hsmsettings import HsmSettingsService
 
 NOT_SERVED = ("This managed HSM serves role management (role assignments and role "
-              "definitions at /, /keys and /keys/NAME) and keys only; the security domain, "
-              "full backup and restore, and settings are not available on it.")
+              "definitions at /, /keys and /keys/NAME), keys and settings only; the security "
+              "domain and full backup and restore are not available on it.")
 
 
 class NotServed:
@@ -74,13 +78,15 @@ def pool_router(d: Deployment) -> PoolRouter:
     authorizer = pool_authorizer(d)
     service = PoolAccessControl(authorizer, d.rbac, d.rbac.definitions)
     keys = KeyRoutes(d.keys.with_authorizer(authorizer))
+    settings = HsmSettingsService(d.repo, authorizer, d.clock)
     return PoolRouter(rbac_routes(service, ("keys",), authorizer)
-                      + [_on_pool(r, authorizer) for r in key_routes(keys)])
+                      + [_on_pool(r, authorizer) for r in key_routes(keys)]
+                      + [_on_pool(r, authorizer) for r in settings_routes(settings)])
 
 
 def _on_pool(route: Route, authorizer: Authorizer) -> Route:
-    """A keys route as a pool serves it: its operation decided by Managed HSM's data
-    action (operations.for_pool) with the pool's local RBAC."""
+    """A keys or settings route as a pool serves it: its operation decided by Managed
+    HSM's data action (operations.for_pool) with the pool's local RBAC."""
     assert route.operation is not None
     op = operations.for_pool(route.operation)
     return dataclasses.replace(route, operation=op,

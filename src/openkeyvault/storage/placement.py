@@ -188,12 +188,14 @@ class PlacementStore(Store):
             return count
 
     def update(self, vault_id: int, *, placement: Placement,
-               properties: str | None = None, sku: str | None = None,
-               purge_protection: bool | None = None, now: int,
+               properties: str | Callable[[str | None], str] | None = None,
+               sku: str | None = None, purge_protection: bool | None = None, now: int,
                also: Callable[[Transaction], None] | None = None) -> None:
         """Change a vault's placement (and its SKU, purge protection and properties when
         given) in one write transaction; `also` is called in it last (what must commit
-        with the change: its events, ops/events.py)."""
+        with the change: its events, ops/events.py). `properties` is the new document, or
+        a function of the stored one (None: none stored) read in the same transaction, so
+        a member another writer changed meanwhile is not lost."""
         with self._write(VAULTS) as c:
             changes: dict[str, Any] = {}
             if sku is not None:
@@ -203,15 +205,17 @@ class PlacementStore(Store):
             if changes:
                 c.execute(update(vaults).where(vaults.c.id == vault_id).values(**changes))
             if properties is not None:
-                have = c.execute(select(func.count()).select_from(vault_properties)
-                                 .where(vault_properties.c.vault_id == vault_id)).scalar()
-                if have:
+                row = c.execute(select(vault_properties.c.properties)
+                                .where(vault_properties.c.vault_id == vault_id)).first()
+                text = properties(row[0] if row is not None else None) \
+                    if callable(properties) else properties
+                if row is not None:
                     c.execute(update(vault_properties)
                               .where(vault_properties.c.vault_id == vault_id)
-                              .values(properties=properties, updated=now))
+                              .values(properties=text, updated=now))
                 else:
                     c.execute(insert(vault_properties).values(
-                        vault_id=vault_id, properties=properties, updated=now))
+                        vault_id=vault_id, properties=text, updated=now))
             have = c.execute(select(func.count()).select_from(_P)
                              .where(_P.c.vault_id == vault_id)).scalar()
             if have:

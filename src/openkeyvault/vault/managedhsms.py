@@ -9,10 +9,11 @@ principals of `initialAdminObjectIds` are given the Managed HSM Administrator ro
 pool's scope (`/vaults/NAME`, the internal scope form shared with vaults).
 
 The pool's data plane (`NAME.managedhsm.DOMAIN`, api/pools.py) serves its local RBAC
-only (vault/hsmrbac.py); the pool is always reported with its security domain
-`NotActivated`. A new pool starts with no role but its administrators': whatever a purged
-pool of the same name left (assignments at its scope, its own custom roles) is removed
-when the name is taken again.
+(vault/hsmrbac.py), its keys and its settings (vault/hsmsettings.py, kept in the pool's
+properties document beside what this module writes there); the pool is always reported
+with its security domain `NotActivated`. A new pool starts with no role but its
+administrators': whatever a purged pool of the same name left (assignments at its scope,
+its own custom roles) is removed when the name is taken again.
 """
 
 from __future__ import annotations
@@ -97,10 +98,21 @@ def _public(value: str | None, base: str) -> str:
     return found
 
 
-def _dump(admins: tuple[str, ...], acls: NetworkAcls, public: str) -> str:
+# The members of a pool's properties document that the management API writes; any other
+# member belongs to the data plane (the pool's settings, vault/hsmsettings.py) and is kept.
+_ARM_MEMBERS = frozenset({"enableRbacAuthorization", "accessPolicies", "networkAcls",
+                          "initialAdminObjectIds", "publicNetworkAccess"})
+
+
+def _dump(admins: tuple[str, ...], acls: NetworkAcls, public: str,
+          current: str | None = None) -> str:
     # The access-settings document of a vault row: the keys a vault reads (RBAC on, no
-    # access policies, the network rules) plus the pool's own.
-    text = json.dumps({"enableRbacAuthorization": True, "accessPolicies": [],
+    # access policies, the network rules) plus the pool's own, and the data plane's
+    # members of the `current` document as they are.
+    stored = json.loads(current) if current else {}
+    kept = {k: v for k, v in stored.items() if k not in _ARM_MEMBERS} \
+        if isinstance(stored, dict) else {}
+    text = json.dumps({**kept, "enableRbacAuthorization": True, "accessPolicies": [],
                        "networkAcls": acls.to_wire(), "initialAdminObjectIds": list(admins),
                        "publicNetworkAccess": public}, separators=(",", ":"), sort_keys=True)
     if len(text) > MAX_PROPERTIES_CHARS:
@@ -246,10 +258,13 @@ class ManagedHsmService(VaultService):
                 public: str | None = None) -> dict[str, Any]:
         self._check_change(p, retention, purge_protection, props)
         admins, stored_acls, stored_public = _stored(p)
-        properties = _dump(admins,
-                           _network(props.network_acls, acls or stored_acls),
-                           _public(props.public_network_access, public or stored_public))
-        return self._store_change(p, placement, properties, sku, purge_protection)
+        network = _network(props.network_acls, acls or stored_acls)
+        access = _public(props.public_network_access, public or stored_public)
+        # Written over the document as stored when the change commits: a setting changed
+        # meanwhile on the data plane is kept.
+        return self._store_change(p, placement,
+                                  lambda current: _dump(admins, network, access, current),
+                                  sku, purge_protection)
 
     def update(self, subscription: str, resource_group: str, name: str,
                patch: c.ManagedHsmPatch) -> dict[str, Any]:  # type: ignore[override]

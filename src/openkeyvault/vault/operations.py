@@ -216,6 +216,17 @@ TABLE: tuple[Operation, ...] = (
     _role("RoleDefinitionGet", a.ROLE_DEFINITIONS_READ),
     _role("RoleDefinitionSet", a.ROLE_DEFINITIONS_WRITE),
     _role("RoleDefinitionDelete", a.ROLE_DEFINITIONS_DELETE),
+    # ---- a managed HSM pool's settings (settings.json; vault/hsmsettings.py) ----
+    # Coined: Azure's logs name none. Azure defines no data action for settings either
+    # (rbac.json's DataAction enum, the Managed HSM built-in roles); its docs have "an
+    # authorized Managed HSM administrator" change them. Here the pool's role management
+    # decides, at the pool's `/`: whoever may write its role assignments administers the
+    # pool (it may assign itself Managed HSM Administrator), so it may change a setting;
+    # whoever may read them may read the settings. Part of a pool's hourly price: not
+    # metered per operation. A pool serves them only (POOL_ONLY).
+    Operation("SettingList", a.HSM_ROLE_ASSIGNMENTS_READ, "/", meter=None),
+    Operation("SettingGet", a.HSM_ROLE_ASSIGNMENTS_READ, "/", meter=None),
+    Operation("SettingUpdate", a.HSM_ROLE_ASSIGNMENTS_WRITE, "/", meter=None),
     # ---- scheduled (no request asks for them) ----
     Operation("KeyRotateIfDue", a.KEYS_ROTATE, KEY, throttle=NONE, meter=KEY_ROTATION,
               key_operation=True, plane=SCHEDULED),
@@ -298,7 +309,8 @@ def get(name: str) -> Operation:
 
 # A managed HSM pool's key operations: the same rows, decided by Managed HSM's data actions
 # at the same scopes (`/keys/NAME`, `/keys`, `/`), by the pool's local RBAC alone (no
-# access policies). Its audit, throttling and usage read the same names.
+# access policies). Its audit, throttling and usage read the same names. Its settings'
+# rows (POOL_ONLY) already name Managed HSM's actions: a pool decides them as written.
 POOL_ACTIONS: dict[str, str] = {
     "KeyList": a.HSM_KEYS_READ, "KeyGet": a.HSM_KEYS_READ,
     "KeyListVersions": a.HSM_KEYS_READ, "KeyGetAttestation": a.HSM_KEYS_READ,
@@ -313,7 +325,14 @@ POOL_ACTIONS: dict[str, str] = {
     "KeyWrap": a.HSM_KEYS_WRAP, "KeyUnwrap": a.HSM_KEYS_UNWRAP, "KeySign": a.HSM_KEYS_SIGN,
     "KeyVerify": a.HSM_KEYS_VERIFY, "KeyRelease": a.HSM_KEYS_RELEASE,
     "RandomBytesGet": a.HSM_RNG,
+    "SettingList": a.HSM_ROLE_ASSIGNMENTS_READ, "SettingGet": a.HSM_ROLE_ASSIGNMENTS_READ,
+    "SettingUpdate": a.HSM_ROLE_ASSIGNMENTS_WRITE,
 }
+
+# The rows only a managed HSM pool serves (no vault route names them): decided by Managed
+# HSM data actions, by the pool's local RBAC alone, so no access-policy permission grants
+# them.
+POOL_ONLY: frozenset[str] = frozenset({"SettingList", "SettingGet", "SettingUpdate"})
 
 
 POOL_OPERATIONS: dict[str, Operation] = {

@@ -475,7 +475,8 @@ class VaultService:
         if tenant is not None and tenant.lower() != self._tenant_id.lower():
             raise _bad("tenantId must be this deployment's tenant id.", "InvalidTenantId")
 
-    def _store_change(self, p: PlacedVault, placement: Placement, properties: str,
+    def _store_change(self, p: PlacedVault, placement: Placement,
+                      properties: str | Callable[[str | None], str],
                       sku: str | None, purge_protection: bool | None,
                       also: Callable[[Transaction], None] | None = None) -> dict[str, Any]:
         v = p.vault
