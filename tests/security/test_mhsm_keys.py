@@ -9,6 +9,8 @@ permission, and a principal with no role is refused, each refusal changing nothi
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from typing import Any
 
@@ -18,7 +20,9 @@ from azure.core.rest import HttpRequest
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.keys import JsonWebKey, KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
-from cryptography.hazmat.primitives import keywrap, padding
+from cryptography.hazmat.primitives import hashes, keywrap, padding
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -221,3 +225,36 @@ def test_oct_hsm_keys(server: DevServer, pool: str) -> None:
         response = kc.send_request(HttpRequest("POST", f"{path}/{operation}", json=body))
         assert response.status_code == 400, response.text()
         assert message in response.json()["error"]["message"]
+
+
+def test_byok_of_an_aes_key(pool: str) -> None:
+    """An AES key brought in a .byok transfer blob made with `cryptography` alone (RSA-OAEP
+    SHA-1 of an ephemeral AES key, then AES key wrap with padding of the key's bytes),
+    unwrapped inside the HSM; it encrypts as the key it was made from."""
+    kc = keys(pool)
+    kek = kc.create_rsa_key(f"kek{uuid.uuid4().hex[:6]}", size=2048, hardware_protected=True,
+                            key_operations=["import"])
+    target = os.urandom(32)
+    ephemeral = os.urandom(32)
+    kek_public = public_key(kek.key)
+    assert isinstance(kek_public, rsa.RSAPublicKey)
+    sha1 = hashes.SHA1()  # noqa: S303 - the wrapping CKM_RSA_AES_KEY_WRAP specifies
+    ciphertext = kek_public.encrypt(ephemeral, asym_padding.OAEP(
+        mgf=asym_padding.MGF1(sha1), algorithm=sha1, label=None)) + \
+        keywrap.aes_key_wrap_with_padding(ephemeral, target)
+    blob = json.dumps({"schema_version": "1.0.0",
+                       "header": {"kid": kek.id, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+                       "ciphertext": b64u(ciphertext), "generator": "tests"}).encode()
+    name = f"ob{uuid.uuid4().hex[:6]}"
+    brought = kc.import_key(name, JsonWebKey(kty="oct-HSM", t=blob,
+                                             key_ops=["encrypt", "decrypt"]))
+    assert brought.key_type == "oct-HSM" and brought.key.k is None
+    gcm = op_all(kc, brought.id, "encrypt", {"alg": "A256GCM", "value": b64u(b"byok")})
+    assert AESGCM(target).decrypt(b64u_decode(gcm["iv"]), b64u_decode(gcm["value"])
+                                  + b64u_decode(gcm["tag"]), None) == b"byok"
+    # Tampered: refused, nothing made.
+    bad = ciphertext[:-9] + bytes([ciphertext[-9] ^ 1]) + ciphertext[-8:]
+    tampered = blob.replace(b64u(ciphertext).encode(), b64u(bad).encode())
+    with pytest.raises(HttpResponseError) as e:
+        kc.import_key(f"ox{uuid.uuid4().hex[:6]}", JsonWebKey(kty="oct-HSM", t=tampered))
+    assert e.value.status_code == 400
