@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from openkeyvault import __version__
-from openkeyvault.cli.vaults import fail
+from openkeyvault.cli.vaults import NOUNS, fail
 
 if TYPE_CHECKING:  # imported when a change is made: `okv --help` stays quick
     from openkeyvault.access.principals import Principal
@@ -101,12 +101,13 @@ class Acting:
 
     def perform(self, name: str, act: Callable[[], T], *, vault: str | None = None,
                 scope: str = "/", assigning: str | None = None,
-                placement: tuple[str, str] | None = None) -> T:
+                placement: tuple[str, str] | None = None, kind: str = "vault") -> T:
         """Do `act` as operation `name` on `vault` (its name; the management plane's and
         the throttling rows) or at `scope` (an internal scope, `/` for the deployment: role
         management and the directory), once authorized; audited either way. `placement`:
         the subscription and resource group of a vault not made yet; `assigning`: the
-        role (GUID) a role assignment gives."""
+        role (GUID) a role assignment gives; `kind`: what `vault` names, a vault or a
+        managed HSM pool (`managedHsm`), for the record's resource id."""
         from openkeyvault.ops.outcome import Attempt, CallerClaims
         from openkeyvault.vault import operations as ops
 
@@ -114,12 +115,12 @@ class Acting:
         started, arrived = time.perf_counter(), self.d.clock.now()
         claims = CallerClaims(self.principal.object_id, self.principal.tenant_id,
                               self.principal.app_id)
-        kind = "management" if op.plane == ops.MANAGEMENT_PLANE else \
+        plane = "management" if op.plane == ops.MANAGEMENT_PLANE else \
             "identity" if op.scope == ops.DIRECTORY else "vault"
         # Where the vault is placed: a new one's from the command, a purged one's as it was.
         where = (self.d.vaults.placement_of(vault) if vault else None) or placement
         trail = self._audit()
-        refusal = trail.admit(Attempt(op.name, kind, vault, op.throttle, 1.0, claims, LOCAL))
+        refusal = trail.admit(Attempt(op.name, plane, vault, op.throttle, 1.0, claims, LOCAL))
         if refusal is not None:
             fail(f"{refusal.message} Nothing was changed.")
         status, allowed = 500, None
@@ -127,9 +128,10 @@ class Acting:
             allowed = self._allowed(op, vault, scope, assigning, where)
             if not allowed:
                 status = 403
+                noun = NOUNS.get(kind, (kind, ""))[0]
                 raise Refused(
                     f"'{self.principal.object_id}' may not perform '{op.action}' on "
-                    f"{'vault ' + repr(vault) if vault else 'scope ' + repr(scope)} "
+                    f"{noun + ' ' + repr(vault) if vault else 'scope ' + repr(scope)} "
                     f"({op.name}); set {ENV_VAR} to a principal that holds a role with it. "
                     "Nothing was changed.")
             result = act()
@@ -142,8 +144,8 @@ class Acting:
             status = _status_of(exc, status)
             raise
         finally:
-            trail.observe(self._outcome(op, kind, vault, where, scope, status, arrived,
-                                        started, claims, allowed))
+            trail.observe(self._outcome(op, plane, vault, where, scope, status, arrived,
+                                        started, claims, allowed, kind))
 
     def _allowed(self, op: Operation, vault: str | None, scope: str,
                  assigning: str | None, where: tuple[str, str] | None) -> bool:
@@ -157,18 +159,19 @@ class Acting:
             scope = "/"
         return self.d.authorizer.allowed_at(self.principal, op.action, scope, assigning)
 
-    def _outcome(self, op: Operation, kind: str, vault: str | None,
+    def _outcome(self, op: Operation, plane: str, vault: str | None,
                  where: tuple[str, str] | None, scope: str, status: int, arrived: float,
-                 started: float, claims: CallerClaims, allowed: bool | None) -> Outcome:
+                 started: float, claims: CallerClaims, allowed: bool | None,
+                 kind: str = "vault") -> Outcome:
         from openkeyvault.api.exchange import arm_id
         from openkeyvault.ops.outcome import Outcome
 
         resource_id = None
         if vault is not None and where is not None:
-            resource_id = arm_id(str(where[0]), str(where[1]), "vault", vault)
+            resource_id = arm_id(str(where[0]), str(where[1]), kind, vault)
         target = vault if vault is not None else scope
         return Outcome(
-            operation=op.name, resource_kind=kind,
+            operation=op.name, resource_kind=plane,
             resource_name=vault.lower() if vault else None, resource_id=resource_id,
             object_id=None, api_version=None, status=status, time=arrived,
             duration_ms=(time.perf_counter() - started) * 1000, client_ip=LOCAL,

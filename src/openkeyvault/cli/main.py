@@ -18,6 +18,7 @@ from openkeyvault.cli import (
     byok,
     ca,
     events,
+    hsms,
     operator,
     throttle,
     trust,
@@ -41,6 +42,8 @@ app = typer.Typer(help="OpenKeyVault: a self-hosted Azure Key Vault.", no_args_i
                   add_completion=False, pretty_exceptions_show_locals=False)
 vault_app = typer.Typer(help="Manage vaults.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
+hsm_app = typer.Typer(help="Manage managed HSM pools.", no_args_is_help=True)
+app.add_typer(hsm_app, name="hsm")
 network_app = typer.Typer(help="Manage a vault's network rules.", no_args_is_help=True)
 vault_app.add_typer(network_app, name="network")
 policy_app = typer.Typer(help="Manage a vault's access policies.", no_args_is_help=True)
@@ -76,6 +79,7 @@ def _print_table(table: Any) -> None:
 
 
 vaults.register(vault_app, _settings)
+hsms.register(hsm_app, _settings)
 azsetup.register(app, _settings)
 operator.register(app)
 audit.register(app, _settings)
@@ -183,13 +187,18 @@ def server(
 
 def _properties_call(data_dir: Path | None, name: str, fn: Any, operation: str) -> None:
     """Run `fn(d.vault_properties)` as `operation` (cli/acting.py) and print the vault with
-    its properties as JSON."""
+    its properties as JSON. A managed HSM pool's name is refused: its access settings are
+    its own (ARM's network rules, its local RBAC), not a vault's."""
     from openkeyvault.cli.acting import perform
     from openkeyvault.deployment import Deployment
     from openkeyvault.vault.errors import DomainError
 
     d = Deployment.open(_settings(data_dir))
     try:
+        kind = d.vaults.kind_of(name)
+        if kind is not None and kind != d.vaults.KIND:
+            typer.echo(f"error: {vaults.other_kind(name, kind, d.vaults.KIND)}", err=True)
+            raise typer.Exit(1)
         props = perform(d, operation, lambda: fn(d.vault_properties), vault=name)
         v = d.vaults.get(name)
     except DomainError as exc:

@@ -1,5 +1,6 @@
-"""A lighter way in for commands that only read (`okv vault list|show`, `okv role list`):
-the storage and the one or two services they use, without composing the whole deployment.
+"""A lighter way in for commands that only read (`okv vault list|show`, `okv hsm list|show`,
+`okv role list`): the storage and the one or two services they use, without composing the
+whole deployment.
 
 Deployment.open imports and builds every service (tokens, certificates, keys, ...): about
 two fifths of such a command's time went to importing modules it never used. The storage
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from openkeyvault.storage.barrier import Barrier
     from openkeyvault.storage.db import Engines
     from openkeyvault.storage.repository import Repository
+    from openkeyvault.vault.managedhsms import ManagedHsmService
     from openkeyvault.vault.vaults import VaultService
 
 
@@ -52,6 +54,19 @@ class ReadOnly:
 
         return VaultService(self.repo, self.barrier, self.clock, PlacementStore(self.engines),
                             self.tenant_id, self.settings.resource_uri)
+
+    @cached_property
+    def managed_hsms(self) -> ManagedHsmService:
+        from openkeyvault.storage.placement import PlacementStore
+        from openkeyvault.vault.managedhsms import ManagedHsmService
+
+        def read_only(object_id: str, scope: str) -> object:
+            raise RuntimeError("a read-only view assigns no role")
+
+        return ManagedHsmService(self.repo, self.barrier, self.clock,
+                                 PlacementStore(self.engines), self.tenant_id,
+                                 lambda name: self.settings.resource_uri(name, "managedhsm"),
+                                 read_only)
 
     @cached_property
     def rbac(self) -> RoleAssignments:

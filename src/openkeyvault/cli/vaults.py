@@ -4,8 +4,9 @@ lifecycle (vault/vaults.py, the service behind the management API) from the comm
 Each command opens the deployment's storage (safe while the server runs: the server sees
 the change on its next request) and prints a Rich table, or with `--output json` the ARM
 resource shapes the management API answers. A vault is named by its name alone (unique in
-the deployment); its subscription and resource group are looked up. A refusal prints
-`error: ...` on stderr and exits with code 2, changing nothing. Each change is the
+the deployment); its subscription and resource group are looked up; a managed HSM pool's
+name is refused (`okv hsm`, cli/hsms.py, serves pools through the same class). A refusal
+prints `error: ...` on stderr and exits with code 2, changing nothing. Each change is the
 management API's operation (VaultPut, VaultPatch, VaultDelete, DeletedVaultPurge),
 authorized and audited as cli/acting.py says.
 """
@@ -57,27 +58,43 @@ def _output(value: str) -> str:
     return value
 
 
+# What each kind of resource (a vault row's kind) is called, and the command managing it.
+NOUNS = {"vault": ("vault", "okv vault"), "managedHsm": ("managed HSM pool", "okv hsm")}
+
+
 class Vaults:
-    """The deployment's VaultService, with a vault found by name alone."""
+    """The deployment's VaultService, with a vault found by name alone. A subclass serves
+    another kind of resource through its service (`okv hsm`: cli/hsms.py); a name held by
+    a resource of another kind is refused as such."""
 
     def __init__(self, d: Any) -> None:
         self.d = d
-        self.service = d.vaults
+        self.service = self.service_of(d)
+        self.noun = NOUNS[self.service.KIND][0]
+
+    @staticmethod
+    def service_of(d: Any) -> Any:
+        return d.vaults
 
     def perform(self, operation: str, act: Callable[[], Any], name: str,
                 placement: tuple[str, str] | None = None) -> Any:
-        """`act` as `operation` on vault `name` (cli/acting.py); `placement`: a new
-        vault's subscription and resource group."""
+        """`act` as `operation` on resource `name` (cli/acting.py); `placement`: a new
+        resource's subscription and resource group."""
         from openkeyvault.cli.acting import perform
 
-        return perform(self.d, operation, act, vault=name, placement=placement)
+        return perform(self.d, operation, act, vault=name, placement=placement,
+                       kind=self.service.KIND)
 
     def place(self, name: str) -> tuple[str, str]:
-        from openkeyvault.vault import names
-
-        where = self.service.placement_of(name) if names.VAULT_NAME.fullmatch(name) else None
-        if where is None:
-            fail(f"no vault named '{name[:24]}'")
+        """The subscription and resource group of the resource `name`, live or deleted;
+        refused unless it is of this kind."""
+        kind = self.service.kind_of(name)
+        if kind is None:
+            fail(f"no {self.noun} named '{name[:24]}'")
+        if kind != self.service.KIND:
+            fail(other_kind(name, kind, self.service.KIND))
+        where = self.service.placement_of(name)
+        assert where is not None
         return str(where[0]), str(where[1])
 
     def live(self, name: str) -> dict[str, Any]:
@@ -98,7 +115,7 @@ class Vaults:
             if deleted:
                 found = self.service.list_deleted(subscription)
                 return [v for v in found if resource_group is None
-                        or _group_of(v["properties"]["vaultId"]).lower() == resource_group.lower()]
+                        or _deleted_group(v).lower() == resource_group.lower()]
             return self.service.list(subscription, resource_group)  # type: ignore[no-any-return]
         default = Placement(self.service.default_subscription(), DEFAULT_RESOURCE_GROUP,
                             DEFAULT_LOCATION, self.d.tenant_id)
@@ -106,7 +123,7 @@ class Vaults:
         out = []
         for p in placed:
             pl = p.placement
-            if p.vault.kind != self.service.KIND:  # managed HSM pools are not listed here
+            if p.vault.kind != self.service.KIND:  # only this kind's resources are listed
                 continue
             if resource_group is not None and pl.resource_group.lower() != \
                     resource_group.lower():
@@ -118,16 +135,29 @@ class Vaults:
         return out
 
 
-def _group_of(vault_id: str) -> str:
-    parts = vault_id.split("/")
+def other_kind(name: str, kind: str, wanted: str) -> str:
+    """The refusal of a name held by a resource of `kind` where one of `wanted` is meant."""
+    noun, command = NOUNS.get(kind, (kind, "okv"))
+    return f"'{name[:24]}' is a {noun}, not a {NOUNS[wanted][0]}: manage it with '{command}'"
+
+
+def _group_of(resource_id: str) -> str:
+    parts = resource_id.split("/")
     return parts[4] if len(parts) > 4 else ""
 
 
+def _deleted_group(v: dict[str, Any]) -> str:
+    """The resource group a deleted vault (`vaultId`) or pool (`mhsmId`) was in."""
+    p = v["properties"]
+    return _group_of(p.get("vaultId") or p.get("mhsmId") or "")
+
+
 @contextmanager
-def opened(settings_for: SettingsFor, data_dir: Path | None,
-           read_only: bool = False) -> Iterator[Vaults]:
-    """The deployment's vaults; a domain refusal becomes `error: ...` and exit code 2.
-    `read_only`: through the lighter view where it can be used (cli/readonly.py)."""
+def opened(settings_for: SettingsFor, data_dir: Path | None, read_only: bool = False,
+           resources: type[Vaults] = Vaults) -> Iterator[Vaults]:
+    """The deployment's vaults (or the resources of `resources`' kind); a domain refusal
+    becomes `error: ...` and exit code 2. `read_only`: through the lighter view where it
+    can be used (cli/readonly.py)."""
     from openkeyvault.cli.readonly import open_readonly
     from openkeyvault.vault.errors import DomainError
 
@@ -138,7 +168,7 @@ def opened(settings_for: SettingsFor, data_dir: Path | None,
 
         d = Deployment.open(settings)
     try:
-        yield Vaults(d)
+        yield resources(d)
     except DomainError as exc:
         fail(exc.message)
     finally:
@@ -196,7 +226,7 @@ def show_deleted(found: list[dict[str, Any]], output: str) -> None:
                   "purge protection")
     for v in found:
         p = v["properties"]
-        table.add_row(v["name"], _group_of(p["vaultId"]), p["location"], p["deletionDate"],
+        table.add_row(v["name"], _deleted_group(v), p["location"], p["deletionDate"],
                       p["scheduledPurgeDate"], _yes(p.get("purgeProtectionEnabled")))
     _print(table)
 

@@ -169,7 +169,9 @@ class VaultPropertiesService:
 
     def _vault(self, name: str) -> VaultRecord:
         vault = self._repo.get_vault(name.lower()) if len(name) <= 24 else None
-        if vault is None:
+        # A managed HSM pool's document holds more than a vault's (vault/managedhsms.py):
+        # written as a vault's, it would lose its administrators and settings.
+        if vault is None or vault.kind != "vault":
             raise VaultNotFound(f"Vault '{name[:24]}' not found.")
         return vault
 

@@ -341,6 +341,12 @@ class VaultService:
             return self.default_subscription(), DEFAULT_RESOURCE_GROUP
         return subscription, resource_group
 
+    def kind_of(self, name: str) -> str | None:
+        """The kind (`vault`, `managedHsm`) of the resource named `name`, live or deleted;
+        None when no resource holds the name."""
+        found = self._find(name)
+        return found.vault.kind if found is not None else None
+
     # ---- ARM --------------------------------------------------------------
     def _find(self, name: str) -> PlacedVault | None:
         """The resource named `name`, live or deleted, of any kind."""
