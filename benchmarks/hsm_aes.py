@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import json
 import os
 import select
@@ -34,6 +35,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from support import (
     API_VERSION,
     BenchError,
@@ -142,7 +147,7 @@ def token_for(server: Server, resource: str) -> str:
 
 def make_pool(server: Server) -> str:
     """A managed HSM pool made through the management API, the dev identity its
-    administrator and Managed HSM Crypto User at its `/`; its name."""
+    administrator and Managed HSM Crypto User at its `/`, activated; its name."""
     token = token_for(server, MANAGEMENT)
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     name = f"bench{uuid.uuid4().hex[:12]}"
@@ -158,7 +163,24 @@ def make_pool(server: Server) -> str:
         {"properties": {"scope": "/", "roleDefinitionId": CRYPTO_USER,
                         "principalId": claims["oid"]}},
         headers=pool_headers(server, name))
+    # A new pool refuses key operations until its security domain is downloaded.
+    server.request("POST", f"/securitydomain/download?api-version={API_VERSION}",
+                   {"certificates": [wrapping_jwk() for _ in range(3)], "required": 2},
+                   headers=pool_headers(server, name))
     return name
+
+
+def wrapping_jwk() -> dict[str, object]:
+    """A security domain wrapping key: a new self-signed RSA-2048 certificate, as x5c."""
+    key = rsa.generate_private_key(65537, 2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench security domain")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return {"kty": "RSA", "x5c": [base64.b64encode(der).decode()]}
 
 
 def pool_headers(server: Server, pool: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.support.securitydomain import wrapping_keys
 from tests.support.server import DevServer, running
 
 pytestmark = pytest.mark.azure_cli
@@ -646,8 +647,9 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
                                 tmp_path: Path) -> None:
     """`az keyvault create --hsm-name` makes a pool with az's own principal as its
     administrator; `az keyvault role definition|assignment ... --hsm-name` then manage the
-    pool's local RBAC at `NAME.managedhsm.localhost:PORT`, and `az keyvault setting ...
-    --hsm-name` its settings."""
+    pool's local RBAC at `NAME.managedhsm.localhost:PORT`, `az keyvault setting ...
+    --hsm-name` its settings, and `az keyvault security-domain download` activates it
+    (`restore-blob` reads the file it writes)."""
     server, _ = az_env
     me = _object_id(az("account", "get-access-token", "--resource",
                        f"https://managedhsm.localhost:{server.port}")["accessToken"])
@@ -746,6 +748,37 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
     az("keyvault", "role", "assignment", "create", *hsm, "--role", "Managed HSM Crypto User",
        "--scope", "/", "--assignee-object-id", me, "--assignee-principal-type",
        "ServicePrincipal")
+    # A new pool is not activated: it refuses key operations until its security domain is
+    # downloaded (three certificates, quorum 2), which activates it.
+    error = az("keyvault", "key", "create", *hsm, "-n", "azk", "--kty", "RSA-HSM",
+               expect_fail=True)
+    assert "(Forbidden) The managed HSM is not activated" in error, error
+    assert az("keyvault", "show", *hsm)["properties"]["securityDomainProperties"][
+        "activationStatus"] == "NotActivated"
+    wrapping = []
+    for i, (key, cert) in enumerate(wrapping_keys()):
+        (tmp_path / f"sd_{i}.cer").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"sd_{i}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        wrapping.append(str(tmp_path / f"sd_{i}.cer"))
+    sd_file = tmp_path / "azcli-hsm-sd.json"
+    status = az("keyvault", "security-domain", "download", *hsm, "--sd-wrapping-keys",
+                *wrapping, "--sd-quorum", "2", "--security-domain-file", str(sd_file))
+    assert status["status"] == "Success", status
+    document = json.loads(sd_file.read_text())
+    assert document["SharedKeys"]["required"] == 2
+    assert len(document["SharedKeys"]["enc_shares"]) == 3
+    assert az("keyvault", "show", *hsm)["properties"]["securityDomainProperties"][
+        "activationStatus"] == "Active"
+    # az's own restore-blob reads the file: two of the three private keys recover the
+    # domain and re-wrap it to an exchange certificate.
+    blob = tmp_path / "azcli-hsm-sd-blob.json"
+    az("keyvault", "security-domain", "restore-blob", "--sd-file", str(sd_file),
+       "--sd-exchange-key", wrapping[1], "--sd-wrapping-keys", str(tmp_path / "sd_0.key"),
+       str(tmp_path / "sd_2.key"), "--sd-file-restore-blob", str(blob))
+    restored = json.loads(blob.read_text())
+    assert restored["EncData"]["kdf"] == "sp108_kdf" and restored["WrappedKey"]["enc_key"]
     made_key = az("keyvault", "key", "create", *hsm, "-n", "azk", "--kty", "RSA-HSM",
                   "--size", "2048")
     assert made_key["key"]["kty"] == "RSA-HSM"
@@ -759,7 +792,8 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
         "value"])) == 16
 
     # The rest of the pool's data plane is not served: a clear 404 in Key Vault's error
-    # shape, for its security domain and its full backup and restore.
+    # shape, for its security domain's recovery (transfer key, upload) and its full
+    # backup and restore.
     storage = ("--storage-resource-uri", "https://account.blob.example/backups", "-t", "sas")
     for command in (("security-domain", "init-recovery",
                      "--sd-exchange-key", str(tmp_path / "exchange.cer")),

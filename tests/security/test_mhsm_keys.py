@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from openkeyvault.deployment import Deployment
 from tests.sdk.keys_support import b64u, b64u_decode, digest, local_verify, public_key
 from tests.security.test_mhsm_rbac import client, make_pool, new_principal, refused
+from tests.support.securitydomain import activate
 from tests.support.server import DevServer
 from tests.support.softhsm import token_objects
 
@@ -42,10 +43,12 @@ DEFINITION = "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitio
 @pytest.fixture
 def pool(server: DevServer, deployment: Deployment, sdk_env: dict[str, str]) -> str:
     """A new pool whose initial administrator is the dev identity, which is also given
-    Managed HSM Crypto User at the pool's `/`."""
+    Managed HSM Crypto User at the pool's `/`; activated (its security domain
+    downloaded)."""
     url = make_pool(server, deployment, deployment.dev_principal.object_id)
     client(url).create_role_assignment("/", DEFINITION + CRYPTO_USER,
                                        deployment.dev_principal.object_id)
+    activate(url)  # a new pool refuses key operations until activated
     return url
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from tests.support.securitydomain import download_body
 from tests.support.server import DevServer
 from tests.vectors import tally
 from tests.vectors.api import KeyApi, bearer_token, error
@@ -49,7 +50,8 @@ KWP = {"aes_kwp_test.json": "AES-KWP: the inner layer of a BYOK transfer blob, n
 @pytest.fixture(scope="session")
 def pool_key_api(server: DevServer) -> Iterator[KeyApi]:
     """A managed HSM pool made through the management API, the dev identity its
-    administrator and Managed HSM Crypto User at its `/`; one keep-alive session to it."""
+    administrator and Managed HSM Crypto User at its `/`, activated; one keep-alive session
+    to it."""
     token = bearer_token(server, "https://management.azure.com/")
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     name = f"wyc{uuid.uuid4().hex[:12]}"
@@ -69,6 +71,9 @@ def pool_key_api(server: DevServer) -> Iterator[KeyApi]:
                      {"properties": {"scope": "/", "roleDefinitionId": CRYPTO_USER,
                                      "principalId": claims["oid"]}})
         assert r.status_code in (200, 201), r.text
+        # A new pool refuses key operations until its security domain is downloaded.
+        r = api.call("POST", "/securitydomain/download", download_body())
+        assert r.status_code == 202, r.text
         yield api
         tally.NOTES.append(f"API, managed HSM: {api.imports} oct keys imported into the "
                            f"token, {api.requests} requests")

@@ -10,12 +10,16 @@ decided by the pool's local RBAC alone:
 - the Keys API and random bytes: the vault's routes and key service, each operation
   decided by Managed HSM's data action (vault/operations.POOL_ACTIONS); a pool takes the
   key types of keytypes.ACCEPTED["managedhsm"];
-- its settings at `/settings` and `/settings/NAME` (vault/hsmsettings.py, api/hsmsettings.py),
-  rows only a pool serves (vault/operations.POOL_ONLY).
+- its settings at `/settings` and `/settings/NAME` (vault/hsmsettings.py, api/hsmsettings.py)
+  and its security domain download at `/securitydomain/download[/pending]`
+  (vault/securitydomain.py, api/securitydomain.py), rows only a pool serves
+  (vault/operations.POOL_ONLY).
 
-The rest of a pool's data plane (the security domain, full backup and restore) is not
-served yet: every other path answers 404 with a message that says so, and no body is read
-for it.
+A pool that is not activated (its security domain never downloaded) refuses every keys
+route with 403 after the role check (`Activated`, vault/activation.py). The rest of a
+pool's data plane (the security domain upload and transfer key, full backup and restore)
+is not served yet: every other path answers 404 with a message that says so, and no body
+is read for it.
 """
 
 from __future__ import annotations
@@ -29,19 +33,35 @@ from openkeyvault.api.hsmsettings import settings_routes
 from openkeyvault.api.http import Ctx
 from openkeyvault.api.keys import KeyRoutes
 from openkeyvault.api.rbac import LocalGuard, rbac_routes
-from openkeyvault.api.router import Route, Router, data_guard
+from openkeyvault.api.router import Guard, Route, Router, data_guard
 from openkeyvault.api.routes import key_routes
+from openkeyvault.api.securitydomain import security_domain_routes
 from openkeyvault.deployment import Deployment
 from openkeyvault.storage.readcache import ACCESS, IDENTITIES, VAULTS
 from openkeyvault.vault import operations
+from openkeyvault.vault.activation import require_activated
 from openkeyvault.vault.context import Caller
 from openkeyvault.vault.errors import NotFound
 from openkeyvault.vault.hsmrbac import PoolAccessControl
 from openkeyvault.vault.hsmsettings import HsmSettingsService
+from openkeyvault.vault.securitydomain import SecurityDomainService
 
 NOT_SERVED = ("This managed HSM serves role management (role assignments and role "
-              "definitions at /, /keys and /keys/NAME), keys and settings only; the security "
-              "domain and full backup and restore are not available on it.")
+              "definitions at /, /keys and /keys/NAME), keys, settings and the security "
+              "domain download only; the security domain upload and transfer key and full "
+              "backup and restore are not available on it.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Activated:
+    """`inner`, then the pool's activation: a keys route of a pool that is not activated
+    is refused (vault/activation.py) before the body is read."""
+
+    inner: Guard
+
+    def check(self, authorizer: Authorizer, caller: Caller, params: dict[str, str]) -> None:
+        self.inner.check(authorizer, caller, params)
+        require_activated(caller.vault)
 
 
 class NotServed:
@@ -79,14 +99,22 @@ def pool_router(d: Deployment) -> PoolRouter:
     service = PoolAccessControl(authorizer, d.rbac, d.rbac.definitions)
     keys = KeyRoutes(d.keys.with_authorizer(authorizer))
     settings = HsmSettingsService(d.repo, authorizer, d.clock)
+    domain = SecurityDomainService(d.repo, d.barrier, authorizer, d.clock)
     return PoolRouter(rbac_routes(service, ("keys",), authorizer)
-                      + [_on_pool(r, authorizer) for r in key_routes(keys)]
-                      + [_on_pool(r, authorizer) for r in settings_routes(settings)])
+                      + [_activated(_on_pool(r, authorizer)) for r in key_routes(keys)]
+                      + [_on_pool(r, authorizer) for r in settings_routes(settings)]
+                      + [_on_pool(r, authorizer) for r in security_domain_routes(domain)])
+
+
+def _activated(route: Route) -> Route:
+    assert route.guard is not None
+    return dataclasses.replace(route, guard=Activated(route.guard))
 
 
 def _on_pool(route: Route, authorizer: Authorizer) -> Route:
-    """A keys or settings route as a pool serves it: its operation decided by Managed
-    HSM's data action (operations.for_pool) with the pool's local RBAC."""
+    """A keys, settings or security domain route as a pool serves it: its operation
+    decided by Managed HSM's data action (operations.for_pool) with the pool's local
+    RBAC."""
     assert route.operation is not None
     op = operations.for_pool(route.operation)
     return dataclasses.replace(route, operation=op,

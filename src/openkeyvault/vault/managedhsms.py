@@ -10,8 +10,9 @@ pool's scope (`/vaults/NAME`, the internal scope form shared with vaults).
 
 The pool's data plane (`NAME.managedhsm.DOMAIN`, api/pools.py) serves its local RBAC
 (vault/hsmrbac.py), its keys and its settings (vault/hsmsettings.py, kept in the pool's
-properties document beside what this module writes there); the pool is always reported
-with its security domain `NotActivated`. A new pool starts with no role but its
+properties document beside what this module writes there) and its security domain
+(vault/securitydomain.py); the pool is reported `NotActivated` until its security domain
+is downloaded, then `Active` (vault/activation.py). A new pool starts with no role but its
 administrators': whatever a purged pool of the same name left (assignments at its scope,
 its own custom roles) is removed when the name is taken again.
 """
@@ -30,6 +31,7 @@ from openkeyvault.ops.clock import Clock
 from openkeyvault.storage.barrier import Barrier, vault_owner
 from openkeyvault.storage.placement import PlacedVault, Placement, PlacementStore
 from openkeyvault.storage.repository import Repository
+from openkeyvault.vault import activation
 from openkeyvault.vault import controlrequests as c
 from openkeyvault.vault.errors import BadParameter
 from openkeyvault.vault.lifecycle import DEFAULT_RETENTION_DAYS
@@ -120,6 +122,14 @@ def _dump(admins: tuple[str, ...], acls: NetworkAcls, public: str,
     return text
 
 
+def _activation(properties: str | None) -> dict[str, str]:
+    if activation.activated(properties):
+        return {"activationStatus": activation.ACTIVE,
+                "activationStatusMessage": activation.ACTIVE_MESSAGE}
+    return {"activationStatus": activation.NOT_ACTIVATED,
+            "activationStatusMessage": activation.NOT_ACTIVATED_MESSAGE}
+
+
 def _stored(p: PlacedVault) -> tuple[tuple[str, ...], NetworkAcls, str]:
     doc = json.loads(p.vault.properties) if p.vault.properties else {}
     return (tuple(doc.get("initialAdminObjectIds") or ()),
@@ -155,10 +165,7 @@ class ManagedHsmService(VaultService):
             "publicNetworkAccess": public,
             "provisioningState": "Succeeded",
             "statusMessage": STATUS_MESSAGE,
-            "securityDomainProperties": {
-                "activationStatus": "NotActivated",
-                "activationStatusMessage": "Your HSM has not yet been activated: download "
-                                           "its security domain to activate it."},
+            "securityDomainProperties": _activation(v.properties),
             "regions": [],
             "privateEndpointConnections": [],
         }

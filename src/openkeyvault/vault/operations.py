@@ -227,6 +227,13 @@ TABLE: tuple[Operation, ...] = (
     Operation("SettingList", a.HSM_ROLE_ASSIGNMENTS_READ, "/", meter=None),
     Operation("SettingGet", a.HSM_ROLE_ASSIGNMENTS_READ, "/", meter=None),
     Operation("SettingUpdate", a.HSM_ROLE_ASSIGNMENTS_WRITE, "/", meter=None),
+    # ---- a managed HSM pool's security domain (securitydomain.json; vault/securitydomain.py)
+    # Azure's logs name the download SecurityDomainBackup and its status
+    # SecurityDomainBackupStatusGet. Part of a pool's hourly price: not metered. A pool
+    # serves them only (POOL_ONLY).
+    Operation("SecurityDomainBackup", a.HSM_SECURITY_DOMAIN_DOWNLOAD, "/", meter=None),
+    Operation("SecurityDomainBackupStatusGet", a.HSM_SECURITY_DOMAIN_DOWNLOAD_READ, "/",
+              meter=None),
     # ---- scheduled (no request asks for them) ----
     Operation("KeyRotateIfDue", a.KEYS_ROTATE, KEY, throttle=NONE, meter=KEY_ROTATION,
               key_operation=True, plane=SCHEDULED),
@@ -327,12 +334,16 @@ POOL_ACTIONS: dict[str, str] = {
     "RandomBytesGet": a.HSM_RNG,
     "SettingList": a.HSM_ROLE_ASSIGNMENTS_READ, "SettingGet": a.HSM_ROLE_ASSIGNMENTS_READ,
     "SettingUpdate": a.HSM_ROLE_ASSIGNMENTS_WRITE,
+    "SecurityDomainBackup": a.HSM_SECURITY_DOMAIN_DOWNLOAD,
+    "SecurityDomainBackupStatusGet": a.HSM_SECURITY_DOMAIN_DOWNLOAD_READ,
 }
 
 # The rows only a managed HSM pool serves (no vault route names them): decided by Managed
 # HSM data actions, by the pool's local RBAC alone, so no access-policy permission grants
 # them.
-POOL_ONLY: frozenset[str] = frozenset({"SettingList", "SettingGet", "SettingUpdate"})
+POOL_ONLY: frozenset[str] = frozenset({"SettingList", "SettingGet", "SettingUpdate",
+                                       "SecurityDomainBackup",
+                                       "SecurityDomainBackupStatusGet"})
 
 
 POOL_OPERATIONS: dict[str, Operation] = {
