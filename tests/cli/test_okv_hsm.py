@@ -24,10 +24,12 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope
+from cryptography.hazmat.primitives import serialization
 
 from openkeyvault.config import Settings
 from openkeyvault.deployment import Deployment
 from tests.support.okvcli import OkvResult, run
+from tests.support.securitydomain import wrapping_keys
 from tests.support.server import DevServer
 
 OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
@@ -312,3 +314,53 @@ def test_a_pool_made_by_okv_answers_the_sdk(server: DevServer, sdk_env: dict[str
         list(KeyVaultAccessControlClient(url, ManagedIdentityCredential())
              .list_role_assignments(KeyVaultRoleScope.GLOBAL))
     assert e.value.status_code == 404, e.value
+
+
+def test_activate(data: Path, tmp_path: Path) -> None:
+    """`okv hsm activate` downloads the pool's security domain to a file (mode 0600): the
+    pool is then Active; each share opens with its own certificate's private key only."""
+    name = unique("ha")
+    ok(data, "hsm", "create", name, "--output", "json")
+    assert ok(data, "hsm", "show", name, "--output", "json")["properties"][
+        "securityDomainProperties"]["activationStatus"] == "NotActivated"
+    certs = []
+    for i, (_, cert) in enumerate(wrapping_keys()):
+        path = tmp_path / f"sd{i}.cer"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM if i % 2 else
+                                           serialization.Encoding.DER))
+        certs += ["--certificate", str(path)]
+    target = tmp_path / "sd.json"
+    # Refusals first: each leaves the pool inactive and writes nothing.
+    two = certs[:4]
+    assert "3 to 10 certificates" in refused(data, "hsm", "activate", name, *two,
+                                             "--file", str(target))
+    assert "quorum" in refused(data, "hsm", "activate", name, *certs, "--quorum", "4",
+                               "--file", str(target))
+    junk = tmp_path / "junk.cer"
+    junk.write_bytes(b"not a certificate")
+    assert "not an X.509 certificate" in refused(
+        data, "hsm", "activate", name, *certs[:4], "--certificate", str(junk),
+        "--file", str(target))
+    assert "no managed HSM pool" in refused(data, "hsm", "activate", unique("none"), *certs,
+                                            "--file", str(target))
+    assert not target.exists()
+    # A principal with no role on the pool.
+    nobody = okv(data, "principal", "create", unique("p"))
+    assert nobody.returncode == 0, nobody.stderr
+    refused(data, "hsm", "activate", name, *certs, "--file", str(target),
+            env={"OKV_AS": json.loads(nobody.stdout)["client_id"]})
+    assert not target.exists()
+    assert ok(data, "hsm", "show", name, "--output", "json")["properties"][
+        "securityDomainProperties"]["activationStatus"] == "NotActivated"
+
+    done = okv(data, "hsm", "activate", name, *certs, "--quorum", "2", "--file", str(target))
+    assert done.returncode == 0, done.stderr
+    assert "activated" in done.stdout
+    assert target.stat().st_mode & 0o777 == 0o600
+    document = json.loads(target.read_text())
+    assert document["SharedKeys"]["required"] == 2
+    assert len(document["SharedKeys"]["enc_shares"]) == 3
+    assert ok(data, "hsm", "show", name, "--output", "json")["properties"][
+        "securityDomainProperties"]["activationStatus"] == "Active"
+    # The file is not written over.
+    assert "exists" in refused(data, "hsm", "activate", name, *certs, "--file", str(target))

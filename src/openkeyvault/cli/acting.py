@@ -157,6 +157,11 @@ class Acting:
             return self.d.control.allowed_control(self.principal, op.action, sub, rg, vault)
         if op.scope == ops.DIRECTORY:
             scope = "/"
+        if op.name in ops.POOL_ONLY:  # a pool's own operation: its local RBAC alone decides
+            from openkeyvault.access.authorize import Authorizer
+
+            local = Authorizer(self.d.rbac.local_to_resources)
+            return local.allowed_at(self.principal, op.action, scope, assigning)
         return self.d.authorizer.allowed_at(self.principal, op.action, scope, assigning)
 
     def _outcome(self, op: Operation, plane: str, vault: str | None,

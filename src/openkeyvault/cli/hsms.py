@@ -19,6 +19,7 @@ give, and `create` is refused.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -191,6 +192,63 @@ def register(hsm_app: typer.Typer, settings_for: SettingsFor) -> None:
                        f"themselves a role such as {KEY_ROLE}: "
                        f"{key_role_command(created['name'], admins[0])}")
         host_note(created["properties"]["hsmUri"])
+
+    @hsm_app.command("activate")
+    def hsm_activate(
+        name: str,
+        certificate: Annotated[list[Path], typer.Option(
+            "--certificate", help="A certificate (PEM or DER) whose RSA key (2048 bits or "
+            "more) takes one share of the security domain: 3 to 10, repeatable. Keep their "
+            "private keys apart: a quorum of them recovers the pool.")],
+        file: Annotated[Path, typer.Option(
+            "--file", help="Where to write the security domain (not overwritten).")],
+        quorum: Annotated[int, typer.Option(
+            help="How many of the private keys recover the domain (2 to the number of "
+            "certificates).")] = 2,
+        data_dir: DataDir = None,
+    ) -> None:
+        """Activate a pool: download its security domain (as `az keyvault security-domain
+        download` does), written to --file; the pool then serves key operations."""
+        import base64
+
+        from openkeyvault.access.authorize import Authorizer
+        from openkeyvault.cli.acting import acting_principal, perform
+        from openkeyvault.crypto.securitydomain import WrappingKeyError, certificate_der
+        from openkeyvault.vault.context import Caller
+        from openkeyvault.vault.errors import DomainError
+        from openkeyvault.vault.securitydomain import SecurityDomainService, WrappingKey
+
+        if file.exists():
+            fail(f"{file} exists: the security domain is not written over another file")
+        keys = []
+        for path in certificate:
+            try:
+                der = certificate_der(path.read_bytes())
+            except OSError as exc:
+                fail(f"--certificate {path}: {exc.strerror}")
+            except WrappingKeyError as exc:
+                fail(f"--certificate {path}: {exc}")
+            keys.append(WrappingKey("RSA", (base64.b64encode(der).decode(),)))
+        with opened(settings_for, data_dir, resources=Pools) as pools:
+            pools.place(name)
+            pool = pools.d.repo.get_vault(name)
+            if pool is None:
+                fail(f"managed HSM pool '{name[:24]}' is deleted: recover it first")
+            domain = SecurityDomainService(
+                pools.d.repo, pools.d.barrier,
+                Authorizer(pools.d.rbac.local_to_resources), pools.d.clock)
+            caller = Caller(acting_principal(pools.d), pool)
+            try:
+                value = perform(pools.d, "SecurityDomainBackup",
+                                lambda: domain.download(caller, keys, quorum), vault=name,
+                                scope=f"/vaults/{pool.name}", kind=pools.service.KIND)
+            except DomainError as exc:
+                fail(exc.message)
+        file.write_text(value)
+        file.chmod(0o600)
+        typer.echo(f"managed HSM pool '{name}' activated; its security domain is in {file} "
+                   f"(quorum {quorum} of {len(keys)}). Keep it, and the certificates' private "
+                   "keys apart: a quorum of them recovers the pool.")
 
     @hsm_app.command("list")
     def hsm_list(

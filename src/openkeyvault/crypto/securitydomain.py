@@ -55,6 +55,16 @@ class WrappingKeyError(ValueError):
     """A wrapping key that cannot take a share; the message is safe to show a client."""
 
 
+def certificate_der(data: bytes) -> bytes:
+    """The DER of an X.509 certificate given as PEM or DER (a `.cer` file)."""
+    for load in (x509.load_pem_x509_certificate, x509.load_der_x509_certificate):
+        try:
+            return load(data).public_bytes(Encoding.DER)
+        except ValueError:
+            continue
+    raise WrappingKeyError("not an X.509 certificate (PEM or DER)")
+
+
 @dataclass(frozen=True)
 class WrappingCertificate:
     """A certificate a share is encrypted to: its DER and its RSA public key."""
