@@ -649,7 +649,8 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
     administrator; `az keyvault role definition|assignment ... --hsm-name` then manage the
     pool's local RBAC at `NAME.managedhsm.localhost:PORT`, `az keyvault setting ...
     --hsm-name` its settings, and `az keyvault security-domain download` activates it
-    (`restore-blob` reads the file it writes)."""
+    (`restore-blob` reads the file it writes); `init-recovery`, `restore-blob` and `upload`
+    recover that domain into a second pool, which they activate."""
     server, _ = az_env
     me = _object_id(az("account", "get-access-token", "--resource",
                        f"https://managedhsm.localhost:{server.port}")["accessToken"])
@@ -791,13 +792,45 @@ def test_managed_hsm_local_rbac(az: Az, az_env: tuple[DevServer, dict[str, str]]
     assert len(base64.b64decode(az("keyvault", "key", "random", *hsm, "--count", "16")[
         "value"])) == 16
 
+    # Recovery into a second pool: its exchange key (init-recovery), the restore blob made
+    # offline for it from the first pool's file and two private keys, and the upload,
+    # which activates it; an activated pool takes no other upload.
+    az("keyvault", "create", "--hsm-name", "azcli-hsm2", "-g", GROUP, "-l", "local",
+       "--administrators", me, "--retention-days", "7")
+    hsm2 = ("--hsm-name", "azcli-hsm2")
+    assert az("keyvault", "show", *hsm2)["properties"]["securityDomainProperties"][
+        "activationStatus"] == "NotActivated"
+    exchange = tmp_path / "exchange.cer"
+    az("keyvault", "security-domain", "init-recovery", *hsm2, "--sd-exchange-key",
+       str(exchange))
+    assert exchange.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    blob2 = tmp_path / "azcli-hsm2-blob.json"
+    az("keyvault", "security-domain", "restore-blob", "--sd-file", str(sd_file),
+       "--sd-exchange-key", str(exchange), "--sd-wrapping-keys", str(tmp_path / "sd_1.key"),
+       str(tmp_path / "sd_2.key"), "--sd-file-restore-blob", str(blob2))
+    error = az("keyvault", "security-domain", "upload", *hsm2, "--sd-file", str(blob),
+               "--restore-blob", expect_fail=True)
+    assert "not made for this managed HSM's exchange key" in error, error
+    assert az("keyvault", "show", *hsm2)["properties"]["securityDomainProperties"][
+        "activationStatus"] == "NotActivated"
+    uploaded = az("keyvault", "security-domain", "upload", *hsm2, "--sd-file", str(blob2),
+                  "--restore-blob")
+    assert uploaded["status"] == "Success", uploaded
+    assert az("keyvault", "show", *hsm2)["properties"]["securityDomainProperties"][
+        "activationStatus"] == "Active"
+    error = az("keyvault", "security-domain", "upload", *hsm2, "--sd-file", str(blob2),
+               "--restore-blob", expect_fail=True)
+    assert "already activated" in error, error
+    az("keyvault", "role", "assignment", "create", *hsm2, "--role",
+       "Managed HSM Crypto User", "--scope", "/", "--assignee-object-id", me,
+       "--assignee-principal-type", "ServicePrincipal")
+    assert az("keyvault", "key", "create", *hsm2, "-n", "azr", "--kty", "RSA-HSM")[
+        "key"]["kty"] == "RSA-HSM"
+
     # The rest of the pool's data plane is not served: a clear 404 in Key Vault's error
-    # shape, for its security domain's recovery (transfer key, upload) and its full
-    # backup and restore.
+    # shape, for its full backup and restore.
     storage = ("--storage-resource-uri", "https://account.blob.example/backups", "-t", "sas")
-    for command in (("security-domain", "init-recovery",
-                     "--sd-exchange-key", str(tmp_path / "exchange.cer")),
-                    ("backup", "start", *storage),
+    for command in (("backup", "start", *storage),
                     ("restore", "start", *storage, "--backup-folder", "mhsm-backup")):
         error = az("keyvault", *command, *hsm, expect_fail=True)
         assert "(NotFound) This managed HSM serves role management (role" in error, error

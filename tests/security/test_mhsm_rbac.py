@@ -374,9 +374,7 @@ def test_unknown_role_scope_or_name(server: DevServer, pool: str) -> None:
 
 def test_other_paths_are_not_served(server: DevServer, rest: Rest, pool: str) -> None:
     token = rest.msi_token(resource(server))["access_token"]
-    for method, path in (("POST", "/securitydomain/upload"),
-                         ("GET", "/securitydomain/upload"),
-                         ("GET", "/securitydomain/upload/pending"), ("GET", "/secrets"),
+    for method, path in (("GET", "/secrets"), ("POST", "/securitydomain/transferkey"),
                          ("POST", "/backup"), ("GET", "/restore/job/pending")):
         r = raw(rest, pool, f"{path}?api-version=7.5", token, method,
                 json={"kty": "RSA-HSM"} if method == "POST" else None)
@@ -384,7 +382,8 @@ def test_other_paths_are_not_served(server: DevServer, rest: Rest, pool: str) ->
         error = r.json()["error"]
         assert error["code"] == "NotFound"
         assert "serves role management (role assignments" in error["message"]
-        assert "keys, settings and the security domain download only" in error["message"]
+        assert "keys, settings and the security domain (download, exchange key and " \
+            "upload) only" in error["message"]
     # Settings are served (tests/security/test_mhsm_settings.py).
     r = raw(rest, pool, "/settings?api-version=7.5", token)
     assert r.status_code == 200, r.text

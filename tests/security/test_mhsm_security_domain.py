@@ -12,6 +12,16 @@ the domain's data, and one share does not; a second download with other certific
 holds the same domain under a new master key; the refusals (too few or too many
 certificates, a quorum out of range, a key that is not RSA 2048+, no certificate), each
 leaving the pool not activated; and who may download (the administrator only).
+
+Recovery into a new pool: pool A activated by a download (three certificates, quorum 2);
+pool B, new, publishes its exchange key (`GET /securitydomain/upload`); the restore blob
+is built here with independent code from A's file and two of the three private keys (as
+`az keyvault security-domain restore-blob` does) and uploaded to B, which becomes Active,
+its upload status Success, and its domain secret A's (B's domain downloaded with new
+certificates and opened here). Refused with 400, each leaving B not activated: a blob for
+another pool's exchange key, a damaged blob, data that does not open, no exchange key
+yet; with 409: an upload or an exchange key asked of an activated pool. Who may (the
+administrator only).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 import struct
 from typing import Any
 
@@ -32,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509 import load_der_x509_certificate
 
 from openkeyvault.deployment import Deployment
 from tests.security.test_mhsm_rbac import (
@@ -271,3 +283,177 @@ def test_only_the_administrator_downloads(server: DevServer, deployment: Deploym
     # Not activated: even an allowed key reader is refused, after its role is checked.
     r = send(pool, "GET", "/keys", credential=credential)
     assert r.status_code == 403 and "not activated" in r.json()["error"]["message"]
+
+
+# ---- recovery into a new pool -------------------------------------------------------------
+def jwe_encrypt(cek: bytes, header: dict[str, str], plaintext: bytes,
+                encrypted_key: bytes = b"") -> str:
+    """A compact A256CBC-HS512 JWE (RFC 7518 §5.2.5)."""
+    protected = base64.urlsafe_b64encode(json.dumps(
+        {**header, "enc": "A256CBC-HS512"}).encode()).rstrip(b"=").decode()
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    e = Cipher(algorithms.AES(cek[32:]), modes.CBC(iv)).encryptor()
+    ct = e.update(padder.update(plaintext) + padder.finalize()) + e.finalize()
+    aad = protected.encode()
+    tag = hmac.new(cek[:32], aad + iv + ct + struct.pack(">Q", len(aad) * 8),
+                   hashlib.sha512).digest()[:32]
+    return ".".join([protected, *(base64.urlsafe_b64encode(p).rstrip(b"=").decode()
+                                  for p in (encrypted_key, iv, ct, tag))])
+
+
+def transfer_certificate(url: str) -> Any:
+    """The pool's exchange certificate, from `GET /securitydomain/upload`."""
+    r = send(url, "GET", "/securitydomain/upload")
+    assert r.status_code == 200, r.text()
+    body = r.json()
+    assert body["key_format"] == "jwk"
+    jwk = json.loads(body["transfer_key"])  # a JSON string, as the Azure CLI reads it
+    assert jwk["kty"] == "RSA" and jwk["alg"] == "RSA-OAEP-256"
+    cert = load_der_x509_certificate(base64.b64decode(jwk["x5c"][0]))
+    numbers = cert.public_key().public_numbers()
+    assert int.from_bytes(b64u_decode(jwk["n"]), "big") == numbers.n
+    assert jwk["x5t#S256"] == x5t_s256(cert)
+    return cert
+
+
+def restore_blob(document: dict[str, Any], pairs: Any, exchange: Any) -> dict[str, Any]:
+    """What `az keyvault security-domain restore-blob` makes: the file's data opened with
+    the master key the shares of `pairs` give, encrypted again under a new random master
+    key, which is wrapped to the exchange certificate."""
+    by_thumbprint = {s["x5t_256"]: s["enc_key"] for s in document["SharedKeys"]["enc_shares"]}
+    old = recombine([share_of(by_thumbprint[x5t_s256(c)], k) for k, c in pairs])
+    new = os.urandom(32)
+    data = []
+    for item in document["EncData"]["data"]:
+        plaintext = jwe_decrypt(item["compact_jwe"], kdf(old, item["tag"]))
+        assert plaintext is not None
+        data.append({"compact_jwe": jwe_encrypt(kdf(new, item["tag"]),
+                                                {"alg": "dir", "kid": item["tag"]}, plaintext),
+                     "tag": item["tag"]})
+    cek = os.urandom(64)
+    wrapped = exchange.public_key().encrypt(cek, asym.OAEP(
+        mgf=asym.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    return {"EncData": {"data": data, "kdf": "sp108_kdf"},
+            "WrappedKey": {"enc_key": jwe_encrypt(cek, {"alg": "RSA-OAEP-256",
+                                                        "kid": "not used"}, new, wrapped),
+                           "x5t_256": x5t_s256(exchange)}}
+
+
+def domain_secret(url: str, pairs: Any) -> bytes:
+    """The pool's domain secret: its domain downloaded with `pairs`' certificates and
+    opened here."""
+    r = send(url, "POST", "/securitydomain/download",
+             download_body([c for _, c in pairs], required=2))
+    assert r.status_code == 202, r.text()
+    document = json.loads(r.json()["value"])
+    by_thumbprint = {s["x5t_256"]: s["enc_key"] for s in document["SharedKeys"]["enc_shares"]}
+    master = recombine([share_of(by_thumbprint[x5t_s256(c)], k) for k, c in pairs[:2]])
+    (payload,) = open_domain(document, master)
+    assert payload is not None
+    return base64.b64decode(json.loads(payload)["secret"])
+
+
+def upload(url: str, blob: Any, credential: Any = None) -> Any:
+    value = blob if isinstance(blob, str) else json.dumps(blob)
+    return send(url, "POST", "/securitydomain/upload", {"value": value},
+                credential=credential)
+
+
+def test_recovery_into_a_new_pool(server: DevServer, deployment: Deployment,
+                                  pool: str) -> None:
+    a = pool
+    document = json.loads(send(a, "POST", "/securitydomain/download",
+                               download_body(required=2)).json()["value"])
+    pairs = wrapping_keys()
+    b = make_pool(server, deployment, deployment.dev_principal.object_id)
+    client(b).create_role_assignment("/", DEFINITION_ID + CRYPTO_USER,
+                                     deployment.dev_principal.object_id)
+    assert activation_status(server, b) == "NotActivated"
+    status = send(b, "GET", "/securitydomain/upload/pending").json()
+    assert status["status"] == "Failed" and "No security domain upload" in \
+        status["status_details"]
+    # Without an exchange key yet, nothing can be uploaded.
+    r = upload(b, restore_blob(document, pairs[:2], pairs[0][1]))
+    assert r.status_code == 400 and "no exchange key" in r.json()["error"]["message"]
+
+    exchange = transfer_certificate(b)
+    assert x5t_s256(transfer_certificate(b)) == x5t_s256(exchange)  # one per pool
+    other = make_pool(server, deployment, deployment.dev_principal.object_id)
+    foreign = transfer_certificate(other)
+    assert x5t_s256(foreign) != x5t_s256(exchange)
+
+    good = restore_blob(document, [pairs[0], pairs[2]], exchange)
+    damaged_key = json.loads(json.dumps(good))
+    parts = damaged_key["WrappedKey"]["enc_key"].split(".")
+    parts[1] = parts[1][:10] + ("A" if parts[1][10] != "A" else "B") + parts[1][11:]
+    damaged_key["WrappedKey"]["enc_key"] = ".".join(parts)
+    damaged_data = json.loads(json.dumps(good))
+    item = damaged_data["EncData"]["data"][0]
+    parts = item["compact_jwe"].split(".")
+    parts[4] = parts[4][:5] + ("A" if parts[4][5] != "A" else "B") + parts[4][6:]
+    item["compact_jwe"] = ".".join(parts)
+    # The data under another master key than the one wrapped: it does not open.
+    mismatched = restore_blob(document, pairs[1:], exchange)
+    mismatched["WrappedKey"] = good["WrappedKey"]
+    # A blob whose data holds no domain secret.
+    empty = {"EncData": {"data": [], "kdf": "sp108_kdf"}, "WrappedKey": good["WrappedKey"]}
+    wrong_tag = json.loads(json.dumps(good))
+    wrong_tag["EncData"]["data"][0]["tag"] = "other"
+    cases: list[tuple[Any, str]] = [
+        (restore_blob(document, pairs[:2], foreign), "not made for this managed HSM's"),
+        (damaged_key, "WrappedKey is damaged"),
+        (damaged_data, "does not open"),
+        (mismatched, "does not open"),
+        (wrong_tag, "does not open"),
+        (empty, "holds no 'pool-secret'"),
+        ("not json", "not JSON"),
+        ({"EncData": good["EncData"]}, "no WrappedKey"),
+    ]
+    for blob, words in cases:
+        r = upload(b, blob)
+        assert r.status_code == 400, (words, r.text())
+        error = r.json()["error"]
+        assert error["code"] == "BadParameter" and words in error["message"], \
+            (words, error["message"])
+        status = send(b, "GET", "/securitydomain/upload/pending").json()
+        assert status == {"status": "Failed", "status_details": error["message"]}
+        assert activation_status(server, b) == "NotActivated"
+    r = send(b, "POST", "/securitydomain/upload", {"values": "x"})
+    assert r.status_code == 400, r.text()
+
+    r = upload(b, good)
+    assert r.status_code == 202, r.text()
+    assert r.json()["status"] == "Success"
+    assert r.headers["Azure-AsyncOperation"] == \
+        f"{b.rstrip('/')}/securitydomain/upload/pending?api-version=7.5"
+    assert send(b, "GET", "/securitydomain/upload/pending").json()["status"] == "Success"
+    assert activation_status(server, b) == "Active"
+    kc = KeyClient(b, ManagedIdentityCredential())
+    assert kc.create_rsa_key("restored", hardware_protected=True).key_type == "RSA-HSM"
+    # B's domain secret is A's: both downloaded again with new certificates and opened.
+    fresh = wrapping_keys(4)
+    assert domain_secret(b, list(fresh[:3])) == domain_secret(a, list(fresh[1:]))
+
+    # An activated pool takes no upload and publishes no exchange key (409), whoever
+    # made it Active.
+    for url in (a, b):
+        r = upload(url, good)
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "Conflict"), r.text()
+        assert "already activated" in r.json()["error"]["message"]
+        r = send(url, "GET", "/securitydomain/upload")
+        assert r.status_code == 409, r.text()
+    assert send(a, "GET", "/securitydomain/upload/pending").json()["status"] == "Failed"
+    assert send(b, "GET", "/securitydomain/upload/pending").json()["status"] == "Success"
+
+
+def test_only_the_administrator_restores(server: DevServer, pool: str) -> None:
+    oid, credential = new_principal(server)
+    client(pool).create_role_assignment("/", DEFINITION_ID + CRYPTO_USER, oid)
+    for method, path, body in (("GET", "/securitydomain/upload", None),
+                               ("POST", "/securitydomain/upload", {"value": "{}"}),
+                               ("GET", "/securitydomain/upload/pending", None)):
+        r = send(pool, method, path, body, credential=credential)
+        assert r.status_code == 403, (path, r.text())
+        assert r.json()["error"]["code"] == "Forbidden"
+    assert activation_status(server, pool) == "NotActivated"

@@ -118,6 +118,8 @@ HSM_RNG = f"{_H}/rng/action"
 # A pool's security domain (Managed HSM Administrator holds them).
 HSM_SECURITY_DOMAIN_DOWNLOAD = f"{_H}/securitydomain/download/action"
 HSM_SECURITY_DOMAIN_DOWNLOAD_READ = f"{_H}/securitydomain/download/read"
+HSM_SECURITY_DOMAIN_UPLOAD = f"{_H}/securitydomain/upload/action"
+HSM_SECURITY_DOMAIN_UPLOAD_READ = f"{_H}/securitydomain/upload/read"
 HSM_SECURITY_DOMAIN_TRANSFER_KEY_READ = f"{_H}/securitydomain/transferkey/read"
 # The rest of rbac.json's DataAction enum, known so that roles can name them.
 _HSM_OTHER = tuple(f"{_H}/{a}" for a in (

@@ -11,15 +11,14 @@ decided by the pool's local RBAC alone:
   decided by Managed HSM's data action (vault/operations.POOL_ACTIONS); a pool takes the
   key types of keytypes.ACCEPTED["managedhsm"];
 - its settings at `/settings` and `/settings/NAME` (vault/hsmsettings.py, api/hsmsettings.py)
-  and its security domain download at `/securitydomain/download[/pending]`
-  (vault/securitydomain.py, api/securitydomain.py), rows only a pool serves
-  (vault/operations.POOL_ONLY).
+  and its security domain at `/securitydomain/download[/pending]` and
+  `/securitydomain/upload[/pending]` (download; exchange key, upload: vault/securitydomain.py,
+  api/securitydomain.py), rows only a pool serves (vault/operations.POOL_ONLY).
 
 A pool that is not activated (its security domain never downloaded) refuses every keys
 route with 403 after the role check (`Activated`, vault/activation.py). The rest of a
-pool's data plane (the security domain upload and transfer key, full backup and restore)
-is not served yet: every other path answers 404 with a message that says so, and no body
-is read for it.
+pool's data plane (full backup and restore) is not served yet: every other path answers
+404 with a message that says so, and no body is read for it.
 """
 
 from __future__ import annotations
@@ -48,8 +47,8 @@ from openkeyvault.vault.securitydomain import SecurityDomainService
 
 NOT_SERVED = ("This managed HSM serves role management (role assignments and role "
               "definitions at /, /keys and /keys/NAME), keys, settings and the security "
-              "domain download only; the security domain upload and transfer key and full "
-              "backup and restore are not available on it.")
+              "domain (download, exchange key and upload) only; full backup and restore are "
+              "not available on it.")
 
 
 @dataclasses.dataclass(frozen=True)

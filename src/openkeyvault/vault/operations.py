@@ -234,6 +234,13 @@ TABLE: tuple[Operation, ...] = (
     Operation("SecurityDomainBackup", a.HSM_SECURITY_DOMAIN_DOWNLOAD, "/", meter=None),
     Operation("SecurityDomainBackupStatusGet", a.HSM_SECURITY_DOMAIN_DOWNLOAD_READ, "/",
               meter=None),
+    # The recovery side (a new pool's exchange key, the upload of a restore blob and its
+    # status): coined after the download's names.
+    Operation("SecurityDomainTransferKeyGet", a.HSM_SECURITY_DOMAIN_TRANSFER_KEY_READ, "/",
+              meter=None),
+    Operation("SecurityDomainRestore", a.HSM_SECURITY_DOMAIN_UPLOAD, "/", meter=None),
+    Operation("SecurityDomainRestoreStatusGet", a.HSM_SECURITY_DOMAIN_UPLOAD_READ, "/",
+              meter=None),
     # ---- scheduled (no request asks for them) ----
     Operation("KeyRotateIfDue", a.KEYS_ROTATE, KEY, throttle=NONE, meter=KEY_ROTATION,
               key_operation=True, plane=SCHEDULED),
@@ -336,6 +343,9 @@ POOL_ACTIONS: dict[str, str] = {
     "SettingUpdate": a.HSM_ROLE_ASSIGNMENTS_WRITE,
     "SecurityDomainBackup": a.HSM_SECURITY_DOMAIN_DOWNLOAD,
     "SecurityDomainBackupStatusGet": a.HSM_SECURITY_DOMAIN_DOWNLOAD_READ,
+    "SecurityDomainTransferKeyGet": a.HSM_SECURITY_DOMAIN_TRANSFER_KEY_READ,
+    "SecurityDomainRestore": a.HSM_SECURITY_DOMAIN_UPLOAD,
+    "SecurityDomainRestoreStatusGet": a.HSM_SECURITY_DOMAIN_UPLOAD_READ,
 }
 
 # The rows only a managed HSM pool serves (no vault route names them): decided by Managed
@@ -343,7 +353,10 @@ POOL_ACTIONS: dict[str, str] = {
 # them.
 POOL_ONLY: frozenset[str] = frozenset({"SettingList", "SettingGet", "SettingUpdate",
                                        "SecurityDomainBackup",
-                                       "SecurityDomainBackupStatusGet"})
+                                       "SecurityDomainBackupStatusGet",
+                                       "SecurityDomainTransferKeyGet",
+                                       "SecurityDomainRestore",
+                                       "SecurityDomainRestoreStatusGet"})
 
 
 POOL_OPERATIONS: dict[str, Operation] = {

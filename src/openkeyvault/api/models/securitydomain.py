@@ -21,3 +21,10 @@ class CertificateInfoObject(Model, frozen=True):
 
     certificates: list[SecurityDomainJsonWebKey]
     required: int = 2
+
+
+class SecurityDomainObject(Model, frozen=True):
+    """POST /securitydomain/upload: the restore blob (`az keyvault security-domain
+    restore-blob`'s output) as a string."""
+
+    value: str
