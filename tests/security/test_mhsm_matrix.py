@@ -19,7 +19,6 @@ restore name no key: only `/keys` or `/` cover them; random bytes only `/`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -40,7 +39,7 @@ from tests.security.test_mhsm_rbac import AZURE_HSM_ROLES, H
 from tests.support.securitydomain import download_body
 from tests.support.server import DevServer
 from tests.unit.test_mhsm_roles import EXPECTED as AZURE_HSM_ROLES_REFERENCE
-from tests.vectors.api import bearer_token
+from tests.vectors.api import bearer_token, new_pool
 
 API = {"api-version": "7.5"}
 DEFINITION_ID = "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/"
@@ -298,22 +297,10 @@ class Pool:
 def _new_pool(server: DevServer) -> Pool:
     """A pool made through the management API, the dev identity its administrator, and
     activated (its security domain downloaded)."""
-    token = bearer_token(server, "https://management.azure.com/")
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    name = f"mx{uuid.uuid4().hex[:12]}"
-    r = requests.put(
-        f"https://127.0.0.1:{server.port}/subscriptions/{uuid.uuid4()}/resourceGroups/rg1/"
-        f"providers/Microsoft.KeyVault/managedHSMs/{name}",
-        params={"api-version": "2023-07-01"},
-        json={"location": "westeurope", "sku": {"family": "B", "name": "Standard_B1"},
-              "properties": {"tenantId": claims["tid"],
-                             "initialAdminObjectIds": [claims["oid"]]}},
-        headers={"Host": f"localhost:{server.port}", "Authorization": f"Bearer {token}"},
-        verify=server.ca, timeout=60)
-    assert r.status_code in (200, 201), r.text
+    name, oid = new_pool(server, "mx")
     pool = Pool(server, name, bearer_token(server, "managedhsm"))
     for role in ("Managed HSM Crypto User", "Managed HSM Crypto Officer"):
-        pool.assign(claims["oid"], ROLES[role][0], "/")
+        pool.assign(oid, ROLES[role][0], "/")
     pool.ok("POST", "/securitydomain/download", download_body())
     return pool
 

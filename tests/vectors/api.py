@@ -7,6 +7,7 @@ compare statuses and bodies byte for byte.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from typing import Any
@@ -31,6 +32,25 @@ def bearer_token(server: DevServer, service: str = "vault") -> str:
     )
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
+
+
+def new_pool(server: DevServer, prefix: str) -> tuple[str, str]:
+    """(name, the dev identity's object id): a managed HSM pool made through the management
+    API with plain HTTPS, the dev identity its initial administrator (not yet activated)."""
+    token = bearer_token(server, "https://management.azure.com/")
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    r = requests.put(
+        f"https://127.0.0.1:{server.port}/subscriptions/{uuid.uuid4()}/resourceGroups/rg1/"
+        f"providers/Microsoft.KeyVault/managedHSMs/{name}",
+        params={"api-version": "2023-07-01"},
+        json={"location": "westeurope", "sku": {"family": "B", "name": "Standard_B1"},
+              "properties": {"tenantId": claims["tid"],
+                             "initialAdminObjectIds": [claims["oid"]]}},
+        headers={"Host": f"localhost:{server.port}", "Authorization": f"Bearer {token}"},
+        verify=server.ca, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    return name, str(claims["oid"])
 
 
 class KeyApi:

@@ -19,7 +19,6 @@ Each vector's key is imported (PUT /keys/{name}, kty oct-HSM, once per session):
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import requests
 from tests.support.securitydomain import download_body
 from tests.support.server import DevServer
 from tests.vectors import tally
-from tests.vectors.api import KeyApi, bearer_token, error
+from tests.vectors.api import KeyApi, error, new_pool
 from tests.vectors.loader import b64u, b64u_decode, groups, load
 
 OPS = ["encrypt", "decrypt", "wrapKey", "unwrapKey"]
@@ -52,24 +51,12 @@ def pool_key_api(server: DevServer) -> Iterator[KeyApi]:
     """A managed HSM pool made through the management API, the dev identity its
     administrator and Managed HSM Crypto User at its `/`, activated; one keep-alive session
     to it."""
-    token = bearer_token(server, "https://management.azure.com/")
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    name = f"wyc{uuid.uuid4().hex[:12]}"
-    with requests.Session() as admin:
-        admin.headers["Authorization"] = f"Bearer {token}"
-        r = admin.put(
-            f"https://127.0.0.1:{server.port}/subscriptions/{uuid.uuid4()}/resourceGroups/rg1/"
-            f"providers/Microsoft.KeyVault/managedHSMs/{name}?api-version=2023-07-01",
-            json={"location": "westeurope", "sku": {"family": "B", "name": "Standard_B1"},
-                  "properties": {"tenantId": claims["tid"],
-                                 "initialAdminObjectIds": [claims["oid"]]}},
-            headers={"Host": f"localhost:{server.port}"}, verify=server.ca, timeout=60)
-        assert r.status_code in (200, 201), r.text
+    name, oid = new_pool(server, "wyc")
     with requests.Session() as session:
         api = KeyApi(server, session, pool=name)
         r = api.call("PUT", f"/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
                      {"properties": {"scope": "/", "roleDefinitionId": CRYPTO_USER,
-                                     "principalId": claims["oid"]}})
+                                     "principalId": oid}})
         assert r.status_code in (200, 201), r.text
         # A new pool refuses key operations until its security domain is downloaded.
         r = api.call("POST", "/securitydomain/download", download_body())

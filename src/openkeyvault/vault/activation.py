@@ -10,6 +10,7 @@ keep it (vault/managedhsms.py).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -34,7 +35,10 @@ def state(properties: str | None) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+@functools.lru_cache(maxsize=256)
 def activated(properties: str | None) -> bool:
+    """Whether the document says activated; parsed once per text (every key request on a
+    pool asks, with the same text until the pool changes)."""
     return state(properties).get("activated") is True
 
 
